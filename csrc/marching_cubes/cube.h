@@ -1,0 +1,71 @@
+// Geometry of one marching-cubes cell, shared by the CPU and CUDA kernels and by the table builder.
+//
+// Corner c sits at offset (c & 1, c >> 1 & 1, c >> 2 & 1) along axes (0, 1, 2); its bit in the cube
+// index is set when the sample there is strictly above the level (scikit-image's convention).
+// Edge e = 4 * axis + n runs along `axis` from the n-th corner, in increasing order, whose `axis` bit is
+// 0. Face f = 2 * axis + side holds the corners whose `axis` bit equals `side`.
+#pragma once
+
+#include <cstdint>
+
+#include "common/macros.h"
+
+namespace fastsdf::mc {
+
+constexpr int kNumEdges = 12;
+constexpr int kNumFaces = 6;
+// Each loop of k edge vertices becomes k - 2 triangles and there are at most 12 vertices per cube.
+constexpr int kMaxTriangles = 10;
+// Table key: cube index (8 bits) + one "above corners connected" bit per ambiguous face (6 bits).
+constexpr int kNumKeys = 256 << kNumFaces;
+
+FASTSDF_HD int edge_axis(int e) { return e >> 2; }
+
+FASTSDF_HD int edge_start_corner(int e) {
+  const int axis = e >> 2, n = e & 3;
+  const int low = n & ((1 << axis) - 1);
+  const int high = (n >> axis) << (axis + 1);
+  return high | low;
+}
+
+FASTSDF_HD int corner_offset(int c, int axis) { return (c >> axis) & 1; }
+
+// The m-th corner (m = 0..3) of face f, counter-clockwise as seen from outside the cube.
+FASTSDF_HD int face_corner(int f, int m) {
+  const int axis = f >> 1, side = f & 1;
+  const int b = (axis + 1) % 3, c = (axis + 2) % 3;
+  // (u, v) along (b, c): counter-clockwise about +axis is (0,0) (1,0) (1,1) (0,1); reversed for -axis.
+  int u = (m == 1 || m == 2) ? 1 : 0;
+  int v = (m >= 2) ? 1 : 0;
+  if (side == 0) {
+    const int t = u;
+    u = v;
+    v = t;
+  }
+  return (side << axis) | (u << b) | (v << c);
+}
+
+// Asymptotic decider on an ambiguous face (two diagonal corners above the level, two below): the
+// above corners are joined through the face when the bilinear saddle lies above the level, which
+// reduces to comparing the products of the two diagonals. Products of the same two numbers are
+// bit-identical in either order, so both cubes sharing the face reach the same decision.
+FASTSDF_HD bool above_corners_connected(double above_a, double above_b, double below_a, double below_b) {
+  return above_a * above_b > below_a * below_b;
+}
+
+// Face bits of the table key for one cube: `rel` holds the eight corner values minus the level.
+FASTSDF_HD int face_bits(int cube, int ambiguous, const double rel[8]) {
+  int bits = 0;
+  for (int f = 0; f < kNumFaces; ++f) {
+    if (!((ambiguous >> f) & 1)) continue;
+    const int q0 = face_corner(f, 0), q1 = face_corner(f, 1);
+    const int q2 = face_corner(f, 2), q3 = face_corner(f, 3);
+    const bool q0_above = (cube >> q0) & 1;
+    const bool connected = q0_above ? above_corners_connected(rel[q0], rel[q2], rel[q1], rel[q3])
+                                    : above_corners_connected(rel[q1], rel[q3], rel[q0], rel[q2]);
+    if (connected) bits |= 1 << f;
+  }
+  return bits;
+}
+
+}  // namespace fastsdf::mc

@@ -1,0 +1,67 @@
+// Marching cubes on a strided 3-D grid in two passes, count then fill, so that the caller allocates
+// outputs of exactly the right size (and can refuse sizes that do not fit) between the two.
+//
+// Vertex order: by point layer (axis 0), then row (axis 1), then point (axis 2), then edge axis; each
+// crossed grid edge owns one vertex. Triangle order: by cube in the same order, then table order. Both
+// backends produce this order, so the same input gives the same mesh on CPU and GPU.
+#pragma once
+
+#include <cstdint>
+
+namespace fastsdf::mc {
+
+struct Grid {
+  int64_t shape[3];
+  int64_t stride[3];  // in elements, may be negative
+};
+
+struct LayerRange {
+  int64_t begin, end;
+  bool contains(int64_t i) const { return begin <= i && i < end; }
+};
+
+// What to write in a fill pass. Ids in faces are global (vertex_offsets), positions are stored at
+// verts[id - vertex_base]; only vertices of `vertex_layers` and triangles of `cube_layers` are
+// written, which lets a caller mesh a volume slab by slab with shared boundary vertices.
+struct FillArgs {
+  double level;
+  int64_t index_offset[3];  // grid index of element (0, 0, 0), for slabs of a larger grid
+  double origin[3];
+  double spacing[3];
+  LayerRange vertex_layers;
+  LayerRange cube_layers;
+  int64_t vertex_base;
+  int64_t vertex_capacity;
+  int64_t triangle_capacity;
+  float* verts;    // (vertex_capacity, 3)
+  int64_t* faces;  // (triangle_capacity, 3)
+};
+
+// CPU. count_cpu fills vertex_counts[shape[0]] (per point layer) and triangle_counts[shape[0] - 1]
+// (per cube layer) and returns false if the volume holds NaN or Inf. fill_cpu takes the matching
+// vertex_offsets[shape[0]] (global id of each layer's first vertex) and
+// triangle_offsets[shape[0] - 1] (row in faces of each cube layer's first triangle).
+template <typename T>
+bool count_cpu(const T* data, const Grid& grid, double level, int64_t* vertex_counts,
+               int64_t* triangle_counts);
+
+template <typename T>
+void fill_cpu(const T* data, const Grid& grid, const FillArgs& args, const int64_t* vertex_offsets,
+              const int64_t* triangle_offsets);
+
+// CUDA (fastsdf._cuda). Work is split in segments of kSegment points along axis 2; the per-segment
+// counts (int32, shape[0] * shape[1] * segments_per_row) replace the per-layer ones, and the offsets
+// are their exclusive prefix sums (int64), computed by the caller on the device.
+constexpr int kSegment = 256;
+
+inline int64_t segments_per_row(const Grid& grid) { return (grid.shape[2] + kSegment - 1) / kSegment; }
+
+template <typename T>
+void count_cuda(const T* data, const Grid& grid, double level, int32_t* vertex_counts,
+                int32_t* triangle_counts, int32_t* nonfinite, void* stream);
+
+template <typename T>
+void fill_cuda(const T* data, const Grid& grid, const FillArgs& args, const int64_t* vertex_offsets,
+               const int64_t* triangle_offsets, void* stream);
+
+}  // namespace fastsdf::mc

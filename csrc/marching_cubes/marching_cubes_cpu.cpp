@@ -1,0 +1,337 @@
+// CPU marching cubes: OpenMP threads take contiguous slabs of point layers. Each thread keeps, for
+// the few layers it is working on, one "above the level" byte per point, and for the fill pass the
+// crossed-edge flags and in-row vertex ranks that turn an edge into its global vertex id. Scratch
+// memory is a handful of bytes per point of one layer per thread, never per voxel of the volume.
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <stdexcept>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "marching_cubes/marching_cubes.h"
+#include "marching_cubes/tables.h"
+
+namespace fastsdf::mc {
+namespace {
+
+constexpr uint64_t kAllCornersAbove = 0x0F0F0F0F0F0F0F0FULL;
+
+// The largest T not above `level`, so that `v > threshold` is exactly `double(v) > level`.
+template <typename T>
+T threshold_for(double level) {
+  T t = static_cast<T>(level);
+  if (static_cast<double>(t) > level) t = std::nextafter(t, -std::numeric_limits<T>::infinity());
+  return t;
+}
+
+inline int popcount3(uint8_t f) { return (f & 1) + ((f >> 1) & 1) + ((f >> 2) & 1); }
+
+// Vertex ids of one point layer: crossed-edge flags per point (bit = axis), the rank of each point's
+// first vertex within its row, and the rank of each row's first vertex within the layer.
+struct LayerIndex {
+  int64_t layer = -1;
+  std::vector<uint8_t> flags;
+  std::vector<int32_t> rank_in_row;
+  std::vector<int64_t> row_start;
+};
+
+template <typename T>
+class Sweep {
+ public:
+  Sweep(const T* data, const Grid& grid, double level)
+      : data_(data), grid_(grid), level_(level), threshold_(threshold_for<T>(level)),
+        ny_(grid.shape[1]), nz_(grid.shape[2]), points_(ny_ * nz_), cube_row_(nz_) {
+    for (auto& a : above_) a.resize(points_);
+    for (auto& l : index_) {
+      l.flags.resize(points_);
+      l.rank_in_row.resize(points_);
+      l.row_start.resize(ny_);
+    }
+  }
+
+  bool saw_nonfinite() const { return nonfinite_ != 0; }
+
+  T value(int64_t i, int64_t j, int64_t k) const {
+    return data_[i * grid_.stride[0] + j * grid_.stride[1] + k * grid_.stride[2]];
+  }
+
+  // One byte per point of layer i: 1 where the sample is above the level.
+  const uint8_t* above(int64_t i, bool check_finite) {
+    auto& slot = above_[i % 3];
+    if (above_layer_[i % 3] == i) return slot.data();
+    above_layer_[i % 3] = i;
+    uint8_t bad = 0;
+    const T thr = threshold_;
+    for (int64_t j = 0; j < ny_; ++j) {
+      const T* row = data_ + i * grid_.stride[0] + j * grid_.stride[1];
+      uint8_t* out = slot.data() + j * nz_;
+      const int64_t s = grid_.stride[2];
+      if (s == 1) {
+        for (int64_t k = 0; k < nz_; ++k) out[k] = row[k] > thr;
+        if (check_finite)
+          for (int64_t k = 0; k < nz_; ++k) bad |= static_cast<uint8_t>(!(row[k] - row[k] == T(0)));
+      } else {
+        for (int64_t k = 0; k < nz_; ++k) out[k] = row[k * s] > thr;
+        if (check_finite)
+          for (int64_t k = 0; k < nz_; ++k)
+            bad |= static_cast<uint8_t>(!(row[k * s] - row[k * s] == T(0)));
+      }
+    }
+    nonfinite_ |= bad;
+    return slot.data();
+  }
+
+  // Crossed grid edges owned by the points of layer i (x towards layer i + 1, y and z in-layer).
+  int64_t count_vertices(int64_t i) {
+    const uint8_t* a = above(i, true);
+    uint64_t n = 0;
+    if (i + 1 < grid_.shape[0]) {
+      const uint8_t* b = above(i + 1, true);
+      for (int64_t p = 0; p < points_; ++p) n += a[p] ^ b[p];
+    }
+    for (int64_t p = 0; p + nz_ < points_; ++p) n += a[p] ^ a[p + nz_];
+    for (int64_t j = 0; j < ny_; ++j) {
+      const uint8_t* row = a + j * nz_;
+      for (int64_t k = 0; k + 1 < nz_; ++k) n += row[k] ^ row[k + 1];
+    }
+    return static_cast<int64_t>(n);
+  }
+
+  int64_t count_triangles(int64_t i) {
+    const Tables& tab = tables();
+    int64_t n = 0;
+    for_each_active_cube(i, true, [&](int64_t, int64_t, int key) { n += tab.num_triangles[key]; });
+    return n;
+  }
+
+  // Calls visit(j, k, key) for every cube of cube layer i that the surface crosses.
+  template <typename Visit>
+  void for_each_active_cube(int64_t i, bool check_finite, Visit&& visit) {
+    const Tables& tab = tables();
+    const uint8_t* a0 = above(i, check_finite);
+    const uint8_t* a1 = above(i + 1, check_finite);
+    uint8_t* w = cube_row_.data();
+    for (int64_t j = 0; j + 1 < ny_; ++j) {
+      const uint8_t *p00 = a0 + j * nz_, *p10 = a1 + j * nz_;
+      const uint8_t *p01 = p00 + nz_, *p11 = p10 + nz_;
+      // Four corner bits per point pair; a cube's index is w[k] | w[k + 1] << 4.
+      for (int64_t k = 0; k < nz_; ++k)
+        w[k] = static_cast<uint8_t>(p00[k] | (p10[k] << 1) | (p01[k] << 2) | (p11[k] << 3));
+      int64_t k = 0;
+      while (k + 1 < nz_) {
+        if (k + 9 <= nz_) {
+          uint64_t lo, hi;
+          std::memcpy(&lo, w + k, 8);
+          std::memcpy(&hi, w + k + 1, 8);
+          if (lo == hi && (lo == 0 || lo == kAllCornersAbove)) {
+            k += 8;
+            continue;
+          }
+        }
+        const int cube = w[k] | (w[k + 1] << 4);
+        if (cube != 0 && cube != 255) {
+          int bits = 0;
+          if (const int amb = tab.ambiguous_faces[cube]) {
+            double rel[8];
+            for (int c = 0; c < 8; ++c)
+              rel[c] = static_cast<double>(value(i + corner_offset(c, 0), j + corner_offset(c, 1),
+                                                 k + corner_offset(c, 2))) - level_;
+            bits = face_bits(cube, amb, rel);
+          }
+          visit(j, k, (bits << 8) | cube);
+        }
+        ++k;
+      }
+    }
+  }
+
+  const LayerIndex& layer_index(int64_t i) {
+    LayerIndex& l = index_[i & 1];
+    if (l.layer == i) return l;
+    l.layer = i;
+    const uint8_t* a = above(i, false);
+    const uint8_t* b = i + 1 < grid_.shape[0] ? above(i + 1, false) : nullptr;
+    uint8_t* f = l.flags.data();
+    for (int64_t p = 0; p < points_; ++p) f[p] = b ? static_cast<uint8_t>(a[p] ^ b[p]) : 0;
+    for (int64_t p = 0; p + nz_ < points_; ++p) f[p] |= static_cast<uint8_t>((a[p] ^ a[p + nz_]) << 1);
+    int64_t total = 0;
+    for (int64_t j = 0; j < ny_; ++j) {
+      uint8_t* fr = f + j * nz_;
+      const uint8_t* ar = a + j * nz_;
+      for (int64_t k = 0; k + 1 < nz_; ++k) fr[k] |= static_cast<uint8_t>((ar[k] ^ ar[k + 1]) << 2);
+      l.row_start[j] = total;
+      int32_t* rank = l.rank_in_row.data() + j * nz_;
+      int32_t acc = 0;
+      // Ranks are only read where a point has vertices, so runs of empty points are skipped.
+      for (int64_t k = 0; k < nz_;) {
+        if (k + 8 <= nz_) {
+          uint64_t word;
+          std::memcpy(&word, fr + k, 8);
+          if (word == 0) {
+            k += 8;
+            continue;
+          }
+        }
+        rank[k] = acc;
+        acc += popcount3(fr[k]);
+        ++k;
+      }
+      total += acc;
+    }
+    return l;
+  }
+
+  int64_t vertex_id(const int64_t* vertex_offsets, int64_t i, int64_t j, int64_t k, int axis) {
+    const LayerIndex& l = layer_index(i);
+    const int64_t p = j * nz_ + k;
+    return vertex_offsets[i] + l.row_start[j] + l.rank_in_row[p] + popcount3(l.flags[p] & ((1 << axis) - 1));
+  }
+
+  // Writes the vertices of point layer i; returns false if one would land outside the buffer.
+  bool emit_vertices(int64_t i, const FillArgs& args, const int64_t* vertex_offsets) {
+    const LayerIndex& l = layer_index(i);
+    int64_t out = vertex_offsets[i] - args.vertex_base;
+    for (int64_t j = 0; j < ny_; ++j) {
+      const uint8_t* fr = l.flags.data() + j * nz_;
+      for (int64_t k = 0; k < nz_; ++k) {
+        if (k + 8 <= nz_) {
+          uint64_t word;
+          std::memcpy(&word, fr + k, 8);
+          if (word == 0) {
+            k += 7;
+            continue;
+          }
+        }
+        const uint8_t f = fr[k];
+        if (!f) continue;
+        const double v0 = static_cast<double>(value(i, j, k));
+        const int64_t idx[3] = {i, j, k};
+        for (int axis = 0; axis < 3; ++axis) {
+          if (!((f >> axis) & 1)) continue;
+          if (out < 0 || out >= args.vertex_capacity) return false;
+          const double v1 = static_cast<double>(value(i + (axis == 0), j + (axis == 1), k + (axis == 2)));
+          const double t = (level_ - v0) / (v1 - v0);
+          float* dst = args.verts + 3 * out;
+          for (int d = 0; d < 3; ++d) {
+            const double pos = static_cast<double>(idx[d] + args.index_offset[d]) + (d == axis ? t : 0.0);
+            dst[d] = static_cast<float>(args.origin[d] + pos * args.spacing[d]);
+          }
+          ++out;
+        }
+      }
+    }
+    return true;
+  }
+
+  bool emit_triangles(int64_t i, const FillArgs& args, const int64_t* vertex_offsets,
+                      const int64_t* triangle_offsets) {
+    const Tables& tab = tables();
+    layer_index(i);
+    layer_index(i + 1);
+    int64_t out = triangle_offsets[i];
+    bool ok = true;
+    for_each_active_cube(i, false, [&](int64_t j, int64_t k, int key) {
+      const int n = tab.num_triangles[key];
+      if (out < 0 || out + n > args.triangle_capacity) {
+        ok = false;
+        return;
+      }
+      const uint8_t* edges = tab.triangle_edges[key].data();
+      int64_t* dst = args.faces + 3 * out;
+      for (int v = 0; v < 3 * n; ++v) {
+        const int e = edges[v];
+        const int c = edge_start_corner(e);
+        dst[v] = vertex_id(vertex_offsets, i + corner_offset(c, 0), j + corner_offset(c, 1),
+                           k + corner_offset(c, 2), edge_axis(e));
+      }
+      out += n;
+    });
+    return ok;
+  }
+
+ private:
+  const T* data_;
+  Grid grid_;
+  double level_;
+  T threshold_;
+  int64_t ny_, nz_, points_;
+  std::vector<uint8_t> above_[3];
+  int64_t above_layer_[3] = {-1, -1, -1};
+  LayerIndex index_[2];
+  std::vector<uint8_t> cube_row_;
+  uint8_t nonfinite_ = 0;
+};
+
+// Runs body(sweep, begin, end) on contiguous ranges of point layers, one per thread, and rethrows
+// the first exception any thread raised.
+template <typename T, typename Body>
+void parallel_over_layers(const T* data, const Grid& grid, double level, Body&& body) {
+  std::exception_ptr error;
+  std::mutex error_mutex;
+#pragma omp parallel
+  {
+#ifdef _OPENMP
+    const int64_t thread = omp_get_thread_num(), threads = omp_get_num_threads();
+#else
+    const int64_t thread = 0, threads = 1;
+#endif
+    const int64_t n = grid.shape[0];
+    const int64_t begin = n * thread / threads, end = n * (thread + 1) / threads;
+    if (begin < end) {
+      try {
+        Sweep<T> sweep(data, grid, level);
+        body(sweep, begin, end);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
+
+template <typename T>
+bool count_cpu(const T* data, const Grid& grid, double level, int64_t* vertex_counts,
+               int64_t* triangle_counts) {
+  std::vector<uint8_t> nonfinite(static_cast<size_t>(grid.shape[0]), 0);
+  parallel_over_layers(data, grid, level, [&](Sweep<T>& sweep, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      vertex_counts[i] = sweep.count_vertices(i);
+      if (i + 1 < grid.shape[0]) triangle_counts[i] = sweep.count_triangles(i);
+    }
+    nonfinite[begin] = sweep.saw_nonfinite();
+  });
+  for (uint8_t bad : nonfinite)
+    if (bad) return false;
+  return true;
+}
+
+template <typename T>
+void fill_cpu(const T* data, const Grid& grid, const FillArgs& args, const int64_t* vertex_offsets,
+              const int64_t* triangle_offsets) {
+  const int64_t cube_layers = grid.shape[0] - 1;
+  parallel_over_layers(data, grid, args.level, [&](Sweep<T>& sweep, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (args.vertex_layers.contains(i) && !sweep.emit_vertices(i, args, vertex_offsets))
+        throw std::out_of_range("marching cubes: vertex buffer smaller than the counts promise");
+      if (i < cube_layers && args.cube_layers.contains(i) &&
+          !sweep.emit_triangles(i, args, vertex_offsets, triangle_offsets))
+        throw std::out_of_range("marching cubes: face buffer smaller than the counts promise");
+    }
+  });
+}
+
+template bool count_cpu<float>(const float*, const Grid&, double, int64_t*, int64_t*);
+template bool count_cpu<double>(const double*, const Grid&, double, int64_t*, int64_t*);
+template void fill_cpu<float>(const float*, const Grid&, const FillArgs&, const int64_t*, const int64_t*);
+template void fill_cpu<double>(const double*, const Grid&, const FillArgs&, const int64_t*, const int64_t*);
+
+}  // namespace fastsdf::mc

@@ -1,0 +1,23 @@
+"""fastsdf: kernel-accelerated signed distance functions.
+
+The public API lives here and nothing else: see the README for a tour.
+"""
+
+from fastsdf._backend import BackendUnavailableError
+from fastsdf.geometry.analytic import Box, Difference, Intersection, Sphere, Torus, Union
+from fastsdf.meshing.extract import extract_mesh
+from fastsdf.meshing.marching_cubes import marching_cubes
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "Box",
+    "Difference",
+    "Intersection",
+    "Sphere",
+    "Torus",
+    "Union",
+    "extract_mesh",
+    "marching_cubes",
+]

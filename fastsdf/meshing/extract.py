@@ -1,0 +1,280 @@
+"""``extract_mesh``: evaluate any SDF on a regular grid, in batches, and mesh it.
+
+The grid's coordinates are generated per batch from flat indices, so no (R^3, 3) array ever
+exists. ``method="dense"`` fills one volume and meshes it; ``method="chunked"`` walks slabs of
+point layers along axis 0, meshing each with the next slab's first vertices referenced by id, so
+peak memory stays bounded at any resolution and the mesh is the dense one, vertex for vertex.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from fastsdf import _memory
+from fastsdf.meshing.marching_cubes import _finite_scalar, _prepare
+
+__all__ = ["extract_mesh"]
+
+Bounds = tuple[Sequence[float], Sequence[float]]
+
+_DEFAULT_BATCH = 1 << 18
+# Values kept per slab in chunked mode; bounds its memory whatever the resolution.
+_SLAB_BYTES = 256 << 20
+# Progress bars appear on their own only for grids at least this large.
+_PROGRESS_POINTS = 1 << 24
+
+
+def extract_mesh(
+    sdf: Callable[[Any], Any],
+    resolution: int | Sequence[int],
+    bounds: Bounds = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0)),
+    level: float = 0.0,
+    method: str = "dense",
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    device: Any = None,
+) -> tuple[Any, Any]:
+    """Meshes the level set of ``sdf`` sampled on a grid over ``bounds``.
+
+    Args:
+        sdf: callable from (N, 3) points to (N,) or (N, 1) values: a ``torch.nn.Module`` (evaluated
+            under ``torch.no_grad`` on its parameters' device and dtype), a function on tensors, or
+            a function on NumPy arrays. Plain functions are first tried on a two-point NumPy array
+            and switched to CPU tensors if that fails or gives back a tensor; pass ``device`` to
+            evaluate on tensors on that device directly.
+        resolution: samples per axis, one int or three, each at least 2. The grid includes both
+            bounds: sample ``n`` along an axis sits at ``lo + n * (hi - lo) / (resolution - 1)``.
+        bounds: ``(lo, hi)``, each three finite numbers with ``lo < hi``.
+        level: iso-value.
+        method: ``"dense"`` (one volume in memory) or ``"chunked"`` (slabs of about 256 MiB of
+            values, same mesh as dense, for resolutions whose volume does not fit).
+        batch_size: points per call of ``sdf`` (default 262144).
+        progress: show a progress bar (tqdm); ``None`` shows one for large grids when stderr is a
+            terminal, ``False`` never.
+        device: torch device to evaluate tensors on (overrides the detection above).
+
+    Returns:
+        ``(verts, faces)`` as ``fastsdf.marching_cubes`` gives them: NumPy arrays when ``sdf`` was
+        evaluated on NumPy arrays, tensors on the evaluation device otherwise. A grid in which the
+        surface does not appear gives an empty mesh.
+
+    Raises:
+        ValueError: bad arguments, or ``sdf`` returning the wrong shape or NaN/Inf values.
+        MemoryError: a dense volume or the mesh would not fit in the memory available.
+    """
+    res = _resolution(resolution)
+    lo, hi = _bounds(bounds)
+    level = _finite_scalar(level, "level")
+    if method not in ("dense", "chunked"):
+        raise ValueError(f"method must be 'dense' or 'chunked', got {method!r}")
+    batch = _DEFAULT_BATCH if batch_size is None else int(batch_size)
+    if batch < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    step = tuple((h - l) / (r - 1) for l, h, r in zip(lo, hi, res))
+    grid = _Grid(res, lo, step)
+    evaluator = _Evaluator(sdf, grid, device)
+    total = math.prod(res)
+    show = progress if progress is not None else (total >= _PROGRESS_POINTS and sys.stderr.isatty())
+    with _progress_bar(total, show, f"extract_mesh {res[0]}x{res[1]}x{res[2]}") as bar:
+        if method == "dense":
+            return _dense(evaluator, grid, level, batch, bar)
+        return _chunked(evaluator, grid, level, batch, bar)
+
+
+class _Grid:
+    def __init__(self, res: tuple[int, int, int], lo: tuple[float, ...], step: tuple[float, ...]):
+        self.res, self.lo, self.step = res, lo, step
+        self.layer_points = res[1] * res[2]
+
+    def points(self, first_layer: int, start: int, stop: int) -> np.ndarray:
+        """float32 coordinates of flat points [start, stop) of the layers from ``first_layer`` on."""
+        flat = np.arange(start, stop, dtype=np.int64)
+        i = flat // self.layer_points + first_layer
+        rem = flat % self.layer_points
+        index = (i, rem // self.res[2], rem % self.res[2])
+        return np.stack([self.lo[a] + index[a] * self.step[a] for a in range(3)], axis=1).astype(np.float32)
+
+
+class _Evaluator:
+    """Calls the user's SDF on NumPy batches or on tensors of one device, and checks what it gives."""
+
+    def __init__(self, sdf: Callable, grid: _Grid, device: Any):
+        if not callable(sdf):
+            raise TypeError(f"sdf must be callable, got {type(sdf).__name__}")
+        self.sdf = sdf
+        self.torch_device = None
+        self.torch_dtype = None
+        if device is not None or _is_module(sdf):
+            import torch
+
+            params = [*sdf.parameters(), *sdf.buffers()] if _is_module(sdf) else []
+            self.torch_device = torch.device(device) if device is not None else (
+                params[0].device if params else torch.device("cpu"))
+            floats = [p.dtype for p in params if p.is_floating_point()]
+            self.torch_dtype = floats[0] if floats else torch.float32
+        else:
+            self._probe(grid.points(0, 0, min(2, grid.layer_points)))
+
+    def _probe(self, sample: np.ndarray) -> None:
+        try:
+            out = self.sdf(sample)
+            if not (hasattr(out, "data_ptr") and type(out).__module__.startswith("torch")):
+                return
+        except Exception:  # noqa: BLE001 - a function on tensors fails on arrays in any way
+            pass
+        import torch
+
+        self.torch_device, self.torch_dtype = torch.device("cpu"), torch.float32
+
+    @property
+    def on_torch(self) -> bool:
+        return self.torch_device is not None
+
+    def new_volume(self, shape: tuple[int, ...]) -> Any:
+        if self.on_torch:
+            import torch
+
+            return torch.empty(shape, dtype=torch.float32, device=self.torch_device)
+        return np.empty(shape, np.float32)
+
+    def __call__(self, points: np.ndarray) -> Any:
+        if self.on_torch:
+            import torch
+
+            x = torch.from_numpy(points).to(device=self.torch_device, dtype=self.torch_dtype)
+            with torch.no_grad():
+                values = self.sdf(x)
+            if not isinstance(values, torch.Tensor):
+                raise TypeError(f"sdf returned {type(values).__name__}, expected a tensor")
+            values = values.detach().reshape(-1) if values.numel() == len(points) else values
+            ok = bool(torch.isfinite(values).all()) if values.ndim == 1 else True
+        else:
+            values = np.asarray(self.sdf(points))
+            values = values.reshape(-1) if values.size == len(points) else values
+            ok = bool(np.isfinite(values).all()) if values.ndim == 1 else True
+        if values.ndim != 1 or len(values) != len(points):
+            raise ValueError(
+                f"sdf must map (N, 3) points to (N,) or (N, 1) values; got shape {tuple(values.shape)} "
+                f"for N = {len(points)}")
+        if not ok:
+            bad = (~np.isfinite(values.cpu().numpy() if self.on_torch else values)).nonzero()[0][0]
+            raise ValueError(f"sdf returned NaN or Inf at point {points[bad].tolist()}")
+        return values
+
+
+def _is_module(sdf: Any) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return isinstance(sdf, torch.nn.Module)
+
+
+def _fill_layers(evaluator: _Evaluator, grid: _Grid, volume: Any, first_layer: int, start_layer: int,
+                 batch: int, bar) -> None:
+    """Evaluates layers [first_layer + start_layer, first_layer + len(volume)) into volume[start_layer:]."""
+    flat = volume.reshape(-1)
+    start, stop = start_layer * grid.layer_points, volume.shape[0] * grid.layer_points
+    for s in range(start, stop, batch):
+        e = min(s + batch, stop)
+        values = evaluator(grid.points(first_layer, s, e))
+        flat[s:e] = values
+        bar.update(e - s)
+
+
+def _dense(evaluator: _Evaluator, grid: _Grid, level: float, batch: int, bar):
+    from fastsdf.meshing.marching_cubes import marching_cubes
+
+    _memory.check_fits(
+        4 * math.prod(grid.res), f"a dense {grid.res[0]}x{grid.res[1]}x{grid.res[2]} float32 volume",
+        evaluator.torch_device, "use method='chunked', which needs memory for a few layers only")
+    volume = evaluator.new_volume(grid.res)
+    _fill_layers(evaluator, grid, volume, 0, 0, batch, bar)
+    return marching_cubes(volume, level, spacing=grid.step, origin=grid.lo)
+
+
+def _chunked(evaluator: _Evaluator, grid: _Grid, level: float, batch: int, bar):
+    nx = grid.res[0]
+    layer_bytes = 4 * grid.layer_points
+    # Each slab owns `owned` point layers and cube layers and also holds the next two layers: the
+    # first of them has the vertices its last cubes use, and the second decides which of that
+    # layer's edges are crossed, hence their ids.
+    owned = max(1, _SLAB_BYTES // layer_bytes - 2)
+    _memory.check_fits((owned + 2) * layer_bytes, "one slab of the chunked grid", evaluator.torch_device,
+                       "the grid's layers are too large even for chunked extraction")
+    verts, faces = [], []
+    vertex_base = 0
+    carry = None
+    a = 0
+    while a < nx:
+        b = min(a + owned, nx)
+        if nx - b == 1:
+            b = nx  # a slab of one layer has no cubes; its layer joins this one
+        stop = min(b + 2, nx)
+        volume = evaluator.new_volume((stop - a, grid.res[1], grid.res[2]))
+        reused = 0 if carry is None else len(carry)
+        if reused:
+            volume[:reused] = carry
+        _fill_layers(evaluator, grid, volume, a, reused, batch, bar)
+        kernels, data, wrap = _prepare(volume)
+        counts = kernels.count(data, level)
+        layers = b - a
+        v, f = kernels.fill(data, level, counts, vertex_base=vertex_base, layers=layers,
+                            index_offset=(a, 0, 0), origin=grid.lo, spacing=grid.step)
+        verts.append(wrap(v))
+        faces.append(wrap(f))
+        vertex_base += int(counts.vertices[:layers].sum())
+        carry = volume[b - a:].copy() if b < nx else None
+        a = b
+    return _concat(verts), _concat(faces)
+
+
+def _concat(parts: list) -> Any:
+    if type(parts[0]).__module__.startswith("torch"):
+        import torch
+
+        return torch.cat(parts)
+    return np.concatenate(parts)
+
+
+def _resolution(resolution: int | Sequence[int]) -> tuple[int, int, int]:
+    values = (resolution,) * 3 if np.ndim(resolution) == 0 else tuple(resolution)
+    if len(values) != 3 or not all(float(r).is_integer() and r >= 2 for r in values):
+        raise ValueError(f"resolution must be an int >= 2 or three of them, got {resolution!r}")
+    return tuple(int(r) for r in values)  # type: ignore[return-value]
+
+
+def _bounds(bounds: Bounds) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    try:
+        lo, hi = (tuple(float(v) for v in b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"bounds must be ((x0, y0, z0), (x1, y1, z1)), got {bounds!r}") from None
+    if len(lo) != 3 or len(hi) != 3 or not all(map(math.isfinite, lo + hi)) or any(l >= h for l, h in zip(lo, hi)):
+        raise ValueError(f"bounds must be two finite 3-vectors with lo < hi, got {bounds!r}")
+    return lo, hi
+
+
+class _progress_bar:
+    """tqdm when shown, a do-nothing stand-in otherwise."""
+
+    def __init__(self, total: int, show: bool, desc: str):
+        self.bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="pt", unit_scale=True, leave=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)

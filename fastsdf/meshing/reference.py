@@ -1,0 +1,170 @@
+"""Plain NumPy twin of the compiled marching cubes, the truth the kernels are tested against.
+
+It follows the same conventions as csrc/marching_cubes (corner, edge and face numbering, the
+asymptotic decider on ambiguous faces, loops of face segments fanned into triangles, vertex and
+triangle order) but builds its tables from cube coordinates and evaluates everything in float64
+with whole-array operations. Slow and memory-hungry (several arrays the size of the volume): for
+tests and small grids only.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["marching_cubes_reference"]
+
+# Corner c at (c & 1, c >> 1 & 1, c >> 2 & 1).
+_CORNERS = np.array([[(c >> a) & 1 for a in range(3)] for c in range(8)])
+# Edge 4 * axis + n starts at the n-th corner (in increasing order) with a 0 along that axis.
+_EDGES = [(c, c | (1 << axis)) for axis in range(3) for c in range(8) if not (c >> axis) & 1]
+_EDGE_START = np.array([_CORNERS[c0] for c0, _ in _EDGES])
+_EDGE_AXIS = np.array([e // 4 for e in range(12)])
+
+
+def _face_cycles() -> list[list[int]]:
+    """Face 2 * axis + side: its corners counter-clockwise as seen from outside the cube."""
+    cycles = []
+    for axis in range(3):
+        for side in range(2):
+            normal = np.zeros(3)
+            normal[axis] = 1.0 if side else -1.0
+            corners = [c for c in range(8) if _CORNERS[c][axis] == side]
+            centre = _CORNERS[corners].mean(axis=0)
+            u = np.zeros(3)
+            u[(axis + 1) % 3] = 1.0
+            v = np.cross(normal, u)
+            start = min(corners)
+            ang0 = np.arctan2((_CORNERS[start] - centre) @ v, (_CORNERS[start] - centre) @ u)
+            order = sorted(corners, key=lambda c: (np.arctan2((_CORNERS[c] - centre) @ v,
+                                                              (_CORNERS[c] - centre) @ u) - ang0) % (2 * np.pi))
+            cycles.append(order)
+    return cycles
+
+
+_FACES = _face_cycles()
+
+
+def _edge_id(c0: int, c1: int) -> int:
+    return _EDGES.index((min(c0, c1), max(c0, c1)))
+
+
+def _triangles(cube: int, connected: int) -> list[tuple[int, int, int]]:
+    """Triangles (as edge triples) of one cube index and one set of face decisions."""
+    above = [(cube >> c) & 1 for c in range(8)]
+    successor: dict[int, int] = {}
+    for f, ring in enumerate(_FACES):
+        # Segment i runs on face edge (ring[i], ring[i + 1]); walking the ring counter-clockwise,
+        # crossing from above to below starts a segment, from below to above ends one.
+        sides = [(_edge_id(ring[i], ring[(i + 1) % 4]), above[ring[i]], above[ring[(i + 1) % 4]])
+                 for i in range(4)]
+        starts = [i for i, (_, a, b) in enumerate(sides) if a and not b]
+        ends = [i for i, (_, a, b) in enumerate(sides) if b and not a]
+        if len(starts) == 1:
+            successor[sides[starts[0]][0]] = sides[ends[0]][0]
+        elif len(starts) == 2:
+            # Joined above corners: each segment cuts off a below corner, so a start is followed by
+            # the next end around the ring; separated: by the previous one.
+            step = 1 if (connected >> f) & 1 else -1
+            for s in starts:
+                successor[sides[s][0]] = sides[(s + step) % 4][0]
+    tris = []
+    seen: set[int] = set()
+    for first in sorted(successor):
+        if first in seen:
+            continue
+        loop = [first]
+        seen.add(first)
+        while successor[loop[-1]] != first:
+            loop.append(successor[loop[-1]])
+            seen.add(loop[-1])
+        tris += [(loop[0], loop[t], loop[t + 1]) for t in range(1, len(loop) - 1)]
+    return tris
+
+
+@functools.cache
+def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(triangle edges (16384, 10, 3) padded with -1, triangle counts, ambiguous-face masks (256,))."""
+    ambiguous = np.zeros(256, np.int64)
+    for cube in range(256):
+        for f, ring in enumerate(_FACES):
+            a = [(cube >> c) & 1 for c in ring]
+            if a[0] == a[2] and a[1] == a[3] and a[0] != a[1]:
+                ambiguous[cube] |= 1 << f
+    edges = np.full((256 * 64, 10, 3), -1, np.int64)
+    counts = np.zeros(256 * 64, np.int64)
+    for bits in range(64):
+        for cube in range(256):
+            tris = _triangles(cube, bits & ambiguous[cube])
+            key = bits * 256 + cube
+            counts[key] = len(tris)
+            if tris:
+                edges[key, : len(tris)] = tris
+    return edges, counts, ambiguous
+
+
+def marching_cubes_reference(
+    volume: np.ndarray,
+    level: float = 0.0,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    origin: Sequence[float] = (0.0, 0.0, 0.0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Same contract and output (vertex and triangle order included) as ``fastsdf.marching_cubes``
+    on a finite NumPy volume."""
+    v = np.asarray(volume, dtype=np.float64)
+    if v.ndim != 3 or min(v.shape) < 2:
+        raise ValueError(f"volume must be 3-D with at least 2 samples per axis, got shape {v.shape}")
+    above = v > level
+    spacing = np.asarray(spacing, np.float64)
+    origin = np.asarray(origin, np.float64)
+
+    keys, points = [], []
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        idx = np.argwhere(above[tuple(lo)] != above[tuple(hi)])
+        nxt = idx.copy()
+        nxt[:, axis] += 1
+        v0, v1 = v[tuple(idx.T)], v[tuple(nxt.T)]
+        p = idx.astype(np.float64)
+        p[:, axis] += (level - v0) / (v1 - v0)
+        keys.append(np.ravel_multi_index(idx.T, v.shape) * 3 + axis)
+        points.append(p)
+    keys = np.concatenate(keys)
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    verts = (origin + np.concatenate(points)[order] * spacing).astype(np.float32)
+
+    nx, ny, nz = v.shape
+    cube = np.zeros((nx - 1, ny - 1, nz - 1), np.int64)
+    for c, (dx, dy, dz) in enumerate(_CORNERS):
+        cube |= above[dx : nx - 1 + dx, dy : ny - 1 + dy, dz : nz - 1 + dz].astype(np.int64) << c
+    cells = np.argwhere((cube != 0) & (cube != 255))
+    cube = cube[tuple(cells.T)]
+    edges, counts, ambiguous = _tables()
+
+    rel = np.stack([v[tuple((cells + _CORNERS[c]).T)] - level for c in range(8)], axis=1)
+    bits = np.zeros(len(cells), np.int64)
+    for f, (q0, q1, q2, q3) in enumerate(_FACES):
+        amb = (ambiguous[cube] >> f) & 1 == 1
+        q0_above = (cube >> q0) & 1 == 1
+        d02 = rel[:, q0] * rel[:, q2]
+        d13 = rel[:, q1] * rel[:, q3]
+        connected = np.where(q0_above, d02 > d13, d13 > d02)
+        bits |= (amb & connected).astype(np.int64) << f
+    key = bits * 256 + cube
+
+    tri_edges = edges[key]  # (cells, 10, 3)
+    valid = np.arange(10)[None, :] < counts[key][:, None]
+    tri_cells = np.repeat(cells, counts[key], axis=0)
+    tri_edges = tri_edges[valid]  # (T, 3), cube order then table order
+    faces = np.empty(tri_edges.shape, np.int64)
+    for corner in range(3):
+        e = tri_edges[:, corner]
+        point = tri_cells + _EDGE_START[e]
+        edge_key = np.ravel_multi_index(point.T, v.shape) * 3 + _EDGE_AXIS[e]
+        faces[:, corner] = np.searchsorted(keys, edge_key)
+    return verts, faces.reshape(-1, 3)
