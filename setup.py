@@ -80,7 +80,7 @@ class BuildExt(build_ext):
         objects = []
         for src in sources:
             obj = out_dir / (Path(src).stem + ".o")
-            cmd = [nvcc, "-c", src, "-o", str(obj), "-std=c++17", "-O3", "--use_fast_math",
+            cmd = [nvcc, "-c", src, "-o", str(obj), "-std=c++17", "-O3",
                    "-Xcompiler", "-fPIC", f"-I{CSRC}", *_gencode_flags()]
             print(" ".join(cmd))
             subprocess.check_call(cmd)

@@ -6,7 +6,9 @@
 // 0. Face f = 2 * axis + side holds the corners whose `axis` bit equals `side`.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "common/macros.h"
 
@@ -18,6 +20,19 @@ constexpr int kNumFaces = 6;
 constexpr int kMaxTriangles = 10;
 // Table key: cube index (8 bits) + one "above corners connected" bit per ambiguous face (6 bits).
 constexpr int kNumKeys = 256 << kNumFaces;
+// The tables as one flat byte buffer, for the device: triangle counts per key, ambiguous-face
+// masks per cube index, then 3 * kMaxTriangles edges per key.
+constexpr int kFlatAmbiguous = kNumKeys;
+constexpr int kFlatEdges = kFlatAmbiguous + 256;
+constexpr int kFlatBytes = kFlatEdges + kNumKeys * 3 * kMaxTriangles;
+
+// The largest T not above `level`, so that `v > threshold` is exactly `double(v) > level`.
+template <typename T>
+T threshold_for(double level) {
+  T t = static_cast<T>(level);
+  if (static_cast<double>(t) > level) t = std::nextafter(t, -std::numeric_limits<T>::infinity());
+  return t;
+}
 
 FASTSDF_HD int edge_axis(int e) { return e >> 2; }
 
@@ -50,7 +65,7 @@ FASTSDF_HD int face_corner(int f, int m) {
 // reduces to comparing the products of the two diagonals. Products of the same two numbers are
 // bit-identical in either order, so both cubes sharing the face reach the same decision.
 FASTSDF_HD bool above_corners_connected(double above_a, double above_b, double below_a, double below_b) {
-  return above_a * above_b > below_a * below_b;
+  return FASTSDF_MUL_RN(above_a, above_b) > FASTSDF_MUL_RN(below_a, below_b);
 }
 
 // Face bits of the table key for one cube: `rel` holds the eight corner values minus the level.
@@ -66,6 +81,19 @@ FASTSDF_HD int face_bits(int cube, int ambiguous, const double rel[8]) {
     if (connected) bits |= 1 << f;
   }
   return bits;
+}
+
+// World position of the vertex on the edge from grid point `index` along `axis`, between samples v0
+// (at the point) and v1, where the linear interpolant meets the level.
+FASTSDF_HD void vertex_position(const int64_t index[3], int axis, double v0, double v1, double level,
+                                const int64_t index_offset[3], const double origin[3],
+                                const double spacing[3], float* out) {
+  const double t = (level - v0) / (v1 - v0);
+  for (int d = 0; d < 3; ++d) {
+    double pos = static_cast<double>(index[d] + index_offset[d]);
+    if (d == axis) pos = FASTSDF_ADD_RN(pos, t);
+    out[d] = static_cast<float>(FASTSDF_ADD_RN(origin[d], FASTSDF_MUL_RN(pos, spacing[d])));
+  }
 }
 
 }  // namespace fastsdf::mc

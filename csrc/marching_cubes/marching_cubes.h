@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "common/macros.h"
+
 namespace fastsdf::mc {
 
 struct Grid {
@@ -17,7 +19,7 @@ struct Grid {
 
 struct LayerRange {
   int64_t begin, end;
-  bool contains(int64_t i) const { return begin <= i && i < end; }
+  FASTSDF_HD bool contains(int64_t i) const { return begin <= i && i < end; }
 };
 
 // What to write in a fill pass. Ids in faces are global (vertex_offsets), positions are stored at
@@ -49,19 +51,21 @@ template <typename T>
 void fill_cpu(const T* data, const Grid& grid, const FillArgs& args, const int64_t* vertex_offsets,
               const int64_t* triangle_offsets);
 
-// CUDA (fastsdf._cuda). Work is split in segments of kSegment points along axis 2; the per-segment
-// counts (int32, shape[0] * shape[1] * segments_per_row) replace the per-layer ones, and the offsets
-// are their exclusive prefix sums (int64), computed by the caller on the device.
+// CUDA (fastsdf._cuda); every pointer is device memory. Work is split in segments of kSegment
+// points along axis 2, one thread block each; the per-segment counts (int32, shape[0] * shape[1] *
+// segments_per_row, in that order) replace the per-layer ones, and the offsets are their exclusive
+// prefix sums (int64), computed by the caller on the device. `tables` holds flat_tables().
 constexpr int kSegment = 256;
 
-inline int64_t segments_per_row(const Grid& grid) { return (grid.shape[2] + kSegment - 1) / kSegment; }
+inline int64_t segments_per_row(int64_t n) { return (n + kSegment - 1) / kSegment; }
 
 template <typename T>
-void count_cuda(const T* data, const Grid& grid, double level, int32_t* vertex_counts,
-                int32_t* triangle_counts, int32_t* nonfinite, void* stream);
+void count_cuda(const T* data, const Grid& grid, double level, const uint8_t* tables,
+                int32_t* vertex_counts, int32_t* triangle_counts, int32_t* nonfinite, void* stream);
 
 template <typename T>
-void fill_cuda(const T* data, const Grid& grid, const FillArgs& args, const int64_t* vertex_offsets,
-               const int64_t* triangle_offsets, void* stream);
+void fill_cuda(const T* data, const Grid& grid, const FillArgs& args, const uint8_t* tables,
+               const int32_t* vertex_counts, const int32_t* triangle_counts,
+               const int64_t* vertex_offsets, const int64_t* triangle_offsets, void* stream);
 
 }  // namespace fastsdf::mc

@@ -2,10 +2,8 @@
 // the few layers it is working on, one "above the level" byte per point, and for the fill pass the
 // crossed-edge flags and in-row vertex ranks that turn an edge into its global vertex id. Scratch
 // memory is a handful of bytes per point of one layer per thread, never per voxel of the volume.
-#include <cmath>
 #include <cstring>
 #include <exception>
-#include <limits>
 #include <mutex>
 #include <stdexcept>
 #include <vector>
@@ -21,14 +19,6 @@ namespace fastsdf::mc {
 namespace {
 
 constexpr uint64_t kAllCornersAbove = 0x0F0F0F0F0F0F0F0FULL;
-
-// The largest T not above `level`, so that `v > threshold` is exactly `double(v) > level`.
-template <typename T>
-T threshold_for(double level) {
-  T t = static_cast<T>(level);
-  if (static_cast<double>(t) > level) t = std::nextafter(t, -std::numeric_limits<T>::infinity());
-  return t;
-}
 
 inline int popcount3(uint8_t f) { return (f & 1) + ((f >> 1) & 1) + ((f >> 2) & 1); }
 
@@ -216,12 +206,8 @@ class Sweep {
           if (!((f >> axis) & 1)) continue;
           if (out < 0 || out >= args.vertex_capacity) return false;
           const double v1 = static_cast<double>(value(i + (axis == 0), j + (axis == 1), k + (axis == 2)));
-          const double t = (level_ - v0) / (v1 - v0);
-          float* dst = args.verts + 3 * out;
-          for (int d = 0; d < 3; ++d) {
-            const double pos = static_cast<double>(idx[d] + args.index_offset[d]) + (d == axis ? t : 0.0);
-            dst[d] = static_cast<float>(args.origin[d] + pos * args.spacing[d]);
-          }
+          vertex_position(idx, axis, v0, v1, level_, args.index_offset, args.origin, args.spacing,
+                          args.verts + 3 * out);
           ++out;
         }
       }

@@ -113,4 +113,17 @@ inline const Tables& tables() {
   return instance;
 }
 
+// The layout of kFlat* in cube.h, for copying to a device.
+inline std::array<uint8_t, kFlatBytes> flat_tables() {
+  const Tables& t = tables();
+  std::array<uint8_t, kFlatBytes> flat{};
+  for (int key = 0; key < kNumKeys; ++key) {
+    flat[key] = t.num_triangles[key];
+    for (int e = 0; e < 3 * kMaxTriangles; ++e)
+      flat[kFlatEdges + key * 3 * kMaxTriangles + e] = t.triangle_edges[key][e];
+  }
+  for (int cube = 0; cube < 256; ++cube) flat[kFlatAmbiguous + cube] = t.ambiguous_faces[cube];
+  return flat;
+}
+
 }  // namespace fastsdf::mc

@@ -228,7 +228,7 @@ def _chunked(evaluator: _Evaluator, grid: _Grid, level: float, batch: int, bar):
         verts.append(wrap(v))
         faces.append(wrap(f))
         vertex_base += int(counts.vertices[:layers].sum())
-        carry = volume[b - a:].copy() if b < nx else None
+        carry = volume[b - a:] if b < nx else None  # a view; the next slab copies it in
         a = b
     return _concat(verts), _concat(faces)
 

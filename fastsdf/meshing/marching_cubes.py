@@ -7,6 +7,7 @@ the counting and filling happen in ``fastsdf._C`` (csrc/marching_cubes/*_cpu.cpp
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -112,8 +113,8 @@ class CudaKernels:
         n_segments = volume.shape[0] * volume.shape[1] * module.segments_per_row(volume.shape[2])
         seg = torch.empty((2, n_segments), dtype=torch.int32, device=volume.device)
         nonfinite = torch.zeros(1, dtype=torch.int32, device=volume.device)
-        module.mc_count(*_device_volume(volume), level, seg[0].data_ptr(), seg[1].data_ptr(),
-                        nonfinite.data_ptr(), _stream(volume))
+        module.mc_count(*_device_volume(volume), level, _device_tables(volume.device), seg[0].data_ptr(),
+                        seg[1].data_ptr(), nonfinite.data_ptr(), _stream(volume))
         if nonfinite.item():
             raise ValueError(_nonfinite_message(torch.isfinite(volume).cpu().numpy()))
         per_layer = seg.view(2, volume.shape[0], -1).sum(dim=2, dtype=torch.int64).cpu().numpy()
@@ -130,7 +131,8 @@ class CudaKernels:
         _check_output_fits(n_verts, n_tris, volume.device)
         verts = torch.empty((n_verts, 3), dtype=torch.float32, device=volume.device)
         faces = torch.empty((n_tris, 3), dtype=torch.int64, device=volume.device)
-        _backend.cuda().mc_fill(*_device_volume(volume), level, vertex_offsets.data_ptr(),
+        _backend.cuda().mc_fill(*_device_volume(volume), level, _device_tables(volume.device),
+                                seg[0].data_ptr(), seg[1].data_ptr(), vertex_offsets.data_ptr(),
                                 triangle_offsets.data_ptr(), (0, layers), (0, layers), vertex_base,
                                 index_offset, origin, spacing, verts.data_ptr(), n_verts,
                                 faces.data_ptr(), n_tris, _stream(volume))
@@ -232,6 +234,18 @@ def _nonfinite_message(finite: np.ndarray) -> str:
 def _device_volume(volume) -> tuple:
     dtype = {"torch.float32": 0, "torch.float64": 1}[str(volume.dtype)]
     return volume.data_ptr(), dtype, tuple(volume.shape), tuple(volume.stride())
+
+
+@functools.cache
+def _tables_on(device: str):
+    import torch
+
+    return torch.from_numpy(_backend.cuda().mc_tables()).to(device)
+
+
+def _device_tables(device) -> int:
+    """Device address of the triangulation tables, copied once per device and kept."""
+    return _tables_on(str(device)).data_ptr()
 
 
 def _stream(volume) -> int:

@@ -1,0 +1,340 @@
+"""Render pytest-benchmark JSON files as Markdown tables in benchmarks/RESULTS.md (and README.md).
+
+Usage (from the repository root):
+
+    .venv/bin/pytest benchmarks/ --benchmark-json=benchmarks/results/cpu.json
+    .venv/bin/python benchmarks/make_results.py benchmarks/results/*.json
+
+    options:
+      --results PATH   file to update (default: benchmarks/RESULTS.md, created if missing)
+      --readme PATH    also update this file where it holds the markers (default: README.md)
+      --no-readme      leave README.md alone
+      --dry-run        print the sections instead of writing them
+
+Benchmark groups are named ``{op}-{device}-{size}`` (e.g. ``marching_cubes-cpu-512``). Every op
+found in the JSON files gets its own section, written between the lines
+
+    <!-- {op}:begin -->
+    <!-- {op}:end -->
+
+which replace what stood between them before; text outside the markers is kept, so each op's
+benchmarks can keep their own section in the same file. A section lists the runs it comes from
+(date, commit, CPU, cores used, GPU) and, per group, one row per peer: median, IQR and min time,
+rounds, output size and the ratio of its median to fastsdf's.
+
+The benchmarks record in ``extra_info``: peer, version, device, n, threads, vertices, faces, input
+and, on a GPU, gpu; benchmarks/conftest.py adds a ``fastsdf`` entry to the run's machine info.
+Several files may be given (e.g. a CPU run and a run on a GPU machine); where two hold the same
+benchmark, the later file on the command line wins.
+
+Only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+DEFAULT_RESULTS = BENCH_DIR / "RESULTS.md"
+DEFAULT_README = BENCH_DIR.parent / "README.md"
+BASELINE = "fastsdf"
+GROUP_RE = re.compile(r"^(?P<op>.+)-(?P<device>cpu|cuda)-(?P<size>\d+)$")
+
+RESULTS_HEADER = """\
+# fastsdf benchmark results
+
+The tables below are produced by the pytest-benchmark suite in `benchmarks/` and rendered by
+`benchmarks/make_results.py` (see `benchmarks/README.md` for the commands). Each op has its own
+section between `<!-- op:begin -->` and `<!-- op:end -->` markers, rewritten whole by the script.
+
+- Times are wall-clock per call: the median of the timed rounds after one warm-up round, with the
+  interquartile range (IQR) and the fastest round. The *threads* column says how many CPU threads
+  a peer uses: fastsdf's CPU kernels use every core available to them (OpenMP), scikit-image and
+  PyMCubes run on one thread.
+- **GPU numbers are only recorded where a GPU was available**: the CUDA groups run only on a
+  machine with a CUDA device and `fastsdf._cuda` built, and are skipped elsewhere. Their times
+  include `torch.cuda.synchronize()`; the input already lies on the GPU.
+- Results may come from several runs on different machines; each table names its run.
+"""
+
+
+@dataclass
+class Run:
+    """One pytest-benchmark JSON file."""
+
+    label: str
+    machine_info: dict[str, Any]
+    commit_info: dict[str, Any]
+    datetime: str
+    gpus: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Result:
+    """One benchmark of one run."""
+
+    run: Run
+    group: str
+    name: str
+    extra: dict[str, Any]
+    params: dict[str, Any]
+    stats: dict[str, Any]
+
+    @property
+    def peer(self) -> str:
+        return str(self.extra.get("peer") or self.params.get("peer_key") or self.name)
+
+    @property
+    def size(self) -> int | None:
+        n = self.extra.get("n", self.params.get("n"))
+        if n is None:
+            match = GROUP_RE.match(self.group)
+            n = match["size"] if match else None
+        return int(n) if n is not None else None
+
+
+def op_of(group: str) -> str:
+    """``marching_cubes-cpu-512`` -> ``marching_cubes``; a group named otherwise is its own op."""
+    match = GROUP_RE.match(group)
+    return match["op"] if match else group
+
+
+def group_sort_key(group: str) -> tuple[str, int, int, str]:
+    match = GROUP_RE.match(group)
+    if not match:
+        return (group, 0, 0, group)
+    return (match["op"], ["cpu", "cuda"].index(match["device"]), int(match["size"]), group)
+
+
+def load(paths: list[Path]) -> list[Result]:
+    """Reads the JSON files; a benchmark found again in a later file replaces the earlier one."""
+    results: dict[tuple[str, str], Result] = {}
+    labels = unique_labels(paths)
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            sys.exit(f"error: {path} does not exist (run the benchmarks with --benchmark-json={path} first)")
+        except json.JSONDecodeError as exc:
+            sys.exit(f"error: {path} is not valid JSON: {exc}")
+        run = Run(labels[path], data.get("machine_info", {}), data.get("commit_info", {}), data.get("datetime", ""))
+        benchmarks = data.get("benchmarks", [])
+        if not benchmarks:
+            print(f"warning: {path} holds no benchmark results (was it run with --benchmark-disable?)", file=sys.stderr)
+        for bench in benchmarks:
+            result = Result(run, bench.get("group") or "ungrouped", bench["name"], bench.get("extra_info", {}),
+                            bench.get("params") or {}, bench["stats"])
+            if gpu := result.extra.get("gpu"):
+                run.gpus.add(str(gpu))
+            key = (result.group, result.name)
+            if key in results:
+                print(f"warning: {result.name} ({result.group}) from {results[key].run.label} "
+                      f"is replaced by the one from {run.label}", file=sys.stderr)
+            results[key] = result
+    return list(results.values())
+
+
+def unique_labels(paths: list[Path]) -> dict[Path, str]:
+    """File names, or longer paths where two files share a name."""
+    names = [p.name for p in paths]
+    return {p: p.name if names.count(p.name) == 1 else str(p) for p in paths}
+
+
+def fmt_ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    if ms >= 100:
+        return f"{ms:,.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    if ms >= 1:
+        return f"{ms:.2f}"
+    return f"{ms:.3f}"
+
+
+def fmt_ratio(ratio: float) -> str:
+    if ratio >= 10:
+        return f"{ratio:.0f}x"
+    if ratio >= 1:
+        return f"{ratio:.1f}x"
+    return f"{ratio:.2f}x"
+
+
+def fmt_count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
+def fmt_date(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return iso or "?"
+
+
+def table(header: list[str], align: str, rows: list[list[str]]) -> list[str]:
+    """A Markdown table; ``align`` holds one of l/r per column."""
+    rule = ["---:" if a == "r" else "---" for a in align]
+    return ["| " + " | ".join(cells) + " |" for cells in [header, rule, *rows]]
+
+
+def runs_table(runs: list[Run]) -> list[str]:
+    rows = []
+    for run in runs:
+        cpu = run.machine_info.get("cpu", {})
+        ours = run.machine_info.get("fastsdf", {})
+        commit = run.commit_info.get("id", "")[:7] or "?"
+        if run.commit_info.get("dirty"):
+            commit += " (dirty)"
+        gpu = ", ".join(sorted(run.gpus)) or ours.get("gpu") or "none"
+        software = " / ".join(str(v) for v in (run.machine_info.get("python_version", "?"),
+                                                ours.get("numpy", "?"), ours.get("torch", "?")))
+        rows.append([
+            f"`{run.label}`",
+            fmt_date(run.datetime),
+            commit,
+            f"{cpu.get('brand_raw', '?')}, {cpu.get('count', '?')} logical cores",
+            str(ours.get("cpu_threads", "?")),
+            gpu,
+            software,
+        ])
+    return table(["run", "date", "commit", "CPU", "threads used by fastsdf", "GPU", "Python / NumPy / torch"],
+                 "lllllll", rows)
+
+
+def group_table(results: list[Result]) -> list[str]:
+    baseline = next((r for r in results if r.peer == BASELINE), None)
+    ordered = sorted(results, key=lambda r: (r.peer != BASELINE, r.stats["median"]))
+    rows = []
+    for r in ordered:
+        version = r.extra.get("version")
+        threads = r.extra.get("threads")
+        if r is baseline:
+            ratio = "baseline"
+        elif baseline is not None:
+            ratio = f"{r.peer} / {BASELINE} = {fmt_ratio(r.stats['median'] / baseline.stats['median'])}"
+        else:
+            ratio = "n/a (no fastsdf result)"
+        rows.append([
+            f"{r.peer} {version}" if version else r.peer,
+            "GPU" if r.extra.get("device") == "cuda" else str(threads) if threads is not None else "?",
+            f"{r.size}³" if r.size is not None else "?",
+            fmt_ms(r.stats["median"]),
+            fmt_ms(r.stats["iqr"]),
+            fmt_ms(r.stats["min"]),
+            str(r.stats["rounds"]),
+            fmt_count(r.extra.get("vertices")),
+            fmt_count(r.extra.get("faces")),
+            ratio,
+        ])
+    return table(["peer", "threads", "size", "median (ms)", "IQR (ms)", "min (ms)", "rounds", "vertices",
+                  "triangles", f"vs {BASELINE} (median)"], "lrrrrrrrrl", rows)
+
+
+def render_section(op: str, results: list[Result], level: int) -> str:
+    """The Markdown of one op's section, markers included; ``level`` is its heading level."""
+    runs = list({id(r.run): r.run for r in results}.values())
+    runs.sort(key=lambda run: run.label)
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"<!-- {op}:begin -->",
+        f"{'#' * level} {op}",
+        "",
+        f"_Generated by `benchmarks/make_results.py` on {now}; do not edit between the markers._",
+        "",
+        *runs_table(runs),
+    ]
+    groups: dict[str, list[Result]] = {}
+    for r in results:
+        groups.setdefault(r.group, []).append(r)
+    for group in sorted(groups, key=group_sort_key):
+        members = groups[group]
+        inputs = sorted({str(r.extra["input"]) for r in members if r.extra.get("input")})
+        sources = ", ".join(sorted({f"`{r.run.label}`" for r in members}))
+        lines += ["", f"{'#' * (level + 1)} {group}", ""]
+        caption = "; ".join(inputs + [f"run {sources}"])
+        lines.append(caption[:1].upper() + caption[1:] + ".")
+        lines += ["", *group_table(members)]
+    lines.append(f"<!-- {op}:end -->")
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(text: str, op: str, section: str) -> str | None:
+    """``text`` with the marked section of ``op`` replaced, or None where it has no markers."""
+    begin, end = f"<!-- {op}:begin -->", f"<!-- {op}:end -->"
+    start = text.find(begin)
+    stop = text.find(end, start + len(begin)) if start >= 0 else -1
+    if start < 0 and text.find(end) < 0:
+        return None
+    if start < 0 or stop < 0:
+        raise SystemExit(f"error: unbalanced markers {begin} / {end}: fix the file by hand")
+    stop += len(end)
+    if text[stop:stop + 1] == "\n":
+        stop += 1
+    return text[:start] + section + text[stop:]
+
+
+def update_results(path: Path, sections: dict[str, str]) -> None:
+    """Writes each section into ``path``, in place where it has the markers, else at its end."""
+    text = path.read_text() if path.exists() else RESULTS_HEADER
+    for op, section in sections.items():
+        replaced = replace_section(text, op, section)
+        text = replaced if replaced is not None else text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {', '.join(sections)} to {path}")
+
+
+def update_readme(path: Path, sections: dict[str, str]) -> None:
+    """Replaces the sections whose markers ``path`` already has; adds nothing else."""
+    if not path.exists():
+        return
+    text = original = path.read_text()
+    done = []
+    for op, section in sections.items():
+        replaced = replace_section(text, op, section)
+        if replaced is not None:
+            text = replaced
+            done.append(op)
+    if text != original:
+        path.write_text(text)
+    if done:
+        print(f"wrote {', '.join(done)} to {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("json", nargs="+", type=Path, help="pytest-benchmark JSON files (--benchmark-json=PATH)")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="file to update (default: %(default)s)")
+    parser.add_argument("--readme", type=Path, default=DEFAULT_README,
+                        help="also update the sections whose markers this file has (default: %(default)s)")
+    parser.add_argument("--no-readme", action="store_true", help="leave the README alone")
+    parser.add_argument("--dry-run", action="store_true", help="print the sections instead of writing them")
+    args = parser.parse_args(argv)
+
+    results = load(args.json)
+    if not results:
+        print("error: no benchmark results in the given files", file=sys.stderr)
+        return 1
+    by_op: dict[str, list[Result]] = {}
+    for r in results:
+        by_op.setdefault(op_of(r.group), []).append(r)
+    ops = sorted(by_op)
+
+    if args.dry_run:
+        print("\n".join(render_section(op, by_op[op], level=2) for op in ops))
+        return 0
+    update_results(args.results, {op: render_section(op, by_op[op], level=2) for op in ops})
+    if not args.no_readme:
+        update_readme(args.readme, {op: render_section(op, by_op[op], level=3) for op in ops})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

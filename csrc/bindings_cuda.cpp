@@ -1,0 +1,103 @@
+// fastsdf._cuda: the CUDA kernels. Device pointers and a CUDA stream handle in, as integers, so the
+// module needs neither torch nor a GPU to build; the caller owns every allocation.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <cstdint>
+#include <stdexcept>
+
+#include "marching_cubes/marching_cubes.h"
+#include "marching_cubes/tables.h"
+
+namespace py = pybind11;
+using fastsdf::mc::FillArgs;
+using fastsdf::mc::Grid;
+
+namespace {
+
+Grid grid_of(std::array<int64_t, 3> shape, std::array<int64_t, 3> strides) {
+  Grid g{};
+  for (int d = 0; d < 3; ++d) {
+    if (shape[d] < 2) throw std::invalid_argument("volume needs at least 2 samples along every axis");
+    g.shape[d] = shape[d];
+    g.stride[d] = strides[d];
+  }
+  return g;
+}
+
+template <typename Fn>
+void dispatch_dtype(int dtype, uintptr_t data, Fn&& fn) {
+  if (dtype == 0) return fn(reinterpret_cast<const float*>(data));
+  if (dtype == 1) return fn(reinterpret_cast<const double*>(data));
+  throw std::invalid_argument("dtype code must be 0 (float32) or 1 (float64)");
+}
+
+void* as_stream(uintptr_t stream) { return reinterpret_cast<void*>(stream); }
+
+}  // namespace
+
+PYBIND11_MODULE(_cuda, m) {
+  m.doc() = "fastsdf CUDA kernels (raw device pointers, no torch)";
+  m.attr("segment") = fastsdf::mc::kSegment;
+  m.def("segments_per_row", &fastsdf::mc::segments_per_row, py::arg("n"));
+  m.def("mc_tables", [] {
+    const auto flat = fastsdf::mc::flat_tables();
+    return py::array_t<uint8_t>(static_cast<py::ssize_t>(flat.size()), flat.data());
+  }, "The marching cubes tables, to copy once to each device.");
+  m.def(
+      "mc_count",
+      [](uintptr_t data, int dtype, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
+         double level, uintptr_t tables, uintptr_t vertex_counts, uintptr_t triangle_counts,
+         uintptr_t nonfinite, uintptr_t stream) {
+        const Grid g = grid_of(shape, strides);
+        dispatch_dtype(dtype, data, [&](auto ptr) {
+          py::gil_scoped_release release;
+          fastsdf::mc::count_cuda(ptr, g, level, reinterpret_cast<const uint8_t*>(tables),
+                                  reinterpret_cast<int32_t*>(vertex_counts),
+                                  reinterpret_cast<int32_t*>(triangle_counts),
+                                  reinterpret_cast<int32_t*>(nonfinite), as_stream(stream));
+        });
+      },
+      py::arg("data"), py::arg("dtype"), py::arg("shape"), py::arg("strides"), py::arg("level"),
+      py::arg("tables"), py::arg("vertex_counts"), py::arg("triangle_counts"), py::arg("nonfinite"),
+      py::arg("stream"));
+  m.def(
+      "mc_fill",
+      [](uintptr_t data, int dtype, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
+         double level, uintptr_t tables, uintptr_t vertex_counts, uintptr_t triangle_counts,
+         uintptr_t vertex_offsets, uintptr_t triangle_offsets, std::pair<int64_t, int64_t> vertex_layers,
+         std::pair<int64_t, int64_t> cube_layers, int64_t vertex_base, std::array<int64_t, 3> index_offset,
+         std::array<double, 3> origin, std::array<double, 3> spacing, uintptr_t verts,
+         int64_t vertex_capacity, uintptr_t faces, int64_t triangle_capacity, uintptr_t stream) {
+        const Grid g = grid_of(shape, strides);
+        FillArgs a{};
+        a.level = level;
+        for (int d = 0; d < 3; ++d) {
+          a.index_offset[d] = index_offset[d];
+          a.origin[d] = origin[d];
+          a.spacing[d] = spacing[d];
+        }
+        a.vertex_layers = {vertex_layers.first, vertex_layers.second};
+        a.cube_layers = {cube_layers.first, cube_layers.second};
+        a.vertex_base = vertex_base;
+        a.vertex_capacity = vertex_capacity;
+        a.triangle_capacity = triangle_capacity;
+        a.verts = reinterpret_cast<float*>(verts);
+        a.faces = reinterpret_cast<int64_t*>(faces);
+        dispatch_dtype(dtype, data, [&](auto ptr) {
+          py::gil_scoped_release release;
+          fastsdf::mc::fill_cuda(ptr, g, a, reinterpret_cast<const uint8_t*>(tables),
+                                 reinterpret_cast<const int32_t*>(vertex_counts),
+                                 reinterpret_cast<const int32_t*>(triangle_counts),
+                                 reinterpret_cast<const int64_t*>(vertex_offsets),
+                                 reinterpret_cast<const int64_t*>(triangle_offsets), as_stream(stream));
+        });
+      },
+      py::arg("data"), py::arg("dtype"), py::arg("shape"), py::arg("strides"), py::arg("level"),
+      py::arg("tables"), py::arg("vertex_counts"), py::arg("triangle_counts"), py::arg("vertex_offsets"),
+      py::arg("triangle_offsets"), py::arg("vertex_layers"), py::arg("cube_layers"), py::arg("vertex_base"),
+      py::arg("index_offset"), py::arg("origin"), py::arg("spacing"), py::arg("verts"),
+      py::arg("vertex_capacity"), py::arg("faces"), py::arg("triangle_capacity"), py::arg("stream"));
+}

@@ -1,0 +1,251 @@
+// CUDA marching cubes: count, scan (by the caller, on the device), fill.
+//
+// One thread block per segment of kSegment points along axis 2 of one row (i, j); a thread per
+// point, and per cube starting there. Scratch memory is two int32 counts and two int64 offsets per
+// segment (about 24 / kSegment bytes per voxel), never per voxel. Vertex ids follow the CPU order:
+// a segment's vertices are numbered from its offset by a block-wide scan, and a cube finds the ids
+// on its four point rows by scanning them again in shared memory, so nothing is hashed or sorted.
+#include <cuda_runtime.h>
+
+#include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
+#include <stdexcept>
+#include <string>
+
+#include "marching_cubes/cube.h"
+#include "marching_cubes/marching_cubes.h"
+
+namespace fastsdf::mc {
+namespace {
+
+template <typename T>
+struct Volume {
+  const T* data;
+  int64_t n[3];
+  int64_t s[3];
+  T threshold;
+  double level;
+
+  __device__ T at(int64_t i, int64_t j, int64_t k) const { return data[i * s[0] + j * s[1] + k * s[2]]; }
+  __device__ bool above(int64_t i, int64_t j, int64_t k) const { return at(i, j, k) > threshold; }
+
+  // Bit `axis` set when the grid edge from (i, j, k) along `axis` is crossed.
+  __device__ int point_flags(int64_t i, int64_t j, int64_t k) const {
+    const bool a = above(i, j, k);
+    int f = 0;
+    if (i + 1 < n[0]) f |= static_cast<int>(a != above(i + 1, j, k));
+    if (j + 1 < n[1]) f |= static_cast<int>(a != above(i, j + 1, k)) << 1;
+    if (k + 1 < n[2]) f |= static_cast<int>(a != above(i, j, k + 1)) << 2;
+    return f;
+  }
+
+  // Table key of the cube at (i, j, k), or -1 when the surface misses it.
+  __device__ int cube_key(int64_t i, int64_t j, int64_t k, const uint8_t* tables) const {
+    T v[8];
+    int cube = 0;
+    for (int c = 0; c < 8; ++c) {
+      v[c] = at(i + corner_offset(c, 0), j + corner_offset(c, 1), k + corner_offset(c, 2));
+      cube |= static_cast<int>(v[c] > threshold) << c;
+    }
+    if (cube == 0 || cube == 255) return -1;
+    const int amb = __ldg(tables + kFlatAmbiguous + cube);
+    if (!amb) return cube;
+    double rel[8];
+    for (int c = 0; c < 8; ++c) rel[c] = static_cast<double>(v[c]) - level;
+    return (face_bits(cube, amb, rel) << 8) | cube;
+  }
+};
+
+struct Segment {
+  int64_t i, j, kb, k0;
+};
+
+__device__ Segment segment_of(int64_t seg, int64_t ny, int64_t per_row) {
+  const int64_t kb = seg % per_row, row = seg / per_row;
+  return {row / ny, row % ny, kb, kb * kSegment};
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kSegment)
+    count_kernel(Volume<T> vol, const uint8_t* __restrict__ tables, int64_t per_row, int64_t segments,
+                 int32_t* __restrict__ vertex_counts, int32_t* __restrict__ triangle_counts,
+                 int32_t* __restrict__ nonfinite) {
+  using Reduce = cub::BlockReduce<unsigned long long, kSegment>;
+  __shared__ typename Reduce::TempStorage temp;
+  for (int64_t seg = blockIdx.x; seg < segments; seg += gridDim.x) {
+    const Segment s = segment_of(seg, vol.n[1], per_row);
+    const int64_t k = s.k0 + threadIdx.x;
+    // Vertices in the low 32 bits, triangles in the high ones: one reduction for both.
+    unsigned long long packed = 0;
+    if (k < vol.n[2]) {
+      if (!isfinite(vol.at(s.i, s.j, k))) atomicOr(nonfinite, 1);
+      packed = __popc(vol.point_flags(s.i, s.j, k));
+      if (s.i + 1 < vol.n[0] && s.j + 1 < vol.n[1] && k + 1 < vol.n[2]) {
+        const int key = vol.cube_key(s.i, s.j, k, tables);
+        if (key >= 0) packed += static_cast<unsigned long long>(__ldg(tables + key)) << 32;
+      }
+    }
+    packed = Reduce(temp).Sum(packed);
+    if (threadIdx.x == 0) {
+      vertex_counts[seg] = static_cast<int32_t>(packed & 0xffffffffULL);
+      triangle_counts[seg] = static_cast<int32_t>(packed >> 32);
+    }
+    __syncthreads();
+  }
+}
+
+template <typename T>
+struct FillParams {
+  Volume<T> vol;
+  FillArgs args;
+  const uint8_t* tables;
+  const int32_t* vertex_counts;
+  const int32_t* triangle_counts;
+  const int64_t* vertex_offsets;
+  const int64_t* triangle_offsets;
+  int64_t per_row;
+  int64_t segments;
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kSegment) fill_kernel(FillParams<T> p) {
+  using ScanInt = cub::BlockScan<int, kSegment>;
+  using ScanRows = cub::BlockScan<unsigned long long, kSegment>;
+  __shared__ union {
+    typename ScanInt::TempStorage ints;
+    typename ScanRows::TempStorage rows;
+  } temp;
+  // For the four point rows (i + dx, j + dy), r = dx + 2 dy, over the segment's points and the
+  // first point of the next segment: crossed-edge flags and the rank of the point's first vertex.
+  __shared__ uint8_t flags[4][kSegment + 1];
+  __shared__ uint16_t rank[4][kSegment + 1];
+  __shared__ int64_t base[4][2];
+
+  const Volume<T>& vol = p.vol;
+  const FillArgs& a = p.args;
+  const int t = threadIdx.x;
+  for (int64_t seg = blockIdx.x; seg < p.segments; seg += gridDim.x) {
+    const Segment s = segment_of(seg, vol.n[1], p.per_row);
+    const int64_t k = s.k0 + t;
+    const bool emit_vertices = p.vertex_counts[seg] > 0 && a.vertex_layers.contains(s.i);
+    const bool emit_triangles = p.triangle_counts[seg] > 0 && a.cube_layers.contains(s.i);
+    if (emit_vertices) {
+      const int f = k < vol.n[2] ? vol.point_flags(s.i, s.j, k) : 0;
+      int out;
+      ScanInt(temp.ints).ExclusiveSum(__popc(f), out);
+      const int64_t first = p.vertex_offsets[seg] - a.vertex_base + out;
+      const int64_t index[3] = {s.i, s.j, k};
+      int written = 0;
+      for (int axis = 0; axis < 3; ++axis) {
+        if (!((f >> axis) & 1)) continue;
+        const int64_t dst = first + written++;
+        if (dst < 0 || dst >= a.vertex_capacity) continue;
+        const double v0 = static_cast<double>(vol.at(s.i, s.j, k));
+        const double v1 = static_cast<double>(vol.at(s.i + (axis == 0), s.j + (axis == 1), k + (axis == 2)));
+        vertex_position(index, axis, v0, v1, vol.level, a.index_offset, a.origin, a.spacing, a.verts + 3 * dst);
+      }
+      __syncthreads();
+    }
+    if (emit_triangles) {
+      unsigned long long counts = 0;
+      int f[4];
+      for (int r = 0; r < 4; ++r) {
+        f[r] = k < vol.n[2] ? vol.point_flags(s.i + (r & 1), s.j + (r >> 1), k) : 0;
+        counts |= static_cast<unsigned long long>(__popc(f[r])) << (16 * r);
+      }
+      unsigned long long prefix;
+      ScanRows(temp.rows).ExclusiveSum(counts, prefix);
+      for (int r = 0; r < 4; ++r) {
+        flags[r][t] = static_cast<uint8_t>(f[r]);
+        rank[r][t] = static_cast<uint16_t>((prefix >> (16 * r)) & 0xffff);
+      }
+      if (t < 4) {
+        const int64_t i = s.i + (t & 1), j = s.j + (t >> 1), next = s.k0 + kSegment;
+        const int64_t row_seg = (i * vol.n[1] + j) * p.per_row + s.kb;
+        base[t][0] = p.vertex_offsets[row_seg];
+        const bool has_next = next < vol.n[2];
+        base[t][1] = has_next ? p.vertex_offsets[row_seg + 1] : 0;
+        flags[t][kSegment] = has_next ? static_cast<uint8_t>(vol.point_flags(i, j, next)) : 0;
+        rank[t][kSegment] = 0;
+      }
+      __syncthreads();
+      const int key = k + 1 < vol.n[2] ? vol.cube_key(s.i, s.j, k, p.tables) : -1;
+      const int n = key >= 0 ? __ldg(p.tables + key) : 0;
+      int out;
+      ScanInt(temp.ints).ExclusiveSum(n, out);
+      const int64_t first = p.triangle_offsets[seg] + out;
+      if (n > 0 && first >= 0 && first + n <= a.triangle_capacity) {
+        const uint8_t* edges = p.tables + kFlatEdges + key * 3 * kMaxTriangles;
+        int64_t* dst = a.faces + 3 * first;
+        for (int v = 0; v < 3 * n; ++v) {
+          const int e = __ldg(edges + v);
+          const int c = edge_start_corner(e);
+          const int r = corner_offset(c, 0) + 2 * corner_offset(c, 1);
+          const int q = t + corner_offset(c, 2);
+          dst[v] = base[r][q == kSegment] + rank[r][q] + __popc(flags[r][q] & ((1 << edge_axis(e)) - 1));
+        }
+      }
+      __syncthreads();
+    }
+  }
+}
+
+template <typename T>
+Volume<T> volume_of(const T* data, const Grid& grid, double level) {
+  Volume<T> v{};
+  v.data = data;
+  for (int d = 0; d < 3; ++d) {
+    v.n[d] = grid.shape[d];
+    v.s[d] = grid.stride[d];
+  }
+  v.threshold = threshold_for<T>(level);
+  v.level = level;
+  return v;
+}
+
+int64_t segments_of(const Grid& grid) { return grid.shape[0] * grid.shape[1] * segments_per_row(grid.shape[2]); }
+
+unsigned blocks_for(int64_t segments) {
+  constexpr int64_t kMaxBlocks = int64_t{1} << 30;
+  return static_cast<unsigned>(segments < kMaxBlocks ? segments : kMaxBlocks);
+}
+
+void check_launch(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("marching cubes: ") + what + " failed: " + cudaGetErrorString(err));
+}
+
+}  // namespace
+
+template <typename T>
+void count_cuda(const T* data, const Grid& grid, double level, const uint8_t* tables,
+                int32_t* vertex_counts, int32_t* triangle_counts, int32_t* nonfinite, void* stream) {
+  const int64_t segments = segments_of(grid);
+  if (segments == 0) return;
+  count_kernel<T><<<blocks_for(segments), kSegment, 0, static_cast<cudaStream_t>(stream)>>>(
+      volume_of(data, grid, level), tables, segments_per_row(grid.shape[2]), segments, vertex_counts,
+      triangle_counts, nonfinite);
+  check_launch("count kernel");
+}
+
+template <typename T>
+void fill_cuda(const T* data, const Grid& grid, const FillArgs& args, const uint8_t* tables,
+               const int32_t* vertex_counts, const int32_t* triangle_counts,
+               const int64_t* vertex_offsets, const int64_t* triangle_offsets, void* stream) {
+  const int64_t segments = segments_of(grid);
+  if (segments == 0) return;
+  FillParams<T> p{volume_of(data, grid, args.level), args, tables, vertex_counts, triangle_counts,
+                  vertex_offsets, triangle_offsets, segments_per_row(grid.shape[2]), segments};
+  fill_kernel<T><<<blocks_for(segments), kSegment, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  check_launch("fill kernel");
+}
+
+template void count_cuda<float>(const float*, const Grid&, double, const uint8_t*, int32_t*, int32_t*, int32_t*, void*);
+template void count_cuda<double>(const double*, const Grid&, double, const uint8_t*, int32_t*, int32_t*, int32_t*, void*);
+template void fill_cuda<float>(const float*, const Grid&, const FillArgs&, const uint8_t*, const int32_t*,
+                               const int32_t*, const int64_t*, const int64_t*, void*);
+template void fill_cuda<double>(const double*, const Grid&, const FillArgs&, const uint8_t*, const int32_t*,
+                                const int32_t*, const int64_t*, const int64_t*, void*);
+
+}  // namespace fastsdf::mc
