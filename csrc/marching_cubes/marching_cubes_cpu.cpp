@@ -56,21 +56,21 @@ class Sweep {
     auto& slot = above_[i % 3];
     if (above_layer_[i % 3] == i) return slot.data();
     above_layer_[i % 3] = i;
-    uint8_t bad = 0;
+    // Locals and restrict pointers: byte stores may alias anything, which stops vectorisation.
+    const int64_t ny = ny_, nz = nz_, s = grid_.stride[2];
     const T thr = threshold_;
-    for (int64_t j = 0; j < ny_; ++j) {
-      const T* row = data_ + i * grid_.stride[0] + j * grid_.stride[1];
-      uint8_t* out = slot.data() + j * nz_;
-      const int64_t s = grid_.stride[2];
+    uint8_t bad = 0;
+    for (int64_t j = 0; j < ny; ++j) {
+      const T* __restrict__ row = data_ + i * grid_.stride[0] + j * grid_.stride[1];
+      uint8_t* __restrict__ out = slot.data() + j * nz;
       if (s == 1) {
-        for (int64_t k = 0; k < nz_; ++k) out[k] = row[k] > thr;
+        for (int64_t k = 0; k < nz; ++k) out[k] = row[k] > thr;
         if (check_finite)
-          for (int64_t k = 0; k < nz_; ++k) bad |= static_cast<uint8_t>(!(row[k] - row[k] == T(0)));
+          for (int64_t k = 0; k < nz; ++k) bad |= static_cast<uint8_t>(!(row[k] - row[k] == T(0)));
       } else {
-        for (int64_t k = 0; k < nz_; ++k) out[k] = row[k * s] > thr;
+        for (int64_t k = 0; k < nz; ++k) out[k] = row[k * s] > thr;
         if (check_finite)
-          for (int64_t k = 0; k < nz_; ++k)
-            bad |= static_cast<uint8_t>(!(row[k * s] - row[k * s] == T(0)));
+          for (int64_t k = 0; k < nz; ++k) bad |= static_cast<uint8_t>(!(row[k * s] - row[k * s] == T(0)));
       }
     }
     nonfinite_ |= bad;
@@ -79,17 +79,17 @@ class Sweep {
 
   // Crossed grid edges owned by the points of layer i (x towards layer i + 1, y and z in-layer).
   int64_t count_vertices(int64_t i) {
-    const uint8_t* a = above(i, true);
+    const uint8_t* __restrict__ a = above(i, true);
+    const int64_t points = points_, nz = nz_;
     uint64_t n = 0;
     if (i + 1 < grid_.shape[0]) {
-      const uint8_t* b = above(i + 1, true);
-      for (int64_t p = 0; p < points_; ++p) n += a[p] ^ b[p];
+      const uint8_t* __restrict__ b = above(i + 1, true);
+      for (int64_t p = 0; p < points; ++p) n += a[p] ^ b[p];
     }
-    for (int64_t p = 0; p + nz_ < points_; ++p) n += a[p] ^ a[p + nz_];
-    for (int64_t j = 0; j < ny_; ++j) {
-      const uint8_t* row = a + j * nz_;
-      for (int64_t k = 0; k + 1 < nz_; ++k) n += row[k] ^ row[k + 1];
-    }
+    for (int64_t p = 0; p + nz < points; ++p) n += a[p] ^ a[p + nz];
+    for (int64_t p = 0; p + 1 < points; ++p) n += a[p] ^ a[p + 1];
+    // The pairs just counted across the ends of rows are not grid edges.
+    for (int64_t p = nz - 1; p + 1 < points; p += nz) n -= a[p] ^ a[p + 1];
     return static_cast<int64_t>(n);
   }
 
@@ -106,16 +106,17 @@ class Sweep {
     const Tables& tab = tables();
     const uint8_t* a0 = above(i, check_finite);
     const uint8_t* a1 = above(i + 1, check_finite);
-    uint8_t* w = cube_row_.data();
-    for (int64_t j = 0; j + 1 < ny_; ++j) {
-      const uint8_t *p00 = a0 + j * nz_, *p10 = a1 + j * nz_;
-      const uint8_t *p01 = p00 + nz_, *p11 = p10 + nz_;
+    uint8_t* __restrict__ w = cube_row_.data();
+    const int64_t ny = ny_, nz = nz_;
+    for (int64_t j = 0; j + 1 < ny; ++j) {
+      const uint8_t *__restrict__ p00 = a0 + j * nz, *__restrict__ p10 = a1 + j * nz;
+      const uint8_t *__restrict__ p01 = p00 + nz, *__restrict__ p11 = p10 + nz;
       // Four corner bits per point pair; a cube's index is w[k] | w[k + 1] << 4.
-      for (int64_t k = 0; k < nz_; ++k)
+      for (int64_t k = 0; k < nz; ++k)
         w[k] = static_cast<uint8_t>(p00[k] | (p10[k] << 1) | (p01[k] << 2) | (p11[k] << 3));
       int64_t k = 0;
-      while (k + 1 < nz_) {
-        if (k + 9 <= nz_) {
+      while (k + 1 < nz) {
+        if (k + 9 <= nz) {
           uint64_t lo, hi;
           std::memcpy(&lo, w + k, 8);
           std::memcpy(&hi, w + k + 1, 8);
@@ -145,22 +146,28 @@ class Sweep {
     LayerIndex& l = index_[i & 1];
     if (l.layer == i) return l;
     l.layer = i;
-    const uint8_t* a = above(i, false);
-    const uint8_t* b = i + 1 < grid_.shape[0] ? above(i + 1, false) : nullptr;
-    uint8_t* f = l.flags.data();
-    for (int64_t p = 0; p < points_; ++p) f[p] = b ? static_cast<uint8_t>(a[p] ^ b[p]) : 0;
-    for (int64_t p = 0; p + nz_ < points_; ++p) f[p] |= static_cast<uint8_t>((a[p] ^ a[p + nz_]) << 1);
+    const int64_t ny = ny_, nz = nz_, points = points_;
+    const uint8_t* __restrict__ a = above(i, false);
+    uint8_t* __restrict__ f = l.flags.data();
+    if (i + 1 < grid_.shape[0]) {
+      const uint8_t* __restrict__ b = above(i + 1, false);
+      for (int64_t p = 0; p < points; ++p) f[p] = a[p] ^ b[p];
+    } else {
+      std::memset(f, 0, static_cast<size_t>(points));
+    }
+    for (int64_t p = 0; p + nz < points; ++p) f[p] |= static_cast<uint8_t>((a[p] ^ a[p + nz]) << 1);
+    for (int64_t p = 0; p + 1 < points; ++p) f[p] |= static_cast<uint8_t>((a[p] ^ a[p + 1]) << 2);
+    for (int64_t p = nz - 1; p < points; p += nz) f[p] &= 3;  // no z edge past the end of a row
     int64_t total = 0;
-    for (int64_t j = 0; j < ny_; ++j) {
-      uint8_t* fr = f + j * nz_;
-      const uint8_t* ar = a + j * nz_;
-      for (int64_t k = 0; k + 1 < nz_; ++k) fr[k] |= static_cast<uint8_t>((ar[k] ^ ar[k + 1]) << 2);
+    int32_t* __restrict__ ranks = l.rank_in_row.data();
+    for (int64_t j = 0; j < ny; ++j) {
+      const uint8_t* fr = f + j * nz;
+      int32_t* rank = ranks + j * nz;
       l.row_start[j] = total;
-      int32_t* rank = l.rank_in_row.data() + j * nz_;
       int32_t acc = 0;
       // Ranks are only read where a point has vertices, so runs of empty points are skipped.
-      for (int64_t k = 0; k < nz_;) {
-        if (k + 8 <= nz_) {
+      for (int64_t k = 0; k < nz;) {
+        if (k + 8 <= nz) {
           uint64_t word;
           std::memcpy(&word, fr + k, 8);
           if (word == 0) {
