@@ -1,0 +1,111 @@
+"""The demo command, PLY output, rendering, and what happens without the compiled modules."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastsdf
+from fastsdf.cli import main
+from fastsdf.io import atomic_write, write_ply
+from fastsdf.render import render_mesh
+
+
+def _read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    data = path.read_bytes()
+    header, body = data.split(b"end_header\n", 1)
+    lines = header.decode().splitlines()
+    assert lines[1] == "format binary_little_endian 1.0"
+    n_verts = int(next(l for l in lines if l.startswith("element vertex")).split()[-1])
+    n_faces = int(next(l for l in lines if l.startswith("element face")).split()[-1])
+    verts = np.frombuffer(body[: 12 * n_verts], "<f4").reshape(-1, 3)
+    records = np.frombuffer(body[12 * n_verts :], [("n", "u1"), ("v", "<i4", (3,))])
+    assert len(records) == n_faces and (records["n"] == 3).all()
+    return verts, records["v"].astype(np.int64)
+
+
+def test_write_ply_round_trip(tmp_path: Path) -> None:
+    verts, faces = fastsdf.extract_mesh(fastsdf.Sphere(0.5), 24)
+    write_ply(tmp_path / "m.ply", verts, faces)
+    v, f = _read_ply(tmp_path / "m.ply")
+    np.testing.assert_array_equal(v, verts)
+    np.testing.assert_array_equal(f, faces)
+
+
+def test_write_ply_accepts_tensors_and_empty_meshes(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    write_ply(tmp_path / "e.ply", torch.zeros((0, 3)), torch.zeros((0, 3), dtype=torch.int64))
+    v, f = _read_ply(tmp_path / "e.ply")
+    assert v.shape == (0, 3) and f.shape == (0, 3)
+
+
+@pytest.mark.parametrize(
+    "verts, faces",
+    [(np.zeros((3, 2)), np.zeros((1, 3), int)), (np.zeros((3, 3)), np.array([[0, 1, 3]]))],
+)
+def test_write_ply_rejects_bad_meshes_and_keeps_the_old_file(tmp_path: Path, verts, faces) -> None:
+    target = tmp_path / "keep.ply"
+    target.write_bytes(b"precious")
+    with pytest.raises(ValueError):
+        write_ply(target, verts, faces)
+    assert target.read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.ply"]
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as f:
+            f.write(b"half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_render_mesh_draws_the_shape(tmp_path: Path) -> None:
+    verts, faces = fastsdf.extract_mesh(fastsdf.Sphere(0.5), 32)
+    image = render_mesh(verts, faces, tmp_path / "s.png", size=64)
+    assert image.shape == (64, 64, 3)
+    covered = (image != 1.0).any(axis=2)
+    # A sphere seen from anywhere covers a disc of 0.9 of the picture's width: pi/4 * 0.81.
+    assert 0.5 < covered.mean() < 0.75
+    assert covered[32, 32] and not covered[0, 0]
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_render_mesh_of_an_empty_mesh_is_background() -> None:
+    image = render_mesh(np.zeros((0, 3)), np.zeros((0, 3), int), size=16)
+    assert (image == 1.0).all()
+
+
+def test_demo_writes_mesh_and_picture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--resolution", "40", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert str((tmp_path / "demo.ply").resolve()) in out and "watertight: True" in out
+    verts, faces = _read_ply(tmp_path / "demo.ply")
+    assert len(verts) > 100 and faces.max() < len(verts)
+    assert (tmp_path / "demo.png").stat().st_size > 1000
+
+
+def test_demo_rejects_bad_resolution(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--resolution", "1"]) == 2
+    assert "resolution" in capsys.readouterr().err
+
+
+def test_import_works_without_compiled_modules() -> None:
+    # Block the compiled modules in a fresh interpreter: import must work and ops must explain.
+    code = (
+        "import sys; sys.modules['fastsdf._C'] = None; sys.modules['fastsdf._cuda'] = None\n"
+        "import numpy as np, fastsdf\n"
+        "try:\n"
+        "    fastsdf.marching_cubes(np.zeros((2, 2, 2)))\n"
+        "except fastsdf.BackendUnavailableError as e:\n"
+        "    print('unavailable:', e)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr
+    assert "fastsdf._C" in result.stdout and "pip install -e ." in result.stdout
