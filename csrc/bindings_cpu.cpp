@@ -38,17 +38,20 @@ py::tuple mc_count(const py::array& volume, double level) {
   const Grid g = grid_of(volume);
   py::array_t<int64_t> vertex_counts(g.shape[0]);
   py::array_t<int64_t> triangle_counts(g.shape[0] - 1);
+  py::array_t<int64_t> centre_counts(g.shape[0] - 1);
   int64_t* vc = vertex_counts.mutable_data();
   int64_t* tc = triangle_counts.mutable_data();
+  int64_t* cc = centre_counts.mutable_data();
   const bool finite = dispatch_dtype(volume, [&](auto data) {
     py::gil_scoped_release release;
-    return fastsdf::mc::count_cpu(data, g, level, vc, tc);
+    return fastsdf::mc::count_cpu(data, g, level, vc, tc, cc);
   });
-  return py::make_tuple(vertex_counts, triangle_counts, finite);
+  return py::make_tuple(vertex_counts, triangle_counts, centre_counts, finite);
 }
 
 void mc_fill(const py::array& volume, double level, const py::array& vertex_offsets,
-             const py::array& triangle_offsets, std::pair<int64_t, int64_t> vertex_layers,
+             const py::array& triangle_offsets, const py::array& centre_offsets,
+             std::pair<int64_t, int64_t> vertex_layers,
              std::pair<int64_t, int64_t> cube_layers, int64_t vertex_base,
              std::array<int64_t, 3> index_offset, std::array<double, 3> origin,
              std::array<double, 3> spacing, py::array verts, py::array faces) {
@@ -69,9 +72,10 @@ void mc_fill(const py::array& volume, double level, const py::array& vertex_offs
   a.faces = fastsdf::contiguous_data<int64_t>(faces, a.triangle_capacity, 3, "faces");
   const int64_t* vo = fastsdf::vector_data<int64_t>(vertex_offsets, g.shape[0], "vertex_offsets");
   const int64_t* to = fastsdf::vector_data<int64_t>(triangle_offsets, g.shape[0] - 1, "triangle_offsets");
+  const int64_t* co = fastsdf::vector_data<int64_t>(centre_offsets, g.shape[0] - 1, "centre_offsets");
   dispatch_dtype(volume, [&](auto data) {
     py::gil_scoped_release release;
-    fastsdf::mc::fill_cpu(data, g, a, vo, to);
+    fastsdf::mc::fill_cpu(data, g, a, vo, to, co);
     return 0;
   });
 }
@@ -81,9 +85,9 @@ void mc_fill(const py::array& volume, double level, const py::array& vertex_offs
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastsdf CPU kernels (C++17, OpenMP)";
   m.def("mc_count", &mc_count, py::arg("volume"), py::arg("level"),
-        "Per point layer vertex counts, per cube layer triangle counts, and whether all values are finite.");
+        "Edge vertices per point layer, triangles and centre vertices per cube layer, and whether all values are finite.");
   m.def("mc_fill", &mc_fill, py::arg("volume"), py::arg("level"), py::arg("vertex_offsets"),
-        py::arg("triangle_offsets"), py::arg("vertex_layers"), py::arg("cube_layers"),
+        py::arg("triangle_offsets"), py::arg("centre_offsets"), py::arg("vertex_layers"), py::arg("cube_layers"),
         py::arg("vertex_base"), py::arg("index_offset"), py::arg("origin"), py::arg("spacing"),
         py::arg("verts"), py::arg("faces"), "Writes the vertices and faces counted by mc_count.");
 #ifdef _OPENMP

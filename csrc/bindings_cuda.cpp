@@ -49,25 +49,23 @@ PYBIND11_MODULE(_cuda, m) {
   m.def(
       "mc_count",
       [](uintptr_t data, int dtype, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
-         double level, uintptr_t tables, uintptr_t vertex_counts, uintptr_t triangle_counts,
-         uintptr_t nonfinite, uintptr_t stream) {
+         double level, uintptr_t tables, uintptr_t counts, uintptr_t nonfinite, uintptr_t stream) {
         const Grid g = grid_of(shape, strides);
         dispatch_dtype(dtype, data, [&](auto ptr) {
           py::gil_scoped_release release;
           fastsdf::mc::count_cuda(ptr, g, level, reinterpret_cast<const uint8_t*>(tables),
-                                  reinterpret_cast<int32_t*>(vertex_counts),
-                                  reinterpret_cast<int32_t*>(triangle_counts),
-                                  reinterpret_cast<int32_t*>(nonfinite), as_stream(stream));
+                                  reinterpret_cast<int32_t*>(counts), reinterpret_cast<int32_t*>(nonfinite),
+                                  as_stream(stream));
         });
       },
       py::arg("data"), py::arg("dtype"), py::arg("shape"), py::arg("strides"), py::arg("level"),
-      py::arg("tables"), py::arg("vertex_counts"), py::arg("triangle_counts"), py::arg("nonfinite"),
-      py::arg("stream"));
+      py::arg("tables"), py::arg("counts"), py::arg("nonfinite"), py::arg("stream"),
+      "Per segment counts (3, segments) int32: edge vertices, triangles, centre vertices.");
   m.def(
       "mc_fill",
       [](uintptr_t data, int dtype, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
-         double level, uintptr_t tables, uintptr_t vertex_counts, uintptr_t triangle_counts,
-         uintptr_t vertex_offsets, uintptr_t triangle_offsets, std::pair<int64_t, int64_t> vertex_layers,
+         double level, uintptr_t tables, uintptr_t counts, uintptr_t offsets,
+         std::pair<int64_t, int64_t> vertex_layers,
          std::pair<int64_t, int64_t> cube_layers, int64_t vertex_base, std::array<int64_t, 3> index_offset,
          std::array<double, 3> origin, std::array<double, 3> spacing, uintptr_t verts,
          int64_t vertex_capacity, uintptr_t faces, int64_t triangle_capacity, uintptr_t stream) {
@@ -89,15 +87,12 @@ PYBIND11_MODULE(_cuda, m) {
         dispatch_dtype(dtype, data, [&](auto ptr) {
           py::gil_scoped_release release;
           fastsdf::mc::fill_cuda(ptr, g, a, reinterpret_cast<const uint8_t*>(tables),
-                                 reinterpret_cast<const int32_t*>(vertex_counts),
-                                 reinterpret_cast<const int32_t*>(triangle_counts),
-                                 reinterpret_cast<const int64_t*>(vertex_offsets),
-                                 reinterpret_cast<const int64_t*>(triangle_offsets), as_stream(stream));
+                                 reinterpret_cast<const int32_t*>(counts),
+                                 reinterpret_cast<const int64_t*>(offsets), as_stream(stream));
         });
       },
       py::arg("data"), py::arg("dtype"), py::arg("shape"), py::arg("strides"), py::arg("level"),
-      py::arg("tables"), py::arg("vertex_counts"), py::arg("triangle_counts"), py::arg("vertex_offsets"),
-      py::arg("triangle_offsets"), py::arg("vertex_layers"), py::arg("cube_layers"), py::arg("vertex_base"),
+      py::arg("tables"), py::arg("counts"), py::arg("offsets"), py::arg("vertex_layers"), py::arg("cube_layers"), py::arg("vertex_base"),
       py::arg("index_offset"), py::arg("origin"), py::arg("spacing"), py::arg("verts"),
       py::arg("vertex_capacity"), py::arg("faces"), py::arg("triangle_capacity"), py::arg("stream"));
 }

@@ -154,9 +154,15 @@ def assert_identical_mesh(actual: tuple[Any, Any], expected: tuple[Any, Any], co
         np.testing.assert_array_equal(a, b, err_msg=f"{name} differ; {context}")
 
 
-def assert_mesh_arrays(verts: Any, faces: Any, context: str = "") -> None:
-    """Output contract that holds for every mesh: dtypes, shapes, index range, no degenerate
-    index triples, one vertex per position, every vertex used."""
+def assert_mesh_arrays(verts: Any, faces: Any, context: str = "", spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                       origin: Sequence[float] = (0.0, 0.0, 0.0)) -> None:
+    """Output contract that holds for every mesh: dtypes, shapes, index range, no triangle
+    repeating a vertex, every vertex used, and one vertex per position.
+
+    Two crossed edges meet only at a grid sample, so two vertices may share a position only there:
+    when the sample equals the level, or when t rounds to 0 or 1 in float32. Duplicates anywhere
+    else mean one edge got two vertices. ``spacing`` and ``origin`` locate the samples.
+    """
     v, f = to_numpy(verts), to_numpy(faces)
     assert v.dtype == np.float32, f"verts dtype {v.dtype}; {context}"
     assert f.dtype == np.int64, f"faces dtype {f.dtype}; {context}"
@@ -167,9 +173,14 @@ def assert_mesh_arrays(verts: Any, faces: Any, context: str = "") -> None:
         assert f.min() >= 0 and f.max() < len(v), f"face index out of range [0, {len(v)}); {context}"
         distinct = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
         assert distinct.all(), f"{(~distinct).sum()} faces repeat a vertex, e.g. {f[~distinct][:3]}; {context}"
-        # Every vertex sits on a crossed grid edge that some cube triangulates.
+        # Every vertex sits on a crossed grid edge, which some cube triangulates.
         assert len(np.unique(f)) == len(v), f"{len(v) - len(np.unique(f))} unused vertices; {context}"
-    assert len(np.unique(v, axis=0)) == len(v), f"duplicate vertex positions; {context}"
+    _, first, counts = np.unique(v, axis=0, return_index=True, return_counts=True)
+    shared = v[first[counts > 1]].astype(np.float64)
+    index = (shared - np.asarray(origin, np.float64)) / np.asarray(spacing, np.float64)
+    off_grid = (np.abs(index - np.round(index)) > 1e-3).any(axis=1)
+    assert not off_grid.any(), (f"{off_grid.sum()} positions hold several vertices away from grid samples, "
+                                f"e.g. {shared[off_grid][:3]}; {context}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,6 +221,27 @@ def assert_closed_oriented_manifold(verts: np.ndarray, faces: np.ndarray, contex
     assert (dir_uses == 1).all(), (f"{(dir_uses != 1).sum()} directed edges appear twice: "
                                    f"inconsistent orientation; {context}")
     assert _fan_count(faces, n) == len(np.unique(faces)), f"pinched (non-manifold) vertex; {context}"
+
+
+def assert_manifold_inside_grid(verts: Any, faces: Any, shape: Sequence[int], context: str = "") -> None:
+    """For a surface of a whole volume (index-space vertices): consistently oriented, every edge
+    shared by two triangles except border edges on the grid's boundary, used once."""
+    v, f = to_numpy(verts).astype(np.float64), to_numpy(faces)
+    n = len(v)
+    start, end = directed_edges(f)
+    keys, uses = np.unique(_edge_keys(np.minimum(start, end), np.maximum(start, end), n), return_counts=True)
+    assert (uses <= 2).all(), (f"{(uses > 2).sum()} edges are shared by more than two triangles "
+                               f"(uses {np.unique(uses[uses > 2])}), e.g. between vertices "
+                               f"{v[list(divmod(int(keys[uses > 2][0]), n))].tolist()}; {context}")
+    _, dir_uses = np.unique(_edge_keys(start, end, n), return_counts=True)
+    assert (dir_uses == 1).all(), (f"{(dir_uses != 1).sum()} directed edges appear twice: "
+                                   f"inconsistent orientation; {context}")
+    a, b = np.divmod(keys[uses == 1], n)
+    hi = np.asarray(shape, np.float64) - 1
+    on_plane = lambda p: np.concatenate([np.abs(p) < 1e-5, np.abs(p - hi) < 1e-5], axis=1)  # noqa: E731
+    border = (on_plane(v[a]) & on_plane(v[b])).any(axis=1)
+    assert border.all(), (f"{(~border).sum()} holes: edges used once away from the grid boundary, e.g. "
+                          f"{v[a[~border][:1]].tolist()} - {v[b[~border][:1]].tolist()}; {context}")
 
 
 def _fan_count(faces: np.ndarray, n: int) -> int:
@@ -314,3 +346,38 @@ def random_sphere(rng: np.random.Generator) -> fastsdf.Sphere:
 def random_torus(rng: np.random.Generator) -> fastsdf.Torus:
     return fastsdf.Torus(major=rng.uniform(0.5, 0.6), minor=rng.uniform(0.2, 0.25),
                          center=rng.uniform(-0.05, 0.05, 3))
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling a volume between grid points
+# --------------------------------------------------------------------------------------------
+
+
+def trilinear(volume: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Trilinear interpolation of ``volume`` at (N, 3) index-space points inside the grid."""
+    vol = np.asarray(volume, np.float64)
+    p = np.asarray(points, np.float64)
+    shape = np.array(vol.shape)
+    base = np.clip(np.floor(p).astype(np.int64), 0, shape - 2)
+    frac = p - base
+    out = np.zeros(len(p))
+    for c in range(8):
+        offset = np.array([(c >> a) & 1 for a in range(3)])
+        weight = np.prod(np.where(offset == 1, frac, 1.0 - frac), axis=1)
+        out += weight * vol[tuple((base + offset).T)]
+    return out
+
+
+def gradient_flux(volume: np.ndarray, verts: np.ndarray, faces: np.ndarray,
+                  spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> float:
+    """Sum over triangles of (area vector . volume gradient at the centroid).
+
+    Positive when triangle normals point towards increasing values, for open surfaces too, where a
+    signed volume means nothing.
+    """
+    grads = np.gradient(np.asarray(volume, np.float64), *spacing)
+    v = to_numpy(verts).astype(np.float64)
+    f = to_numpy(faces)
+    centroids = v[f].mean(axis=1) / np.asarray(spacing, np.float64)
+    g = np.stack([trilinear(grad, centroids) for grad in grads], axis=1)
+    return float(np.einsum("ij,ij->i", face_normals(v, f), g).sum() / 2.0)

@@ -16,14 +16,19 @@ namespace fastsdf::mc {
 
 constexpr int kNumEdges = 12;
 constexpr int kNumFaces = 6;
-// Each loop of k edge vertices becomes k - 2 triangles and there are at most 12 vertices per cube.
-constexpr int kMaxTriangles = 10;
+// In triangle tables, this "edge" stands for the cube's centre vertex (see tables.h).
+constexpr int kCentre = kNumEdges;
+// A loop of k edge vertices becomes k - 2 triangles, or k around a centre vertex (at most one loop
+// per cube needs one), with at most 12 edge vertices per cube.
+constexpr int kMaxTriangles = 12;
 // Table key: cube index (8 bits) + one "above corners connected" bit per ambiguous face (6 bits).
 constexpr int kNumKeys = 256 << kNumFaces;
 // The tables as one flat byte buffer, for the device: triangle counts per key, ambiguous-face
-// masks per cube index, then 3 * kMaxTriangles edges per key.
+// masks per cube index, centre-vertex edge masks per key (uint16, little-endian), then
+// 3 * kMaxTriangles edges per key.
 constexpr int kFlatAmbiguous = kNumKeys;
-constexpr int kFlatEdges = kFlatAmbiguous + 256;
+constexpr int kFlatCentre = kFlatAmbiguous + 256;
+constexpr int kFlatEdges = kFlatCentre + 2 * kNumKeys;
 constexpr int kFlatBytes = kFlatEdges + kNumKeys * 3 * kMaxTriangles;
 
 // The largest T not above `level`, so that `v > threshold` is exactly `double(v) > level`.
@@ -83,17 +88,37 @@ FASTSDF_HD int face_bits(int cube, int ambiguous, const double rel[8]) {
   return bits;
 }
 
-// World position of the vertex on the edge from grid point `index` along `axis`, between samples v0
-// (at the point) and v1, where the linear interpolant meets the level.
-FASTSDF_HD void vertex_position(const int64_t index[3], int axis, double v0, double v1, double level,
-                                const int64_t index_offset[3], const double origin[3],
-                                const double spacing[3], float* out) {
+// World position (float64) of the vertex on the edge from grid point `index` along `axis`, between
+// samples v0 (at the point) and v1, where the linear interpolant meets the level.
+FASTSDF_HD void edge_point(const int64_t index[3], int axis, double v0, double v1, double level,
+                           const int64_t index_offset[3], const double origin[3], const double spacing[3],
+                           double out[3]) {
   const double t = (level - v0) / (v1 - v0);
   for (int d = 0; d < 3; ++d) {
     double pos = static_cast<double>(index[d] + index_offset[d]);
     if (d == axis) pos = FASTSDF_ADD_RN(pos, t);
-    out[d] = static_cast<float>(FASTSDF_ADD_RN(origin[d], FASTSDF_MUL_RN(pos, spacing[d])));
+    out[d] = FASTSDF_ADD_RN(origin[d], FASTSDF_MUL_RN(pos, spacing[d]));
   }
+}
+
+// The centre vertex of cube (i, j, k): the mean of the edge vertices in `edges` (a bit per edge),
+// summed in edge order. `corner` holds the cube's eight samples.
+FASTSDF_HD void centre_point(const int64_t cube[3], int edges, const double corner[8], double level,
+                             const int64_t index_offset[3], const double origin[3], const double spacing[3],
+                             float out[3]) {
+  double sum[3] = {0.0, 0.0, 0.0};
+  int n = 0;
+  for (int e = 0; e < kNumEdges; ++e) {
+    if (!((edges >> e) & 1)) continue;
+    const int c0 = edge_start_corner(e), axis = edge_axis(e);
+    const int64_t index[3] = {cube[0] + corner_offset(c0, 0), cube[1] + corner_offset(c0, 1),
+                              cube[2] + corner_offset(c0, 2)};
+    double p[3];
+    edge_point(index, axis, corner[c0], corner[c0 | (1 << axis)], level, index_offset, origin, spacing, p);
+    for (int d = 0; d < 3; ++d) sum[d] = FASTSDF_ADD_RN(sum[d], p[d]);
+    ++n;
+  }
+  for (int d = 0; d < 3; ++d) out[d] = static_cast<float>(sum[d] / n);
 }
 
 }  // namespace fastsdf::mc

@@ -1,8 +1,8 @@
 // CUDA marching cubes: count, scan (by the caller, on the device), fill.
 //
 // One thread block per segment of kSegment points along axis 2 of one row (i, j); a thread per
-// point, and per cube starting there. Scratch memory is two int32 counts and two int64 offsets per
-// segment (about 24 / kSegment bytes per voxel), never per voxel. Vertex ids follow the CPU order:
+// point, and per cube starting there. Scratch memory is three int32 counts and three int64 offsets
+// per segment (36 / kSegment bytes per voxel), never per voxel. Vertex ids follow the CPU order:
 // a segment's vertices are numbered from its offset by a block-wide scan, and a cube finds the ids
 // on its four point rows by scanning them again in shared memory, so nothing is hashed or sorted.
 #include <cuda_runtime.h>
@@ -39,22 +39,29 @@ struct Volume {
     return f;
   }
 
-  // Table key of the cube at (i, j, k), or -1 when the surface misses it.
-  __device__ int cube_key(int64_t i, int64_t j, int64_t k, const uint8_t* tables) const {
-    T v[8];
+  // Table key of the cube at (i, j, k), or -1 when the surface misses it; its samples in `v`.
+  __device__ int cube_key(int64_t i, int64_t j, int64_t k, const uint8_t* tables, double v[8]) const {
     int cube = 0;
     for (int c = 0; c < 8; ++c) {
-      v[c] = at(i + corner_offset(c, 0), j + corner_offset(c, 1), k + corner_offset(c, 2));
-      cube |= static_cast<int>(v[c] > threshold) << c;
+      const T x = at(i + corner_offset(c, 0), j + corner_offset(c, 1), k + corner_offset(c, 2));
+      cube |= static_cast<int>(x > threshold) << c;
+      v[c] = static_cast<double>(x);
     }
     if (cube == 0 || cube == 255) return -1;
     const int amb = __ldg(tables + kFlatAmbiguous + cube);
     if (!amb) return cube;
     double rel[8];
-    for (int c = 0; c < 8; ++c) rel[c] = static_cast<double>(v[c]) - level;
+    for (int c = 0; c < 8; ++c) rel[c] = v[c] - level;
     return (face_bits(cube, amb, rel) << 8) | cube;
   }
 };
+
+__device__ int centre_edges(const uint8_t* tables, int key) {
+  return __ldg(tables + kFlatCentre + 2 * key) | (__ldg(tables + kFlatCentre + 2 * key + 1) << 8);
+}
+
+// Per-segment counts packed in one word so that a single block reduction sums all three.
+constexpr int kTriangleShift = 20, kCentreShift = 42;
 
 struct Segment {
   int64_t i, j, kb, k0;
@@ -68,27 +75,30 @@ __device__ Segment segment_of(int64_t seg, int64_t ny, int64_t per_row) {
 template <typename T>
 __global__ void __launch_bounds__(kSegment)
     count_kernel(Volume<T> vol, const uint8_t* __restrict__ tables, int64_t per_row, int64_t segments,
-                 int32_t* __restrict__ vertex_counts, int32_t* __restrict__ triangle_counts,
-                 int32_t* __restrict__ nonfinite) {
+                 int32_t* __restrict__ counts, int32_t* __restrict__ nonfinite) {
   using Reduce = cub::BlockReduce<unsigned long long, kSegment>;
   __shared__ typename Reduce::TempStorage temp;
   for (int64_t seg = blockIdx.x; seg < segments; seg += gridDim.x) {
     const Segment s = segment_of(seg, vol.n[1], per_row);
     const int64_t k = s.k0 + threadIdx.x;
-    // Vertices in the low 32 bits, triangles in the high ones: one reduction for both.
     unsigned long long packed = 0;
     if (k < vol.n[2]) {
       if (!isfinite(vol.at(s.i, s.j, k))) atomicOr(nonfinite, 1);
       packed = __popc(vol.point_flags(s.i, s.j, k));
       if (s.i + 1 < vol.n[0] && s.j + 1 < vol.n[1] && k + 1 < vol.n[2]) {
-        const int key = vol.cube_key(s.i, s.j, k, tables);
-        if (key >= 0) packed += static_cast<unsigned long long>(__ldg(tables + key)) << 32;
+        double v[8];
+        const int key = vol.cube_key(s.i, s.j, k, tables, v);
+        if (key >= 0) {
+          packed += static_cast<unsigned long long>(__ldg(tables + key)) << kTriangleShift;
+          packed += static_cast<unsigned long long>(centre_edges(tables, key) != 0) << kCentreShift;
+        }
       }
     }
     packed = Reduce(temp).Sum(packed);
     if (threadIdx.x == 0) {
-      vertex_counts[seg] = static_cast<int32_t>(packed & 0xffffffffULL);
-      triangle_counts[seg] = static_cast<int32_t>(packed >> 32);
+      counts[seg] = static_cast<int32_t>(packed & ((1ULL << kTriangleShift) - 1));
+      counts[segments + seg] = static_cast<int32_t>((packed >> kTriangleShift) & ((1ULL << (kCentreShift - kTriangleShift)) - 1));
+      counts[2 * segments + seg] = static_cast<int32_t>(packed >> kCentreShift);
     }
     __syncthreads();
   }
@@ -99,10 +109,8 @@ struct FillParams {
   Volume<T> vol;
   FillArgs args;
   const uint8_t* tables;
-  const int32_t* vertex_counts;
-  const int32_t* triangle_counts;
-  const int64_t* vertex_offsets;
-  const int64_t* triangle_offsets;
+  const int32_t* counts;   // (3, segments): edge vertices, triangles, centre vertices
+  const int64_t* offsets;  // (3, segments): first edge vertex id, first face row, first centre id
   int64_t per_row;
   int64_t segments;
 };
@@ -127,13 +135,13 @@ __global__ void __launch_bounds__(kSegment) fill_kernel(FillParams<T> p) {
   for (int64_t seg = blockIdx.x; seg < p.segments; seg += gridDim.x) {
     const Segment s = segment_of(seg, vol.n[1], p.per_row);
     const int64_t k = s.k0 + t;
-    const bool emit_vertices = p.vertex_counts[seg] > 0 && a.vertex_layers.contains(s.i);
-    const bool emit_triangles = p.triangle_counts[seg] > 0 && a.cube_layers.contains(s.i);
+    const bool emit_vertices = p.counts[seg] > 0 && a.vertex_layers.contains(s.i);
+    const bool emit_triangles = p.counts[p.segments + seg] > 0 && a.cube_layers.contains(s.i);
     if (emit_vertices) {
       const int f = k < vol.n[2] ? vol.point_flags(s.i, s.j, k) : 0;
       int out;
       ScanInt(temp.ints).ExclusiveSum(__popc(f), out);
-      const int64_t first = p.vertex_offsets[seg] - a.vertex_base + out;
+      const int64_t first = p.offsets[seg] - a.vertex_base + out;
       const int64_t index[3] = {s.i, s.j, k};
       int written = 0;
       for (int axis = 0; axis < 3; ++axis) {
@@ -142,7 +150,9 @@ __global__ void __launch_bounds__(kSegment) fill_kernel(FillParams<T> p) {
         if (dst < 0 || dst >= a.vertex_capacity) continue;
         const double v0 = static_cast<double>(vol.at(s.i, s.j, k));
         const double v1 = static_cast<double>(vol.at(s.i + (axis == 0), s.j + (axis == 1), k + (axis == 2)));
-        vertex_position(index, axis, v0, v1, vol.level, a.index_offset, a.origin, a.spacing, a.verts + 3 * dst);
+        double pos[3];
+        edge_point(index, axis, v0, v1, vol.level, a.index_offset, a.origin, a.spacing, pos);
+        for (int d = 0; d < 3; ++d) a.verts[3 * dst + d] = static_cast<float>(pos[d]);
       }
       __syncthreads();
     }
@@ -162,27 +172,41 @@ __global__ void __launch_bounds__(kSegment) fill_kernel(FillParams<T> p) {
       if (t < 4) {
         const int64_t i = s.i + (t & 1), j = s.j + (t >> 1), next = s.k0 + kSegment;
         const int64_t row_seg = (i * vol.n[1] + j) * p.per_row + s.kb;
-        base[t][0] = p.vertex_offsets[row_seg];
+        base[t][0] = p.offsets[row_seg];
         const bool has_next = next < vol.n[2];
-        base[t][1] = has_next ? p.vertex_offsets[row_seg + 1] : 0;
+        base[t][1] = has_next ? p.offsets[row_seg + 1] : 0;
         flags[t][kSegment] = has_next ? static_cast<uint8_t>(vol.point_flags(i, j, next)) : 0;
         rank[t][kSegment] = 0;
       }
       __syncthreads();
-      const int key = k + 1 < vol.n[2] ? vol.cube_key(s.i, s.j, k, p.tables) : -1;
+      double v[8];
+      const int key = k + 1 < vol.n[2] ? vol.cube_key(s.i, s.j, k, p.tables, v) : -1;
       const int n = key >= 0 ? __ldg(p.tables + key) : 0;
+      const int centre_mask = key >= 0 ? centre_edges(p.tables, key) : 0;
+      // Triangles in the low 16 bits, centre vertices above: one scan numbers both.
       int out;
-      ScanInt(temp.ints).ExclusiveSum(n, out);
-      const int64_t first = p.triangle_offsets[seg] + out;
+      ScanInt(temp.ints).ExclusiveSum(n | ((centre_mask != 0) << 16), out);
+      const int64_t first = p.offsets[p.segments + seg] + (out & 0xffff);
+      const int64_t centre = p.offsets[2 * p.segments + seg] + (out >> 16);
+      if (centre_mask) {
+        const int64_t slot = centre - a.vertex_base;
+        const int64_t cube[3] = {s.i, s.j, k};
+        if (slot >= 0 && slot < a.vertex_capacity)
+          centre_point(cube, centre_mask, v, vol.level, a.index_offset, a.origin, a.spacing, a.verts + 3 * slot);
+      }
       if (n > 0 && first >= 0 && first + n <= a.triangle_capacity) {
         const uint8_t* edges = p.tables + kFlatEdges + key * 3 * kMaxTriangles;
         int64_t* dst = a.faces + 3 * first;
-        for (int v = 0; v < 3 * n; ++v) {
-          const int e = __ldg(edges + v);
+        for (int m = 0; m < 3 * n; ++m) {
+          const int e = __ldg(edges + m);
+          if (e == kCentre) {
+            dst[m] = centre;
+            continue;
+          }
           const int c = edge_start_corner(e);
           const int r = corner_offset(c, 0) + 2 * corner_offset(c, 1);
           const int q = t + corner_offset(c, 2);
-          dst[v] = base[r][q == kSegment] + rank[r][q] + __popc(flags[r][q] & ((1 << edge_axis(e)) - 1));
+          dst[m] = base[r][q == kSegment] + rank[r][q] + __popc(flags[r][q] & ((1 << edge_axis(e)) - 1));
         }
       }
       __syncthreads();
@@ -219,33 +243,31 @@ void check_launch(const char* what) {
 }  // namespace
 
 template <typename T>
-void count_cuda(const T* data, const Grid& grid, double level, const uint8_t* tables,
-                int32_t* vertex_counts, int32_t* triangle_counts, int32_t* nonfinite, void* stream) {
+void count_cuda(const T* data, const Grid& grid, double level, const uint8_t* tables, int32_t* counts,
+                int32_t* nonfinite, void* stream) {
   const int64_t segments = segments_of(grid);
   if (segments == 0) return;
   count_kernel<T><<<blocks_for(segments), kSegment, 0, static_cast<cudaStream_t>(stream)>>>(
-      volume_of(data, grid, level), tables, segments_per_row(grid.shape[2]), segments, vertex_counts,
-      triangle_counts, nonfinite);
+      volume_of(data, grid, level), tables, segments_per_row(grid.shape[2]), segments, counts, nonfinite);
   check_launch("count kernel");
 }
 
 template <typename T>
 void fill_cuda(const T* data, const Grid& grid, const FillArgs& args, const uint8_t* tables,
-               const int32_t* vertex_counts, const int32_t* triangle_counts,
-               const int64_t* vertex_offsets, const int64_t* triangle_offsets, void* stream) {
+               const int32_t* counts, const int64_t* offsets, void* stream) {
   const int64_t segments = segments_of(grid);
   if (segments == 0) return;
-  FillParams<T> p{volume_of(data, grid, args.level), args, tables, vertex_counts, triangle_counts,
-                  vertex_offsets, triangle_offsets, segments_per_row(grid.shape[2]), segments};
+  FillParams<T> p{volume_of(data, grid, args.level), args, tables, counts, offsets,
+                  segments_per_row(grid.shape[2]), segments};
   fill_kernel<T><<<blocks_for(segments), kSegment, 0, static_cast<cudaStream_t>(stream)>>>(p);
   check_launch("fill kernel");
 }
 
-template void count_cuda<float>(const float*, const Grid&, double, const uint8_t*, int32_t*, int32_t*, int32_t*, void*);
-template void count_cuda<double>(const double*, const Grid&, double, const uint8_t*, int32_t*, int32_t*, int32_t*, void*);
+template void count_cuda<float>(const float*, const Grid&, double, const uint8_t*, int32_t*, int32_t*, void*);
+template void count_cuda<double>(const double*, const Grid&, double, const uint8_t*, int32_t*, int32_t*, void*);
 template void fill_cuda<float>(const float*, const Grid&, const FillArgs&, const uint8_t*, const int32_t*,
-                               const int32_t*, const int64_t*, const int64_t*, void*);
+                               const int64_t*, void*);
 template void fill_cuda<double>(const double*, const Grid&, const FillArgs&, const uint8_t*, const int32_t*,
-                                const int32_t*, const int64_t*, const int64_t*, void*);
+                                const int64_t*, void*);
 
 }  // namespace fastsdf::mc

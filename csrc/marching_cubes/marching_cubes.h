@@ -1,9 +1,11 @@
 // Marching cubes on a strided 3-D grid in two passes, count then fill, so that the caller allocates
 // outputs of exactly the right size (and can refuse sizes that do not fit) between the two.
 //
-// Vertex order: by point layer (axis 0), then row (axis 1), then point (axis 2), then edge axis; each
-// crossed grid edge owns one vertex. Triangle order: by cube in the same order, then table order. Both
-// backends produce this order, so the same input gives the same mesh on CPU and GPU.
+// Vertex order: by point layer (axis 0); within a layer, first the vertices of its crossed edges (by
+// row (axis 1), point (axis 2), then edge axis), then the centre vertices of the cube layer starting
+// there, in cube order (only cubes whose table entry has one: see tables.h). Triangle order: by cube
+// in the same order, then table order. Both backends produce this order, so the same input gives
+// the same mesh on CPU and GPU.
 #pragma once
 
 #include <cstdint>
@@ -39,33 +41,35 @@ struct FillArgs {
   int64_t* faces;  // (triangle_capacity, 3)
 };
 
-// CPU. count_cpu fills vertex_counts[shape[0]] (per point layer) and triangle_counts[shape[0] - 1]
-// (per cube layer) and returns false if the volume holds NaN or Inf. fill_cpu takes the matching
-// vertex_offsets[shape[0]] (global id of each layer's first vertex) and
+// CPU. count_cpu fills vertex_counts[shape[0]] (edge vertices per point layer), and
+// triangle_counts and centre_counts[shape[0] - 1] (per cube layer), and returns false if the volume
+// holds NaN or Inf. fill_cpu takes the matching global ids vertex_offsets[shape[0]] (each layer's
+// first edge vertex) and centre_offsets[shape[0] - 1] (each cube layer's first centre vertex), and
 // triangle_offsets[shape[0] - 1] (row in faces of each cube layer's first triangle).
 template <typename T>
 bool count_cpu(const T* data, const Grid& grid, double level, int64_t* vertex_counts,
-               int64_t* triangle_counts);
+               int64_t* triangle_counts, int64_t* centre_counts);
 
 template <typename T>
 void fill_cpu(const T* data, const Grid& grid, const FillArgs& args, const int64_t* vertex_offsets,
-              const int64_t* triangle_offsets);
+              const int64_t* triangle_offsets, const int64_t* centre_offsets);
 
 // CUDA (fastsdf._cuda); every pointer is device memory. Work is split in segments of kSegment
-// points along axis 2, one thread block each; the per-segment counts (int32, shape[0] * shape[1] *
-// segments_per_row, in that order) replace the per-layer ones, and the offsets are their exclusive
-// prefix sums (int64), computed by the caller on the device. `tables` holds flat_tables().
+// points along axis 2, one thread block each. counts is (3, segments) int32, segments =
+// shape[0] * shape[1] * segments_per_row in that order: edge vertices, triangles and centre
+// vertices per segment. offsets is (3, segments) int64, computed by the caller on the device: the
+// global id of each segment's first edge vertex, the row in faces of its first triangle, and the
+// global id of its first centre vertex, in the order above. `tables` holds flat_tables().
 constexpr int kSegment = 256;
 
 inline int64_t segments_per_row(int64_t n) { return (n + kSegment - 1) / kSegment; }
 
 template <typename T>
-void count_cuda(const T* data, const Grid& grid, double level, const uint8_t* tables,
-                int32_t* vertex_counts, int32_t* triangle_counts, int32_t* nonfinite, void* stream);
+void count_cuda(const T* data, const Grid& grid, double level, const uint8_t* tables, int32_t* counts,
+                int32_t* nonfinite, void* stream);
 
 template <typename T>
 void fill_cuda(const T* data, const Grid& grid, const FillArgs& args, const uint8_t* tables,
-               const int32_t* vertex_counts, const int32_t* triangle_counts,
-               const int64_t* vertex_offsets, const int64_t* triangle_offsets, void* stream);
+               const int32_t* counts, const int64_t* offsets, void* stream);
 
 }  // namespace fastsdf::mc

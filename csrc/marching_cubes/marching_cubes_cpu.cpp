@@ -93,11 +93,16 @@ class Sweep {
     return static_cast<int64_t>(n);
   }
 
-  int64_t count_triangles(int64_t i) {
+  // Triangles and centre vertices of cube layer i.
+  void count_triangles(int64_t i, int64_t* triangles, int64_t* centres) {
     const Tables& tab = tables();
-    int64_t n = 0;
-    for_each_active_cube(i, true, [&](int64_t, int64_t, int key) { n += tab.num_triangles[key]; });
-    return n;
+    int64_t n = 0, c = 0;
+    for_each_active_cube(i, true, [&](int64_t, int64_t, int key) {
+      n += tab.num_triangles[key];
+      c += tab.centre_edges[key] != 0;
+    });
+    *triangles = n;
+    *centres = c;
   }
 
   // Calls visit(j, k, key) for every cube of cube layer i that the surface crosses.
@@ -213,8 +218,9 @@ class Sweep {
           if (!((f >> axis) & 1)) continue;
           if (out < 0 || out >= args.vertex_capacity) return false;
           const double v1 = static_cast<double>(value(i + (axis == 0), j + (axis == 1), k + (axis == 2)));
-          vertex_position(idx, axis, v0, v1, level_, args.index_offset, args.origin, args.spacing,
-                          args.verts + 3 * out);
+          double pos[3];
+          edge_point(idx, axis, v0, v1, level_, args.index_offset, args.origin, args.spacing, pos);
+          for (int d = 0; d < 3; ++d) args.verts[3 * out + d] = static_cast<float>(pos[d]);
           ++out;
         }
       }
@@ -222,12 +228,14 @@ class Sweep {
     return true;
   }
 
+  // Writes the triangles of cube layer i and its centre vertices; false if a buffer is too small.
   bool emit_triangles(int64_t i, const FillArgs& args, const int64_t* vertex_offsets,
-                      const int64_t* triangle_offsets) {
+                      const int64_t* triangle_offsets, const int64_t* centre_offsets) {
     const Tables& tab = tables();
     layer_index(i);
     layer_index(i + 1);
     int64_t out = triangle_offsets[i];
+    int64_t centre = centre_offsets[i];
     bool ok = true;
     for_each_active_cube(i, false, [&](int64_t j, int64_t k, int key) {
       const int n = tab.num_triangles[key];
@@ -235,14 +243,32 @@ class Sweep {
         ok = false;
         return;
       }
+      if (const int centre_edges = tab.centre_edges[key]) {
+        const int64_t slot = centre - args.vertex_base;
+        if (slot < 0 || slot >= args.vertex_capacity) {
+          ok = false;
+          return;
+        }
+        double corner[8];
+        for (int c = 0; c < 8; ++c)
+          corner[c] = static_cast<double>(value(i + corner_offset(c, 0), j + corner_offset(c, 1), k + corner_offset(c, 2)));
+        const int64_t cube[3] = {i, j, k};
+        centre_point(cube, centre_edges, corner, level_, args.index_offset, args.origin, args.spacing,
+                     args.verts + 3 * slot);
+      }
       const uint8_t* edges = tab.triangle_edges[key].data();
       int64_t* dst = args.faces + 3 * out;
       for (int v = 0; v < 3 * n; ++v) {
         const int e = edges[v];
+        if (e == kCentre) {
+          dst[v] = centre;
+          continue;
+        }
         const int c = edge_start_corner(e);
         dst[v] = vertex_id(vertex_offsets, i + corner_offset(c, 0), j + corner_offset(c, 1),
                            k + corner_offset(c, 2), edge_axis(e));
       }
+      centre += tab.centre_edges[key] != 0;
       out += n;
     });
     return ok;
@@ -293,12 +319,12 @@ void parallel_over_layers(const T* data, const Grid& grid, double level, Body&& 
 
 template <typename T>
 bool count_cpu(const T* data, const Grid& grid, double level, int64_t* vertex_counts,
-               int64_t* triangle_counts) {
+               int64_t* triangle_counts, int64_t* centre_counts) {
   std::vector<uint8_t> nonfinite(static_cast<size_t>(grid.shape[0]), 0);
   parallel_over_layers(data, grid, level, [&](Sweep<T>& sweep, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       vertex_counts[i] = sweep.count_vertices(i);
-      if (i + 1 < grid.shape[0]) triangle_counts[i] = sweep.count_triangles(i);
+      if (i + 1 < grid.shape[0]) sweep.count_triangles(i, triangle_counts + i, centre_counts + i);
     }
     nonfinite[begin] = sweep.saw_nonfinite();
   });
@@ -309,22 +335,24 @@ bool count_cpu(const T* data, const Grid& grid, double level, int64_t* vertex_co
 
 template <typename T>
 void fill_cpu(const T* data, const Grid& grid, const FillArgs& args, const int64_t* vertex_offsets,
-              const int64_t* triangle_offsets) {
+              const int64_t* triangle_offsets, const int64_t* centre_offsets) {
   const int64_t cube_layers = grid.shape[0] - 1;
   parallel_over_layers(data, grid, args.level, [&](Sweep<T>& sweep, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       if (args.vertex_layers.contains(i) && !sweep.emit_vertices(i, args, vertex_offsets))
         throw std::out_of_range("marching cubes: vertex buffer smaller than the counts promise");
       if (i < cube_layers && args.cube_layers.contains(i) &&
-          !sweep.emit_triangles(i, args, vertex_offsets, triangle_offsets))
-        throw std::out_of_range("marching cubes: face buffer smaller than the counts promise");
+          !sweep.emit_triangles(i, args, vertex_offsets, triangle_offsets, centre_offsets))
+        throw std::out_of_range("marching cubes: output buffers smaller than the counts promise");
     }
   });
 }
 
-template bool count_cpu<float>(const float*, const Grid&, double, int64_t*, int64_t*);
-template bool count_cpu<double>(const double*, const Grid&, double, int64_t*, int64_t*);
-template void fill_cpu<float>(const float*, const Grid&, const FillArgs&, const int64_t*, const int64_t*);
-template void fill_cpu<double>(const double*, const Grid&, const FillArgs&, const int64_t*, const int64_t*);
+template bool count_cpu<float>(const float*, const Grid&, double, int64_t*, int64_t*, int64_t*);
+template bool count_cpu<double>(const double*, const Grid&, double, int64_t*, int64_t*, int64_t*);
+template void fill_cpu<float>(const float*, const Grid&, const FillArgs&, const int64_t*, const int64_t*,
+                              const int64_t*);
+template void fill_cpu<double>(const double*, const Grid&, const FillArgs&, const int64_t*, const int64_t*,
+                               const int64_t*);
 
 }  // namespace fastsdf::mc

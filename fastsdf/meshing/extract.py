@@ -71,12 +71,10 @@ def extract_mesh(
     level = _finite_scalar(level, "level")
     if method not in ("dense", "chunked"):
         raise ValueError(f"method must be 'dense' or 'chunked', got {method!r}")
-    batch = _DEFAULT_BATCH if batch_size is None else int(batch_size)
-    if batch < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    batch = _DEFAULT_BATCH if batch_size is None else _positive_int(batch_size, "batch_size")
     step = tuple((h - l) / (r - 1) for l, h, r in zip(lo, hi, res))
     grid = _Grid(res, lo, step)
-    evaluator = _Evaluator(sdf, grid, device)
+    evaluator = _Evaluator(sdf, grid, device, batch)
     total = math.prod(res)
     show = progress if progress is not None else (total >= _PROGRESS_POINTS and sys.stderr.isatty())
     with _progress_bar(total, show, f"extract_mesh {res[0]}x{res[1]}x{res[2]}") as bar:
@@ -102,7 +100,7 @@ class _Grid:
 class _Evaluator:
     """Calls the user's SDF on NumPy batches or on tensors of one device, and checks what it gives."""
 
-    def __init__(self, sdf: Callable, grid: _Grid, device: Any):
+    def __init__(self, sdf: Callable, grid: _Grid, device: Any, batch: int):
         if not callable(sdf):
             raise TypeError(f"sdf must be callable, got {type(sdf).__name__}")
         self.sdf = sdf
@@ -117,7 +115,7 @@ class _Evaluator:
             floats = [p.dtype for p in params if p.is_floating_point()]
             self.torch_dtype = floats[0] if floats else torch.float32
         else:
-            self._probe(grid.points(0, 0, min(2, grid.layer_points)))
+            self._probe(grid.points(0, 0, min(2, batch)))
 
     def _probe(self, sample: np.ndarray) -> None:
         try:
@@ -227,7 +225,7 @@ def _chunked(evaluator: _Evaluator, grid: _Grid, level: float, batch: int, bar):
                             index_offset=(a, 0, 0), origin=grid.lo, spacing=grid.step)
         verts.append(wrap(v))
         faces.append(wrap(f))
-        vertex_base += int(counts.vertices[:layers].sum())
+        vertex_base += counts.sizes(layers)[0]
         carry = volume[b - a:] if b < nx else None  # a view; the next slab copies it in
         a = b
     return _concat(verts), _concat(faces)
@@ -239,6 +237,16 @@ def _concat(parts: list) -> Any:
 
         return torch.cat(parts)
     return np.concatenate(parts)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    try:
+        ok = not isinstance(value, bool) and float(value).is_integer() and value >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _resolution(resolution: int | Sequence[int]) -> tuple[int, int, int]:

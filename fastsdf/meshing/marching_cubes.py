@@ -47,7 +47,9 @@ def marching_cubes(
     Returns:
         ``(verts, faces)``: float32 (V, 3) world positions ``origin + index * spacing`` in the
         volume's axis order (as scikit-image), and int64 (F, 3) vertex indices. One vertex per
-        grid edge the surface crosses, shared by all its triangles. Triangle normals (right-hand
+        grid edge the surface crosses, shared by all its triangles, plus one at the centre of the
+        rare cube whose surface is a tunnel through two or more of its faces (where scikit-image's
+        Lewiner tables add one too). Triangle normals (right-hand
         rule) point towards values above the level: outwards for an SDF that is negative inside.
         NumPy in gives NumPy out; a tensor gives tensors on its device.
 
@@ -73,33 +75,47 @@ def marching_cubes(
 
 @dataclass
 class LayerCounts:
-    """Per point layer vertex counts and per cube layer triangle counts of one volume (host int64)."""
+    """Counts of one volume, on the host: edge vertices per point layer, and triangles and centre
+    vertices per cube layer (int64)."""
 
     vertices: np.ndarray
     triangles: np.ndarray
-    device_counts: Any = None  # the CUDA backend's per-segment counts, reused by its fill pass
+    centres: np.ndarray
+    device_counts: Any = None  # the CUDA backend's (3, segments) counts, reused by its fill pass
+
+    def layer_starts(self, vertex_base: int) -> np.ndarray:
+        """Global id of each point layer's first vertex: its edge vertices come first, then the
+        centre vertices of the cube layer starting there."""
+        per_layer = self.vertices.copy()
+        per_layer[:-1] += self.centres
+        return vertex_base + _exclusive_cumsum(per_layer)
+
+    def sizes(self, layers: int) -> tuple[int, int]:
+        """Vertices and triangles of point and cube layers [0, layers)."""
+        n_verts = int(self.vertices[:layers].sum() + self.centres[:layers].sum())
+        return n_verts, int(self.triangles[:layers].sum())
 
 
 class CpuKernels:
     """fastsdf._C on NumPy volumes."""
 
     def count(self, volume: np.ndarray, level: float) -> LayerCounts:
-        vertices, triangles, finite = _backend.cpu().mc_count(volume, level)
+        vertices, triangles, centres, finite = _backend.cpu().mc_count(volume, level)
         if not finite:
             raise ValueError(_nonfinite_message(np.isfinite(volume)))
-        return LayerCounts(vertices, triangles)
+        return LayerCounts(vertices, triangles, centres)
 
     def fill(self, volume, level, counts, *, vertex_base, layers, index_offset, origin, spacing):
         """Writes vertices of point layers [0, layers) and triangles of cube layers [0, layers)."""
-        vertex_offsets = vertex_base + _exclusive_cumsum(counts.vertices)
+        starts = counts.layer_starts(vertex_base)
+        centre_offsets = starts[:-1] + counts.vertices[:-1]
         triangle_offsets = _exclusive_cumsum(counts.triangles)
-        n_verts = int(counts.vertices[:layers].sum())
-        n_tris = int(counts.triangles[:layers].sum())
+        n_verts, n_tris = counts.sizes(layers)
         _check_output_fits(n_verts, n_tris, None)
         verts = np.empty((n_verts, 3), np.float32)
         faces = np.empty((n_tris, 3), np.int64)
-        _backend.cpu().mc_fill(volume, level, vertex_offsets, triangle_offsets, (0, layers), (0, layers),
-                               vertex_base, index_offset, origin, spacing, verts, faces)
+        _backend.cpu().mc_fill(volume, level, starts, triangle_offsets, centre_offsets, (0, layers),
+                               (0, layers), vertex_base, index_offset, origin, spacing, verts, faces)
         return verts, faces
 
 
@@ -111,31 +127,36 @@ class CudaKernels:
 
         module = _backend.cuda()
         n_segments = volume.shape[0] * volume.shape[1] * module.segments_per_row(volume.shape[2])
-        seg = torch.empty((2, n_segments), dtype=torch.int32, device=volume.device)
+        seg = torch.empty((3, n_segments), dtype=torch.int32, device=volume.device)
         nonfinite = torch.zeros(1, dtype=torch.int32, device=volume.device)
-        module.mc_count(*_device_volume(volume), level, _device_tables(volume.device), seg[0].data_ptr(),
-                        seg[1].data_ptr(), nonfinite.data_ptr(), _stream(volume))
+        module.mc_count(*_device_volume(volume), level, _device_tables(volume.device), seg.data_ptr(),
+                        nonfinite.data_ptr(), _stream(volume))
         if nonfinite.item():
             raise ValueError(_nonfinite_message(torch.isfinite(volume).cpu().numpy()))
-        per_layer = seg.view(2, volume.shape[0], -1).sum(dim=2, dtype=torch.int64).cpu().numpy()
-        return LayerCounts(per_layer[0], per_layer[1][:-1], device_counts=seg)
+        per_layer = seg.view(3, volume.shape[0], -1).sum(dim=2, dtype=torch.int64).cpu().numpy()
+        return LayerCounts(per_layer[0], per_layer[1][:-1], per_layer[2][:-1], device_counts=seg)
 
     def fill(self, volume, level, counts, *, vertex_base, layers, index_offset, origin, spacing):
         import torch
 
-        seg = counts.device_counts
-        vertex_offsets = torch.cumsum(seg[0], 0, dtype=torch.int64) - seg[0] + vertex_base
-        triangle_offsets = torch.cumsum(seg[1], 0, dtype=torch.int64) - seg[1]
-        n_verts = int(counts.vertices[:layers].sum())
-        n_tris = int(counts.triangles[:layers].sum())
+        seg = counts.device_counts.view(3, volume.shape[0], -1).to(torch.int64)
+        within_layer = torch.cumsum(seg, dim=2) - seg
+        starts = torch.from_numpy(counts.layer_starts(vertex_base)).to(volume.device)[:, None]
+        edge_totals = seg[0].sum(dim=1, keepdim=True)
+        triangles = seg[1].flatten()
+        offsets = torch.stack([
+            (starts + within_layer[0]).flatten(),
+            torch.cumsum(triangles, 0) - triangles,
+            (starts + edge_totals + within_layer[2]).flatten(),
+        ]).contiguous()
+        n_verts, n_tris = counts.sizes(layers)
         _check_output_fits(n_verts, n_tris, volume.device)
         verts = torch.empty((n_verts, 3), dtype=torch.float32, device=volume.device)
         faces = torch.empty((n_tris, 3), dtype=torch.int64, device=volume.device)
         _backend.cuda().mc_fill(*_device_volume(volume), level, _device_tables(volume.device),
-                                seg[0].data_ptr(), seg[1].data_ptr(), vertex_offsets.data_ptr(),
-                                triangle_offsets.data_ptr(), (0, layers), (0, layers), vertex_base,
-                                index_offset, origin, spacing, verts.data_ptr(), n_verts,
-                                faces.data_ptr(), n_tris, _stream(volume))
+                                counts.device_counts.data_ptr(), offsets.data_ptr(), (0, layers),
+                                (0, layers), vertex_base, index_offset, origin, spacing, verts.data_ptr(),
+                                n_verts, faces.data_ptr(), n_tris, _stream(volume))
         return verts, faces
 
 

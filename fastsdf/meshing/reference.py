@@ -1,7 +1,8 @@
 """Plain NumPy twin of the compiled marching cubes, the truth the kernels are tested against.
 
 It follows the same conventions as csrc/marching_cubes (corner, edge and face numbering, the
-asymptotic decider on ambiguous faces, loops of face segments fanned into triangles, vertex and
+asymptotic decider on ambiguous faces, loops of face segments triangulated without diagonals in
+cube faces, vertex and
 triangle order) but builds its tables from cube coordinates and evaluates everything in float64
 with whole-array operations. Slow and memory-hungry (several arrays the size of the volume): for
 tests and small grids only.
@@ -51,8 +52,48 @@ def _edge_id(c0: int, c1: int) -> int:
     return _EDGES.index((min(c0, c1), max(c0, c1)))
 
 
-def _triangles(cube: int, connected: int) -> list[tuple[int, int, int]]:
-    """Triangles (as edge triples) of one cube index and one set of face decisions."""
+def _edge_faces(e: int) -> set[int]:
+    return {f for f, ring in enumerate(_FACES) if any(_edge_id(ring[i], ring[(i + 1) % 4]) == e for i in range(4))}
+
+
+_CENTRE = 12  # stands for the cube's centre vertex in triangle tables
+
+
+def _triangulate_loop(loop: list[int]) -> list[tuple[int, int, int]] | None:
+    """Minimum sum of squared diagonal lengths (between edge midpoints) over the triangulations
+    whose diagonals do not lie in a cube face; ties go to the smallest split vertex. Triangles are
+    listed sub-polygon first, then its left and right parts. None when every triangulation has a
+    diagonal in a face (the neighbouring cube could draw it too)."""
+    n = len(loop)
+    mid = [2 * _EDGE_START[e] + np.eye(3, dtype=np.int64)[_EDGE_AXIS[e]] for e in loop]
+
+    def weight(i: int, j: int) -> float:
+        if (j - i) % n in (1, n - 1):
+            return 0
+        if _edge_faces(loop[i]) & _edge_faces(loop[j]):
+            return float("inf")
+        return int(((mid[i] - mid[j]) ** 2).sum())
+
+    @functools.cache
+    def best(i: int, j: int) -> tuple[float, int]:
+        if j - i < 2:
+            return 0, -1
+        return min((best(i, k)[0] + best(k, j)[0] + weight(i, k) + weight(k, j), k) for k in range(i + 1, j))
+
+    def emit(i: int, j: int) -> list[tuple[int, int, int]]:
+        if j - i < 2:
+            return []
+        k = best(i, j)[1]
+        return [(loop[i], loop[k], loop[j])] + emit(i, k) + emit(k, j)
+
+    if best(0, n - 1)[0] == float("inf"):
+        return None
+    return emit(0, n - 1)
+
+
+def _triangles(cube: int, connected: int) -> tuple[list[tuple[int, int, int]], list[int]]:
+    """Triangles (as edge triples, _CENTRE for the centre vertex) of one cube index and one set of
+    face decisions, and the edges whose vertices the centre vertex averages (empty if none)."""
     above = [(cube >> c) & 1 for c in range(8)]
     successor: dict[int, int] = {}
     for f, ring in enumerate(_FACES):
@@ -70,7 +111,8 @@ def _triangles(cube: int, connected: int) -> list[tuple[int, int, int]]:
             step = 1 if (connected >> f) & 1 else -1
             for s in starts:
                 successor[sides[s][0]] = sides[(s + step) % 4][0]
-    tris = []
+    tris: list[tuple[int, int, int]] = []
+    centre: list[int] = []
     seen: set[int] = set()
     for first in sorted(successor):
         if first in seen:
@@ -80,29 +122,37 @@ def _triangles(cube: int, connected: int) -> list[tuple[int, int, int]]:
         while successor[loop[-1]] != first:
             loop.append(successor[loop[-1]])
             seen.add(loop[-1])
-        tris += [(loop[0], loop[t], loop[t + 1]) for t in range(1, len(loop) - 1)]
-    return tris
+        triangulated = _triangulate_loop(loop)
+        if triangulated is None:
+            assert not centre, "at most one loop per cube can need a centre vertex"
+            centre = sorted(loop)
+            triangulated = [(_CENTRE, loop[m], loop[(m + 1) % len(loop)]) for m in range(len(loop))]
+        tris += triangulated
+    return tris, centre
 
 
 @functools.cache
-def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(triangle edges (16384, 10, 3) padded with -1, triangle counts, ambiguous-face masks (256,))."""
+def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Triangle edges (16384, 12, 3) padded with -1, triangle counts, centre-vertex edge masks
+    (16384, 12) as booleans, and ambiguous-face masks (256,)."""
     ambiguous = np.zeros(256, np.int64)
     for cube in range(256):
         for f, ring in enumerate(_FACES):
             a = [(cube >> c) & 1 for c in ring]
             if a[0] == a[2] and a[1] == a[3] and a[0] != a[1]:
                 ambiguous[cube] |= 1 << f
-    edges = np.full((256 * 64, 10, 3), -1, np.int64)
+    edges = np.full((256 * 64, 12, 3), -1, np.int64)
     counts = np.zeros(256 * 64, np.int64)
+    centres = np.zeros((256 * 64, 12), bool)
     for bits in range(64):
         for cube in range(256):
-            tris = _triangles(cube, bits & ambiguous[cube])
+            tris, centre = _triangles(cube, bits & ambiguous[cube])
             key = bits * 256 + cube
             counts[key] = len(tris)
+            centres[key, centre] = True
             if tris:
                 edges[key, : len(tris)] = tris
-    return edges, counts, ambiguous
+    return edges, counts, centres, ambiguous
 
 
 def marching_cubes_reference(
@@ -120,31 +170,37 @@ def marching_cubes_reference(
     spacing = np.asarray(spacing, np.float64)
     origin = np.asarray(origin, np.float64)
 
+    nx, ny, nz = v.shape
+    # Vertex order: by point layer, its edge vertices (row, point, axis) then the centre vertices
+    # of the cube layer starting there (cube order). Sort keys encode exactly that.
+    layer_span = 4 * ny * nz
+
+    def edge_keys(idx: np.ndarray, axis: np.ndarray | int) -> np.ndarray:
+        return idx[:, 0] * layer_span + (idx[:, 1] * nz + idx[:, 2]) * 3 + axis
+
+    def edge_points(idx: np.ndarray, axis: int) -> np.ndarray:
+        nxt = idx.copy()
+        nxt[:, axis] += 1
+        v0, v1 = v[tuple(idx.T)], v[tuple(nxt.T)]
+        p = idx.astype(np.float64)
+        p[:, axis] += (level - v0) / (v1 - v0)
+        return origin + p * spacing
+
     keys, points = [], []
     for axis in range(3):
         lo = [slice(None)] * 3
         hi = [slice(None)] * 3
         lo[axis], hi[axis] = slice(0, -1), slice(1, None)
         idx = np.argwhere(above[tuple(lo)] != above[tuple(hi)])
-        nxt = idx.copy()
-        nxt[:, axis] += 1
-        v0, v1 = v[tuple(idx.T)], v[tuple(nxt.T)]
-        p = idx.astype(np.float64)
-        p[:, axis] += (level - v0) / (v1 - v0)
-        keys.append(np.ravel_multi_index(idx.T, v.shape) * 3 + axis)
-        points.append(p)
-    keys = np.concatenate(keys)
-    order = np.argsort(keys, kind="stable")
-    keys = keys[order]
-    verts = (origin + np.concatenate(points)[order] * spacing).astype(np.float32)
+        keys.append(edge_keys(idx, axis))
+        points.append(edge_points(idx, axis))
 
-    nx, ny, nz = v.shape
     cube = np.zeros((nx - 1, ny - 1, nz - 1), np.int64)
     for c, (dx, dy, dz) in enumerate(_CORNERS):
         cube |= above[dx : nx - 1 + dx, dy : ny - 1 + dy, dz : nz - 1 + dz].astype(np.int64) << c
     cells = np.argwhere((cube != 0) & (cube != 255))
     cube = cube[tuple(cells.T)]
-    edges, counts, ambiguous = _tables()
+    edges, counts, centre_edges, ambiguous = _tables()
 
     rel = np.stack([v[tuple((cells + _CORNERS[c]).T)] - level for c in range(8)], axis=1)
     bits = np.zeros(len(cells), np.int64)
@@ -157,14 +213,34 @@ def marching_cubes_reference(
         bits |= (amb & connected).astype(np.int64) << f
     key = bits * 256 + cube
 
-    tri_edges = edges[key]  # (cells, 10, 3)
-    valid = np.arange(10)[None, :] < counts[key][:, None]
+    has_centre = centre_edges[key].any(axis=1)
+    centre_cells = cells[has_centre]
+    centre_sum = np.zeros((len(centre_cells), 3))
+    for e in range(12):  # summed in edge order, as the kernels do
+        use = centre_edges[key[has_centre], e]
+        centre_sum[use] += edge_points(centre_cells[use] + _EDGE_START[e], int(_EDGE_AXIS[e]))
+    keys.append(centre_cells[:, 0] * layer_span + 3 * ny * nz + centre_cells[:, 1] * nz + centre_cells[:, 2])
+    points.append(centre_sum / centre_edges[key[has_centre]].sum(axis=1, keepdims=True))
+
+    keys = np.concatenate(keys)
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    verts = np.concatenate(points)[order].astype(np.float32)
+
+    tri_edges = edges[key]  # (cells, 12, 3)
+    valid = np.arange(12)[None, :] < counts[key][:, None]
     tri_cells = np.repeat(cells, counts[key], axis=0)
     tri_edges = tri_edges[valid]  # (T, 3), cube order then table order
     faces = np.empty(tri_edges.shape, np.int64)
     for corner in range(3):
         e = tri_edges[:, corner]
+        centre = e == _CENTRE
+        e = np.where(centre, 0, e)
         point = tri_cells + _EDGE_START[e]
-        edge_key = np.ravel_multi_index(point.T, v.shape) * 3 + _EDGE_AXIS[e]
-        faces[:, corner] = np.searchsorted(keys, edge_key)
+        vertex_key = np.where(
+            centre,
+            tri_cells[:, 0] * layer_span + 3 * ny * nz + tri_cells[:, 1] * nz + tri_cells[:, 2],
+            edge_keys(point, _EDGE_AXIS[e]),
+        )
+        faces[:, corner] = np.searchsorted(keys, vertex_key)
     return verts, faces.reshape(-1, 3)
