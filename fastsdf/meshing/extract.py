@@ -87,14 +87,19 @@ class _Grid:
     def __init__(self, res: tuple[int, int, int], lo: tuple[float, ...], step: tuple[float, ...]):
         self.res, self.lo, self.step = res, lo, step
         self.layer_points = res[1] * res[2]
+        # Sample n along axis a sits at lo[a] + n * step[a] (float64, then rounded to float32).
+        self.axes = [(lo[a] + np.arange(res[a]) * step[a]).astype(np.float32) for a in range(3)]
 
     def points(self, first_layer: int, start: int, stop: int) -> np.ndarray:
         """float32 coordinates of flat points [start, stop) of the layers from ``first_layer`` on."""
         flat = np.arange(start, stop, dtype=np.int64)
-        i = flat // self.layer_points + first_layer
-        rem = flat % self.layer_points
-        index = (i, rem // self.res[2], rem % self.res[2])
-        return np.stack([self.lo[a] + index[a] * self.step[a] for a in range(3)], axis=1).astype(np.float32)
+        layer, rem = np.divmod(flat, self.layer_points)
+        row, col = np.divmod(rem, self.res[2])
+        out = np.empty((stop - start, 3), np.float32)
+        out[:, 0] = self.axes[0][layer + first_layer]
+        out[:, 1] = self.axes[1][row]
+        out[:, 2] = self.axes[2][col]
+        return out
 
 
 class _Evaluator:
