@@ -56,16 +56,8 @@ void mc_fill(const py::array& volume, double level, const py::array& vertex_offs
              std::array<int64_t, 3> index_offset, std::array<double, 3> origin,
              std::array<double, 3> spacing, py::array verts, py::array faces) {
   const Grid g = grid_of(volume);
-  FillArgs a{};
-  a.level = level;
-  for (int d = 0; d < 3; ++d) {
-    a.index_offset[d] = index_offset[d];
-    a.origin[d] = origin[d];
-    a.spacing[d] = spacing[d];
-  }
-  a.vertex_layers = {vertex_layers.first, vertex_layers.second};
-  a.cube_layers = {cube_layers.first, cube_layers.second};
-  a.vertex_base = vertex_base;
+  FillArgs a = fastsdf::mc::make_fill_args(level, index_offset, origin, spacing, vertex_layers,
+                                               cube_layers, vertex_base);
   a.vertex_capacity = verts.ndim() == 2 ? verts.shape(0) : 0;
   a.triangle_capacity = faces.ndim() == 2 ? faces.shape(0) : 0;
   a.verts = fastsdf::contiguous_data<float>(verts, a.vertex_capacity, 3, "verts");

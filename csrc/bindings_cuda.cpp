@@ -70,16 +70,8 @@ PYBIND11_MODULE(_cuda, m) {
          std::array<double, 3> origin, std::array<double, 3> spacing, uintptr_t verts,
          int64_t vertex_capacity, uintptr_t faces, int64_t triangle_capacity, uintptr_t stream) {
         const Grid g = grid_of(shape, strides);
-        FillArgs a{};
-        a.level = level;
-        for (int d = 0; d < 3; ++d) {
-          a.index_offset[d] = index_offset[d];
-          a.origin[d] = origin[d];
-          a.spacing[d] = spacing[d];
-        }
-        a.vertex_layers = {vertex_layers.first, vertex_layers.second};
-        a.cube_layers = {cube_layers.first, cube_layers.second};
-        a.vertex_base = vertex_base;
+        FillArgs a = fastsdf::mc::make_fill_args(level, index_offset, origin, spacing, vertex_layers,
+                                                     cube_layers, vertex_base);
         a.vertex_capacity = vertex_capacity;
         a.triangle_capacity = triangle_capacity;
         a.verts = reinterpret_cast<float*>(verts);

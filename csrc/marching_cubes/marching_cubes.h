@@ -8,7 +8,9 @@
 // the same mesh on CPU and GPU.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <utility>
 
 #include "common/macros.h"
 
@@ -40,6 +42,24 @@ struct FillArgs {
   float* verts;    // (vertex_capacity, 3)
   int64_t* faces;  // (triangle_capacity, 3)
 };
+
+// FillArgs from what the bindings receive; the output buffers are the caller's to set.
+inline FillArgs make_fill_args(double level, const std::array<int64_t, 3>& index_offset,
+                               const std::array<double, 3>& origin, const std::array<double, 3>& spacing,
+                               std::pair<int64_t, int64_t> vertex_layers,
+                               std::pair<int64_t, int64_t> cube_layers, int64_t vertex_base) {
+  FillArgs a{};
+  a.level = level;
+  for (int d = 0; d < 3; ++d) {
+    a.index_offset[d] = index_offset[d];
+    a.origin[d] = origin[d];
+    a.spacing[d] = spacing[d];
+  }
+  a.vertex_layers = {vertex_layers.first, vertex_layers.second};
+  a.cube_layers = {cube_layers.first, cube_layers.second};
+  a.vertex_base = vertex_base;
+  return a;
+}
 
 // CPU. count_cpu fills vertex_counts[shape[0]] (edge vertices per point layer), and
 // triangle_counts and centre_counts[shape[0] - 1] (per cube layer), and returns false if the volume

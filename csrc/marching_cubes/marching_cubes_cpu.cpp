@@ -22,6 +22,16 @@ constexpr uint64_t kAllCornersAbove = 0x0F0F0F0F0F0F0F0FULL;
 
 inline int popcount3(uint8_t f) { return (f & 1) + ((f >> 1) & 1) + ((f >> 2) & 1); }
 
+// The first k' >= k below n with flags[k'] != 0, or n; runs of zeros are skipped eight at a time.
+inline int64_t next_nonzero(const uint8_t* flags, int64_t k, int64_t n) {
+  for (uint64_t word; k + 8 <= n; k += 8) {
+    std::memcpy(&word, flags + k, 8);
+    if (word) break;
+  }
+  while (k < n && !flags[k]) ++k;
+  return k;
+}
+
 // Vertex ids of one point layer: crossed-edge flags per point (bit = axis), the rank of each point's
 // first vertex within its row, and the rank of each row's first vertex within the layer.
 struct LayerIndex {
@@ -171,18 +181,9 @@ class Sweep {
       l.row_start[j] = total;
       int32_t acc = 0;
       // Ranks are only read where a point has vertices, so runs of empty points are skipped.
-      for (int64_t k = 0; k < nz;) {
-        if (k + 8 <= nz) {
-          uint64_t word;
-          std::memcpy(&word, fr + k, 8);
-          if (word == 0) {
-            k += 8;
-            continue;
-          }
-        }
+      for (int64_t k = next_nonzero(fr, 0, nz); k < nz; k = next_nonzero(fr, k + 1, nz)) {
         rank[k] = acc;
         acc += popcount3(fr[k]);
-        ++k;
       }
       total += acc;
     }
@@ -201,17 +202,8 @@ class Sweep {
     int64_t out = vertex_offsets[i] - args.vertex_base;
     for (int64_t j = 0; j < ny_; ++j) {
       const uint8_t* fr = l.flags.data() + j * nz_;
-      for (int64_t k = 0; k < nz_; ++k) {
-        if (k + 8 <= nz_) {
-          uint64_t word;
-          std::memcpy(&word, fr + k, 8);
-          if (word == 0) {
-            k += 7;
-            continue;
-          }
-        }
+      for (int64_t k = next_nonzero(fr, 0, nz_); k < nz_; k = next_nonzero(fr, k + 1, nz_)) {
         const uint8_t f = fr[k];
-        if (!f) continue;
         const double v0 = static_cast<double>(value(i, j, k));
         const int64_t idx[3] = {i, j, k};
         for (int axis = 0; axis < 3; ++axis) {
