@@ -8,6 +8,7 @@
 
 #include "common/buffers.h"
 #include "marching_cubes/marching_cubes.h"
+#include "mesh_sdf/mesh_sdf.h"
 
 namespace py = pybind11;
 using fastsdf::mc::FillArgs;
@@ -72,6 +73,102 @@ void mc_fill(const py::array& volume, double level, const py::array& vertex_offs
   });
 }
 
+template <typename T>
+py::array_t<T> to_array(std::vector<T>&& data, std::vector<py::ssize_t> shape) {
+  auto* owned = new std::vector<T>(std::move(data));
+  py::capsule free(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>(shape, owned->data(), free);
+}
+
+py::tuple msdf_build(const py::array& vertices, const py::array& faces, const py::array& distance_only) {
+  const int64_t nv = vertices.ndim() == 2 ? vertices.shape(0) : -1;
+  const int64_t nf = faces.ndim() == 2 ? faces.shape(0) : -1;
+  if (nv < 0 || nf < 0) throw std::invalid_argument("vertices and faces must be 2-D");
+  const double* v = fastsdf::array_data<double>(vertices, {nv, 3}, "vertices");
+  const int64_t* f = fastsdf::array_data<int64_t>(faces, {nf, 3}, "faces");
+  const uint8_t* d = fastsdf::vector_data<uint8_t>(distance_only, nf, "distance_only");
+  fastsdf::msdf::Bvh bvh;
+  {
+    py::gil_scoped_release release;
+    bvh = fastsdf::msdf::build_bvh(v, nv, f, nf, d);
+  }
+  const auto nodes = static_cast<py::ssize_t>(bvh.node_link.size() / 3);
+  const auto edges = static_cast<py::ssize_t>(bvh.closing_edges.size() / 6);
+  return py::make_tuple(to_array(std::move(bvh.node_box), {nodes, 6}), to_array(std::move(bvh.node_link), {nodes, 3}),
+                        to_array(std::move(bvh.node_dipole), {nodes, 7}),
+                        to_array(std::move(bvh.closing_start), {nodes + 1}),
+                        to_array(std::move(bvh.closing_edges), {edges, 6}),
+                        to_array(std::move(bvh.order), {static_cast<py::ssize_t>(nf)}));
+}
+
+// The mesh arrays, in MeshView order (see mesh_sdf/bvh.h), as a tuple of NumPy arrays.
+fastsdf::msdf::MeshView mesh_view(const py::tuple& arrays) {
+  if (arrays.size() != 8) throw std::invalid_argument("mesh arrays: expected 8 arrays");
+  auto get = [&](size_t i) { return arrays[i].cast<py::array>(); };
+  fastsdf::msdf::MeshView m{};
+  m.num_nodes = get(1).ndim() == 2 ? get(1).shape(0) : 0;
+  m.num_triangles = get(5).ndim() == 2 ? get(5).shape(0) : 0;
+  if (m.num_nodes < 1 || m.num_triangles < 1) throw std::invalid_argument("mesh arrays: empty tree");
+  m.node_box = fastsdf::array_data<double>(get(0), {m.num_nodes, 6}, "node_box");
+  m.node_link = fastsdf::array_data<int32_t>(get(1), {m.num_nodes, 3}, "node_link");
+  m.node_dipole = fastsdf::array_data<double>(get(2), {m.num_nodes, 7}, "node_dipole");
+  m.closing_start = fastsdf::vector_data<int64_t>(get(3), m.num_nodes + 1, "closing_start");
+  const int64_t edges = m.closing_start[m.num_nodes];
+  m.closing_edges = fastsdf::array_data<double>(get(4), {edges, 6}, "closing_edges");
+  m.triangles = fastsdf::array_data<double>(get(5), {m.num_triangles, 9}, "triangles");
+  m.distance_only = fastsdf::vector_data<uint8_t>(get(6), m.num_triangles, "distance_only");
+  m.pseudonormal = fastsdf::array_data<double>(get(7), {m.num_triangles, 21}, "pseudonormal");
+  return m;
+}
+
+template <typename Fn>
+auto dispatch_points(const py::array& points, Fn&& fn) {
+  if (points.ndim() != 2 || points.shape(1) != 3 || !(points.flags() & py::array::c_style))
+    throw std::invalid_argument("points must be a C-contiguous (N, 3) array");
+  const int64_t n = points.shape(0);
+  if (py::isinstance<py::array_t<float>>(points)) return fn(static_cast<const float*>(points.data()), n);
+  if (py::isinstance<py::array_t<double>>(points)) return fn(static_cast<const double*>(points.data()), n);
+  throw std::invalid_argument("points must be float32 or float64");
+}
+
+py::tuple msdf_query(const py::tuple& arrays, const py::array& order, const py::array& points, int sign,
+                     double beta, bool with_closest) {
+  const fastsdf::msdf::MeshView m = mesh_view(arrays);
+  const int64_t* ord = fastsdf::vector_data<int64_t>(order, m.num_triangles, "order");
+  const int64_t n = points.ndim() == 2 ? points.shape(0) : 0;
+  py::array_t<double> distance(n);
+  py::object closest = py::none(), face = py::none(), bary = py::none();
+  fastsdf::msdf::QueryOut out{distance.mutable_data(), nullptr, nullptr, nullptr};
+  if (with_closest) {
+    py::array_t<double> c({n, int64_t{3}}), b({n, int64_t{3}});
+    py::array_t<int64_t> f(n);
+    out.closest = c.mutable_data();
+    out.barycentric = b.mutable_data();
+    out.face = f.mutable_data();
+    closest = c;
+    bary = b;
+    face = f;
+  }
+  dispatch_points(points, [&](auto p, int64_t count) {
+    py::gil_scoped_release release;
+    fastsdf::msdf::query_cpu(m, ord, p, count, static_cast<fastsdf::msdf::Sign>(sign), beta, out);
+    return 0;
+  });
+  return py::make_tuple(distance, closest, face, bary);
+}
+
+py::array_t<double> msdf_winding(const py::tuple& arrays, const py::array& points, bool exact, double beta) {
+  const fastsdf::msdf::MeshView m = mesh_view(arrays);
+  py::array_t<double> out(points.ndim() == 2 ? points.shape(0) : 0);
+  double* o = out.mutable_data();
+  dispatch_points(points, [&](auto p, int64_t count) {
+    py::gil_scoped_release release;
+    fastsdf::msdf::winding_cpu(m, p, count, exact, beta, o);
+    return 0;
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -82,6 +179,12 @@ PYBIND11_MODULE(_C, m) {
         py::arg("triangle_offsets"), py::arg("centre_offsets"), py::arg("vertex_layers"), py::arg("cube_layers"),
         py::arg("vertex_base"), py::arg("index_offset"), py::arg("origin"), py::arg("spacing"),
         py::arg("verts"), py::arg("faces"), "Writes the vertices and faces counted by mc_count.");
+  m.def("msdf_build", &msdf_build, py::arg("vertices"), py::arg("faces"), py::arg("distance_only"),
+        "BVH arrays (node_box, node_link, node_dipole, closing_start, closing_edges, order).");
+  m.def("msdf_query", &msdf_query, py::arg("mesh"), py::arg("order"), py::arg("points"), py::arg("sign"),
+        py::arg("beta"), py::arg("with_closest"),
+        "(distance, closest points, face ids, barycentrics); the last three None without with_closest.");
+  m.def("msdf_winding", &msdf_winding, py::arg("mesh"), py::arg("points"), py::arg("exact"), py::arg("beta"));
 #ifdef _OPENMP
   m.attr("has_openmp") = true;
 #else

@@ -10,6 +10,7 @@
 
 #include "marching_cubes/marching_cubes.h"
 #include "marching_cubes/tables.h"
+#include "mesh_sdf/mesh_sdf.h"
 
 namespace py = pybind11;
 using fastsdf::mc::FillArgs;
@@ -35,6 +36,17 @@ void dispatch_dtype(int dtype, uintptr_t data, Fn&& fn) {
 }
 
 void* as_stream(uintptr_t stream) { return reinterpret_cast<void*>(stream); }
+
+template <typename T>
+const T* ptr(uintptr_t address) {
+  return reinterpret_cast<const T*>(address);
+}
+
+// Device addresses of the mesh arrays, in MeshView order (see mesh_sdf/bvh.h).
+fastsdf::msdf::MeshView mesh_view(const std::array<uintptr_t, 8>& a, int64_t num_triangles, int64_t num_nodes) {
+  return {num_nodes,         num_triangles,      ptr<double>(a[0]),  ptr<int32_t>(a[1]), ptr<double>(a[2]),
+          ptr<int64_t>(a[3]), ptr<double>(a[4]), ptr<double>(a[5]), ptr<uint8_t>(a[6]), ptr<double>(a[7])};
+}
 
 }  // namespace
 
@@ -87,4 +99,34 @@ PYBIND11_MODULE(_cuda, m) {
       py::arg("tables"), py::arg("counts"), py::arg("offsets"), py::arg("vertex_layers"), py::arg("cube_layers"), py::arg("vertex_base"),
       py::arg("index_offset"), py::arg("origin"), py::arg("spacing"), py::arg("verts"),
       py::arg("vertex_capacity"), py::arg("faces"), py::arg("triangle_capacity"), py::arg("stream"));
+  m.def(
+      "msdf_query",
+      [](std::array<uintptr_t, 8> mesh, uintptr_t order, int64_t num_triangles, int64_t num_nodes, uintptr_t points,
+         int dtype, int64_t n, int sign, double beta, uintptr_t distance, uintptr_t closest, uintptr_t face,
+         uintptr_t barycentric, uintptr_t stream) {
+        const fastsdf::msdf::MeshView view = mesh_view(mesh, num_triangles, num_nodes);
+        const fastsdf::msdf::QueryOut out{reinterpret_cast<double*>(distance), reinterpret_cast<double*>(closest),
+                                          reinterpret_cast<int64_t*>(face), reinterpret_cast<double*>(barycentric)};
+        dispatch_dtype(dtype, points, [&](auto p) {
+          py::gil_scoped_release release;
+          fastsdf::msdf::query_cuda(view, ptr<int64_t>(order), p, n, static_cast<fastsdf::msdf::Sign>(sign), beta,
+                                    out, as_stream(stream));
+        });
+      },
+      py::arg("mesh"), py::arg("order"), py::arg("num_triangles"), py::arg("num_nodes"), py::arg("points"),
+      py::arg("dtype"), py::arg("n"), py::arg("sign"), py::arg("beta"), py::arg("distance"), py::arg("closest"),
+      py::arg("face"), py::arg("barycentric"), py::arg("stream"),
+      "Distances (float64) and, where the addresses are not 0, closest points, face ids and barycentrics.");
+  m.def(
+      "msdf_winding",
+      [](std::array<uintptr_t, 8> mesh, int64_t num_triangles, int64_t num_nodes, uintptr_t points, int dtype,
+         int64_t n, bool exact, double beta, uintptr_t out, uintptr_t stream) {
+        const fastsdf::msdf::MeshView view = mesh_view(mesh, num_triangles, num_nodes);
+        dispatch_dtype(dtype, points, [&](auto p) {
+          py::gil_scoped_release release;
+          fastsdf::msdf::winding_cuda(view, p, n, exact, beta, reinterpret_cast<double*>(out), as_stream(stream));
+        });
+      },
+      py::arg("mesh"), py::arg("num_triangles"), py::arg("num_nodes"), py::arg("points"), py::arg("dtype"),
+      py::arg("n"), py::arg("exact"), py::arg("beta"), py::arg("out"), py::arg("stream"));
 }

@@ -5,6 +5,15 @@ The public API lives here and nothing else: see the README for a tour.
 
 from fastsdf._backend import BackendUnavailableError
 from fastsdf.geometry.analytic import Box, Difference, Intersection, Sphere, Torus, Union
+from fastsdf.geometry.mesh_sdf import MeshSDF
+from fastsdf.geometry.sampling import (
+    NormalizationTransform,
+    SdfSamples,
+    load_npz,
+    normalize,
+    sample_sdf,
+    save_npz,
+)
 from fastsdf.meshing.extract import extract_mesh
 from fastsdf.meshing.marching_cubes import marching_cubes
 
@@ -15,9 +24,16 @@ __all__ = [
     "Box",
     "Difference",
     "Intersection",
+    "MeshSDF",
+    "NormalizationTransform",
+    "SdfSamples",
     "Sphere",
     "Torus",
     "Union",
     "extract_mesh",
+    "load_npz",
     "marching_cubes",
+    "normalize",
+    "sample_sdf",
+    "save_npz",
 ]

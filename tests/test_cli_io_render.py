@@ -57,6 +57,13 @@ def test_write_ply_rejects_bad_meshes_and_keeps_the_old_file(tmp_path: Path, ver
     assert [p.name for p in tmp_path.iterdir()] == ["keep.ply"]
 
 
+def test_atomic_write_gives_ordinary_permissions(tmp_path: Path) -> None:
+    with atomic_write(tmp_path / "atomic.bin") as f:
+        f.write(b"x")
+    (tmp_path / "plain.bin").write_bytes(b"x")
+    assert (tmp_path / "atomic.bin").stat().st_mode == (tmp_path / "plain.bin").stat().st_mode
+
+
 def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "out.bin"
     with pytest.raises(RuntimeError):

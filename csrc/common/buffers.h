@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 
@@ -27,22 +28,27 @@ inline std::array<int64_t, 6> shape_and_strides_3d(const py::array& a, const cha
   return out;
 }
 
+
+// Data of a C-contiguous array of dtype T and exactly this shape (no copy, no conversion).
+template <typename T>
+const T* array_data(const py::array& a, std::initializer_list<int64_t> shape, const char* name) {
+  bool ok = py::isinstance<py::array_t<T>>(a) && (a.flags() & py::array::c_style) &&
+            a.ndim() == static_cast<py::ssize_t>(shape.size());
+  int d = 0;
+  for (int64_t extent : shape) ok = ok && a.shape(d++) == extent;
+  if (!ok) throw std::invalid_argument(std::string(name) + " has the wrong dtype, shape or layout");
+  return static_cast<const T*>(a.data());
+}
+
 template <typename T>
 T* contiguous_data(py::array& a, int64_t rows, int64_t cols, const char* name) {
-  if (!py::isinstance<py::array_t<T>>(a) || !(a.flags() & py::array::c_style) || !a.writeable() ||
-      a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != cols)
-    throw std::invalid_argument(std::string(name) + " must be a writeable C-contiguous (" +
-                                std::to_string(rows) + ", " + std::to_string(cols) + ") array");
-  return static_cast<T*>(a.mutable_data());
+  if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
+  return const_cast<T*>(array_data<T>(a, {rows, cols}, name));
 }
 
 template <typename T>
 const T* vector_data(const py::array& a, int64_t n, const char* name) {
-  if (!py::isinstance<py::array_t<T>>(a) || !(a.flags() & py::array::c_style) || a.ndim() != 1 ||
-      a.shape(0) != n)
-    throw std::invalid_argument(std::string(name) + " must be a contiguous vector of length " +
-                                std::to_string(n));
-  return static_cast<const T*>(a.data());
+  return array_data<T>(a, {n}, name);
 }
 
 }  // namespace fastsdf

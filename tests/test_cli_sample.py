@@ -1,0 +1,215 @@
+"""The ``fastsdf sample`` command: folders of meshes to DeepSDF .npz files, failures and reruns."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastsdf.cli import main
+from fastsdf.geometry import sampling
+from fastsdf.geometry.mesh_io import load_mesh
+from fastsdf.geometry.sampling import NormalizationTransform, load_npz, normalize
+
+MESHES = Path(__file__).resolve().parents[2] / "shared" / "meshes"
+SMALL = ["--n-near", "200", "--n-uniform", "50", "--quiet"]
+
+
+@pytest.fixture
+def meshes(tmp_path: Path) -> Path:
+    """A folder with two good meshes, two broken files and a file that is not a mesh."""
+    folder = tmp_path / "meshes"
+    folder.mkdir()
+    shutil.copy(MESHES / "suzanne.obj", folder)
+    shutil.copy(MESHES / "cow.obj", folder)
+    (folder / "broken.obj").write_text("this is not a mesh\nf 1 2 3 4 5\n")
+    (folder / "garbage.ply").write_bytes(b"\x00\x01 not a ply file")
+    (folder / "notes.txt").write_text("not a mesh, not picked up")
+    return folder
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["sample", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_folder_writes_one_npz_per_good_mesh_and_reports_the_broken_ones(
+        meshes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], seed: int) -> None:
+    out = tmp_path / "out"
+    code, stdout, stderr = _run(capsys, meshes, out, *SMALL, "--seed", seed)
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["cow.npz", "suzanne.npz"]
+    failed = [line for line in stderr.splitlines() if line.startswith("fastsdf sample: failed:")]
+    assert len(failed) == 2 and stderr.count("\n") == 2
+    assert any("broken.obj" in line for line in failed) and any("garbage.ply" in line for line in failed)
+    assert "Traceback" not in stderr + stdout
+    assert "2 written, 0 skipped (output exists), 2 failed" in stdout
+
+    for name in ("cow", "suzanne"):
+        with np.load(out / f"{name}.npz") as data:
+            assert {"pos", "neg", "offset", "scale"} <= set(data.files)
+            assert data["pos"].dtype == data["neg"].dtype == np.float32
+            assert len(data["pos"]) + len(data["neg"]) == 250
+            assert (data["pos"][:, 3] > 0).all() and (data["neg"][:, 3] <= 0).all()
+            assert len(data["neg"]) > 0 and len(data["pos"]) > 0
+        samples = load_npz(out / f"{name}.npz")
+        _, expected = normalize(load_mesh(meshes / f"{name}.obj"))
+        assert samples.transform == expected
+
+
+def test_a_second_run_skips_what_exists_and_changes_nothing(
+        meshes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    _run(capsys, meshes, out, *SMALL)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, stdout, stderr = _run(capsys, meshes, out, *SMALL)
+    assert code == 1 and stderr.count("failed:") == 2
+    assert "skip cow.obj" in stdout and "skip suzanne.obj" in stdout
+    assert "0 written, 2 skipped (output exists), 2 failed" in stdout
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_existing_files_are_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cow.npz").write_bytes(b"someone else's file")
+    (out / "keep.txt").write_text("unrelated")
+    code, stdout, _ = _run(capsys, MESHES / "cow.obj", out, *SMALL)
+    assert code == 0 and "skip cow.obj" in stdout
+    assert (out / "cow.npz").read_bytes() == b"someone else's file"
+    assert sorted(p.name for p in out.iterdir()) == ["cow.npz", "keep.txt"]
+
+
+def test_one_mesh_file_with_options(tmp_path: Path, capsys: pytest.CaptureFixture[str], seed: int) -> None:
+    out = tmp_path / "out"
+    code, stdout, stderr = _run(capsys, MESHES / "suzanne.obj", out, "--n-near", "120", "--n-uniform", "30",
+                                "--n-surface", "25", "--near-std", "0.01", "--normalize", "cube",
+                                "--sign", "pseudonormal", "--seed", seed, "--quiet")
+    assert code == 0 and stderr == "" and "1 written" in stdout
+    samples = load_npz(out / "suzanne.npz")
+    assert len(samples) == 150
+    assert samples.surface_points.shape == samples.surface_normals.shape == (25, 3)
+    _, cube = normalize(load_mesh(MESHES / "suzanne.obj"), method="cube")
+    assert samples.transform == cube
+    # --near-std 0.01 for every near point: all of them stay close (the file holds pos then neg).
+    near = np.abs(samples.sdf) < 0.06
+    assert near.sum() >= 120
+
+
+def test_normalize_none_keeps_the_mesh_as_it_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = _run(capsys, MESHES / "suzanne.obj", tmp_path, *SMALL, "--normalize", "none")
+    assert code == 0
+    assert load_npz(tmp_path / "suzanne.npz").transform == NormalizationTransform.identity()
+
+
+def test_seed_makes_the_output_reproducible(meshes: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str], seed: int) -> None:
+    shutil.copy(meshes / "cow.obj", meshes / "cow2.obj")
+    runs = {}
+    for name, s in (("a", seed), ("b", seed), ("c", seed + 1)):
+        _run(capsys, meshes, tmp_path / name, *SMALL, "--seed", s)
+        runs[name] = {stem: load_npz(tmp_path / name / f"{stem}.npz") for stem in ("cow", "cow2", "suzanne")}
+    for stem in ("cow", "cow2", "suzanne"):
+        np.testing.assert_array_equal(runs["a"][stem].points, runs["b"][stem].points)
+        np.testing.assert_array_equal(runs["a"][stem].sdf, runs["b"][stem].sdf)
+        assert not np.array_equal(runs["a"][stem].points, runs["c"][stem].points)
+    # Each file draws its own stream: the same mesh under another name gets other points.
+    assert not np.array_equal(runs["a"]["cow"].points, runs["a"]["cow2"].points)
+
+
+def test_meshes_that_share_a_name_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(MESHES / "suzanne.obj", folder / "monkey.obj")
+    load_mesh(MESHES / "suzanne.obj").export(folder / "monkey.ply")
+    code, _, stderr = _run(capsys, folder, tmp_path / "out", *SMALL)
+    assert code == 1 and [p.name for p in (tmp_path / "out").iterdir()] == ["monkey.npz"]
+    assert stderr.count("failed:") == 1 and "same output monkey.npz" in stderr
+
+
+def test_a_failing_write_leaves_nothing_behind(meshes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_savez(file, **arrays) -> None:
+        file.write(b"half a file")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    out = tmp_path / "out"
+    code, _, stderr = _run(capsys, meshes, out, *SMALL)
+    assert code == 1 and stderr.count("No space left on device") == 2
+    assert list(out.iterdir()) == []
+
+
+def test_a_mesh_whose_sampling_fails_does_not_stop_the_others(
+        meshes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sampling._mesh_sdf
+
+    def flaky(vertices, faces, sign):
+        if len(faces) < 1000:  # suzanne
+            raise RuntimeError("kernel exploded")
+        return real(vertices, faces, sign)
+
+    monkeypatch.setattr(sampling, "_mesh_sdf", flaky)
+    code, _, stderr = _run(capsys, meshes, tmp_path / "out", *SMALL)
+    assert code == 1 and "suzanne.obj: RuntimeError: kernel exploded" in stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["cow.npz"]
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("setup", ["empty", "no meshes", "missing"])
+def test_nothing_to_read_is_a_usage_error(setup: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "in"
+    if setup != "missing":
+        source.mkdir()
+    if setup == "no meshes":
+        (source / "readme.txt").write_text("no meshes here")
+        (source / "sub").mkdir()
+        shutil.copy(MESHES / "cow.obj", source / "sub")  # subfolders are not searched
+    code, stdout, stderr = _run(capsys, source, tmp_path / "out", *SMALL)
+    assert code == 2 and stdout == ""
+    assert stderr.count("\n") == 1 and stderr.startswith("fastsdf sample: error:") and str(source) in stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--n-near", "-1"], "--n-near"),
+    (["--n-uniform", "-5"], "--n-uniform"),
+    (["--n-near", "0", "--n-uniform", "0"], "nothing to sample"),
+])
+def test_bad_counts_are_usage_errors(options: list[str], message: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, stderr = _run(capsys, MESHES / "cow.obj", tmp_path / "out", "--quiet", *options)
+    assert code == 2 and message in stderr and stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("options", [["--near-std", "0"], ["--near-std", "0.1,0.01,0.001"], ["--near-std", "x"],
+                                     ["--normalize", "ball"], ["--sign", "rays"], ["--n-near", "1e5"]])
+def test_bad_options_are_argparse_errors(options: list[str], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["sample", str(MESHES / "cow.obj"), str(tmp_path), *options])
+    assert exc.value.code == 2
+
+
+def test_out_dir_that_is_a_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "out").write_text("a file")
+    code, _, stderr = _run(capsys, MESHES / "cow.obj", tmp_path / "out", *SMALL)
+    assert code == 2 and "not a folder" in stderr
+
+
+def test_the_command_line_entry_point(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    run = lambda *args: subprocess.run([sys.executable, "-m", "fastsdf.cli", "sample", *args],  # noqa: E731
+                                       capture_output=True, text=True, env=os.environ.copy())
+    result = run(str(tmp_path / "empty"), str(tmp_path / "out"))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"fastsdf sample: error: no mesh files (.obj, .ply, .stl, .off, "
+                                                  f".glb, .gltf) in {tmp_path / 'empty'}"]
+    help_text = run("--help").stdout
+    assert "470,000" in help_text and "30,000" in help_text and "0.0707,0.0224" in help_text
