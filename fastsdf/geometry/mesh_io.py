@@ -13,19 +13,22 @@ from typing import Any
 
 import numpy as np
 
+from fastsdf.io import _to_numpy
+
 __all__ = ["MESH_SUFFIXES", "load_mesh", "mesh_arrays"]
 
 # File types the `fastsdf sample` command picks up in a folder (all read by trimesh).
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
 
 
-def load_mesh(path: str | os.PathLike) -> Any:
+def load_mesh(path: str | os.PathLike, merge: bool = True) -> Any:
     """Reads a triangle mesh file into one ``trimesh.Trimesh``.
 
     Scenes (.glb, .gltf, multi-object files) are flattened into one mesh with their transforms
-    applied. Vertices that share a position are merged even where their texture coordinates or
-    normals differ (UV seams), so a closed model comes back closed, as the sign of a distance
-    needs; texture coordinates are dropped.
+    applied. With ``merge``, vertices that share a position are merged even where their texture
+    coordinates or normals differ (UV seams), so a closed model comes back closed, as the sign of
+    a distance needs, and texture coordinates are dropped; without it the file's own vertex and
+    face arrays are kept as they are.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -37,7 +40,7 @@ def load_mesh(path: str | os.PathLike) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     try:
-        mesh = trimesh.load(path, force="mesh")
+        mesh = trimesh.load(path, force="mesh", process=merge)
     except Exception as exc:  # noqa: BLE001 - trimesh's parsers fail in many ways on a bad file
         raise ValueError(f"cannot read {path} as a mesh: {exc or type(exc).__name__}") from None
     if not isinstance(mesh, trimesh.Trimesh):
@@ -46,7 +49,8 @@ def load_mesh(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path} holds no triangles")
     if not np.isfinite(mesh.vertices).all():
         raise ValueError(f"{path} has NaN or Inf vertex coordinates")
-    mesh.merge_vertices(merge_tex=True, merge_norm=True)
+    if merge:
+        mesh.merge_vertices(merge_tex=True, merge_norm=True)
     return mesh
 
 
@@ -83,9 +87,3 @@ def mesh_arrays(mesh: Any, name: str = "mesh") -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(vertices).all():
         raise ValueError(f"{name} has NaN or Inf vertex coordinates")
     return vertices, faces
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)

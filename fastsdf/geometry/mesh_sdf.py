@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fastsdf import _backend
+from fastsdf.geometry.mesh_io import load_mesh, mesh_arrays
 
 __all__ = ["MeshSDF"]
 
@@ -55,7 +56,7 @@ class MeshSDF:
         if sign not in _SIGNS:
             raise ValueError(f"sign must be one of {sorted(_SIGNS)}, got {sign!r}")
         self.sign = sign
-        self.vertices, self.faces = _validate_mesh(vertices, faces)
+        self.vertices, self.faces = (np.ascontiguousarray(a) for a in mesh_arrays((vertices, faces)))
         merged, inverse = np.unique(self.vertices, axis=0, return_inverse=True)
         merged_faces = inverse.reshape(-1)[self.faces]
         corners = merged[merged_faces]
@@ -78,22 +79,13 @@ class MeshSDF:
 
     @classmethod
     def load(cls, path: str | os.PathLike, sign: str = "winding") -> "MeshSDF":
-        """Reads any mesh format trimesh reads; scenes are concatenated into one mesh.
+        """Reads any mesh format trimesh reads, with its vertex and face arrays as they are;
+        scenes are flattened into one mesh.
 
         Raises FileNotFoundError for a missing file, ValueError for one that holds no triangles
         or cannot be parsed.
         """
-        import trimesh
-
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such mesh file: {path}")
-        try:
-            mesh = trimesh.load(path, force="mesh", process=False)
-        except Exception as exc:  # noqa: BLE001 - trimesh raises anything on a corrupt file
-            raise ValueError(f"cannot read a mesh from {path}: {exc}") from None
-        if not hasattr(mesh, "faces") or len(mesh.faces) == 0:
-            raise ValueError(f"{path} holds no triangles")
-        return cls.from_trimesh(mesh, sign=sign)
+        return cls.from_trimesh(load_mesh(path, merge=False), sign=sign)
 
     def __repr__(self) -> str:
         return f"MeshSDF({len(self.vertices)} vertices, {len(self.faces)} faces, sign={self.sign!r})"
@@ -185,34 +177,6 @@ class MeshSDF:
                                      int(points.dtype == torch.float64), len(points), bool(exact), _BETA,
                                      out.data_ptr(), _stream(points))
         return out
-
-
-def _validate_mesh(vertices: Any, faces: Any) -> tuple[np.ndarray, np.ndarray]:
-    v = _to_numpy(vertices)
-    f = _to_numpy(faces)
-    if v.ndim != 2 or v.shape[1] != 3:
-        raise ValueError(f"vertices must have shape (V, 3), got {v.shape}")
-    if f.ndim != 2 or f.shape[1] != 3:
-        raise ValueError(f"faces must have shape (F, 3), got {f.shape}")
-    if len(f) == 0:
-        raise ValueError("the mesh is empty: it has no faces")
-    if v.dtype.kind not in "fiu" or f.dtype.kind not in "iu":
-        raise ValueError(f"vertices must be real and faces integers, got {v.dtype} and {f.dtype}")
-    v = np.ascontiguousarray(v, dtype=np.float64)
-    if not np.isfinite(v).all():
-        raise ValueError(f"vertices hold NaN or Inf (first at vertex {int(np.argwhere(~np.isfinite(v))[0, 0])})")
-    f = np.ascontiguousarray(f, dtype=np.int64)
-    bad = (f < 0) | (f >= len(v))
-    if bad.any():
-        row = int(np.argwhere(bad)[0, 0])
-        raise ValueError(f"face {row} {f[row].tolist()} indexes a vertex outside [0, {len(v)})")
-    return v, f
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def _degenerate(corners: np.ndarray) -> np.ndarray:

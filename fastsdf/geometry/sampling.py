@@ -37,7 +37,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fastsdf.geometry.mesh_io import _to_numpy, mesh_arrays
+from fastsdf.geometry.mesh_io import mesh_arrays
+from fastsdf.io import _to_numpy
 from fastsdf.io import atomic_write
 
 __all__ = [
