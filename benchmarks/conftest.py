@@ -5,9 +5,13 @@ explicitly, see benchmarks/README.md:
 
     .venv/bin/pytest benchmarks/ --benchmark-json=benchmarks/results/cpu.json
 
-Environment:
+Environment (meant for quick smoke runs; read by bench_common):
     FASTSDF_BENCH_SIZES: comma-separated grid sizes (e.g. "128" or "128,256") that replace the
-        default sizes of every benchmark, CPU and CUDA alike; meant for quick smoke runs.
+        default sizes of every benchmark, CPU and CUDA alike.
+    FASTSDF_BENCH_POINTS: comma-separated query point counts (e.g. "10000") that replace the
+        default counts of the mesh SDF benchmarks, CPU and CUDA alike.
+    FASTSDF_BENCH_MESHES: comma-separated mesh names (e.g. "suzanne,icosphere20k") that the mesh
+        SDF benchmarks run on, instead of every mesh of shared/meshes and the icosphere.
 """
 
 from __future__ import annotations
@@ -20,20 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench_common import SPHERE_RADIUS, cpu_threads
-
-
-def cuda_ready() -> str | None:
-    """None when the CUDA benchmarks can run, else the reason they cannot."""
-    import torch
-
-    from fastsdf import _backend
-
-    if not torch.cuda.is_available():
-        return "no CUDA device (torch.cuda.is_available() is False)"
-    if not _backend.has_cuda():
-        return "fastsdf._cuda is not built"
-    return None
+from bench_common import ICOSPHERE, SPHERE_RADIUS, MeshWorkloads, cpu_threads, cuda_ready
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -117,6 +108,37 @@ def cuda_sphere_grid() -> Iterator[Callable[[int], Any]]:
     def get(n: int) -> Any:
         if n not in cache:
             cache[n] = _torch_sphere(n, torch.device("cuda"))
+        return cache[n]
+
+    yield get
+    cache.clear()
+    torch.cuda.empty_cache()
+
+
+@pytest.fixture(scope="session")
+def mesh_workload() -> MeshWorkloads:
+    """``mesh_workload(name, n)``: mesh ``name`` normalised, n query points on it and fastsdf's reference
+    distances for them (bench_common.MeshWorkload); ``.mesh(name)`` and ``.grid_check(name, n, count)``."""
+    return MeshWorkloads()
+
+
+@pytest.fixture(scope="session")
+def cuda_mesh_points(mesh_workload: MeshWorkloads) -> Iterator[Callable[[int], Any]]:
+    """``cuda_mesh_points(n)``: the n query points of the icosphere workload as a CUDA float32 tensor.
+
+    Skips the test when there is no CUDA device or fastsdf._cuda is not built.
+    """
+    reason = cuda_ready()
+    if reason is not None:
+        pytest.skip(reason)
+    import torch
+
+    cache: dict[int, Any] = {}
+
+    def get(n: int) -> Any:
+        if n not in cache:
+            cache.clear()
+            cache[n] = torch.from_numpy(mesh_workload(ICOSPHERE, n).points).to("cuda")
         return cache[n]
 
     yield get

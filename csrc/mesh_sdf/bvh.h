@@ -108,28 +108,18 @@ FASTSDF_HD bool outside_box(Vec3 q, const double* box) {
   return q.x < box[0] || q.y < box[1] || q.z < box[2] || q.x > box[3] || q.y > box[4] || q.z > box[5];
 }
 
-// Exact generalised winding number (Jacobson et al. 2013). Seen from outside a node's box, the
-// node's triangles wind exactly like the fan that closes their boundary edges from the box centre
-// (the two together form a closed surface inside the box, which winds zero times around q), so a
-// node with fewer boundary edges than triangles is replaced by that fan.
-FASTSDF_HD double exact_winding(const MeshView& m, Vec3 q) {
+// Sums the winding number over the tree: `far(m, node, q, &w)` may account for a whole node at
+// once (returning true); otherwise the node is opened, down to exact solid angles at the leaves.
+template <typename Far>
+FASTSDF_HD double winding_sum(const MeshView& m, Vec3 q, const Far& far) {
   double w = 0.0;
   int32_t stack[kStackSize];
   int top = 0;
   stack[top++] = 0;
   while (top > 0) {
     const int32_t node = stack[--top];
-    const double* box = m.node_box + 6 * node;
+    if (far(m, node, q, &w)) continue;
     const int32_t* link = m.node_link + 3 * node;
-    const int64_t first = m.closing_start[node], last = m.closing_start[node + 1];
-    if (last - first < link[2] && outside_box(q, box)) {
-      const Vec3 apex{0.5 * (box[0] + box[3]), 0.5 * (box[1] + box[4]), 0.5 * (box[2] + box[5])};
-      for (int64_t e = first; e < last; ++e) {
-        const double* edge = m.closing_edges + 6 * e;
-        w += solid_angle_fraction(q, load3(edge), load3(edge + 3), apex);
-      }
-      continue;
-    }
     if (link[1] > 0) {
       w += leaf_winding(m, link, q);
       continue;
@@ -140,32 +130,41 @@ FASTSDF_HD double exact_winding(const MeshView& m, Vec3 q) {
   return w;
 }
 
+// Exact generalised winding number (Jacobson et al. 2013). Seen from outside a node's box, the
+// node's triangles wind exactly like the fan that closes their boundary edges from the box centre
+// (the two together form a closed surface inside the box, which winds zero times around q), so a
+// node with fewer boundary edges than triangles is replaced by that fan.
+struct ClosingFan {
+  FASTSDF_HD bool operator()(const MeshView& m, int32_t node, Vec3 q, double* w) const {
+    const double* box = m.node_box + 6 * node;
+    const int64_t first = m.closing_start[node], last = m.closing_start[node + 1];
+    if (last - first >= m.node_link[3 * node + 2] || !outside_box(q, box)) return false;
+    const Vec3 apex{0.5 * (box[0] + box[3]), 0.5 * (box[1] + box[4]), 0.5 * (box[2] + box[5])};
+    for (int64_t e = first; e < last; ++e) {
+      const double* edge = m.closing_edges + 6 * e;
+      *w += solid_angle_fraction(q, load3(edge), load3(edge + 3), apex);
+    }
+    return true;
+  }
+};
+
 // Fast winding number (Barill et al. 2018), first order: a node whose ball lies far enough away
 // (distance above beta times its radius) counts as a dipole at its centroid.
-FASTSDF_HD double fast_winding(const MeshView& m, Vec3 q, double beta) {
-  double w = 0.0;
-  int32_t stack[kStackSize];
-  int top = 0;
-  stack[top++] = 0;
-  while (top > 0) {
-    const int32_t node = stack[--top];
+struct Dipole {
+  double beta;
+  FASTSDF_HD bool operator()(const MeshView& m, int32_t node, Vec3 q, double* w) const {
     const double* dip = m.node_dipole + 7 * node;
     const Vec3 r = load3(dip) - q;
     const double dist = norm(r);
-    if (dist > beta * dip[6]) {
-      w += dot(r, load3(dip + 3)) / (4.0 * 3.14159265358979323846 * dist * dist * dist);
-      continue;
-    }
-    const int32_t* link = m.node_link + 3 * node;
-    if (link[1] > 0) {
-      w += leaf_winding(m, link, q);
-      continue;
-    }
-    stack[top++] = link[0];
-    stack[top++] = node + 1;
+    if (dist <= beta * dip[6]) return false;
+    *w += dot(r, load3(dip + 3)) / (4.0 * 3.14159265358979323846 * dist * dist * dist);
+    return true;
   }
-  return w;
-}
+};
+
+FASTSDF_HD double exact_winding(const MeshView& m, Vec3 q) { return winding_sum(m, q, ClosingFan{}); }
+
+FASTSDF_HD double fast_winding(const MeshView& m, Vec3 q, double beta) { return winding_sum(m, q, Dipole{beta}); }
 
 // +1 outside, -1 inside, from the angle-weighted pseudonormal of the closest feature (Baerentzen
 // and Aanaes 2005); exact for closed manifold meshes.
