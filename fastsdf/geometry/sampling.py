@@ -38,8 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from fastsdf.geometry.mesh_io import mesh_arrays
-from fastsdf.io import _to_numpy
-from fastsdf.io import atomic_write
+from fastsdf.io import _to_numpy, atomic_write
 
 __all__ = [
     "DEEPSDF_NEAR_STD",
