@@ -15,8 +15,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests
 
+# The peers: pysdf builds against Debian's Eigen (its setup.py cannot find Eigen 3.4 by itself),
+# Open3D needs libusb.
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[bench]" --no-build-isolation
+	if command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq libeigen3-dev libusb-1.0-0; fi
+	CPLUS_INCLUDE_PATH=/usr/include/eigen3 $(PY) -m pip install --quiet -e ".[bench]" --no-build-isolation
 	mkdir -p benchmarks/results
 	$(PY) -m pytest benchmarks --benchmark-json=benchmarks/results/cpu.json
 	$(PY) benchmarks/make_results.py benchmarks/results/*.json

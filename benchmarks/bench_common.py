@@ -218,6 +218,18 @@ def _status_kib(field: str) -> int:
     return int(match[1])
 
 
+def _release_free_memory() -> None:
+    """Collects garbage and hands the C heap's free pages back to the OS (glibc's malloc_trim), so that a
+    call reusing memory freed earlier shows up in the RSS instead of hiding in the allocator's free lists."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _reset_peak_rss() -> bool:
     """Resets the process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0); False where it cannot."""
     try:
@@ -231,12 +243,13 @@ def _reset_peak_rss() -> bool:
 def measure_peak_rss(fn: Callable[..., T], *args: Any) -> tuple[T, float, float, str]:
     """Calls ``fn(*args)`` once: (its result, seconds, peak extra resident memory in MiB, method).
 
-    The peak covers C/C++ allocations of every thread (which tracemalloc cannot see). Where Linux lets
-    the process reset its high-water mark (/proc/self/clear_refs), it is VmHWM after the call minus
-    VmRSS before it. Elsewhere it falls back to resource.getrusage's ru_maxrss, the high-water mark
-    of the whole process, which only shows what the call adds above the process's earlier peak.
+    The peak covers C/C++ allocations of every thread (which tracemalloc cannot see), after freed
+    heap memory has been returned to the OS. Where Linux lets the process reset its high-water mark
+    (/proc/self/clear_refs), it is VmHWM after the call minus VmRSS before it. Elsewhere it falls back
+    to resource.getrusage's ru_maxrss, the high-water mark of the whole process, which only shows
+    what the call adds above the process's earlier peak.
     """
-    gc.collect()
+    _release_free_memory()
     if _reset_peak_rss():
         before = _status_kib("VmRSS")
         start = time.perf_counter()

@@ -11,8 +11,10 @@ Usage (from the repository root):
       --no-readme      leave README.md alone
       --dry-run        print the sections instead of writing them
 
-Benchmark groups are named ``{op}-{device}-{size}`` (e.g. ``marching_cubes-cpu-512``). Every op
-found in the JSON files gets its own section, written between the lines
+Benchmark groups are named ``{op}-{kind}-{case}``: an op without hyphens, a kind (``cpu``, ``cuda`` or
+another word, e.g. ``grid``) and a case (a size or a name), e.g. ``marching_cubes-cpu-512`` or
+``mesh_sdf-cpu-suzanne``. Every op found in the JSON files gets its own section, written between
+the lines
 
     <!-- {op}:begin -->
     <!-- {op}:end -->
@@ -20,10 +22,24 @@ found in the JSON files gets its own section, written between the lines
 which replace what stood between them before; text outside the markers is kept, so each op's
 benchmarks can keep their own section in the same file. A section lists the runs it comes from
 (date, commit, CPU, cores used, GPU) and, per group, one row per peer: median, IQR and min time,
-rounds, output size and the ratio of its median to fastsdf's.
+rounds, output size and the ratio of its median to fastsdf's, then the group's notes.
 
 The benchmarks record in ``extra_info``: peer, version, device, n, threads, vertices, faces, input
 and, on a GPU, gpu; benchmarks/conftest.py adds a ``fastsdf`` entry to the run's machine info.
+Optional keys add columns to a group's table where any of its rows has them:
+
+    sign                     how the peer decides inside/outside (column "sign")
+    points                   query points per call: columns "points" and "M points/s" (points / median)
+    build_s, build_in_call   seconds to build the peer's structure (not in the timed calls), or, with
+                             build_in_call, the time of a 1-point call for a peer that builds in every call
+    peak_rss_mb, peak_gpu_mb peak extra host resident / GPU memory of one call, MiB
+    max_abs_error            largest distance error against fastsdf's reference
+    sign_disagreement        share of sign disagreements (with sign_disagreements and sign_points, counts)
+    notes                    list of sentences printed under the table (once each)
+
+The ratio column compares a row with a fastsdf row of the same group: the one whose ``variant`` equals
+the row's ``compare_with`` (else its ``variant``), preferring the same points and size. Where both
+rows have ``points``, the ratio is that of the time per point.
 Several files may be given (e.g. a CPU run and a run on a GPU machine); where two hold the same
 benchmark, the later file on the command line wins.
 
@@ -45,7 +61,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_RESULTS = BENCH_DIR / "RESULTS.md"
 DEFAULT_README = BENCH_DIR.parent / "README.md"
 BASELINE = "fastsdf"
-GROUP_RE = re.compile(r"^(?P<op>.+)-(?P<device>cpu|cuda)-(?P<size>\d+)$")
+GROUP_RE = re.compile(r"^(?P<op>[^-]+)-(?P<device>[^-]+)-(?P<case>.+)$")
+DEVICE_ORDER = {"cpu": 0, "cuda": 2}  # other kinds (e.g. grid) between them
 
 RESULTS_HEADER = """\
 # fastsdf benchmark results
@@ -96,8 +113,18 @@ class Result:
         n = self.extra.get("n", self.params.get("n"))
         if n is None:
             match = GROUP_RE.match(self.group)
-            n = match["size"] if match else None
+            n = match["case"] if match and match["case"].isdigit() else None
         return int(n) if n is not None else None
+
+    @property
+    def points(self) -> int | None:
+        points = self.extra.get("points")
+        return int(points) if points is not None else None
+
+    @property
+    def per_point(self) -> float:
+        """Median seconds per query point, or the median where the result has no point count."""
+        return self.stats["median"] / self.points if self.points else self.stats["median"]
 
 
 def op_of(group: str) -> str:
@@ -106,11 +133,14 @@ def op_of(group: str) -> str:
     return match["op"] if match else group
 
 
-def group_sort_key(group: str) -> tuple[str, int, int, str]:
+def group_sort_key(group: str) -> tuple[str, int, str, int, int, str]:
+    """Per op: cpu groups, then other kinds, then cuda; sizes in numeric order, names in alphabetical order."""
     match = GROUP_RE.match(group)
     if not match:
-        return (group, 0, 0, group)
-    return (match["op"], ["cpu", "cuda"].index(match["device"]), int(match["size"]), group)
+        return (group, 0, "", 0, 0, group)
+    case = match["case"]
+    numeric = (0, int(case)) if case.isdigit() else (1, 0)
+    return (match["op"], DEVICE_ORDER.get(match["device"], 1), match["device"], *numeric, case)
 
 
 def load(paths: list[Path]) -> list[Result]:
@@ -170,6 +200,37 @@ def fmt_count(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else "?"
 
 
+def fmt_number(value: float) -> str:
+    """About three significant digits, thousands separated."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}" if value > 0 else "0"
+
+
+def fmt_error(value: Any) -> str:
+    return "?" if value is None else "0" if value == 0 else f"{value:.1e}"
+
+
+def fmt_share(extra: dict[str, Any]) -> str:
+    share = extra.get("sign_disagreement")
+    if share is None:
+        return "?"
+    text = "0%" if share == 0 else f"{100 * share:.2g}%"
+    wrong, checked = extra.get("sign_disagreements"), extra.get("sign_points")
+    return f"{text} ({wrong:,} of {checked:,})" if isinstance(wrong, int) and isinstance(checked, int) else text
+
+
+def fmt_build(extra: dict[str, Any]) -> str:
+    seconds = extra.get("build_s")
+    if seconds is None:
+        return "?"
+    return f"in call ({fmt_ms(seconds)})" if extra.get("build_in_call") else fmt_ms(seconds)
+
+
 def fmt_date(iso: str) -> str:
     try:
         return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -207,33 +268,71 @@ def runs_table(runs: list[Run]) -> list[str]:
                  "lllllll", rows)
 
 
+def baseline_of(r: Result, results: list[Result]) -> Result | None:
+    """The fastsdf result ``r`` is compared with (see the module doc), or None where the group has none."""
+    candidates = [b for b in results if b.peer == BASELINE]
+    if not candidates:
+        return None
+    want = r.extra.get("compare_with", r.extra.get("variant"))
+    return max(candidates, key=lambda b: (b.extra.get("variant") == want, b.points == r.points, b.size == r.size))
+
+
+def ratio_cell(r: Result, results: list[Result]) -> str:
+    if r.peer == BASELINE:
+        return "baseline"
+    base = baseline_of(r, results)
+    if base is None:
+        return f"n/a (no {BASELINE} result)"
+    several = len({str(b.extra.get("variant")) for b in results if b.peer == BASELINE}) > 1
+    name = f"{BASELINE} ({base.extra['variant']})" if several and base.extra.get("variant") else BASELINE
+    if r.points and base.points:
+        text = f"{r.peer} / {name} = {fmt_ratio(r.per_point / base.per_point)}"
+        return text + " per point" if r.points != base.points else text
+    return f"{r.peer} / {name} = {fmt_ratio(r.stats['median'] / base.stats['median'])}"
+
+
+def threads_cell(r: Result) -> str:
+    threads = r.extra.get("threads")
+    return "GPU" if r.extra.get("device") == "cuda" else str(threads) if threads is not None else "?"
+
+
+# (header, alignment, cell, shown where: "always" or the extra_info key some row of the group must have)
+COLUMNS: list[tuple[str, str, Any, str]] = [
+    ("peer", "l", lambda r: f"{r.peer} {r.extra['version']}" if r.extra.get("version") else r.peer, "always"),
+    ("sign", "l", lambda r: str(r.extra.get("sign") or "?"), "sign"),
+    ("threads", "r", threads_cell, "always"),
+    ("size", "r", lambda r: f"{r.size}³" if r.size is not None else "?", "size"),
+    ("points", "r", lambda r: fmt_count(r.points), "points"),
+    ("median (ms)", "r", lambda r: fmt_ms(r.stats["median"]), "always"),
+    ("IQR (ms)", "r", lambda r: fmt_ms(r.stats["iqr"]), "always"),
+    ("min (ms)", "r", lambda r: fmt_ms(r.stats["min"]), "always"),
+    ("rounds", "r", lambda r: str(r.stats["rounds"]), "always"),
+    ("M points/s", "r", lambda r: fmt_number(r.points / r.stats["median"] / 1e6) if r.points else "?", "points"),
+    ("build (ms)", "r", lambda r: fmt_build(r.extra), "build_s"),
+    ("peak RSS (MiB)", "r", lambda r: fmt_number(r.extra["peak_rss_mb"]) if "peak_rss_mb" in r.extra else "?",
+     "peak_rss_mb"),
+    ("peak GPU (MiB)", "r", lambda r: fmt_number(r.extra["peak_gpu_mb"]) if "peak_gpu_mb" in r.extra else "?",
+     "peak_gpu_mb"),
+    ("vertices", "r", lambda r: fmt_count(r.extra.get("vertices")), "vertices"),
+    ("triangles", "r", lambda r: fmt_count(r.extra.get("faces")), "faces"),
+    ("max \\|error\\|", "r", lambda r: fmt_error(r.extra.get("max_abs_error")), "max_abs_error"),
+    ("sign disagreements", "r", lambda r: fmt_share(r.extra), "sign_disagreement"),
+]
+
+
 def group_table(results: list[Result]) -> list[str]:
-    baseline = next((r for r in results if r.peer == BASELINE), None)
-    ordered = sorted(results, key=lambda r: (r.peer != BASELINE, r.stats["median"]))
-    rows = []
-    for r in ordered:
-        version = r.extra.get("version")
-        threads = r.extra.get("threads")
-        if r is baseline:
-            ratio = "baseline"
-        elif baseline is not None:
-            ratio = f"{r.peer} / {BASELINE} = {fmt_ratio(r.stats['median'] / baseline.stats['median'])}"
-        else:
-            ratio = "n/a (no fastsdf result)"
-        rows.append([
-            f"{r.peer} {version}" if version else r.peer,
-            "GPU" if r.extra.get("device") == "cuda" else str(threads) if threads is not None else "?",
-            f"{r.size}³" if r.size is not None else "?",
-            fmt_ms(r.stats["median"]),
-            fmt_ms(r.stats["iqr"]),
-            fmt_ms(r.stats["min"]),
-            str(r.stats["rounds"]),
-            fmt_count(r.extra.get("vertices")),
-            fmt_count(r.extra.get("faces")),
-            ratio,
-        ])
-    return table(["peer", "threads", "size", "median (ms)", "IQR (ms)", "min (ms)", "rounds", "vertices",
-                  "triangles", f"vs {BASELINE} (median)"], "lrrrrrrrrl", rows)
+    ordered = sorted(results, key=lambda r: (r.peer != BASELINE, r.per_point))
+    shown = [col for col in COLUMNS if col[3] == "always" or any(
+        (r.size is not None) if col[3] == "size" else (r.extra.get(col[3]) is not None) for r in results)]
+    rows = [[cell(r) for _, _, cell, _ in shown] + [ratio_cell(r, results)] for r in ordered]
+    return table([header for header, *_ in shown] + [f"vs {BASELINE} (median)"],
+                 "".join(align for _, align, *_ in shown) + "l", rows)
+
+
+def group_notes(results: list[Result]) -> list[str]:
+    """The group's notes, each once, in the order of first appearance."""
+    notes = {str(note): None for r in results for note in (r.extra.get("notes") or [])}
+    return [f"- {note}" for note in notes]
 
 
 def render_section(op: str, results: list[Result], level: int) -> str:
@@ -260,6 +359,8 @@ def render_section(op: str, results: list[Result], level: int) -> str:
         caption = "; ".join(inputs + [f"run {sources}"])
         lines.append(caption[:1].upper() + caption[1:] + ".")
         lines += ["", *group_table(members)]
+        if notes := group_notes(members):
+            lines += ["", *notes]
     lines.append(f"<!-- {op}:end -->")
     return "\n".join(lines) + "\n"
 

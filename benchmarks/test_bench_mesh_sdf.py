@@ -171,7 +171,9 @@ def _libigl(sign: str) -> Callable[[], Peer]:
         return Peer("libigl", importlib.metadata.version("libigl"), threads, SIGN_NAMES[sign], build, variant=sign,
                     compare_with=sign, build_in_call=True,
                     notes=["libigl: igl.signed_distance builds its AABB tree and sign structure inside every "
-                           "call, so they are part of its time (the build column shows a 1-point call)."])
+                           "call, so they are part of its time (the build column shows a 1-point call); its "
+                           "winding-number modes return (1 - 2w) times the distance, w the (fast) winding "
+                           "number, so |d| is the distance only where w is 0 or 1."])
 
     return make
 
@@ -250,34 +252,35 @@ def _record(benchmark: Any, peer: Peer, device: str, points: int, build_s: float
     )
 
 
-def _points_text(n: int) -> str:
-    return (f"{n:,} float32 query points, half uniform in [-1, 1]^3, half near the surface "
-            "(area-weighted samples + Gaussian noise, std 0.01)")
-
-
-ACCURACY_NOTES = [
-    f"max |error|: the largest | |d| - fastsdf.unsigned(p) | over the first {ERROR_POINTS:,} points.",
-    f"sign disagreements: share of the points farther than {SIGN_EPS:g} from the surface whose sign differs "
-    "from fastsdf's exact winding number.",
-]
+POINTS_TEXT = ("float32 query points (the points column), half uniform in [-1, 1]^3, half near the surface "
+               "(area-weighted surface samples + Gaussian noise, std 0.01), in random order")
+ERROR_NOTE = (f"max |error|: the largest difference between |d| and fastsdf's unsigned distance (float64) over "
+              f"the first {ERROR_POINTS:,} points.")
+SIGN_NOTE = (f"sign disagreements: share of the points farther than {SIGN_EPS:g} from the surface whose sign "
+             "differs from fastsdf's exact winding number (negative inside for every peer).")
+RSS_NOTE = ("peak RSS: resident memory one untimed call adds at its peak, all threads and C++ allocations "
+            "included (VmHWM after the call minus VmRSS before it, MiB, after freed heap memory went back to the "
+            "OS); build (ms): the peer's structure, built before and outside the timed calls.")
+CPU_NOTES = [ERROR_NOTE, SIGN_NOTE, RSS_NOTE]
 
 
 def _cpu_params() -> list[Any]:
     many = len(CPU_POINTS) > 1
     return [
-        pytest.param(mesh, key, n, id=f"{mesh}-{key}" + (f"-{n}" if many else ""),
+        pytest.param(mesh, key, count, id=f"{mesh}-{key}" + (f"-{count}" if many else ""),
                      marks=pytest.mark.benchmark(group=f"mesh_sdf-cpu-{mesh}"))
         for mesh in MESHES
-        for n in CPU_POINTS
+        for count in CPU_POINTS
         for key in CPU_PEERS
     ]
 
 
-@pytest.mark.parametrize(("mesh_name", "peer_key", "n"), _cpu_params())
+# The point count is "count", not "n": make_results.py reads a parameter "n" as a grid size.
+@pytest.mark.parametrize(("mesh_name", "peer_key", "count"), _cpu_params())
 def test_mesh_sdf_cpu(benchmark: Any, mesh_workload: MeshWorkloads, mesh_name: str, peer_key: str,
-                      n: int) -> None:
+                      count: int) -> None:
     peer = CPU_PEERS[peer_key]()
-    work = mesh_workload(mesh_name, n)
+    work = mesh_workload(mesh_name, count)
     points = work.points[: peer.max_points]
     built, build_s = _build(peer, work.mesh)
     distances, call_s, rss_mb, rss_method = measure_peak_rss(built.query, points)
@@ -289,7 +292,7 @@ def test_mesh_sdf_cpu(benchmark: Any, mesh_workload: MeshWorkloads, mesh_name: s
     _record(benchmark, peer, "cpu", len(points), build_s,
             {"mesh": mesh_name, "peak_rss_mb": rss_mb, "peak_rss_method": rss_method, "untimed_call_s": call_s,
              **quality},
-            f"{work.mesh.describe()}, normalised into the unit sphere; {_points_text(n)}", ACCURACY_NOTES)
+            f"mesh {work.mesh.describe()}, normalised into the unit sphere; {POINTS_TEXT}", CPU_NOTES)
 
 
 @pytest.mark.parametrize(
@@ -312,10 +315,10 @@ def test_mesh_sdf_grid(benchmark: Any, mesh_workload: MeshWorkloads, peer_key: s
     _record(benchmark, peer, "cpu", n**3, build_s,
             {"mesh": GRID_MESH, "n": n, "peak_rss_mb": rss_mb, "peak_rss_method": rss_method,
              "untimed_call_s": call_s, **quality},
-            f"{mesh.describe()}, normalised into the unit sphere; the {n}^3 float32 grid over [-1, 1]^3 of "
-            f"MeshSDF.grid({n}), filled in batches of {GRID_BATCH:,} points (grid points made inside the call)",
-            [f"Accuracy on {len(check.index):,} random grid points: " + ACCURACY_NOTES[0].split(": ", 1)[1],
-             ACCURACY_NOTES[1]])
+            f"mesh {mesh.describe()}, normalised into the unit sphere; the {n}^3 float32 grid over [-1, 1]^3 of "
+            f"MeshSDF.grid({n}), filled in batches of {GRID_BATCH:,} points (the grid points are made inside "
+            "the timed call, for every peer)",
+            [f"Accuracy is measured on {len(check.index):,} random points of the grid:", *CPU_NOTES])
 
 
 def _cuda_rounds(n: int) -> int:
@@ -324,12 +327,14 @@ def _cuda_rounds(n: int) -> int:
 
 @pytest.mark.cuda
 @pytest.mark.parametrize(
-    ("sign", "n"),
-    [pytest.param(sign, n, id=f"fastsdf-{sign}-{n}", marks=pytest.mark.benchmark(group=f"mesh_sdf-cuda-{ICOSPHERE}"))
-     for n in CUDA_POINTS for sign in FASTSDF_SIGNS],
+    ("sign", "count"),
+    [pytest.param(sign, count, id=f"fastsdf-{sign}-{count}",
+                  marks=pytest.mark.benchmark(group=f"mesh_sdf-cuda-{ICOSPHERE}"))
+     for count in CUDA_POINTS for sign in FASTSDF_SIGNS],
 )
 def test_mesh_sdf_cuda(benchmark: Any, cuda_mesh_points: Callable[[int], Any], mesh_workload: MeshWorkloads,
-                       sign: str, n: int) -> None:
+                       sign: str, count: int) -> None:
+    n = count
     import torch
 
     points = cuda_mesh_points(n)  # skips without CUDA
@@ -361,6 +366,8 @@ def test_mesh_sdf_cuda(benchmark: Any, cuda_mesh_points: Callable[[int], Any], m
     _record(benchmark, peer, "cuda", n, build_s,
             {"mesh": ICOSPHERE, "peak_gpu_mb": peak_gpu_mb, "untimed_call_s": call_s,
              "gpu": torch.cuda.get_device_name(points.device), **quality},
-            f"{mesh.describe()}, normalised into the unit sphere; {_points_text(n)}, as a CUDA tensor",
-            [f"CUDA: accuracy against fastsdf's CPU results on the first {m:,} points; {CUDA_TARGET}.",
-             *ACCURACY_NOTES])
+            f"mesh {mesh.describe()}, normalised into the unit sphere; {POINTS_TEXT}, as a CUDA tensor",
+            [f"{CUDA_TARGET}; times include torch.cuda.synchronize(), the points already lie on the GPU.",
+             f"Accuracy against fastsdf's CPU references on the first {m:,} points:", ERROR_NOTE, SIGN_NOTE,
+             "peak GPU: torch.cuda.max_memory_allocated() during one untimed call, minus what was allocated "
+             "before it (MiB)."])
