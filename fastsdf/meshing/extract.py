@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from fastsdf import _memory
+from fastsdf.io import _to_numpy
 from fastsdf.meshing.marching_cubes import _finite_scalar, _prepare
 
 __all__ = ["extract_mesh"]
@@ -153,18 +154,17 @@ class _Evaluator:
                 values = self.sdf(x)
             if not isinstance(values, torch.Tensor):
                 raise TypeError(f"sdf returned {type(values).__name__}, expected a tensor")
-            values = values.detach().reshape(-1) if values.numel() == len(points) else values
-            ok = bool(torch.isfinite(values).all()) if values.ndim == 1 else True
+            finite = torch.isfinite
         else:
             values = np.asarray(self.sdf(points))
-            values = values.reshape(-1) if values.size == len(points) else values
-            ok = bool(np.isfinite(values).all()) if values.ndim == 1 else True
-        if values.ndim != 1 or len(values) != len(points):
-            raise ValueError(
-                f"sdf must map (N, 3) points to (N,) or (N, 1) values; got shape {tuple(values.shape)} "
-                f"for N = {len(points)}")
-        if not ok:
-            bad = (~np.isfinite(values.cpu().numpy() if self.on_torch else values)).nonzero()[0][0]
+            finite = np.isfinite
+        if tuple(values.shape) not in ((len(points),), (len(points), 1)):
+            raise ValueError(f"sdf must map (N, 3) points to (N,) or (N, 1) values; got shape "
+                             f"{tuple(values.shape)} for N = {len(points)}")
+        values = values.reshape(-1)
+        ok = finite(values)
+        if not bool(ok.all()):
+            bad = int(np.flatnonzero(~_to_numpy(ok))[0])
             raise ValueError(f"sdf returned NaN or Inf at point {points[bad].tolist()}")
         return values
 
