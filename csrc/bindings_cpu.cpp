@@ -95,7 +95,7 @@ py::tuple msdf_build(const py::array& vertices, const py::array& faces, const py
   const auto nodes = static_cast<py::ssize_t>(bvh.node_link.size() / 3);
   const auto edges = static_cast<py::ssize_t>(bvh.closing_edges.size() / 6);
   return py::make_tuple(to_array(std::move(bvh.node_box), {nodes, 6}), to_array(std::move(bvh.node_link), {nodes, 3}),
-                        to_array(std::move(bvh.node_dipole), {nodes, 7}),
+                        to_array(std::move(bvh.node_dipole), {nodes, 16}),
                         to_array(std::move(bvh.closing_start), {nodes + 1}),
                         to_array(std::move(bvh.closing_edges), {edges, 6}),
                         to_array(std::move(bvh.order), {static_cast<py::ssize_t>(nf)}));
@@ -111,7 +111,7 @@ fastsdf::msdf::MeshView mesh_view(const py::tuple& arrays) {
   if (m.num_nodes < 1 || m.num_triangles < 1) throw std::invalid_argument("mesh arrays: empty tree");
   m.node_box = fastsdf::array_data<double>(get(0), {m.num_nodes, 6}, "node_box");
   m.node_link = fastsdf::array_data<int32_t>(get(1), {m.num_nodes, 3}, "node_link");
-  m.node_dipole = fastsdf::array_data<double>(get(2), {m.num_nodes, 7}, "node_dipole");
+  m.node_dipole = fastsdf::array_data<double>(get(2), {m.num_nodes, 16}, "node_dipole");
   m.closing_start = fastsdf::vector_data<int64_t>(get(3), m.num_nodes + 1, "closing_start");
   const int64_t edges = m.closing_start[m.num_nodes];
   m.closing_edges = fastsdf::array_data<double>(get(4), {edges, 6}, "closing_edges");

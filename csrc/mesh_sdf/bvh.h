@@ -6,8 +6,10 @@
 //   node_box      (nodes, 6)  float64  bounding box lo xyz, hi xyz
 //   node_link     (nodes, 3)  int32    [right child | first triangle, triangles if leaf else 0,
 //                                       triangles below the node]
-//   node_dipole   (nodes, 7)  float64  area-weighted centroid xyz, area-weighted normal sum xyz,
-//                                       radius of the ball around the centroid holding them
+//   node_dipole   (nodes, 16) float64  area-weighted centroid c xyz, area-weighted normal sum N xyz,
+//                                       radius of the ball around c holding the triangles, and the
+//                                       first moment M = sum (centroid_t - c) outer (area normal_t),
+//                                       row-major 3x3
 //   closing_start (nodes + 1) int64    the node's boundary edges are closing_edges[start:end]
 //   closing_edges (edges, 6)  float64  directed boundary edges (from xyz, to xyz) of each node
 //   triangles     (tris, 9)   float64  vertex positions, leaf order
@@ -148,16 +150,22 @@ struct ClosingFan {
   }
 };
 
-// Fast winding number (Barill et al. 2018), first order: a node whose ball lies far enough away
-// (distance above beta times its radius) counts as a dipole at its centroid.
+// Fast winding number (Barill et al. 2018) to second order: a node whose ball lies far enough away
+// (distance above beta times its radius) counts as the Taylor expansion of its integral about its
+// centroid, with r = c - q: (r.N / |r|^3 + tr(M) / |r|^3 - 3 r.M.r / |r|^5) / (4 pi).
 struct Dipole {
   double beta;
   FASTSDF_HD bool operator()(const MeshView& m, int32_t node, Vec3 q, double* w) const {
-    const double* dip = m.node_dipole + 7 * node;
+    const double* dip = m.node_dipole + 16 * node;
     const Vec3 r = load3(dip) - q;
-    const double dist = norm(r);
-    if (dist <= beta * dip[6]) return false;
-    *w += dot(r, load3(dip + 3)) / (4.0 * 3.14159265358979323846 * dist * dist * dist);
+    const double r2 = dot(r, r);
+    if (r2 <= beta * beta * dip[6] * dip[6]) return false;
+    const double* mo = dip + 7;
+    const Vec3 mr{mo[0] * r.x + mo[1] * r.y + mo[2] * r.z, mo[3] * r.x + mo[4] * r.y + mo[5] * r.z,
+                  mo[6] * r.x + mo[7] * r.y + mo[8] * r.z};
+    const double trace = mo[0] + mo[4] + mo[8];
+    const double inv3 = 1.0 / (r2 * sqrt(r2));
+    *w += (dot(r, load3(dip + 3)) + trace - 3.0 * dot(r, mr) / r2) * inv3 / (4.0 * 3.14159265358979323846);
     return true;
   }
 };

@@ -98,7 +98,7 @@ class Builder {
     closing_.emplace_back();
     out_.node_box.resize(out_.node_box.size() + 6);
     out_.node_link.resize(out_.node_link.size() + 3);
-    out_.node_dipole.resize(out_.node_dipole.size() + 7);
+    out_.node_dipole.resize(out_.node_dipole.size() + 16);
     int64_t* order = out_.order.data();
 
     double box[6] = {INFINITY, INFINITY, INFINITY, -INFINITY, -INFINITY, -INFINITY};
@@ -121,7 +121,7 @@ class Builder {
       }
       area += area_[t];
     }
-    double* dip = &out_.node_dipole[7 * static_cast<size_t>(node)];
+    double* dip = &out_.node_dipole[16 * static_cast<size_t>(node)];
     for (int d = 0; d < 3; ++d) {
       out_.node_box[6 * static_cast<size_t>(node) + d] = box[d];
       out_.node_box[6 * static_cast<size_t>(node) + 3 + d] = box[3 + d];
@@ -129,11 +129,15 @@ class Builder {
       dip[3 + d] = normal[d];
     }
     double radius2 = 0.0;
-    for (int64_t s = begin; s < end; ++s)
+    for (int64_t s = begin; s < end; ++s) {
+      const int64_t t = order[s];
       for (int k = 0; k < 3; ++k) {
-        const Vec3 r = vertex(order[s], k) - load3(dip);
+        const Vec3 r = vertex(t, k) - load3(dip);
         radius2 = std::max(radius2, dot(r, r));
       }
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) dip[7 + 3 * i + j] += (centroid_[3 * t + i] - dip[i]) * normal_[3 * t + j];
+    }
     dip[6] = std::sqrt(radius2);
 
     const int64_t count = end - begin;
