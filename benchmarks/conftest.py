@@ -92,12 +92,9 @@ def sphere_grid() -> Callable[[int], np.ndarray]:
     return get
 
 
-@pytest.fixture(scope="session")
-def cuda_sphere_grid() -> Iterator[Callable[[int], Any]]:
-    """``cuda_sphere_grid(n)``: the same grid as a CUDA tensor, built once per session on the GPU.
-
-    Skips the test when there is no CUDA device or fastsdf._cuda is not built.
-    """
+def _cuda_cache(make: Callable[[int], Any], keep_one: bool = False) -> Iterator[Callable[[int], Any]]:
+    """A session cache of ``make(n)`` on the GPU (only the latest entry with ``keep_one``), freed at the
+    end; skips the test when there is no CUDA device or fastsdf._cuda is not built."""
     reason = cuda_ready()
     if reason is not None:
         pytest.skip(reason)
@@ -107,12 +104,20 @@ def cuda_sphere_grid() -> Iterator[Callable[[int], Any]]:
 
     def get(n: int) -> Any:
         if n not in cache:
-            cache[n] = _torch_sphere(n, torch.device("cuda"))
+            if keep_one:
+                cache.clear()
+            cache[n] = make(n)
         return cache[n]
 
     yield get
     cache.clear()
     torch.cuda.empty_cache()
+
+
+@pytest.fixture(scope="session")
+def cuda_sphere_grid() -> Iterator[Callable[[int], Any]]:
+    """``cuda_sphere_grid(n)``: the same grid as a CUDA tensor, built once per session on the GPU."""
+    yield from _cuda_cache(lambda n: _torch_sphere(n, "cuda"))
 
 
 @pytest.fixture(scope="session")
@@ -124,23 +129,7 @@ def mesh_workload() -> MeshWorkloads:
 
 @pytest.fixture(scope="session")
 def cuda_mesh_points(mesh_workload: MeshWorkloads) -> Iterator[Callable[[int], Any]]:
-    """``cuda_mesh_points(n)``: the n query points of the icosphere workload as a CUDA float32 tensor.
-
-    Skips the test when there is no CUDA device or fastsdf._cuda is not built.
-    """
-    reason = cuda_ready()
-    if reason is not None:
-        pytest.skip(reason)
+    """``cuda_mesh_points(n)``: the n query points of the icosphere workload as a CUDA float32 tensor."""
     import torch
 
-    cache: dict[int, Any] = {}
-
-    def get(n: int) -> Any:
-        if n not in cache:
-            cache.clear()
-            cache[n] = torch.from_numpy(mesh_workload(ICOSPHERE, n).points).to("cuda")
-        return cache[n]
-
-    yield get
-    cache.clear()
-    torch.cuda.empty_cache()
+    yield from _cuda_cache(lambda n: torch.from_numpy(mesh_workload(ICOSPHERE, n).points).to("cuda"), keep_one=True)
