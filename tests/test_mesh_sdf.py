@@ -710,3 +710,11 @@ def test_load_errors(tmp_path: Path, rng) -> None:
     for path in (corrupt, empty, points_only):
         with pytest.raises(ValueError):
             MeshSDF.load(path)
+
+
+def test_grid_too_large_for_memory_raises_before_allocating(rng, monkeypatch) -> None:
+    verts, faces = bumpy_sphere(rng)
+    sdf = MeshSDF(verts, faces)
+    monkeypatch.setattr(fastsdf._memory, "available_bytes", lambda device=None: 1000)
+    with pytest.raises(MemoryError, match="chunked"):
+        sdf.grid(64)
