@@ -718,3 +718,17 @@ def test_grid_too_large_for_memory_raises_before_allocating(rng, monkeypatch) ->
     monkeypatch.setattr(fastsdf._memory, "available_bytes", lambda device=None: 1000)
     with pytest.raises(MemoryError, match="chunked"):
         sdf.grid(64)
+
+
+def test_unbalanced_geometry_keeps_the_tree_shallow(rng, seed) -> None:
+    """Triangles 20 times farther out each than the last lead the surface area heuristic to peel off
+    one triangle per level; the build must stay within the traversal stacks (median splits past a
+    depth) and the distances exact."""
+    offsets = 20.0 ** np.arange(60)
+    corner = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.5, 0.0]])
+    verts = (corner[None] + np.stack([offsets, 0 * offsets, 0 * offsets], axis=1)[:, None]).reshape(-1, 3)
+    faces = np.arange(len(verts)).reshape(-1, 3)
+    points = verts[rng.integers(0, len(verts), 300)] * (1 + rng.normal(0, 0.01, (300, 3)))
+    got = to_numpy(MeshSDF(verts, faces).unsigned(points))
+    np.testing.assert_allclose(got, closest_points_reference(verts, faces, points)[0], rtol=1e-12, atol=1e-12,
+                               err_msg=f"seed={seed}")

@@ -13,6 +13,10 @@ namespace fastsdf::msdf {
 namespace {
 
 constexpr int64_t kLeafSize = 4;
+// Below this depth splits follow the surface area heuristic, deeper ones the median, so the tree is
+// at most kSahDepth + log2(faces) deep and fits the traversal stacks (kStackSize in bvh.h).
+constexpr int kSahDepth = 32;
+static_assert(kSahDepth + 31 < kStackSize, "the deepest tree must fit the traversal stacks");
 
 // An undirected edge with the net number of times the node's triangles run along it from lo to hi
 // (negative: from hi to lo). Edges whose count is zero are interior and dropped.
@@ -75,7 +79,7 @@ class Builder {
 
   Bvh run() {
     std::vector<BoundaryEdge> boundary;
-    build(0, static_cast<int64_t>(out_.order.size()), &boundary);
+    build(0, static_cast<int64_t>(out_.order.size()), &boundary, 0);
     out_.closing_start.push_back(0);
     for (const auto& edges : closing_) {
       for (const BoundaryEdge& e : edges) {
@@ -93,7 +97,7 @@ class Builder {
  private:
   Vec3 vertex(int64_t t, int k) const { return load3(v_ + 3 * f_[3 * t + k]); }
 
-  int32_t build(int64_t begin, int64_t end, std::vector<BoundaryEdge>* boundary) {
+  int32_t build(int64_t begin, int64_t end, std::vector<BoundaryEdge>* boundary, int depth) {
     const auto node = static_cast<int32_t>(closing_.size());
     closing_.emplace_back();
     out_.node_box.resize(out_.node_box.size() + 6);
@@ -160,13 +164,10 @@ class Builder {
       int axis = 0;
       for (int d = 1; d < 3; ++d)
         if (cbox[3 + d] - cbox[d] > cbox[3 + axis] - cbox[axis]) axis = d;
-      const int64_t mid = begin + count / 2;
-      std::nth_element(order + begin, order + mid, order + end, [&](int64_t x, int64_t y) {
-        return centroid_[3 * x + axis] < centroid_[3 * y + axis];
-      });
+      const int64_t mid = split(begin, end, axis, cbox, depth < kSahDepth);
       std::vector<BoundaryEdge> left, right;
-      build(begin, mid, &left);
-      const int32_t right_node = build(mid, end, &right);
+      build(begin, mid, &left, depth + 1);
+      const int32_t right_node = build(mid, end, &right, depth + 1);
       link = &out_.node_link[3 * static_cast<size_t>(node)];  // the vector may have grown
       link[0] = right_node;
       link[1] = 0;
@@ -174,6 +175,85 @@ class Builder {
     }
     closing_[node] = *boundary;
     return node;
+  }
+
+  // Where to split [begin, end) along `axis`: with `sah`, the binned surface area heuristic (the
+  // boundary minimising count times box area summed over the two sides); the median without it or
+  // when the heuristic cannot separate the centroids.
+  int64_t split(int64_t begin, int64_t end, int axis, const double* cbox, bool sah) {
+    constexpr int kBins = 16;
+    int64_t* order = out_.order.data();
+    auto median = [&] {
+      const int64_t mid = begin + (end - begin) / 2;
+      std::nth_element(order + begin, order + mid, order + end, [&](int64_t x, int64_t y) {
+        return centroid_[3 * x + axis] < centroid_[3 * y + axis];
+      });
+      return mid;
+    };
+    if (!sah) return median();
+    const double lo = cbox[axis], extent = cbox[3 + axis] - cbox[axis];
+    auto bin_of = [&](int64_t t) {
+      const int b = extent > 0 ? static_cast<int>(kBins * (centroid_[3 * t + axis] - lo) / extent) : 0;
+      return b < kBins ? b : kBins - 1;
+    };
+    int64_t counts[kBins] = {};
+    double boxes[kBins][6];
+    for (auto& b : boxes) {
+      for (int d = 0; d < 3; ++d) {
+        b[d] = INFINITY;
+        b[3 + d] = -INFINITY;
+      }
+    }
+    for (int64_t s = begin; s < end; ++s) {
+      const int64_t t = order[s];
+      const int b = bin_of(t);
+      ++counts[b];
+      for (int k = 0; k < 3; ++k) {
+        const double* p = v_ + 3 * f_[3 * t + k];
+        for (int d = 0; d < 3; ++d) {
+          boxes[b][d] = std::min(boxes[b][d], p[d]);
+          boxes[b][3 + d] = std::max(boxes[b][3 + d], p[d]);
+        }
+      }
+    }
+    auto area = [](const double* b) {  // half the surface area; only asked of boxes holding triangles
+      const double x = b[3] - b[0], y = b[4] - b[1], z = b[5] - b[2];
+      return x * y + y * z + z * x;
+    };
+    auto grow = [](double* into, const double* b) {
+      for (int d = 0; d < 3; ++d) {
+        into[d] = std::min(into[d], b[d]);
+        into[3 + d] = std::max(into[3 + d], b[3 + d]);
+      }
+    };
+    // Sweep from the right to know each suffix's cost, then from the left to find the best cut.
+    double suffix_cost[kBins] = {};
+    double box[6] = {INFINITY, INFINITY, INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int64_t n = 0;
+    for (int b = kBins - 1; b > 0; --b) {
+      grow(box, boxes[b]);
+      n += counts[b];
+      suffix_cost[b] = n ? static_cast<double>(n) * area(box) : 0.0;
+    }
+    double best = INFINITY;
+    int cut = -1;
+    n = 0;
+    for (int d = 0; d < 3; ++d) {
+      box[d] = INFINITY;
+      box[3 + d] = -INFINITY;
+    }
+    for (int b = 1; b < kBins; ++b) {
+      grow(box, boxes[b - 1]);
+      n += counts[b - 1];
+      if (n == 0 || n == end - begin) continue;
+      const double cost = static_cast<double>(n) * area(box) + suffix_cost[b];
+      if (cost < best) {
+        best = cost;
+        cut = b;
+      }
+    }
+    if (cut < 0) return median();
+    return std::partition(order + begin, order + end, [&](int64_t t) { return bin_of(t) < cut; }) - order;
   }
 
   const double* v_;
