@@ -178,14 +178,7 @@ def unique_labels(paths: list[Path]) -> dict[Path, str]:
 
 
 def fmt_ms(seconds: float) -> str:
-    ms = seconds * 1e3
-    if ms >= 100:
-        return f"{ms:,.0f}"
-    if ms >= 10:
-        return f"{ms:.1f}"
-    if ms >= 1:
-        return f"{ms:.2f}"
-    return f"{ms:.3f}"
+    return fmt_number(seconds * 1e3)
 
 
 def fmt_ratio(ratio: float) -> str:

@@ -268,20 +268,33 @@ def test_connected_ambiguous_face_gives_manifold_mesh() -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def closed_mesh_of(sdf: Any, shape: tuple[int, int, int], euler: int, context: str):
+    """Meshes ``sdf`` sampled on ``shape``, checked against the reference, closed, consistently
+    oriented and of the given Euler characteristic; returns (verts, faces, spacing)."""
+    volume, spacing, origin = sample_sdf(sdf, shape)
+    verts, faces = check_against_reference(volume, context, spacing=spacing, origin=origin)
+    assert_closed_oriented_manifold(verts, faces, context)
+    assert euler_characteristic(verts, faces) == euler, context
+    return verts, faces, spacing
+
+
 @pytest.mark.parametrize("shape", [(48, 48, 48), (37, 41, 45)], ids=lambda s: "x".join(map(str, s)))
 def test_sphere_mesh_is_closed_sphere(shape: tuple[int, int, int], rng, seed) -> None:
     sphere = random_sphere(rng)
-    volume, spacing, origin = sample_sdf(sphere, shape)
     context = f"seed={seed} {sphere}"
-    verts, faces = check_against_reference(volume, context, spacing=spacing, origin=origin)
-    assert_closed_oriented_manifold(verts, faces, context)
-    assert euler_characteristic(verts, faces) == 2, context
+    verts, faces, spacing = closed_mesh_of(sphere, shape, 2, context)
     volume_enclosed = signed_volume(verts, faces)
     assert volume_enclosed == pytest.approx(4 / 3 * math.pi * sphere.radius ** 3, rel=0.015), context
     assert surface_area(verts, faces) == pytest.approx(4 * math.pi * sphere.radius ** 2, rel=0.015), context
-    # Outward, triangle by triangle, not only in total.
-    outward = np.einsum("ij,ij->i", face_normals(verts, faces),
-                        verts[faces].mean(axis=1) - np.array(sphere.center))
+    # Outward, triangle by triangle, not only in total. A grid sample that falls on the surface
+    # (to float32) makes the edge vertices around it coincide: those zero-area triangles, which
+    # scikit-image keeps too, have no normal and are left out, and must stay rare.
+    corners = verts[faces].astype(np.float64)
+    area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    proper = area > 1e-9 * np.median(area)
+    assert proper.mean() > 0.99, context
+    outward = np.einsum("ij,ij->i", face_normals(verts, faces)[proper],
+                        verts[faces[proper]].mean(axis=1) - np.array(sphere.center))
     assert (outward > 0).all(), f"{(outward <= 0).sum()} inward triangles; {context}"
     # Every vertex on the sphere, to within the linear interpolation error of the grid.
     radii = np.linalg.norm(verts - np.array(sphere.center, np.float32), axis=1)
@@ -291,11 +304,8 @@ def test_sphere_mesh_is_closed_sphere(shape: tuple[int, int, int], rng, seed) ->
 @pytest.mark.parametrize("shape", [(48, 48, 48), (37, 41, 45)], ids=lambda s: "x".join(map(str, s)))
 def test_torus_mesh_has_genus_one(shape: tuple[int, int, int], rng, seed) -> None:
     torus = random_torus(rng)
-    volume, spacing, origin = sample_sdf(torus, shape)
     context = f"seed={seed} {torus}"
-    verts, faces = check_against_reference(volume, context, spacing=spacing, origin=origin)
-    assert_closed_oriented_manifold(verts, faces, context)
-    assert euler_characteristic(verts, faces) == 0, context
+    verts, faces, _ = closed_mesh_of(torus, shape, 0, context)
     expected = 2 * math.pi ** 2 * torus.major * torus.minor ** 2
     assert signed_volume(verts, faces) == pytest.approx(expected, rel=0.03), context
 
