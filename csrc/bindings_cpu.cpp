@@ -92,32 +92,48 @@ py::tuple msdf_build(const py::array& vertices, const py::array& faces, const py
     py::gil_scoped_release release;
     bvh = fastsdf::msdf::build_bvh(v, nv, f, nf, d);
   }
-  const auto nodes = static_cast<py::ssize_t>(bvh.node_link.size() / 3);
+  constexpr py::ssize_t w = fastsdf::msdf::kWidth;
+  const auto nodes = static_cast<py::ssize_t>(bvh.node_link.size() / (3 * w));
   const auto edges = static_cast<py::ssize_t>(bvh.closing_edges.size() / 6);
-  return py::make_tuple(to_array(std::move(bvh.node_box), {nodes, 6}), to_array(std::move(bvh.node_link), {nodes, 3}),
-                        to_array(std::move(bvh.node_dipole), {nodes, 16}),
-                        to_array(std::move(bvh.closing_start), {nodes + 1}),
+  const auto slots = static_cast<py::ssize_t>(bvh.order.size());
+  std::vector<double> frame{bvh.origin[0], bvh.origin[1], bvh.origin[2], bvh.scale};
+  const auto groups = static_cast<py::ssize_t>(bvh.boundary.size() / (5 * w));
+  return py::make_tuple(to_array(std::move(bvh.node_box), {nodes, 6, w}),
+                        to_array(std::move(bvh.node_link), {nodes, 3, w}),
+                        to_array(std::move(bvh.node_dipole), {nodes, 16, w}),
+                        to_array(std::move(bvh.closing_start), {w * nodes + 1}),
                         to_array(std::move(bvh.closing_edges), {edges, 6}),
-                        to_array(std::move(bvh.order), {static_cast<py::ssize_t>(nf)}));
+                        to_array(std::move(bvh.packs), {slots / w, fastsdf::msdf::kPackRows, w}),
+                        to_array(std::move(bvh.order), {slots}), to_array(std::move(bvh.boundary), {groups, 5, w}),
+                        to_array(std::move(frame), {4}));
 }
 
-// The mesh arrays, in MeshView order (see mesh_sdf/bvh.h), as a tuple of NumPy arrays.
+// The mesh arrays, in MeshView order (see mesh_sdf/bvh.h) with the frame last, as a tuple of NumPy
+// arrays.
 fastsdf::msdf::MeshView mesh_view(const py::tuple& arrays) {
-  if (arrays.size() != 8) throw std::invalid_argument("mesh arrays: expected 8 arrays");
+  using fastsdf::msdf::kPackRows;
+  using fastsdf::msdf::kWidth;
+  if (arrays.size() != 11) throw std::invalid_argument("mesh arrays: expected 11 arrays");
   auto get = [&](size_t i) { return arrays[i].cast<py::array>(); };
   fastsdf::msdf::MeshView m{};
-  m.num_nodes = get(1).ndim() == 2 ? get(1).shape(0) : 0;
-  m.num_triangles = get(5).ndim() == 2 ? get(5).shape(0) : 0;
-  if (m.num_nodes < 1 || m.num_triangles < 1) throw std::invalid_argument("mesh arrays: empty tree");
-  m.node_box = fastsdf::array_data<double>(get(0), {m.num_nodes, 6}, "node_box");
-  m.node_link = fastsdf::array_data<int32_t>(get(1), {m.num_nodes, 3}, "node_link");
-  m.node_dipole = fastsdf::array_data<double>(get(2), {m.num_nodes, 16}, "node_dipole");
-  m.closing_start = fastsdf::vector_data<int64_t>(get(3), m.num_nodes + 1, "closing_start");
-  const int64_t edges = m.closing_start[m.num_nodes];
+  m.num_nodes = get(1).ndim() == 3 ? get(1).shape(0) : 0;
+  m.num_slots = get(6).ndim() == 2 ? get(6).shape(0) : 0;
+  if (m.num_nodes < 1 || m.num_slots < 1 || m.num_slots % kWidth) throw std::invalid_argument("mesh arrays: bad tree");
+  m.node_box = fastsdf::array_data<float>(get(0), {m.num_nodes, 6, kWidth}, "node_box");
+  m.node_link = fastsdf::array_data<int32_t>(get(1), {m.num_nodes, 3, kWidth}, "node_link");
+  m.node_dipole = fastsdf::array_data<float>(get(2), {m.num_nodes, 16, kWidth}, "node_dipole");
+  m.closing_start = fastsdf::vector_data<int64_t>(get(3), kWidth * m.num_nodes + 1, "closing_start");
+  const int64_t edges = m.closing_start[kWidth * m.num_nodes];
   m.closing_edges = fastsdf::array_data<double>(get(4), {edges, 6}, "closing_edges");
-  m.triangles = fastsdf::array_data<double>(get(5), {m.num_triangles, 9}, "triangles");
-  m.distance_only = fastsdf::vector_data<uint8_t>(get(6), m.num_triangles, "distance_only");
-  m.pseudonormal = fastsdf::array_data<double>(get(7), {m.num_triangles, 21}, "pseudonormal");
+  m.packs = fastsdf::array_data<float>(get(5), {m.num_slots / kWidth, kPackRows, kWidth}, "packs");
+  m.triangles = fastsdf::array_data<double>(get(6), {m.num_slots, 9}, "triangles");
+  m.distance_only = fastsdf::vector_data<uint8_t>(get(7), m.num_slots, "distance_only");
+  m.pseudonormal = fastsdf::array_data<double>(get(8), {m.num_slots, 21}, "pseudonormal");
+  m.boundary_groups = get(9).ndim() == 3 ? get(9).shape(0) : -1;
+  m.boundary = fastsdf::array_data<float>(get(9), {m.boundary_groups, 5, kWidth}, "boundary");
+  const double* frame = fastsdf::vector_data<double>(get(10), 4, "frame");
+  for (int d = 0; d < 3; ++d) m.origin[d] = frame[d];
+  m.scale = frame[3];
   return m;
 }
 
@@ -134,7 +150,7 @@ auto dispatch_points(const py::array& points, Fn&& fn) {
 py::tuple msdf_query(const py::tuple& arrays, const py::array& order, const py::array& points, int sign,
                      double beta, bool with_closest) {
   const fastsdf::msdf::MeshView m = mesh_view(arrays);
-  const int64_t* ord = fastsdf::vector_data<int64_t>(order, m.num_triangles, "order");
+  const int64_t* ord = fastsdf::vector_data<int64_t>(order, m.num_slots, "order");
   const int64_t n = points.ndim() == 2 ? points.shape(0) : 0;
   py::array_t<double> distance(n);
   py::object closest = py::none(), face = py::none(), bary = py::none();
@@ -180,7 +196,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("vertex_base"), py::arg("index_offset"), py::arg("origin"), py::arg("spacing"),
         py::arg("verts"), py::arg("faces"), "Writes the vertices and faces counted by mc_count.");
   m.def("msdf_build", &msdf_build, py::arg("vertices"), py::arg("faces"), py::arg("distance_only"),
-        "BVH arrays (node_box, node_link, node_dipole, closing_start, closing_edges, order).");
+        "BVH arrays (node_box, node_link, node_dipole, closing_start, closing_edges, packs, order, boundary, frame).");
   m.def("msdf_query", &msdf_query, py::arg("mesh"), py::arg("order"), py::arg("points"), py::arg("sign"),
         py::arg("beta"), py::arg("with_closest"),
         "(distance, closest points, face ids, barycentrics); the last three None without with_closest.");

@@ -42,10 +42,15 @@ const T* ptr(uintptr_t address) {
   return reinterpret_cast<const T*>(address);
 }
 
-// Device addresses of the mesh arrays, in MeshView order (see mesh_sdf/bvh.h).
-fastsdf::msdf::MeshView mesh_view(const std::array<uintptr_t, 8>& a, int64_t num_triangles, int64_t num_nodes) {
-  return {num_nodes,         num_triangles,      ptr<double>(a[0]),  ptr<int32_t>(a[1]), ptr<double>(a[2]),
-          ptr<int64_t>(a[3]), ptr<double>(a[4]), ptr<double>(a[5]), ptr<uint8_t>(a[6]), ptr<double>(a[7])};
+// Device addresses of the mesh arrays, in MeshView order (see mesh_sdf/bvh.h), and the frame.
+fastsdf::msdf::MeshView mesh_view(const std::array<uintptr_t, 10>& a, const std::array<double, 4>& frame,
+                                  int64_t num_slots, int64_t num_nodes, int64_t boundary_groups) {
+  fastsdf::msdf::MeshView m{num_nodes,         num_slots,          ptr<float>(a[0]),  ptr<int32_t>(a[1]),
+                            ptr<float>(a[2]),  ptr<int64_t>(a[3]), ptr<double>(a[4]), ptr<float>(a[5]),
+                            ptr<double>(a[6]), ptr<uint8_t>(a[7]), ptr<double>(a[8]), ptr<float>(a[9]),
+                            boundary_groups,   {},                 frame[3]};
+  for (int d = 0; d < 3; ++d) m.origin[d] = frame[d];
+  return m;
 }
 
 }  // namespace
@@ -101,10 +106,10 @@ PYBIND11_MODULE(_cuda, m) {
       py::arg("vertex_capacity"), py::arg("faces"), py::arg("triangle_capacity"), py::arg("stream"));
   m.def(
       "msdf_query",
-      [](std::array<uintptr_t, 8> mesh, uintptr_t order, int64_t num_triangles, int64_t num_nodes, uintptr_t points,
-         int dtype, int64_t n, int sign, double beta, uintptr_t distance, uintptr_t closest, uintptr_t face,
-         uintptr_t barycentric, uintptr_t stream) {
-        const fastsdf::msdf::MeshView view = mesh_view(mesh, num_triangles, num_nodes);
+      [](std::array<uintptr_t, 10> mesh, std::array<double, 4> frame, uintptr_t order, int64_t num_slots,
+         int64_t num_nodes, int64_t boundary_groups, uintptr_t points, int dtype, int64_t n, int sign, double beta,
+         uintptr_t distance, uintptr_t closest, uintptr_t face, uintptr_t barycentric, uintptr_t stream) {
+        const fastsdf::msdf::MeshView view = mesh_view(mesh, frame, num_slots, num_nodes, boundary_groups);
         const fastsdf::msdf::QueryOut out{reinterpret_cast<double*>(distance), reinterpret_cast<double*>(closest),
                                           reinterpret_cast<int64_t*>(face), reinterpret_cast<double*>(barycentric)};
         dispatch_dtype(dtype, points, [&](auto p) {
@@ -113,20 +118,23 @@ PYBIND11_MODULE(_cuda, m) {
                                     out, as_stream(stream));
         });
       },
-      py::arg("mesh"), py::arg("order"), py::arg("num_triangles"), py::arg("num_nodes"), py::arg("points"),
+      py::arg("mesh"), py::arg("frame"), py::arg("order"), py::arg("num_slots"), py::arg("num_nodes"),
+      py::arg("boundary_groups"), py::arg("points"),
       py::arg("dtype"), py::arg("n"), py::arg("sign"), py::arg("beta"), py::arg("distance"), py::arg("closest"),
       py::arg("face"), py::arg("barycentric"), py::arg("stream"),
       "Distances (float64) and, where the addresses are not 0, closest points, face ids and barycentrics.");
   m.def(
       "msdf_winding",
-      [](std::array<uintptr_t, 8> mesh, int64_t num_triangles, int64_t num_nodes, uintptr_t points, int dtype,
-         int64_t n, bool exact, double beta, uintptr_t out, uintptr_t stream) {
-        const fastsdf::msdf::MeshView view = mesh_view(mesh, num_triangles, num_nodes);
+      [](std::array<uintptr_t, 10> mesh, std::array<double, 4> frame, int64_t num_slots, int64_t num_nodes,
+         int64_t boundary_groups, uintptr_t points, int dtype, int64_t n, bool exact, double beta, uintptr_t out,
+         uintptr_t stream) {
+        const fastsdf::msdf::MeshView view = mesh_view(mesh, frame, num_slots, num_nodes, boundary_groups);
         dispatch_dtype(dtype, points, [&](auto p) {
           py::gil_scoped_release release;
           fastsdf::msdf::winding_cuda(view, p, n, exact, beta, reinterpret_cast<double*>(out), as_stream(stream));
         });
       },
-      py::arg("mesh"), py::arg("num_triangles"), py::arg("num_nodes"), py::arg("points"), py::arg("dtype"),
+      py::arg("mesh"), py::arg("frame"), py::arg("num_slots"), py::arg("num_nodes"), py::arg("boundary_groups"),
+      py::arg("points"), py::arg("dtype"),
       py::arg("n"), py::arg("exact"), py::arg("beta"), py::arg("out"), py::arg("stream"));
 }

@@ -1,49 +1,137 @@
-// A triangle BVH in flat arrays and its queries (closest point, winding numbers, pseudonormal
+// A 4-wide triangle BVH in flat arrays and its queries (closest point, winding numbers, pseudonormal
 // signs), written once for the CPU and CUDA kernels.
 //
-// Layout, for num_nodes nodes in depth-first order (a node's left child follows it) and the
-// triangles in leaf order:
-//   node_box      (nodes, 6)  float64  bounding box lo xyz, hi xyz
-//   node_link     (nodes, 3)  int32    [right child | first triangle, triangles if leaf else 0,
-//                                       triangles below the node]
-//   node_dipole   (nodes, 16) float64  area-weighted centroid c xyz, area-weighted normal sum N xyz,
-//                                       radius of the ball around c holding the triangles, and the
-//                                       first moment M = sum (centroid_t - c) outer (area normal_t),
-//                                       row-major 3x3
-//   closing_start (nodes + 1) int64    the node's boundary edges are closing_edges[start:end]
-//   closing_edges (edges, 6)  float64  directed boundary edges (from xyz, to xyz) of each node
-//   triangles     (tris, 9)   float64  vertex positions, leaf order
-//   distance_only (tris,)     uint8    1 for triangles that count for distances but not for signs:
-//                                       zero-area ones (taken as their edges) and repeated ones
-//   pseudonormal  (tris, 21)  float64  face normal, edge k normals, vertex k normals (Feature order)
+// Each node holds the data of its (up to) kWidth children side by side, one lane per child, so that
+// a query tests all of them in one pass of straight-line code (SIMD on the CPU). A child is an inner
+// node or a leaf of up to kWidth triangles, which fill one *pack*: kWidth consecutive triangle slots.
+// The float32 data (boxes, dipoles, packs) is in *local* coordinates, (x - origin) / scale, which
+// put the mesh inside [-1, 1]^3 whatever its units; the float64 data is in the mesh's coordinates.
+//
+// Layout, for num_nodes nodes (node 0 the root) and num_slots = kWidth * packs triangle slots:
+//   node_box      (nodes, 6, 4)  float32  child boxes, rows lo xyz, hi xyz, rounded outwards; an
+//                                          empty lane has lo = +inf, hi = -inf
+//   node_link     (nodes, 3, 4)  int32    rows first, count, size: an inner child has count 0 and
+//                                          first its node; a leaf has count 1..4 triangles from slot
+//                                          first (a multiple of 4); size counts the triangles below
+//                                          the child, 0 for an empty lane
+//   node_dipole   (nodes, 16, 4) float32  rows: area-weighted centroid c xyz, area-weighted normal
+//                                          sum N xyz, radius of the ball around c holding the
+//                                          triangles, first moment M = sum (centroid_t - c) outer
+//                                          (area normal_t), row-major 3x3
+//   closing_start (nodes * 4 + 1) int64   child k of node n has the boundary edges
+//                                          closing_edges[closing_start[4n + k] : closing_start[4n + k + 1]]
+//   closing_edges (edges, 6)     float64  directed boundary edges (from xyz, to xyz)
+//   packs         (slots / 4, 28, 4) float32  rows: corner a xyz; edges e0 = b - a, e1 = c - b,
+//                                          e2 = a - c, xyz each; 1 / |e_k|^2 (0 for a zero edge);
+//                                          n x e_k, xyz each; unit normal n xyz; sign weight
+//   triangles     (slots, 9)     float64  vertex positions
+//   distance_only (slots,)       uint8    1 for triangles that count for distances but not for signs:
+//                                          zero-area ones (taken as their edges) and repeated ones;
+//                                          their normal and sign weight are 0
+//   pseudonormal  (slots, 21)    float64  face normal, edge k normals, vertex k normals (Feature order)
+//   boundary      (groups, 5, 4) float32  the mesh boundary (the sign triangles' edges that do not
+//                                          cancel), kWidth edges a group: midpoint xyz, half length,
+//                                          length; padding lanes have midpoint +inf and length 0
+//   frame         (4,)           float64  origin xyz, scale: MeshView's scalars
+// Slots past a leaf's count are padding: zeros, never read as triangles.
 #pragma once
 
 #include <cstdint>
 
 #include "mesh_sdf/geometry.h"
+#include "mesh_sdf/lanes.h"
 
 namespace fastsdf::msdf {
 
-constexpr int kStackSize = 64;
+constexpr int kWidth = kLanes;
+// build_bvh makes trees at most kMaxDepth nodes deep; a traversal keeps at most kWidth - 1 entries
+// per level beside the one it descends into, so its stack never overflows.
+constexpr int kMaxDepth = 32;
+constexpr int kStackSize = (kWidth - 1) * kMaxDepth + 1;
+constexpr int kPackRows = 28;
 
 struct MeshView {
   int64_t num_nodes;
-  int64_t num_triangles;
-  const double* node_box;
+  int64_t num_slots;
+  const float* node_box;
   const int32_t* node_link;
-  const double* node_dipole;
+  const float* node_dipole;
   const int64_t* closing_start;
   const double* closing_edges;
+  const float* packs;
   const double* triangles;
   const uint8_t* distance_only;
   const double* pseudonormal;
+  const float* boundary;
+  int64_t boundary_groups;
+  double origin[3];
+  double scale;  // local = (x - origin) / scale
 };
 
 struct Closest {
   double distance2;
-  int64_t triangle;  // leaf-order slot
+  int64_t triangle;  // slot
   TrianglePoint at;
 };
+
+// A query point in local coordinates, and how far the float32 distances to it may be off: float
+// tests accept anything within `tol` of the float64 bound, so they never drop what float64 keeps.
+struct LocalPoint {
+  float p[3];
+  float tol;
+};
+
+FASTSDF_HD LocalPoint local_point(const MeshView& m, Vec3 q) {
+  LocalPoint l;
+  const double inv = 1.0 / m.scale;
+  l.p[0] = static_cast<float>((q.x - m.origin[0]) * inv);
+  l.p[1] = static_cast<float>((q.y - m.origin[1]) * inv);
+  l.p[2] = static_cast<float>((q.z - m.origin[2]) * inv);
+  const float x = fabsf(l.p[0]), y = fabsf(l.p[1]), z = fabsf(l.p[2]);
+  const float reach = x > y ? (x > z ? x : z) : (y > z ? y : z);
+  // A few float32 roundings of numbers up to 1 + reach, with a wide margin (2^-18 = 64 ulp of 1).
+  l.tol = (1.0f + reach) * (1.0f / 262144.0f);
+  return l;
+}
+
+// Squared distances from p to the kWidth child boxes of a node (+inf for empty lanes).
+FASTSDF_HD F4 box_distance2(const float* box, const float* p) {
+  F4 d2 = splat(0.0f);
+  for (int a = 0; a < 3; ++a) {
+    const F4 pa = splat(p[a]);
+    const F4 d = vmax(vmax(load4(box + a * kWidth) - pa, pa - load4(box + (3 + a) * kWidth)), splat(0.0f));
+    d2 = d2 + d * d;
+  }
+  return d2;
+}
+
+// Squared distances from p to the triangles of a pack in float32, as filters for the float64 test:
+// each is at most the true distance plus a few roundings (see local_point). The closest point is on
+// an edge, or inside when p projects into the triangle; the edge distances are well conditioned
+// however thin the triangle, and the unit normal and edge data made in float64 keep the distance to
+// the plane and the inside test so too. A degenerate triangle has a zero normal and gets 0: the
+// float64 test decides.
+FASTSDF_HD F4 pack_distance2(const float* pack, const float* p) {
+  F4 w0[3], w[3], e[3], m[3];
+  for (int a = 0; a < 3; ++a) w0[a] = w[a] = splat(p[a]) - load4(pack + a * kWidth);
+  F4 edge2 = splat(INFINITY);
+  M4 inside = splat(0.0f) >= splat(0.0f);  // every lane
+  for (int i = 0; i < 3; ++i) {  // edge i from corner i, with w = p - corner i
+    for (int a = 0; a < 3; ++a) {
+      e[a] = load4(pack + (3 + 3 * i + a) * kWidth);
+      m[a] = load4(pack + (15 + 3 * i + a) * kWidth);
+    }
+    const F4 t = vmin(vmax(dot3(w, e) * load4(pack + (12 + i) * kWidth), splat(0.0f)), splat(1.0f));
+    const F4 r[3] = {w[0] - t * e[0], w[1] - t * e[1], w[2] - t * e[2]};
+    edge2 = vmin(edge2, dot3(r, r));
+    inside = inside & (dot3(w, m) >= splat(0.0f));  // (e x w) . n = w . (n x e)
+    for (int a = 0; a < 3; ++a) w[a] = w[a] - e[a];
+  }
+  F4 n[3];
+  for (int a = 0; a < 3; ++a) n[a] = load4(pack + (24 + a) * kWidth);
+  const F4 plane = dot3(w0, n);
+  return select(inside, vmin(edge2, plane * plane), edge2);
+}
 
 FASTSDF_HD void triangle_vertices(const MeshView& m, int64_t t, Vec3* a, Vec3* b, Vec3* c) {
   const double* v = m.triangles + 9 * t;
@@ -52,52 +140,189 @@ FASTSDF_HD void triangle_vertices(const MeshView& m, int64_t t, Vec3* a, Vec3* b
   *c = load3(v + 6);
 }
 
-// The closest point on the mesh: nearest-child-first descent, pruning boxes farther than the best
-// so far. At equal distance a triangle with a sign wins over a distance-only one, so that the sign
-// can be read off its pseudonormal.
-FASTSDF_HD Closest closest_point(const MeshView& m, Vec3 q) {
+// Which children of a node are leaves and which inner nodes, as bit sets (empty lanes in neither).
+struct Children {
+  int leaves, inner;
+};
+
+FASTSDF_HD Children children(const int32_t* link) {
+  Children c{0, 0};
+  for (int k = 0; k < kWidth; ++k) {
+    c.leaves |= (link[kWidth + k] > 0) << k;
+    c.inner |= (link[kWidth + k] == 0 && link[2 * kWidth + k] > 0) << k;
+  }
+  return c;
+}
+
+// The closest point on the mesh, in float64: descent through the children whose box lies within
+// reach of the best triangle so far, float32 filters in front of the float64 triangle test. The
+// result is the least (squared distance, distance-only, slot) over all triangles, whatever the order
+// of the search, so `hint` (a slot to try first, e.g. the last point's; -1 for none) only makes the
+// search faster; with a good hint the order of the rest hardly matters, so children are not sorted.
+// Comparisons are written so that NaN (float32 overflow, for points far beyond its range) keeps a
+// child.
+FASTSDF_HD Closest closest_point(const MeshView& m, Vec3 q, int64_t hint) {
   Closest best{INFINITY, -1, {}};
   bool best_distance_only = true;
-  // Each entry keeps the node's box distance, computed once when its parent was opened.
+  const LocalPoint l = local_point(m, q);
+  const double inv_scale = 1.0 / m.scale;
+  float limit = INFINITY;  // float32 bound, in local units squared, for the best distance so far
+  auto consider = [&](int64_t t) {
+    Vec3 a, b, c;
+    triangle_vertices(m, t, &a, &b, &c);
+    const bool distance_only = m.distance_only[t] != 0;
+    const TrianglePoint p = closest_on_triangle(q, a, b, c, distance_only);
+    const double d2 = dot(q - p.point, q - p.point);
+    const bool better =
+        d2 < best.distance2 ||
+        (d2 == best.distance2 && (distance_only < best_distance_only ||
+                                  (distance_only == best_distance_only && t < best.triangle)));
+    if (!better) return;
+    best = {d2, t, p};
+    best_distance_only = distance_only;
+    const float reach = static_cast<float>(sqrt(d2) * inv_scale) + l.tol;
+    limit = reach * reach;
+  };
+  if (hint >= 0) consider(hint);
+
   int32_t stack[kStackSize];
-  double bound[kStackSize];
+  float bound[kStackSize];
   int top = 0;
   stack[top] = 0;
-  bound[top++] = box_distance2(q, m.node_box);
+  bound[top++] = 0.0f;
   while (top > 0) {
     --top;
-    if (bound[top] > best.distance2) continue;
+    if (bound[top] > limit) continue;
     const int32_t node = stack[top];
-    const int32_t* link = m.node_link + 3 * node;
-    if (link[1] > 0) {
-      for (int64_t t = link[0]; t < link[0] + link[1]; ++t) {
-        Vec3 a, b, c;
-        triangle_vertices(m, t, &a, &b, &c);
-        const bool distance_only = m.distance_only[t] != 0;
-        const TrianglePoint p = closest_on_triangle(q, a, b, c, distance_only);
-        const double d2 = dot(q - p.point, q - p.point);
-        if (d2 < best.distance2 || (d2 == best.distance2 && best_distance_only && !distance_only)) {
-          best = {d2, t, p};
-          best_distance_only = distance_only;
-        }
-      }
-      continue;
+    const F4 d2 = box_distance2(m.node_box + 6 * kWidth * node, l.p);
+    const int32_t* link = m.node_link + 3 * kWidth * node;
+    const Children kids = children(link);
+    const int near = ~bits(d2 > splat(limit));
+    const int inner = near & kids.inner;
+    for (int k = 0; k < kWidth; ++k) {  // every lane written, the chosen ones kept: no branches
+      stack[top] = link[k];
+      bound[top] = lane(d2, k);
+      top += (inner >> k) & 1;
     }
-    const int32_t left = node + 1, right = link[0];
-    const double dl = box_distance2(q, m.node_box + 6 * left), dr = box_distance2(q, m.node_box + 6 * right);
-    // The nearer child goes on top, to be searched first.
-    const bool left_first = dl <= dr;
-    stack[top] = left_first ? right : left;
-    bound[top++] = left_first ? dr : dl;
-    stack[top] = left_first ? left : right;
-    bound[top++] = left_first ? dl : dr;
+    for (int leaves = near & kids.leaves; leaves; leaves &= leaves - 1) {
+      const int k = lowest_bit(leaves);
+      const int32_t first = link[k];
+      const F4 t2 = pack_distance2(m.packs + kPackRows * first, l.p);
+      for (int pass = ~bits(t2 > splat(limit)) & ((1 << link[kWidth + k]) - 1); pass; pass &= pass - 1) {
+        const int64_t t = first + lowest_bit(pass);
+        if (t != hint) consider(t);
+      }
+    }
   }
   return best;
 }
 
-FASTSDF_HD double leaf_winding(const MeshView& m, const int32_t* link, Vec3 q) {
+// atan2 lane by lane: an odd polynomial on [0, 1] (within 1.4e-7 of atan), then the octant.
+FASTSDF_HD F4 vatan2(F4 y, F4 x) {
+  const F4 ax = vabs(x), ay = vabs(y), zero = splat(0.0f);
+  const F4 hi = vmax(ax, ay), lo = vmin(ax, ay);
+  const F4 t = select(hi > zero, lo / select(hi > zero, hi, splat(1.0f)), zero);
+  const F4 s = t * t;
+  F4 r = splat(-0.004054562654346228f);
+  r = r * s + splat(0.02186294086277485f);
+  r = r * s + splat(-0.05591230094432831f);
+  r = r * s + splat(0.09642195701599121f);
+  r = r * s + splat(-0.1390862911939621f);
+  r = r * s + splat(0.19946566224098206f);
+  r = r * s + splat(-0.33329859375953674f);
+  r = r * s + splat(0.9999993443489075f);
+  r = r * t;
+  r = select(ay > ax, splat(1.5707963267948966f) - r, r);
+  r = select(x < zero, splat(3.141592653589793f) - r, r);
+  return select(y < zero, zero - r, r);
+}
+
+// Signed solid angles over 4 pi of the triangles of a pack seen from p, weighted by their sign
+// weights (0 in padding lanes), in float32 (Van Oosterom and Strackee, as solid_angle_fraction).
+FASTSDF_HD float pack_winding(const float* pack, const float* p) {
+  F4 x[3], y[3], z[3];
+  for (int a = 0; a < 3; ++a) {
+    x[a] = load4(pack + a * kWidth) - splat(p[a]);
+    y[a] = x[a] + load4(pack + (3 + a) * kWidth);
+    z[a] = x[a] - load4(pack + (9 + a) * kWidth);
+  }
+  const F4 lx = vsqrt(dot3(x, x)), ly = vsqrt(dot3(y, y)), lz = vsqrt(dot3(z, z));
+  const F4 yz[3] = {y[1] * z[2] - y[2] * z[1], y[2] * z[0] - y[0] * z[2], y[0] * z[1] - y[1] * z[0]};
+  const F4 den = lx * ly * lz + dot3(x, y) * lz + dot3(x, z) * ly + dot3(y, z) * lx;
+  const F4 angle = vatan2(dot3(x, yz), den) * load4(pack + 27 * kWidth);
+  return sum(angle) * static_cast<float>(1.0 / (2.0 * 3.14159265358979323846));
+}
+
+// Fast winding number (Barill et al. 2018) to second order, in float32 local coordinates: a child
+// whose ball lies far enough away (distance above beta times its radius) counts as the Taylor
+// expansion of its integral about its centroid, with r = c - p:
+// (r.N / |r|^3 + tr(M) / |r|^3 - 3 r.M.r / |r|^5) / (4 pi); nearer leaves count exactly.
+FASTSDF_HD double fast_winding(const MeshView& m, Vec3 q, double beta) {
+  const LocalPoint l = local_point(m, q);
+  const float beta2 = static_cast<float>(beta * beta);
+  float w = 0.0f;
+  int32_t stack[kStackSize];
+  int top = 0;
+  stack[top++] = 0;
+  while (top > 0) {
+    const int32_t node = stack[--top];
+    const float* dip = m.node_dipole + 16 * kWidth * node;
+    const int32_t* link = m.node_link + 3 * kWidth * node;
+    const Children kids = children(link);
+    F4 c[3], r[3], mr[3];
+    for (int a = 0; a < 3; ++a) r[a] = load4(dip + a * kWidth) - splat(l.p[a]);
+    for (int i = 0; i < 3; ++i) {
+      for (int a = 0; a < 3; ++a) c[a] = load4(dip + (7 + 3 * i + a) * kWidth);
+      mr[i] = dot3(c, r);
+    }
+    for (int a = 0; a < 3; ++a) c[a] = load4(dip + (3 + a) * kWidth);
+    const F4 r2 = dot3(r, r), radius = load4(dip + 6 * kWidth);
+    const F4 trace = load4(dip + 7 * kWidth) + load4(dip + 11 * kWidth) + load4(dip + 15 * kWidth);
+    // Empty lanes hold zeros, so their terms are 0 wherever they count as far.
+    const M4 far = r2 > splat(beta2) * radius * radius;
+    const F4 safe2 = select(far, r2, splat(1.0f));
+    const F4 term = (dot3(r, c) + trace - splat(3.0f) * dot3(r, mr) / safe2) / (safe2 * vsqrt(safe2));
+    w += sum(select(far, term, splat(0.0f))) * static_cast<float>(0.25 / 3.14159265358979323846);
+    const int near = ~bits(far);
+    const int inner = near & kids.inner;
+    for (int k = 0; k < kWidth; ++k) {  // every lane written, the chosen ones kept: no branches
+      stack[top] = link[k];
+      top += (inner >> k) & 1;
+    }
+    for (int leaves = near & kids.leaves; leaves; leaves &= leaves - 1) {
+      const int k = lowest_bit(leaves);
+      w += pack_winding(m.packs + kPackRows * link[k], l.p);
+    }
+  }
+  return w;
+}
+
+// Meshes with more boundary edges than this get no winding_slope: summing it would cost more than
+// the winding number it saves.
+constexpr int64_t kMaxBoundaryGroups = 256;
+
+// A bound on how fast the winding number can change within `step` (local units) of p, per local
+// unit of length, or +inf. Off the surface the gradient of the winding number is a Biot-Savart
+// integral over the mesh boundary alone (interior edges cancel), so it is at most
+// sum_e |e| / (4 pi dist(x, e)^2): 0 everywhere on a closed mesh.
+FASTSDF_HD float winding_slope(const MeshView& m, const float* p, float step) {
+  if (m.boundary_groups > kMaxBoundaryGroups) return INFINITY;
+  F4 total = splat(0.0f);
+  for (int64_t g = 0; g < m.boundary_groups; ++g) {
+    const float* b = m.boundary + 5 * kWidth * g;
+    F4 r[3];
+    for (int a = 0; a < 3; ++a) r[a] = load4(b + a * kWidth) - splat(p[a]);
+    // Every point of an edge lies within half its length of its midpoint.
+    const F4 gap = vsqrt(dot3(r, r)) - load4(b + 3 * kWidth) - splat(step);
+    total = total + select(gap > splat(0.0f), load4(b + 4 * kWidth) / (gap * gap), splat(INFINITY));
+  }
+  // (1 + 1e-3: a margin for the float32 roundings.)
+  return sum(total) * static_cast<float>(1.001 / (4.0 * 3.14159265358979323846));
+}
+
+FASTSDF_HD double leaf_winding(const MeshView& m, int64_t first, int64_t count, Vec3 q) {
   double w = 0.0;
-  for (int64_t t = link[0]; t < link[0] + link[1]; ++t) {
+  for (int64_t t = first; t < first + count; ++t) {
     if (m.distance_only[t]) continue;
     Vec3 a, b, c;
     triangle_vertices(m, t, &a, &b, &c);
@@ -106,73 +331,49 @@ FASTSDF_HD double leaf_winding(const MeshView& m, const int32_t* link, Vec3 q) {
   return w;
 }
 
-FASTSDF_HD bool outside_box(Vec3 q, const double* box) {
-  return q.x < box[0] || q.y < box[1] || q.z < box[2] || q.x > box[3] || q.y > box[4] || q.z > box[5];
-}
-
-// Sums the winding number over the tree: `far(m, node, q, &w)` may account for a whole node at
-// once (returning true); otherwise the node is opened, down to exact solid angles at the leaves.
-template <typename Far>
-FASTSDF_HD double winding_sum(const MeshView& m, Vec3 q, const Far& far) {
+// Exact generalised winding number (Jacobson et al. 2013), in float64. Seen from outside a child's
+// box, the child's triangles wind exactly like the fan that closes their boundary edges from the box
+// centre (the two together form a closed surface inside the box, which winds zero times around q),
+// so a child with fewer boundary edges than triangles is replaced by that fan. The float32 boxes
+// were rounded outwards, so a point outside one is outside the triangles' own box too.
+FASTSDF_HD double exact_winding(const MeshView& m, Vec3 q) {
+  const Vec3 o{m.origin[0], m.origin[1], m.origin[2]};
+  const Vec3 local = (1.0 / m.scale) * (q - o);
+  const double p[3] = {local.x, local.y, local.z};
   double w = 0.0;
   int32_t stack[kStackSize];
   int top = 0;
   stack[top++] = 0;
   while (top > 0) {
     const int32_t node = stack[--top];
-    if (far(m, node, q, &w)) continue;
-    const int32_t* link = m.node_link + 3 * node;
-    if (link[1] > 0) {
-      w += leaf_winding(m, link, q);
-      continue;
+    const float* box = m.node_box + 6 * kWidth * node;
+    const int32_t* link = m.node_link + 3 * kWidth * node;
+    for (int k = 0; k < kWidth; ++k) {
+      const int32_t size = link[2 * kWidth + k];
+      if (size == 0) continue;
+      const int64_t first = m.closing_start[kWidth * node + k], last = m.closing_start[kWidth * node + k + 1];
+      bool outside = false;
+      double centre[3];
+      for (int a = 0; a < 3; ++a) {
+        const double lo = box[a * kWidth + k], hi = box[(3 + a) * kWidth + k];
+        outside = outside || p[a] < lo || p[a] > hi;
+        centre[a] = m.origin[a] + m.scale * (0.5 * (lo + hi));
+      }
+      if (outside && last - first < size) {
+        const Vec3 apex{centre[0], centre[1], centre[2]};
+        for (int64_t e = first; e < last; ++e) {
+          const double* edge = m.closing_edges + 6 * e;
+          w += solid_angle_fraction(q, load3(edge), load3(edge + 3), apex);
+        }
+      } else if (link[kWidth + k] > 0) {
+        w += leaf_winding(m, link[k], link[kWidth + k], q);
+      } else {
+        stack[top++] = link[k];
+      }
     }
-    stack[top++] = link[0];
-    stack[top++] = node + 1;
   }
   return w;
 }
-
-// Exact generalised winding number (Jacobson et al. 2013). Seen from outside a node's box, the
-// node's triangles wind exactly like the fan that closes their boundary edges from the box centre
-// (the two together form a closed surface inside the box, which winds zero times around q), so a
-// node with fewer boundary edges than triangles is replaced by that fan.
-struct ClosingFan {
-  FASTSDF_HD bool operator()(const MeshView& m, int32_t node, Vec3 q, double* w) const {
-    const double* box = m.node_box + 6 * node;
-    const int64_t first = m.closing_start[node], last = m.closing_start[node + 1];
-    if (last - first >= m.node_link[3 * node + 2] || !outside_box(q, box)) return false;
-    const Vec3 apex{0.5 * (box[0] + box[3]), 0.5 * (box[1] + box[4]), 0.5 * (box[2] + box[5])};
-    for (int64_t e = first; e < last; ++e) {
-      const double* edge = m.closing_edges + 6 * e;
-      *w += solid_angle_fraction(q, load3(edge), load3(edge + 3), apex);
-    }
-    return true;
-  }
-};
-
-// Fast winding number (Barill et al. 2018) to second order: a node whose ball lies far enough away
-// (distance above beta times its radius) counts as the Taylor expansion of its integral about its
-// centroid, with r = c - q: (r.N / |r|^3 + tr(M) / |r|^3 - 3 r.M.r / |r|^5) / (4 pi).
-struct Dipole {
-  double beta;
-  FASTSDF_HD bool operator()(const MeshView& m, int32_t node, Vec3 q, double* w) const {
-    const double* dip = m.node_dipole + 16 * node;
-    const Vec3 r = load3(dip) - q;
-    const double r2 = dot(r, r);
-    if (r2 <= beta * beta * dip[6] * dip[6]) return false;
-    const double* mo = dip + 7;
-    const Vec3 mr{mo[0] * r.x + mo[1] * r.y + mo[2] * r.z, mo[3] * r.x + mo[4] * r.y + mo[5] * r.z,
-                  mo[6] * r.x + mo[7] * r.y + mo[8] * r.z};
-    const double trace = mo[0] + mo[4] + mo[8];
-    const double inv3 = 1.0 / (r2 * sqrt(r2));
-    *w += (dot(r, load3(dip + 3)) + trace - 3.0 * dot(r, mr) / r2) * inv3 / (4.0 * 3.14159265358979323846);
-    return true;
-  }
-};
-
-FASTSDF_HD double exact_winding(const MeshView& m, Vec3 q) { return winding_sum(m, q, ClosingFan{}); }
-
-FASTSDF_HD double fast_winding(const MeshView& m, Vec3 q, double beta) { return winding_sum(m, q, Dipole{beta}); }
 
 // +1 outside, -1 inside, from the angle-weighted pseudonormal of the closest feature (Baerentzen
 // and Aanaes 2005); exact for closed manifold meshes.

@@ -107,16 +107,4 @@ FASTSDF_HD double solid_angle_fraction(Vec3 q, Vec3 a, Vec3 b, Vec3 c) {
   return atan2(num, den) / (2.0 * 3.14159265358979323846);
 }
 
-// Squared distance from q to an axis-aligned box (0 inside).
-FASTSDF_HD double box_distance2(Vec3 q, const double* box) {
-  const double lo[3] = {box[0], box[1], box[2]}, hi[3] = {box[3], box[4], box[5]};
-  const double p[3] = {q.x, q.y, q.z};
-  double d2 = 0.0;
-  for (int i = 0; i < 3; ++i) {
-    const double d = p[i] < lo[i] ? lo[i] - p[i] : (p[i] > hi[i] ? p[i] - hi[i] : 0.0);
-    d2 += d * d;
-  }
-  return d2;
-}
-
 }  // namespace fastsdf::msdf

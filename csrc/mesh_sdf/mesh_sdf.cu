@@ -1,4 +1,5 @@
-// CUDA queries: one thread per point, running the same traversal code as the CPU (query.h).
+// CUDA queries: one thread per point, running the same traversal code as the CPU (query.h), without
+// what the CPU hands from point to point (each thread starts afresh).
 #include <cuda_runtime.h>
 
 #include <stdexcept>
@@ -17,7 +18,7 @@ __global__ void __launch_bounds__(kThreads)
     query_kernel(MeshView mesh, const int64_t* order, const P* points, int64_t n, Sign sign, double beta, QueryOut out) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    query_point(mesh, order, points, i, sign, beta, out);
+    query_point(mesh, order, points, i, sign, beta, out, Neighbour{});
 }
 
 template <typename P>

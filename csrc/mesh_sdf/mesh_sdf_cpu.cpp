@@ -1,6 +1,7 @@
 // BVH construction and the CPU (OpenMP) queries.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -12,11 +13,11 @@
 namespace fastsdf::msdf {
 namespace {
 
-constexpr int64_t kLeafSize = 4;
-// Below this depth splits follow the surface area heuristic, deeper ones the median, so the tree is
-// at most kSahDepth + log2(faces) deep and fits the traversal stacks (kStackSize in bvh.h).
+// Below this depth splits follow the surface area heuristic, deeper ones the median, so the binary
+// tree is at most kSahDepth + 29 deep (leaves of 4 triangles, at most 2^30 faces) and the 4-wide
+// tree, half as deep, fits the traversal stacks (kMaxDepth in bvh.h).
 constexpr int kSahDepth = 32;
-static_assert(kSahDepth + 31 < kStackSize, "the deepest tree must fit the traversal stacks");
+static_assert((kSahDepth + 29) / 2 + 1 <= kMaxDepth, "the deepest tree must fit the traversal stacks");
 
 // An undirected edge with the net number of times the node's triangles run along it from lo to hi
 // (negative: from hi to lo). Edges whose count is zero are interior and dropped.
@@ -57,13 +58,37 @@ std::vector<BoundaryEdge> merge_boundaries(const std::vector<BoundaryEdge>& a, c
   return out;
 }
 
+// A binary tree node as built, before the tree is collapsed into 4-wide nodes.
+struct BinaryNode {
+  double box[6];
+  double dipole[16];  // as node_dipole's rows, in the mesh's coordinates
+  int32_t left = -1, right = -1;  // children, -1 for a leaf
+  int64_t begin, end;  // the triangles below, order[begin:end]
+  std::vector<BoundaryEdge> boundary;
+};
+
+// The nearest float32 at or below x, one step further down: a margin over the rounding of the
+// float64 arithmetic that computed x (and likewise upwards).
+float below(double x) {
+  float f = static_cast<float>(x);
+  if (f > x) f = std::nextafter(f, -INFINITY);
+  return std::nextafter(f, -INFINITY);
+}
+
+float above(double x) {
+  float f = static_cast<float>(x);
+  if (f < x) f = std::nextafter(f, INFINITY);
+  return std::nextafter(f, INFINITY);
+}
+
 class Builder {
  public:
-  Builder(const double* vertices, const int64_t* faces, int64_t num_faces, const uint8_t* distance_only)
-      : v_(vertices), f_(faces), distance_only_(distance_only), area_(static_cast<size_t>(num_faces)),
-        centroid_(3 * static_cast<size_t>(num_faces)), normal_(3 * static_cast<size_t>(num_faces)) {
-    out_.order.resize(static_cast<size_t>(num_faces));
-    std::iota(out_.order.begin(), out_.order.end(), int64_t{0});
+  Builder(const double* vertices, int64_t num_vertices, const int64_t* faces, int64_t num_faces,
+          const uint8_t* distance_only)
+      : v_(vertices), f_(faces), distance_only_(distance_only), order_(static_cast<size_t>(num_faces)),
+        area_(static_cast<size_t>(num_faces)), centroid_(3 * static_cast<size_t>(num_faces)),
+        normal_(3 * static_cast<size_t>(num_faces)) {
+    std::iota(order_.begin(), order_.end(), int64_t{0});
     for (int64_t t = 0; t < num_faces; ++t) {
       const Vec3 a = vertex(t, 0), b = vertex(t, 1), c = vertex(t, 2);
       const Vec3 n = 0.5 * cross(b - a, c - a);
@@ -75,14 +100,30 @@ class Builder {
         normal_[3 * t + d] = keep ? (&n.x)[d] : 0.0;
       }
     }
+    // Local coordinates: the vertices' bounding box centred and scaled into [-1, 1]^3.
+    double lo[3] = {INFINITY, INFINITY, INFINITY}, hi[3] = {-INFINITY, -INFINITY, -INFINITY};
+    for (int64_t i = 0; i < num_vertices; ++i) {
+      for (int d = 0; d < 3; ++d) {
+        lo[d] = std::min(lo[d], v_[3 * i + d]);
+        hi[d] = std::max(hi[d], v_[3 * i + d]);
+      }
+    }
+    double scale = 0.0;
+    for (int d = 0; d < 3; ++d) {
+      out_.origin[d] = 0.5 * (lo[d] + hi[d]);
+      scale = std::max(scale, 0.5 * (hi[d] - lo[d]));
+    }
+    out_.scale = scale > 0.0 ? scale : 1.0;
   }
 
   Bvh run() {
-    std::vector<BoundaryEdge> boundary;
-    build(0, static_cast<int64_t>(out_.order.size()), &boundary, 0);
+    build(0, static_cast<int64_t>(order_.size()), 0);
+    emit(0, 1);
+    boundary_groups(nodes_[0].boundary);
     out_.closing_start.push_back(0);
-    for (const auto& edges : closing_) {
-      for (const BoundaryEdge& e : edges) {
+    for (const std::vector<BoundaryEdge>* edges : slot_edges_) {
+      for (size_t i = 0; edges && i < edges->size(); ++i) {
+        const BoundaryEdge& e = (*edges)[i];
         const int64_t from = e.count > 0 ? e.lo : e.hi, to = e.count > 0 ? e.hi : e.lo;
         for (int64_t k = 0; k < std::llabs(e.count); ++k) {
           for (int d = 0; d < 3; ++d) out_.closing_edges.push_back(v_[3 * from + d]);
@@ -97,24 +138,28 @@ class Builder {
  private:
   Vec3 vertex(int64_t t, int k) const { return load3(v_ + 3 * f_[3 * t + k]); }
 
-  int32_t build(int64_t begin, int64_t end, std::vector<BoundaryEdge>* boundary, int depth) {
-    const auto node = static_cast<int32_t>(closing_.size());
-    closing_.emplace_back();
-    out_.node_box.resize(out_.node_box.size() + 6);
-    out_.node_link.resize(out_.node_link.size() + 3);
-    out_.node_dipole.resize(out_.node_dipole.size() + 16);
-    int64_t* order = out_.order.data();
+  double local(double x, int d) const { return (x - out_.origin[d]) / out_.scale; }
 
-    double box[6] = {INFINITY, INFINITY, INFINITY, -INFINITY, -INFINITY, -INFINITY};
+  // Builds the binary node for order_[begin:end]; returns its index in nodes_.
+  int32_t build(int64_t begin, int64_t end, int depth) {
+    const auto index = static_cast<int32_t>(nodes_.size());
+    nodes_.emplace_back();
+    BinaryNode node;
+    node.begin = begin;
+    node.end = end;
     double cbox[6] = {INFINITY, INFINITY, INFINITY, -INFINITY, -INFINITY, -INFINITY};
     double area = 0.0, weighted[3] = {0, 0, 0}, normal[3] = {0, 0, 0};
+    for (int d = 0; d < 3; ++d) {
+      node.box[d] = INFINITY;
+      node.box[3 + d] = -INFINITY;
+    }
     for (int64_t s = begin; s < end; ++s) {
-      const int64_t t = order[s];
+      const int64_t t = order_[s];
       for (int k = 0; k < 3; ++k) {
         const double* p = v_ + 3 * f_[3 * t + k];
         for (int d = 0; d < 3; ++d) {
-          box[d] = std::min(box[d], p[d]);
-          box[3 + d] = std::max(box[3 + d], p[d]);
+          node.box[d] = std::min(node.box[d], p[d]);
+          node.box[3 + d] = std::max(node.box[3 + d], p[d]);
         }
       }
       for (int d = 0; d < 3; ++d) {
@@ -125,16 +170,15 @@ class Builder {
       }
       area += area_[t];
     }
-    double* dip = &out_.node_dipole[16 * static_cast<size_t>(node)];
+    double* dip = node.dipole;
+    std::fill(dip, dip + 16, 0.0);
     for (int d = 0; d < 3; ++d) {
-      out_.node_box[6 * static_cast<size_t>(node) + d] = box[d];
-      out_.node_box[6 * static_cast<size_t>(node) + 3 + d] = box[3 + d];
-      dip[d] = area > 0.0 ? weighted[d] / area : 0.5 * (box[d] + box[3 + d]);
+      dip[d] = area > 0.0 ? weighted[d] / area : 0.5 * (node.box[d] + node.box[3 + d]);
       dip[3 + d] = normal[d];
     }
     double radius2 = 0.0;
     for (int64_t s = begin; s < end; ++s) {
-      const int64_t t = order[s];
+      const int64_t t = order_[s];
       for (int k = 0; k < 3; ++k) {
         const Vec3 r = vertex(t, k) - load3(dip);
         radius2 = std::max(radius2, dot(r, r));
@@ -144,37 +188,136 @@ class Builder {
     }
     dip[6] = std::sqrt(radius2);
 
-    const int64_t count = end - begin;
-    int32_t* link = &out_.node_link[3 * static_cast<size_t>(node)];
-    link[2] = static_cast<int32_t>(count);
-    if (count <= kLeafSize) {
-      link[0] = static_cast<int32_t>(begin);
-      link[1] = static_cast<int32_t>(count);
+    if (end - begin <= kWidth) {
       for (int64_t s = begin; s < end; ++s) {
-        const int64_t t = order[s];
+        const int64_t t = order_[s];
         if (distance_only_[t]) continue;
         for (int k = 0; k < 3; ++k) {
           const int64_t a = f_[3 * t + k], b = f_[3 * t + (k + 1) % 3];
-          boundary->push_back(a < b ? BoundaryEdge{a, b, 1} : BoundaryEdge{b, a, -1});
+          node.boundary.push_back(a < b ? BoundaryEdge{a, b, 1} : BoundaryEdge{b, a, -1});
         }
       }
-      std::sort(boundary->begin(), boundary->end());
-      compact(boundary);
+      std::sort(node.boundary.begin(), node.boundary.end());
+      compact(&node.boundary);
     } else {
       int axis = 0;
       for (int d = 1; d < 3; ++d)
         if (cbox[3 + d] - cbox[d] > cbox[3 + axis] - cbox[axis]) axis = d;
       const int64_t mid = split(begin, end, axis, cbox, depth < kSahDepth);
-      std::vector<BoundaryEdge> left, right;
-      build(begin, mid, &left, depth + 1);
-      const int32_t right_node = build(mid, end, &right, depth + 1);
-      link = &out_.node_link[3 * static_cast<size_t>(node)];  // the vector may have grown
-      link[0] = right_node;
-      link[1] = 0;
-      *boundary = merge_boundaries(left, right);
+      node.left = build(begin, mid, depth + 1);
+      node.right = build(mid, end, depth + 1);
+      node.boundary = merge_boundaries(nodes_[node.left].boundary, nodes_[node.right].boundary);
     }
-    closing_[node] = *boundary;
+    nodes_[index] = std::move(node);
+    return index;
+  }
+
+  bool leaf(int32_t b) const { return nodes_[b].left < 0; }
+
+  // Emits the 4-wide node whose children are binary node b's grandchildren (its children where
+  // those are leaves; b itself where it is a leaf, which only the root can be), so that 4-wide
+  // nodes are at most half as deep as the binary tree. Returns its index.
+  int32_t emit(int32_t b, int depth) {
+    if (depth > kMaxDepth) throw std::logic_error("mesh sdf: the tree is deeper than the traversal stacks allow");
+    const auto node = static_cast<int32_t>(out_.node_link.size() / (3 * kWidth));
+    out_.node_box.resize(out_.node_box.size() + 6 * kWidth);
+    out_.node_link.resize(out_.node_link.size() + 3 * kWidth, 0);
+    out_.node_dipole.resize(out_.node_dipole.size() + 16 * kWidth, 0.0f);
+    slot_edges_.resize(slot_edges_.size() + kWidth, nullptr);
+    for (int k = 0; k < kWidth; ++k) {
+      for (int d = 0; d < 3; ++d) {
+        out_.node_box[6 * kWidth * node + d * kWidth + k] = INFINITY;
+        out_.node_box[6 * kWidth * node + (3 + d) * kWidth + k] = -INFINITY;
+      }
+    }
+    int32_t children[kWidth];
+    int count = 0;
+    if (leaf(b)) {
+      children[count++] = b;
+    } else {
+      for (int32_t c : {nodes_[b].left, nodes_[b].right}) {
+        if (leaf(c)) {
+          children[count++] = c;
+        } else {
+          children[count++] = nodes_[c].left;
+          children[count++] = nodes_[c].right;
+        }
+      }
+    }
+    for (int k = 0; k < count; ++k) {
+      const BinaryNode& x = nodes_[children[k]];
+      float* box = &out_.node_box[6 * kWidth * node];
+      float* dip = &out_.node_dipole[16 * kWidth * node];
+      for (int d = 0; d < 3; ++d) {
+        box[d * kWidth + k] = below(local(x.box[d], d));
+        box[(3 + d) * kWidth + k] = above(local(x.box[3 + d], d));
+        dip[d * kWidth + k] = static_cast<float>(local(x.dipole[d], d));
+        dip[(3 + d) * kWidth + k] = static_cast<float>(x.dipole[3 + d] / (out_.scale * out_.scale));
+      }
+      dip[6 * kWidth + k] = static_cast<float>(x.dipole[6] / out_.scale);
+      for (int i = 0; i < 9; ++i)
+        dip[(7 + i) * kWidth + k] = static_cast<float>(x.dipole[7 + i] / (out_.scale * out_.scale * out_.scale));
+      slot_edges_[kWidth * node + k] = &x.boundary;
+      const int32_t first = leaf(children[k]) ? leaf_slots(x) : emit(children[k], depth + 1);
+      int32_t* link = &out_.node_link[3 * kWidth * node];  // after emit, which grows the vector
+      link[k] = first;
+      link[kWidth + k] = leaf(children[k]) ? static_cast<int32_t>(x.end - x.begin) : 0;
+      link[2 * kWidth + k] = static_cast<int32_t>(x.end - x.begin);
+    }
     return node;
+  }
+
+  // The mesh boundary (the root's), in groups of kWidth edges, each edge as often as its count.
+  void boundary_groups(const std::vector<BoundaryEdge>& edges) {
+    std::vector<std::pair<Vec3, Vec3>> directed;
+    for (const BoundaryEdge& e : edges)
+      for (int64_t k = 0; k < std::llabs(e.count); ++k) directed.emplace_back(load3(v_ + 3 * e.lo), load3(v_ + 3 * e.hi));
+    const size_t groups = (directed.size() + kWidth - 1) / kWidth;
+    out_.boundary.assign(5 * kWidth * groups, 0.0f);
+    for (size_t i = 0; i < groups * kWidth; ++i) {
+      float* lane = &out_.boundary[5 * kWidth * (i / kWidth) + i % kWidth];
+      if (i >= directed.size()) {
+        for (int d = 0; d < 3; ++d) lane[d * kWidth] = INFINITY;
+        continue;
+      }
+      const Vec3 a = (1.0 / out_.scale) * (directed[i].first - load3(out_.origin));
+      const Vec3 b = (1.0 / out_.scale) * (directed[i].second - load3(out_.origin));
+      const Vec3 mid = 0.5 * (a + b);
+      const double length = norm(b - a);
+      for (int d = 0; d < 3; ++d) lane[d * kWidth] = static_cast<float>((&mid.x)[d]);
+      lane[3 * kWidth] = above(0.5 * length);
+      lane[4 * kWidth] = above(length);
+    }
+  }
+
+  // Gives a leaf's triangles the next pack of slots; returns its first slot.
+  int32_t leaf_slots(const BinaryNode& x) {
+    const auto first = static_cast<int32_t>(out_.order.size());
+    out_.order.resize(out_.order.size() + kWidth, -1);
+    out_.packs.resize(out_.packs.size() + kPackRows * kWidth, 0.0f);
+    float* pack = &out_.packs[kPackRows * static_cast<size_t>(first)];
+    for (int64_t s = x.begin; s < x.end; ++s) {
+      const int64_t t = order_[s];
+      const int k = static_cast<int>(s - x.begin);
+      out_.order[first + k] = t;
+      Vec3 v[3];
+      for (int i = 0; i < 3; ++i) v[i] = (1.0 / out_.scale) * (vertex(t, i) - load3(out_.origin));
+      const Vec3 n = area_[t] > 0.0 ? (1.0 / area_[t]) * load3(&normal_[3 * t]) : Vec3{0.0, 0.0, 0.0};
+      auto row = [&](int r, Vec3 x) {
+        for (int d = 0; d < 3; ++d) pack[(r + d) * kWidth + k] = static_cast<float>((&x.x)[d]);
+      };
+      row(0, v[0]);
+      row(24, n);
+      for (int i = 0; i < 3; ++i) {
+        const Vec3 e = v[(i + 1) % 3] - v[i];
+        const double e2 = dot(e, e);
+        row(3 + 3 * i, e);
+        pack[(12 + i) * kWidth + k] = e2 > 0.0 ? static_cast<float>(1.0 / e2) : 0.0f;
+        row(15 + 3 * i, cross(n, e));
+      }
+      pack[27 * kWidth + k] = distance_only_[t] ? 0.0f : 1.0f;
+    }
+    return first;
   }
 
   // Where to split [begin, end) along `axis`: with `sah`, the binned surface area heuristic (the
@@ -182,7 +325,7 @@ class Builder {
   // when the heuristic cannot separate the centroids.
   int64_t split(int64_t begin, int64_t end, int axis, const double* cbox, bool sah) {
     constexpr int kBins = 16;
-    int64_t* order = out_.order.data();
+    int64_t* order = order_.data();
     auto median = [&] {
       const int64_t mid = begin + (end - begin) / 2;
       std::nth_element(order + begin, order + mid, order + end, [&](int64_t x, int64_t y) {
@@ -259,8 +402,10 @@ class Builder {
   const double* v_;
   const int64_t* f_;
   const uint8_t* distance_only_;
+  std::vector<int64_t> order_;
   std::vector<double> area_, centroid_, normal_;
-  std::vector<std::vector<BoundaryEdge>> closing_;
+  std::vector<BinaryNode> nodes_;
+  std::vector<const std::vector<BoundaryEdge>*> slot_edges_;  // per child slot of the 4-wide nodes
   Bvh out_;
 };
 
@@ -274,20 +419,136 @@ Bvh build_bvh(const double* vertices, int64_t num_vertices, const int64_t* faces
     if (faces[i] < 0 || faces[i] >= num_vertices)
       throw std::invalid_argument("face " + std::to_string(i / 3) + " indexes vertex " + std::to_string(faces[i]) +
                                   " of " + std::to_string(num_vertices));
-  return Builder(vertices, faces, num_faces, distance_only).run();
+  return Builder(vertices, num_vertices, faces, num_faces, distance_only).run();
 }
+
+namespace {
+
+// Spreads the low 10 bits of x to every third bit.
+uint32_t spread_bits(uint32_t x) {
+  x &= 0x3ff;
+  x = (x | x << 16) & 0x030000ff;
+  x = (x | x << 8) & 0x0300f00f;
+  x = (x | x << 4) & 0x030c30c3;
+  x = (x | x << 2) & 0x09249249;
+  return x;
+}
+
+// The points in Morton (Z curve) order over their bounding box, 10 bits per axis: points close in
+// this order are close in space, so each query starts from a good bound (the previous point's
+// closest triangle) and finds the tree already in cache. Radix sort, 3 passes of 10 bits.
+template <typename P>
+std::vector<uint32_t> morton_order(const P* points, int64_t n) {
+  double lo[3] = {INFINITY, INFINITY, INFINITY}, hi[3] = {-INFINITY, -INFINITY, -INFINITY};
+  for (int64_t i = 0; i < n; ++i) {
+    for (int d = 0; d < 3; ++d) {
+      lo[d] = std::min(lo[d], static_cast<double>(points[3 * i + d]));
+      hi[d] = std::max(hi[d], static_cast<double>(points[3 * i + d]));
+    }
+  }
+  double cell[3];
+  for (int d = 0; d < 3; ++d) cell[d] = hi[d] > lo[d] ? 1023.0 / (hi[d] - lo[d]) : 0.0;
+  std::vector<uint32_t> key(static_cast<size_t>(n)), index(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t k = 0;
+    for (int d = 0; d < 3; ++d)
+      k |= spread_bits(static_cast<uint32_t>((static_cast<double>(points[3 * i + d]) - lo[d]) * cell[d])) << d;
+    key[i] = k;
+    index[i] = static_cast<uint32_t>(i);
+  }
+  std::vector<uint32_t> key2(key.size()), index2(index.size());
+  for (int shift = 0; shift < 30; shift += 10) {
+    std::vector<int64_t> start(1025, 0);
+    for (uint32_t k : key) ++start[((k >> shift) & 1023) + 1];
+    for (int b = 0; b < 1024; ++b) start[b + 1] += start[b];
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t to = start[(key[i] >> shift) & 1023]++;
+      key2[to] = key[i];
+      index2[to] = index[i];
+    }
+    key.swap(key2);
+    index.swap(index2);
+  }
+  return index;
+}
+
+// Runs point(i, previous) -> Neighbour over order[begin:end] (begin:end without an order), each
+// point handing the next what it found (query.h). In Morton order the points and their outputs lie
+// all over memory: each is fetched while the query a few points earlier runs.
+template <typename P, typename Fn>
+void run(const uint32_t* order, int64_t begin, int64_t end, const P* points, double* out, const Fn& point) {
+  constexpr int64_t kAhead = 4;
+  Neighbour previous;
+  for (int64_t j = begin; j < end; ++j) {
+    if (order && j + kAhead < end) {
+      const int64_t next = order[j + kAhead];
+      __builtin_prefetch(points + 3 * next);
+      __builtin_prefetch(out + next, 1);
+    }
+    previous = point(order ? int64_t{order[j]} : j, previous);
+  }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// The same compiled for AVX2 and FMA, everything it calls inlined into it: 15-25% faster where the
+// CPU has them (asked once, at run time), while the module still runs on any x86-64.
+template <typename P, typename Fn>
+__attribute__((target("avx2,fma"), flatten)) void run_avx2(const uint32_t* order, int64_t begin, int64_t end,
+                                                            const P* points, double* out, const Fn& point) {
+  run(order, begin, end, points, out, point);
+}
+
+bool has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#else
+template <typename P, typename Fn>
+void run_avx2(const uint32_t* order, int64_t begin, int64_t end, const P* points, double* out, const Fn& point) {
+  run(order, begin, end, points, out, point);
+}
+
+bool has_avx2() { return false; }
+#endif
+
+// Runs point(i, previous) -> Neighbour over all points, in Morton order (when there are more than a
+// run of them), in runs of consecutive points that hand each other what they found; out[i] is the
+// first output the point writes.
+template <typename P, typename Fn>
+void for_each_in_space_order(const P* points, int64_t n, double* out, const Fn& point) {
+  constexpr int64_t kRun = 256;
+  const std::vector<uint32_t> order =
+      n > kRun && n <= int64_t{UINT32_MAX} ? morton_order(points, n) : std::vector<uint32_t>{};
+  const uint32_t* sorted = order.empty() ? nullptr : order.data();
+  const bool avx2 = has_avx2();
+  const int64_t runs = (n + kRun - 1) / kRun;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t r = 0; r < runs; ++r) {
+    const int64_t begin = r * kRun, end = std::min(n, begin + kRun);
+    if (avx2) {
+      run_avx2(sorted, begin, end, points, out, point);
+    } else {
+      run(sorted, begin, end, points, out, point);
+    }
+  }
+}
+
+}  // namespace
 
 template <typename P>
 void query_cpu(const MeshView& mesh, const int64_t* order, const P* points, int64_t n, Sign sign, double beta,
                const QueryOut& out) {
-#pragma omp parallel for schedule(dynamic, 512)
-  for (int64_t i = 0; i < n; ++i) query_point(mesh, order, points, i, sign, beta, out);
+  for_each_in_space_order(points, n, out.distance, [&](int64_t i, const Neighbour& previous) {
+    return query_point(mesh, order, points, i, sign, beta, out, previous);
+  });
 }
 
 template <typename P>
 void winding_cpu(const MeshView& mesh, const P* points, int64_t n, bool exact, double beta, double* out) {
-#pragma omp parallel for schedule(dynamic, 512)
-  for (int64_t i = 0; i < n; ++i) out[i] = winding_point(mesh, points, i, exact, beta);
+  for_each_in_space_order(points, n, out, [&](int64_t i, const Neighbour&) {
+    out[i] = winding_point(mesh, points, i, exact, beta);
+    return Neighbour{};
+  });
 }
 
 template void query_cpu<float>(const MeshView&, const int64_t*, const float*, int64_t, Sign, double, const QueryOut&);

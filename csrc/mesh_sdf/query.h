@@ -5,19 +5,50 @@
 
 namespace fastsdf::msdf {
 
+// What a query hands the next point of a run: its closest triangle, where the next search starts
+// (bvh.h's closest_point: results never depend on it), and its position, distance and bounds on its
+// winding number. The open balls around two points with their distances as radii hold no triangle;
+// where they overlap, the segment between the points crosses no surface, and the winding number
+// changes along it by at most its length times winding_slope (0 on a closed mesh): where the bounds
+// so carried over stay on one side of 1/2, the point's side is known without a winding sum.
+struct Neighbour {
+  int64_t slot = -1;
+  Vec3 point{0.0, 0.0, 0.0};
+  double reach = 0.0;  // its distance; 0: no winding number to hand on
+  double low = 0.0, high = 0.0;
+};
+
 template <typename P>
-FASTSDF_HD void query_point(const MeshView& mesh, const int64_t* order, const P* points, int64_t i, Sign sign,
-                            double beta, const QueryOut& out) {
+FASTSDF_HD Neighbour query_point(const MeshView& mesh, const int64_t* order, const P* points, int64_t i, Sign sign,
+                                 double beta, const QueryOut& out, const Neighbour& previous) {
   const Vec3 q{static_cast<double>(points[3 * i]), static_cast<double>(points[3 * i + 1]),
                static_cast<double>(points[3 * i + 2])};
-  const Closest c = closest_point(mesh, q);
+  const Closest c = closest_point(mesh, q, previous.slot);
+  Neighbour next;
+  next.slot = c.triangle;
   double d = sqrt(c.distance2);
   if (sign == Sign::kPseudonormal && !mesh.distance_only[c.triangle]) {
     d *= pseudonormal_sign(mesh, q, c);
   } else if (sign != Sign::kNone) {
     // A distance-only closest triangle has no pseudonormal: the exact winding number decides.
-    const double w = sign == Sign::kFastWinding ? fast_winding(mesh, q, beta) : exact_winding(mesh, q);
-    if (w > 0.5) d = -d;
+    const Vec3 r = q - previous.point;
+    const double step = sqrt(dot(r, r));
+    double change = INFINITY;
+    // (With a margin for the rounding of the distances.)
+    if (previous.reach > 0.0 && step < (previous.reach + d) * (1.0 - 1e-9)) {
+      const LocalPoint l = local_point(mesh, q);
+      const float local_step = static_cast<float>(step / mesh.scale);
+      change = local_step * winding_slope(mesh, l.p, local_step);
+    }
+    next.low = previous.low - change;
+    next.high = previous.high + change;
+    if (!(next.low > 0.5 || next.high <= 0.5)) {
+      next.low = next.high =
+          sign == Sign::kFastWinding ? fast_winding(mesh, q, beta) : exact_winding(mesh, q);
+    }
+    next.point = q;
+    next.reach = d;
+    if (next.low > 0.5) d = -d;
   }
   out.distance[i] = d;
   if (out.closest) {
@@ -28,6 +59,7 @@ FASTSDF_HD void query_point(const MeshView& mesh, const int64_t* order, const P*
   if (out.face) out.face[i] = order[c.triangle];
   if (out.barycentric)
     for (int k = 0; k < 3; ++k) out.barycentric[3 * i + k] = c.at.bary[k];
+  return next;
 }
 
 template <typename P>

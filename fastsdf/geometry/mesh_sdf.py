@@ -63,14 +63,18 @@ class MeshSDF:
         merged_faces = inverse.reshape(-1)[self.faces]
         corners = merged[merged_faces]
         distance_only = _degenerate(corners) | _repeated(merged_faces)
-        *tree, order = _backend.cpu().msdf_build(merged, np.ascontiguousarray(merged_faces),
-                                                 distance_only.astype(np.uint8))
+        *tree, packs, order, boundary, frame = _backend.cpu().msdf_build(
+            merged, np.ascontiguousarray(merged_faces), distance_only.astype(np.uint8))
         self._order = order
+        # The kernels' arrays (see csrc/mesh_sdf/bvh.h): the tree, per triangle slot, the boundary, the frame.
         self._arrays = (
             *tree,
-            np.ascontiguousarray(corners[order].reshape(-1, 9)),
-            np.ascontiguousarray(distance_only[order].astype(np.uint8)),
-            np.ascontiguousarray(_pseudonormals(corners, merged_faces, distance_only)[order].reshape(-1, 21)),
+            packs,
+            _per_slot(corners.reshape(-1, 9), order),
+            _per_slot(distance_only.astype(np.uint8), order),
+            _per_slot(_pseudonormals(corners, merged_faces, distance_only).reshape(-1, 21), order),
+            boundary,
+            frame,
         )
         self._device_arrays: dict[str, tuple] = {}
 
@@ -155,8 +159,12 @@ class MeshSDF:
 
         key = str(device)
         if key not in self._device_arrays:
-            self._device_arrays[key] = tuple(torch.from_numpy(a).to(device) for a in (*self._arrays, self._order))
+            arrays = (*self._arrays[:-1], self._order)
+            self._device_arrays[key] = tuple(torch.from_numpy(a).to(device) for a in arrays)
         return self._device_arrays[key]
+
+    def _frame(self) -> tuple[float, ...]:
+        return tuple(float(x) for x in self._arrays[-1])
 
     def _cuda_query(self, points: Any, sign: int, with_closest: bool) -> tuple:
         import torch
@@ -168,7 +176,8 @@ class MeshSDF:
         face = torch.empty(n, dtype=torch.int64, device=points.device) if with_closest else None
         bary = torch.empty((n, 3), dtype=torch.float64, device=points.device) if with_closest else None
         _backend.cuda().msdf_query(
-            _pointers(arrays[:-1]), arrays[-1].data_ptr(), len(arrays[5]), len(arrays[1]), points.data_ptr(),
+            _pointers(arrays[:-1]), self._frame(), arrays[-1].data_ptr(), len(self._order), len(arrays[1]),
+            len(arrays[9]), points.data_ptr(),
             int(points.dtype == torch.float64), n, sign, _BETA, distance.data_ptr(),
             *(0 if t is None else t.data_ptr() for t in (closest, face, bary)), _stream(points))
         return distance, closest, face, bary
@@ -178,10 +187,18 @@ class MeshSDF:
 
         arrays = self._on_device(points.device)
         out = torch.empty(len(points), dtype=torch.float64, device=points.device)
-        _backend.cuda().msdf_winding(_pointers(arrays[:-1]), len(arrays[5]), len(arrays[1]), points.data_ptr(),
+        _backend.cuda().msdf_winding(_pointers(arrays[:-1]), self._frame(), len(self._order), len(arrays[1]),
+                                     len(arrays[9]), points.data_ptr(),
                                      int(points.dtype == torch.float64), len(points), bool(exact), _BETA,
                                      out.data_ptr(), _stream(points))
         return out
+
+
+def _per_slot(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``values`` (F, ...) per face gathered to the tree's triangle slots; zeros in padding slots (-1)."""
+    out = values[np.maximum(order, 0)]
+    out[order < 0] = 0
+    return np.ascontiguousarray(out)
 
 
 def _degenerate(corners: np.ndarray) -> np.ndarray:
