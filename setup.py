@@ -91,9 +91,11 @@ class BuildExt(build_ext):
 
 def _extensions():
     common = [str(CSRC)]
+    # Headers, so that changing one rebuilds the modules.
+    headers = _relative(CSRC.rglob("*.h"))
     cpu_sources = ["csrc/bindings_cpu.cpp", *_relative(CSRC.glob("*/*_cpu.cpp"))]
     exts = [
-        Pybind11Extension("fastsdf._C", cpu_sources, include_dirs=common, cxx_std=17,
+        Pybind11Extension("fastsdf._C", cpu_sources, include_dirs=common, depends=headers, cxx_std=17,
                           extra_compile_args=CPU_FLAGS, extra_link_args=["-fopenmp"]),
     ]
     cuda_home = _want_cuda()
@@ -104,6 +106,7 @@ def _extensions():
             "fastsdf._cuda",
             ["csrc/bindings_cuda.cpp", *_relative(CSRC.glob("*/*.cu"))],
             include_dirs=[*common, str(cuda_home / "include")],
+            depends=headers,
             cxx_std=17,
             extra_compile_args=["-O3"],
             library_dirs=[str(lib)],

@@ -98,7 +98,7 @@ py::tuple msdf_build(const py::array& vertices, const py::array& faces, const py
   const auto slots = static_cast<py::ssize_t>(bvh.order.size());
   std::vector<double> frame{bvh.origin[0], bvh.origin[1], bvh.origin[2], bvh.scale};
   const auto groups = static_cast<py::ssize_t>(bvh.boundary.size() / (5 * w));
-  return py::make_tuple(to_array(std::move(bvh.node_box), {nodes, 6, w}),
+  return py::make_tuple(to_array(std::move(bvh.node_box), {nodes, fastsdf::msdf::kBoxRows, w}),
                         to_array(std::move(bvh.node_link), {nodes, 3, w}),
                         to_array(std::move(bvh.node_dipole), {nodes, 16, w}),
                         to_array(std::move(bvh.closing_start), {w * nodes + 1}),
@@ -119,7 +119,7 @@ fastsdf::msdf::MeshView mesh_view(const py::tuple& arrays) {
   m.num_nodes = get(1).ndim() == 3 ? get(1).shape(0) : 0;
   m.num_slots = get(6).ndim() == 2 ? get(6).shape(0) : 0;
   if (m.num_nodes < 1 || m.num_slots < 1 || m.num_slots % kWidth) throw std::invalid_argument("mesh arrays: bad tree");
-  m.node_box = fastsdf::array_data<float>(get(0), {m.num_nodes, 6, kWidth}, "node_box");
+  m.node_box = fastsdf::array_data<float>(get(0), {m.num_nodes, fastsdf::msdf::kBoxRows, kWidth}, "node_box");
   m.node_link = fastsdf::array_data<int32_t>(get(1), {m.num_nodes, 3, kWidth}, "node_link");
   m.node_dipole = fastsdf::array_data<float>(get(2), {m.num_nodes, 16, kWidth}, "node_dipole");
   m.closing_start = fastsdf::vector_data<int64_t>(get(3), kWidth * m.num_nodes + 1, "closing_start");

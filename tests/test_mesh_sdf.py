@@ -15,6 +15,9 @@ number 2), where the pseudonormal sign and the winding number disagree by design
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,10 +51,9 @@ ATOL64 = 1e-6  # distances, closest points, barycentrics, exact winding numbers,
 ATOL32 = 1e-5  # the same for float32 points
 NEAR = 1e-4  # signs are compared on points farther than this from the surface
 # The fast winding number (Barill et al. 2018) is an approximation. Measured on the shared meshes
-# (20001 points each, farther than FAST_NEAR from the surface): MeshSDF's (dipoles, beta = 3) is
-# at most 0.051 off (fandisk); a NumPy prototype with median-split trees gave 0.13 with dipoles
-# alone at beta = 2 and 0.044 with the next Taylor term added. 0.1 leaves about twice the margin
-# (0.05 would be flaky); signs only need the error below 0.5.
+# (200,000 points each, farther than FAST_NEAR from the surface): MeshSDF's (second order, beta = 2,
+# float32) is at most 0.05 off (teapot); a NumPy prototype gave 0.13 with dipoles alone. 0.1 leaves
+# about twice the margin (0.05 would be flaky); signs only need the error below 0.5.
 FAST_WINDING_ATOL = 0.1
 FAST_NEAR = 1e-2
 
@@ -309,6 +311,108 @@ def test_signs_on_open_meshes(name: str, rng, seed) -> None:
     np.testing.assert_allclose(np.abs(to_numpy(sdf(points))), ref_dist, rtol=0, atol=ATOL64, err_msg=context)
 
 
+def test_carried_signs_match_pointwise_winding_numbers(rng, seed) -> None:
+    """Signs handed from point to point (query.h) against winding numbers summed at every point, on
+    dense clouds, where nearly every point is a neighbour's: exact_winding exactly (its bound on
+    the change is rigorous), "winding" wherever the fast sum is clear of 1/2 by more than its own
+    error could move it."""
+    for name in ("suzanne", "teapot", "cow"):
+        verts, faces = shared_mesh(name)
+        near = sample_points(rng, verts, faces, 16000)
+        centre = verts[rng.integers(len(verts))]
+        points = np.concatenate([near, centre + rng.normal(0, 0.05, (8000, 3))])
+        context = f"seed={seed} {name}"
+        exact_sdf = MeshSDF(verts, faces, sign="exact_winding")
+        distance = to_numpy(exact_sdf.unsigned(points))
+        w = to_numpy(exact_sdf.winding_number(points, exact=True))
+        check = (distance > NEAR) & (np.abs(w - 0.5) > 1e-6)
+        np.testing.assert_array_equal(signs_of(exact_sdf, points)[check], (w > 0.5)[check], err_msg=context)
+        fast_sdf = MeshSDF(verts, faces, sign="winding")
+        fast = to_numpy(fast_sdf.winding_number(points))
+        clear = (distance > NEAR) & (np.abs(fast - 0.5) > 2 * FAST_WINDING_ATOL)
+        np.testing.assert_array_equal(signs_of(fast_sdf, points)[clear], (fast > 0.5)[clear], err_msg=context)
+
+
+def test_cpu_code_paths_agree(tmp_path: Path, rng, seed) -> None:
+    """The AVX2 build of the CPU kernels (used where the CPU has it) and the baseline one
+    (FASTSDF_CPU_AVX2=0, run in a subprocess since the choice is made once) give the same results
+    up to rounding."""
+    name = str(rng.choice(SHARED))
+    verts, faces = shared_mesh(name)
+    points = sample_points(rng, verts, faces, 3001)
+    np.savez(tmp_path / "input.npz", verts=verts, faces=faces, points=points)
+    script = (
+        "import sys, numpy as np, fastsdf\n"
+        "data = np.load(sys.argv[1])\n"
+        "out = {}\n"
+        "for sign in ('winding', 'pseudonormal', 'exact_winding'):\n"
+        "    sdf = fastsdf.MeshSDF(data['verts'], data['faces'], sign=sign)\n"
+        "    out[sign] = sdf(data['points'])\n"
+        "out['fast'] = sdf.winding_number(data['points'])\n"
+        "out['exact'] = sdf.winding_number(data['points'], exact=True)\n"
+        "np.savez(sys.argv[2], **out)\n"
+    )
+    results = {}
+    for flag in ("1", "0"):
+        out = tmp_path / f"avx2-{flag}.npz"
+        env = {**os.environ, "FASTSDF_CPU_AVX2": flag}
+        run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "input.npz"), str(out)],
+                             capture_output=True, text=True, env=env)
+        assert run.returncode == 0, run.stderr
+        results[flag] = dict(np.load(out))
+    context = f"seed={seed} {name}"
+    fast, baseline = results["1"], results["0"]
+    away = np.abs(baseline["exact_winding"]) > NEAR
+    for sign in SIGNS:
+        np.testing.assert_allclose(np.abs(fast[sign]), np.abs(baseline[sign]), rtol=0, atol=1e-12, err_msg=context)
+        agree = ((fast[sign] < 0) == (baseline[sign] < 0))[away]
+        assert agree.all() if sign != "winding" else agree.mean() >= 0.999, f"{sign}; {context}"
+    np.testing.assert_allclose(fast["fast"], baseline["fast"], rtol=0, atol=1e-4, err_msg=context)
+    np.testing.assert_allclose(fast["exact"], baseline["exact"], rtol=0, atol=1e-9, err_msg=context)
+
+
+# --------------------------------------------------------------------------------------------
+# Frames: any units and position, points far away
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("offset, scale", [(0.0, 1e-20), (0.0, 1e20), (1e6, 1e-3), (-3e4, 50.0)])
+def test_meshes_in_any_frame(offset: float, scale: float, rng, seed) -> None:
+    """The float32 filters work in the mesh's own frame (bvh.h): distances stay exact and signs
+    right whatever the units and however far from the origin the mesh lies."""
+    unit_verts, faces = bumpy_sphere(rng)
+    verts = unit_verts * scale + offset
+    unit_points = sample_points(rng, unit_verts, faces, 1001)
+    points = unit_points * scale + offset
+    ref_dist = closest_points_reference(verts, faces, points)[0]
+    inside = reference_winding(unit_verts, faces, unit_points) > 0.5
+    far = ref_dist > NEAR * scale
+    # float64 resolves the points' coordinates to about 1e-16 of their magnitude.
+    atol = ATOL64 * scale + 1e-14 * abs(offset)
+    context = f"seed={seed} offset={offset} scale={scale}"
+    for sign in SIGNS:
+        values = to_numpy(MeshSDF(verts, faces, sign=sign)(points))
+        np.testing.assert_allclose(np.abs(values), ref_dist, rtol=0, atol=atol, err_msg=f"{sign}; {context}")
+        np.testing.assert_array_equal((values < 0)[far], inside[far], err_msg=f"{sign}; {context}")
+
+
+def test_points_far_away(rng, seed) -> None:
+    """Points up to 1e150 away (beyond float32, whose overflow the filters survive): exact
+    distances, outside in every sign mode, winding numbers 0."""
+    verts, faces = bumpy_sphere(rng)
+    directions = rng.normal(size=(40, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    points = directions * np.exp(rng.uniform(np.log(1e3), np.log(1e150), (40, 1)))
+    ref_dist = np.linalg.norm(points[:, None] - verts[None], axis=2).min(axis=1)  # a vertex is closest this far
+    for sign in SIGNS:
+        sdf = MeshSDF(verts, faces, sign=sign)
+        values = to_numpy(sdf(points))
+        np.testing.assert_allclose(values, ref_dist, rtol=1e-12, err_msg=f"seed={seed} {sign}")
+    np.testing.assert_allclose(to_numpy(sdf.winding_number(points)), 0.0, rtol=0, atol=1e-6, err_msg=f"seed={seed}")
+    np.testing.assert_allclose(to_numpy(sdf.winding_number(points, exact=True)), 0.0, rtol=0, atol=1e-6,
+                               err_msg=f"seed={seed}")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sign_mode_never_changes_magnitude(dtype: Any, rng, seed) -> None:
     meshes = {"soup": random_soup(rng, 50), "shared": shared_mesh(str(rng.choice(SHARED)))}
@@ -438,6 +542,7 @@ BAD_POINTS: dict[str, Callable[[], np.ndarray]] = {
     "NaN": lambda: np.array([[0.1, 0.2, 0.3], [0.0, np.nan, 0.0]]),
     "Inf": lambda: np.array([[np.inf, 0.2, 0.3]]),
     "-Inf": lambda: np.array([[0.1, 0.2, 0.3], [0.0, 0.0, -np.inf], [0.5, 0.5, 0.5]]),
+    "beyond 1e150": lambda: np.array([[0.1, 0.2, 0.3], [0.0, -2e150, 0.0]]),
 }
 
 
@@ -527,6 +632,7 @@ BAD_MESHES: dict[str, tuple[Callable[[np.ndarray, np.ndarray], tuple[Any, Any]],
     "index == V": (lambda v, f: (v, np.concatenate([f, [[0, len(v), 1]]])), r"(?i)index|range|face"),
     "NaN vertex": (lambda v, f: _bad_vertex(v, f, np.nan), r"(?i)finite|nan"),
     "Inf vertex": (lambda v, f: _bad_vertex(v, f, -np.inf), r"(?i)finite|inf"),
+    "vertex beyond 1e150": (lambda v, f: _bad_vertex(v, f, 2e150), r"(?i)within"),
     "vertices (V, 2)": (lambda v, f: (v[:, :2], f), r"(?i)shape|vert|\(V, 3\)"),
     "vertices 1-D": (lambda v, f: (v.reshape(-1), f), r"(?i)shape|vert|\(V, 3\)"),
     "faces (F, 4)": (lambda v, f: (v, np.concatenate([f, f[:, :1]], axis=1)), r"(?i)shape|face|\(F, 3\)"),

@@ -8,8 +8,12 @@
 // put the mesh inside [-1, 1]^3 whatever its units; the float64 data is in the mesh's coordinates.
 //
 // Layout, for num_nodes nodes (node 0 the root) and num_slots = kWidth * packs triangle slots:
-//   node_box      (nodes, 6, 4)  float32  child boxes, rows lo xyz, hi xyz, rounded outwards; an
-//                                          empty lane has lo = +inf, hi = -inf
+//   node_box      (nodes, 11, 4) float32  child bounds, rounded outwards: the box, rows lo xyz, hi
+//                                          xyz, and a slab, rows unit normal n xyz, lo, hi (the
+//                                          triangles lie where lo <= n.x <= hi; n is their mean
+//                                          normal, so the slab is thin where they are nearly flat,
+//                                          while boxes are loose around tilted patches); an empty
+//                                          lane has lo = +inf, hi = -inf, n = 0
 //   node_link     (nodes, 3, 4)  int32    rows first, count, size: an inner child has count 0 and
 //                                          first its node; a leaf has count 1..4 triangles from slot
 //                                          first (a multiple of 4); size counts the triangles below
@@ -48,6 +52,7 @@ constexpr int kWidth = kLanes;
 // per level beside the one it descends into, so its stack never overflows.
 constexpr int kMaxDepth = 32;
 constexpr int kStackSize = (kWidth - 1) * kMaxDepth + 1;
+constexpr int kBoxRows = 11;
 constexpr int kPackRows = 28;
 
 struct MeshView {
@@ -78,6 +83,7 @@ struct Closest {
 // tests accept anything within `tol` of the float64 bound, so they never drop what float64 keeps.
 struct LocalPoint {
   float p[3];
+  float reach;  // the largest |coordinate|: 1 is the mesh's bounding box
   float tol;
 };
 
@@ -88,21 +94,28 @@ FASTSDF_HD LocalPoint local_point(const MeshView& m, Vec3 q) {
   l.p[1] = static_cast<float>((q.y - m.origin[1]) * inv);
   l.p[2] = static_cast<float>((q.z - m.origin[2]) * inv);
   const float x = fabsf(l.p[0]), y = fabsf(l.p[1]), z = fabsf(l.p[2]);
-  const float reach = x > y ? (x > z ? x : z) : (y > z ? y : z);
+  l.reach = x > y ? (x > z ? x : z) : (y > z ? y : z);
   // A few float32 roundings of numbers up to 1 + reach, with a wide margin (2^-18 = 64 ulp of 1).
-  l.tol = (1.0f + reach) * (1.0f / 262144.0f);
+  l.tol = (1.0f + l.reach) * (1.0f / 262144.0f);
   return l;
 }
 
-// Squared distances from p to the kWidth child boxes of a node (+inf for empty lanes).
-FASTSDF_HD F4 box_distance2(const float* box, const float* p) {
-  F4 d2 = splat(0.0f);
+// Past this many mesh sizes away the winding number is below 1e-30 of the mesh's area, and the
+// products in solid angles overflow (float32 squares, float64 cubes further out): it is 0 there.
+constexpr float kWindingReach = 1e15f;
+
+// Squared lower bounds on the distances from p to the kWidth children of a node (+inf for empty
+// lanes): to their boxes, or their slabs where farther.
+FASTSDF_HD F4 child_distance2(const float* box, const float* p) {
+  F4 d2 = splat(0.0f), offset = splat(0.0f);
   for (int a = 0; a < 3; ++a) {
     const F4 pa = splat(p[a]);
     const F4 d = vmax(vmax(load4(box + a * kWidth) - pa, pa - load4(box + (3 + a) * kWidth)), splat(0.0f));
     d2 = d2 + d * d;
+    offset = offset + load4(box + (6 + a) * kWidth) * pa;
   }
-  return d2;
+  const F4 across = vmax(vmax(load4(box + 9 * kWidth) - offset, offset - load4(box + 10 * kWidth)), splat(0.0f));
+  return vmax(d2, across * across);
 }
 
 // Squared distances from p to the triangles of a pack in float32, as filters for the float64 test:
@@ -194,7 +207,7 @@ FASTSDF_HD Closest closest_point(const MeshView& m, Vec3 q, int64_t hint) {
     --top;
     if (bound[top] > limit) continue;
     const int32_t node = stack[top];
-    const F4 d2 = box_distance2(m.node_box + 6 * kWidth * node, l.p);
+    const F4 d2 = child_distance2(m.node_box + kBoxRows * kWidth * node, l.p);
     const int32_t* link = m.node_link + 3 * kWidth * node;
     const Children kids = children(link);
     const int near = ~bits(d2 > splat(limit));
@@ -259,6 +272,7 @@ FASTSDF_HD float pack_winding(const float* pack, const float* p) {
 // (r.N / |r|^3 + tr(M) / |r|^3 - 3 r.M.r / |r|^5) / (4 pi); nearer leaves count exactly.
 FASTSDF_HD double fast_winding(const MeshView& m, Vec3 q, double beta) {
   const LocalPoint l = local_point(m, q);
+  if (!(l.reach < kWindingReach)) return 0.0;
   const float beta2 = static_cast<float>(beta * beta);
   float w = 0.0f;
   int32_t stack[kStackSize];
@@ -337,6 +351,7 @@ FASTSDF_HD double leaf_winding(const MeshView& m, int64_t first, int64_t count, 
 // so a child with fewer boundary edges than triangles is replaced by that fan. The float32 boxes
 // were rounded outwards, so a point outside one is outside the triangles' own box too.
 FASTSDF_HD double exact_winding(const MeshView& m, Vec3 q) {
+  if (!(local_point(m, q).reach < kWindingReach)) return 0.0;
   const Vec3 o{m.origin[0], m.origin[1], m.origin[2]};
   const Vec3 local = (1.0 / m.scale) * (q - o);
   const double p[3] = {local.x, local.y, local.z};
@@ -346,7 +361,7 @@ FASTSDF_HD double exact_winding(const MeshView& m, Vec3 q) {
   stack[top++] = 0;
   while (top > 0) {
     const int32_t node = stack[--top];
-    const float* box = m.node_box + 6 * kWidth * node;
+    const float* box = m.node_box + kBoxRows * kWidth * node;
     const int32_t* link = m.node_link + 3 * kWidth * node;
     for (int k = 0; k < kWidth; ++k) {
       const int32_t size = link[2 * kWidth + k];
@@ -374,6 +389,10 @@ FASTSDF_HD double exact_winding(const MeshView& m, Vec3 q) {
   }
   return w;
 }
+
+// Past this many mesh sizes away, float64 squared distances no longer tell the triangles facing a
+// point from those behind them, so the closest feature, and its pseudonormal, can be any.
+constexpr double kPseudonormalReach = 1e6;
 
 // +1 outside, -1 inside, from the angle-weighted pseudonormal of the closest feature (Baerentzen
 // and Aanaes 2005); exact for closed manifold meshes.

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -220,14 +221,14 @@ class Builder {
   int32_t emit(int32_t b, int depth) {
     if (depth > kMaxDepth) throw std::logic_error("mesh sdf: the tree is deeper than the traversal stacks allow");
     const auto node = static_cast<int32_t>(out_.node_link.size() / (3 * kWidth));
-    out_.node_box.resize(out_.node_box.size() + 6 * kWidth);
+    out_.node_box.resize(out_.node_box.size() + kBoxRows * kWidth, 0.0f);
     out_.node_link.resize(out_.node_link.size() + 3 * kWidth, 0);
     out_.node_dipole.resize(out_.node_dipole.size() + 16 * kWidth, 0.0f);
     slot_edges_.resize(slot_edges_.size() + kWidth, nullptr);
     for (int k = 0; k < kWidth; ++k) {
       for (int d = 0; d < 3; ++d) {
-        out_.node_box[6 * kWidth * node + d * kWidth + k] = INFINITY;
-        out_.node_box[6 * kWidth * node + (3 + d) * kWidth + k] = -INFINITY;
+        out_.node_box[kBoxRows * kWidth * node + d * kWidth + k] = INFINITY;
+        out_.node_box[kBoxRows * kWidth * node + (3 + d) * kWidth + k] = -INFINITY;
       }
     }
     int32_t children[kWidth];
@@ -246,8 +247,9 @@ class Builder {
     }
     for (int k = 0; k < count; ++k) {
       const BinaryNode& x = nodes_[children[k]];
-      float* box = &out_.node_box[6 * kWidth * node];
+      float* box = &out_.node_box[kBoxRows * kWidth * node];
       float* dip = &out_.node_dipole[16 * kWidth * node];
+      slab(x, box + k);
       for (int d = 0; d < 3; ++d) {
         box[d * kWidth + k] = below(local(x.box[d], d));
         box[(3 + d) * kWidth + k] = above(local(x.box[3 + d], d));
@@ -265,6 +267,29 @@ class Builder {
       link[2 * kWidth + k] = static_cast<int32_t>(x.end - x.begin);
     }
     return node;
+  }
+
+  // The slab of binary node x, into the lane of node_box rows 6-10 at `lane`: across the mean normal
+  // of its triangles (zero when they cancel), around all of them (see bvh.h).
+  void slab(const BinaryNode& x, float* lane) const {
+    const Vec3 sum = load3(x.dipole + 3);
+    const double length = norm(sum);
+    float n[3];
+    for (int d = 0; d < 3; ++d) {
+      n[d] = length > 0.0 ? static_cast<float>((&sum.x)[d] / length) : 0.0f;
+      lane[(6 + d) * kWidth] = n[d];
+    }
+    double lo = INFINITY, hi = -INFINITY;
+    for (int64_t s = x.begin; s < x.end; ++s) {
+      for (int i = 0; i < 3; ++i) {
+        double offset = 0.0;
+        for (int d = 0; d < 3; ++d) offset += static_cast<double>(n[d]) * local(v_[3 * f_[3 * order_[s] + i] + d], d);
+        lo = std::min(lo, offset);
+        hi = std::max(hi, offset);
+      }
+    }
+    lane[9 * kWidth] = below(lo);
+    lane[10 * kWidth] = above(hi);
   }
 
   // The mesh boundary (the root's), in groups of kWidth edges, each edge as often as its count.
@@ -491,7 +516,8 @@ void run(const uint32_t* order, int64_t begin, int64_t end, const P* points, dou
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 // The same compiled for AVX2 and FMA, everything it calls inlined into it: 15-25% faster where the
-// CPU has them (asked once, at run time), while the module still runs on any x86-64.
+// CPU has them (asked once, at run time; FASTSDF_CPU_AVX2=0 declines), while the module still runs on
+// any x86-64.
 template <typename P, typename Fn>
 __attribute__((target("avx2,fma"), flatten)) void run_avx2(const uint32_t* order, int64_t begin, int64_t end,
                                                             const P* points, double* out, const Fn& point) {
@@ -499,7 +525,10 @@ __attribute__((target("avx2,fma"), flatten)) void run_avx2(const uint32_t* order
 }
 
 bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool yes = [] {
+    const char* setting = std::getenv("FASTSDF_CPU_AVX2");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(setting && std::string(setting) == "0");
+  }();
   return yes;
 }
 #else

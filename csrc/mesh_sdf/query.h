@@ -27,10 +27,13 @@ FASTSDF_HD Neighbour query_point(const MeshView& mesh, const int64_t* order, con
   Neighbour next;
   next.slot = c.triangle;
   double d = sqrt(c.distance2);
-  if (sign == Sign::kPseudonormal && !mesh.distance_only[c.triangle]) {
+  const bool far = d > kPseudonormalReach * mesh.scale;
+  if (sign == Sign::kPseudonormal && !mesh.distance_only[c.triangle] && !far) {
     d *= pseudonormal_sign(mesh, q, c);
   } else if (sign != Sign::kNone) {
-    // A distance-only closest triangle has no pseudonormal: the exact winding number decides.
+    // The winding number decides; in "pseudonormal" mode where the pseudonormal cannot tell: the
+    // exact one for a distance-only closest triangle, the fast one (exact to float64 there) for a
+    // point far away.
     const Vec3 r = q - previous.point;
     const double step = sqrt(dot(r, r));
     double change = INFINITY;
@@ -44,7 +47,7 @@ FASTSDF_HD Neighbour query_point(const MeshView& mesh, const int64_t* order, con
     next.high = previous.high + change;
     if (!(next.low > 0.5 || next.high <= 0.5)) {
       next.low = next.high =
-          sign == Sign::kFastWinding ? fast_winding(mesh, q, beta) : exact_winding(mesh, q);
+          sign == Sign::kFastWinding || far ? fast_winding(mesh, q, beta) : exact_winding(mesh, q);
     }
     next.point = q;
     next.reach = d;

@@ -33,6 +33,8 @@ _BETA = 2.0
 # A triangle whose doubled area is below this fraction of its longest edge squared has no normal.
 _DEGENERATE = 1e-12
 _GRID_BATCH = 1 << 18
+# Squared distances must fit float64.
+_MAX_COORDINATE = 1e150
 
 
 class MeshSDF:
@@ -59,6 +61,9 @@ class MeshSDF:
             raise ValueError(f"sign must be one of {sorted(_SIGNS)}, got {sign!r}")
         self.sign = sign
         self.vertices, self.faces = (np.ascontiguousarray(a) for a in mesh_arrays((vertices, faces)))
+        if np.abs(self.vertices).max() > _MAX_COORDINATE:
+            raise ValueError(f"vertex coordinates must lie within +-{_MAX_COORDINATE:g} (squared distances "
+                             "would overflow float64)")
         merged, inverse = np.unique(self.vertices, axis=0, return_inverse=True)
         merged_faces = inverse.reshape(-1)[self.faces]
         corners = merged[merged_faces]
@@ -254,7 +259,7 @@ def _points(points: Any):
         tensor = points.detach()
         if not tensor.is_floating_point() or tensor.dtype not in (torch.float32, torch.float64):
             tensor = tensor.to(torch.float64 if not tensor.is_floating_point() else torch.float32)
-        _check_points(tuple(tensor.shape), bool(torch.isfinite(tensor).all()))
+        _check_points(tuple(tensor.shape), float(tensor.abs().max()) if tensor.numel() else 0.0)
         dtype = tensor.dtype
         if tensor.device.type == "cuda":
             return tensor.contiguous(), (lambda x: x.to(dtype)), (lambda x: x)
@@ -265,16 +270,21 @@ def _points(points: Any):
         if array.dtype.kind not in "fiub":
             raise ValueError(f"points must be real numbers, got dtype {array.dtype}")
         array = array.astype(np.float64)
-    _check_points(array.shape, bool(np.isfinite(array).all()))
+    _check_points(array.shape, float(np.abs(array).max()) if array.size else 0.0)
     data = np.ascontiguousarray(array)
     return data, (lambda x: np.asarray(x, dtype=data.dtype)), (lambda x: x)
 
 
-def _check_points(shape: tuple[int, ...], finite: bool) -> None:
+def _check_points(shape: tuple[int, ...], largest: float) -> None:
+    """Raises ValueError unless ``shape`` is (N, 3) and ``largest`` (the largest |coordinate|) is finite
+    and within _MAX_COORDINATE."""
     if len(shape) != 2 or shape[1] != 3:
         raise ValueError(f"points must have shape (N, 3), got {shape}")
-    if not finite:
+    if not math.isfinite(largest):
         raise ValueError("points hold NaN or Inf")
+    if largest > _MAX_COORDINATE:
+        raise ValueError(f"point coordinates must lie within +-{_MAX_COORDINATE:g} (squared distances would "
+                         "overflow float64)")
 
 
 def _pointers(arrays: Sequence[Any]) -> tuple[int, ...]:
