@@ -1,7 +1,10 @@
 """``MeshSDF``: exact signed distance to a triangle mesh, with signs that hold on open meshes.
 
-Distances come from a BVH over the triangles (built in C++, queried by ``fastsdf._C`` with OpenMP
-or ``fastsdf._cuda``), in float64. The sign is a separate decision that never scales the distance:
+Distances come from a 4-wide BVH over the triangles (built in C++, queried by ``fastsdf._C`` with
+OpenMP or ``fastsdf._cuda``, see ``csrc/mesh_sdf/bvh.h``) and are exact in float64: float32 SIMD
+bounds, conservative by construction, only decide which triangles the float64 test sees. On the CPU
+a batch is processed in Morton (space-filling curve) order, each point starting its search from
+its neighbour's closest triangle. The sign is a separate decision that never scales the distance:
 
 - ``"winding"``: the fast winding number (Barill et al. 2018, to second order); inside where it
   exceeds 1/2. Right on open, self-intersecting and messy meshes, up to its approximation near
@@ -10,6 +13,12 @@ or ``fastsdf._cuda``), in float64. The sign is a separate decision that never sc
   Aanaes 2005): exact for closed manifold meshes, and the fastest.
 - ``"exact_winding"``: the exact generalised winding number (Jacobson et al. 2013), evaluated
   hierarchically: a BVH node seen from outside its box is replaced by the fan closing its boundary.
+
+In both winding modes the CPU skips the sum where a neighbour settles the side: between two points
+whose distance balls overlap no surface is crossed, and the winding number changes by at most the
+length of the step times a bound from the mesh boundary alone (0 on a closed mesh), so where the
+neighbour's value minus that change stays above 1/2, or plus it below, the side is the neighbour's.
+The result is the one the sum would give, up to the fast winding number's own approximation.
 """
 
 from __future__ import annotations
