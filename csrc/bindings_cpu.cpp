@@ -9,6 +9,7 @@
 #include "common/buffers.h"
 #include "marching_cubes/marching_cubes.h"
 #include "mesh_sdf/mesh_sdf.h"
+#include "siren/siren.h"
 
 namespace py = pybind11;
 using fastsdf::mc::FillArgs;
@@ -185,6 +186,83 @@ py::array_t<double> msdf_winding(const py::tuple& arrays, const py::array& point
   return out;
 }
 
+// A network from per-layer weights (out, in) float32 C-contiguous, biases (out,) or None, omegas
+// (None for a linear layer).
+fastsdf::siren::PackedNet siren_net(const py::list& weights, const py::list& biases, const py::list& omegas,
+                                    int width) {
+  if (weights.size() != biases.size() || weights.size() != omegas.size())
+    throw std::invalid_argument("siren: weights, biases and omegas must have one entry per layer");
+  std::vector<fastsdf::siren::LayerSpec> layers;
+  for (size_t l = 0; l < weights.size(); ++l) {
+    const auto w = weights[l].cast<py::array>();
+    if (w.ndim() != 2) throw std::invalid_argument("siren: weights must be 2-D");
+    const int64_t out = w.shape(0), in = w.shape(1);
+    fastsdf::siren::LayerSpec spec{fastsdf::array_data<float>(w, {out, in}, "weight"), nullptr, in, out,
+                                   !omegas[l].is_none(), 0.0f};
+    if (!biases[l].is_none()) spec.bias = fastsdf::vector_data<float>(biases[l].cast<py::array>(), out, "bias");
+    if (spec.sine) spec.omega = omegas[l].cast<float>();
+    layers.push_back(spec);
+  }
+  return fastsdf::siren::PackedNet(layers, width);
+}
+
+void siren_forward(const fastsdf::siren::PackedNet& net, const py::array& x, py::array y, const py::object& jacobian,
+                   int64_t grad_columns) {
+  const int64_t n = x.ndim() == 2 ? x.shape(0) : -1;
+  if (n < 0) throw std::invalid_argument("siren: x must be 2-D");
+  const float* xp = fastsdf::array_data<float>(x, {n, net.in_features()}, "x");
+  float* yp = fastsdf::contiguous_data<float>(y, n, net.out_features(), "y");
+  float* jp = nullptr;
+  if (!jacobian.is_none()) {
+    auto j = jacobian.cast<py::array>();
+    if (!j.writeable()) throw std::invalid_argument("jacobian must be writeable");
+    jp = const_cast<float*>(fastsdf::array_data<float>(j, {n, net.out_features(), grad_columns}, "jacobian"));
+  }
+  py::gil_scoped_release release;
+  net.forward(xp, n, yp, jp, grad_columns);
+}
+
+void siren_backward(const fastsdf::siren::PackedNet& net, const py::array& x, const py::object& dy,
+                    const py::object& dj, int64_t grad_columns, const py::list& grad_weights,
+                    const py::list& grad_biases, const py::object& dx) {
+  const int64_t n = x.ndim() == 2 ? x.shape(0) : -1;
+  if (n < 0) throw std::invalid_argument("siren: x must be 2-D");
+  const float* xp = fastsdf::array_data<float>(x, {n, net.in_features()}, "x");
+  const int64_t out = net.out_features();
+  const float* dyp = dy.is_none() ? nullptr : fastsdf::array_data<float>(dy.cast<py::array>(), {n, out}, "dy");
+  const float* djp =
+      dj.is_none() ? nullptr : fastsdf::array_data<float>(dj.cast<py::array>(), {n, out, grad_columns}, "dj");
+  auto writable = [](const py::handle& h, std::initializer_list<int64_t> shape, const char* name) -> float* {
+    if (h.is_none()) return nullptr;
+    auto a = h.cast<py::array>();
+    if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
+    return const_cast<float*>(fastsdf::array_data<float>(a, shape, name));
+  };
+  std::vector<float*> gw, gb;
+  for (const auto& g : grad_weights) {
+    const auto a = g.cast<py::array>();
+    gw.push_back(writable(g, {a.ndim() == 2 ? a.shape(0) : -1, a.ndim() == 2 ? a.shape(1) : -1}, "grad_weight"));
+  }
+  for (const auto& g : grad_biases) gb.push_back(g.is_none() ? nullptr : writable(g, {g.cast<py::array>().shape(0)}, "grad_bias"));
+  float* dxp = writable(dx, {n, net.in_features()}, "dx");
+  py::gil_scoped_release release;
+  net.backward(xp, n, dyp, djp, grad_columns, gw, gb, dxp);
+}
+
+void siren_sincos(const py::array& z, float omega, py::array s, const py::object& c) {
+  const int64_t n = z.ndim() == 1 ? z.shape(0) : -1;
+  if (n < 0) throw std::invalid_argument("siren_sincos: z must be 1-D");
+  const float* zp = fastsdf::vector_data<float>(z, n, "z");
+  float* sp = fastsdf::contiguous_data<float>(s, n, 1, "s");
+  float* cp = nullptr;
+  if (!c.is_none()) {
+    auto ca = c.cast<py::array>();
+    cp = fastsdf::contiguous_data<float>(ca, n, 1, "c");
+  }
+  py::gil_scoped_release release;
+  fastsdf::siren::sincos(zp, n, omega, sp, cp);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -201,6 +279,18 @@ PYBIND11_MODULE(_C, m) {
         py::arg("beta"), py::arg("with_closest"),
         "(distance, closest points, face ids, barycentrics); the last three None without with_closest.");
   m.def("msdf_winding", &msdf_winding, py::arg("mesh"), py::arg("points"), py::arg("exact"), py::arg("beta"));
+  py::class_<fastsdf::siren::PackedNet>(m, "SirenNet", "A SIREN's weights packed for the fused CPU kernel.")
+      .def(py::init(&siren_net), py::arg("weights"), py::arg("biases"), py::arg("omegas"), py::arg("width") = 0)
+      .def_property_readonly("vector_width", &fastsdf::siren::PackedNet::vector_width)
+      .def_property_readonly("in_features", &fastsdf::siren::PackedNet::in_features)
+      .def_property_readonly("out_features", &fastsdf::siren::PackedNet::out_features)
+      .def("forward", &siren_forward, py::arg("x"), py::arg("y"), py::arg("jacobian"), py::arg("grad_columns"),
+           "y (N, out) and, unless jacobian is None, dy/dx for the last grad_columns inputs (N, out, grad_columns).")
+      .def("backward", &siren_backward, py::arg("x"), py::arg("dy"), py::arg("dj"), py::arg("grad_columns"),
+           py::arg("grad_weights"), py::arg("grad_biases"), py::arg("dx"),
+           "Parameter gradients (and dx unless None) from dy (N, out) and dj (N, out, grad_columns), either None.");
+  m.def("siren_sincos", &siren_sincos, py::arg("z"), py::arg("omega"), py::arg("s"), py::arg("c"),
+        "s = sin(omega z), c = omega cos(omega z) (unless None): z (N,), s and c (N, 1), float32.");
 #ifdef _OPENMP
   m.attr("has_openmp") = true;
 #else

@@ -335,7 +335,7 @@ def test_carried_signs_match_pointwise_winding_numbers(rng, seed) -> None:
 
 def test_cpu_code_paths_agree(tmp_path: Path, rng, seed) -> None:
     """The AVX2 build of the CPU kernels (used where the CPU has it) and the baseline one
-    (FASTSDF_CPU_AVX2=0, run in a subprocess since the choice is made once) give the same results
+    (FASTSDF_CPU_ISA=baseline, run in a subprocess since the choice is made once) give the same results
     up to rounding."""
     name = str(rng.choice(SHARED))
     verts, faces = shared_mesh(name)
@@ -353,15 +353,15 @@ def test_cpu_code_paths_agree(tmp_path: Path, rng, seed) -> None:
         "np.savez(sys.argv[2], **out)\n"
     )
     results = {}
-    for flag in ("1", "0"):
-        out = tmp_path / f"avx2-{flag}.npz"
-        env = {**os.environ, "FASTSDF_CPU_AVX2": flag}
+    for flag in ("avx512", "baseline"):
+        out = tmp_path / f"{flag}.npz"
+        env = {**os.environ, "FASTSDF_CPU_ISA": flag}
         run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "input.npz"), str(out)],
                              capture_output=True, text=True, env=env)
         assert run.returncode == 0, run.stderr
         results[flag] = dict(np.load(out))
     context = f"seed={seed} {name}"
-    fast, baseline = results["1"], results["0"]
+    fast, baseline = results["avx512"], results["baseline"]
     away = np.abs(baseline["exact_winding"]) > NEAR
     for sign in SIGNS:
         np.testing.assert_allclose(np.abs(fast[sign]), np.abs(baseline[sign]), rtol=0, atol=1e-12, err_msg=context)

@@ -2,12 +2,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <numeric>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "common/cpu_isa.h"
 #include "mesh_sdf/mesh_sdf.h"
 #include "mesh_sdf/query.h"
 
@@ -516,28 +516,17 @@ void run(const uint32_t* order, int64_t begin, int64_t end, const P* points, dou
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 // The same compiled for AVX2 and FMA, everything it calls inlined into it: 15-25% faster where the
-// CPU has them (asked once, at run time; FASTSDF_CPU_AVX2=0 declines), while the module still runs on
-// any x86-64.
+// CPU has them (common/cpu_isa.h), while the module still runs on any x86-64.
 template <typename P, typename Fn>
 __attribute__((target("avx2,fma"), flatten)) void run_avx2(const uint32_t* order, int64_t begin, int64_t end,
                                                             const P* points, double* out, const Fn& point) {
   run(order, begin, end, points, out, point);
-}
-
-bool has_avx2() {
-  static const bool yes = [] {
-    const char* setting = std::getenv("FASTSDF_CPU_AVX2");
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(setting && std::string(setting) == "0");
-  }();
-  return yes;
 }
 #else
 template <typename P, typename Fn>
 void run_avx2(const uint32_t* order, int64_t begin, int64_t end, const P* points, double* out, const Fn& point) {
   run(order, begin, end, points, out, point);
 }
-
-bool has_avx2() { return false; }
 #endif
 
 // Runs point(i, previous) -> Neighbour over all points, in Morton order (when there are more than a
@@ -549,7 +538,7 @@ void for_each_in_space_order(const P* points, int64_t n, double* out, const Fn& 
   const std::vector<uint32_t> order =
       n > kRun && n <= int64_t{UINT32_MAX} ? morton_order(points, n) : std::vector<uint32_t>{};
   const uint32_t* sorted = order.empty() ? nullptr : order.data();
-  const bool avx2 = has_avx2();
+  const bool avx2 = cpu_isa() != CpuIsa::kBaseline;
   const int64_t runs = (n + kRun - 1) / kRun;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t r = 0; r < runs; ++r) {

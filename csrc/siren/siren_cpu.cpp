@@ -1,0 +1,519 @@
+// SIREN on the CPU (siren.h). A tile of points goes through every layer in turn: each layer is a
+// small matrix product, A (tile rows x in) times the packed weight panels, in register blocks of
+// MR rows x 2 vectors of outputs, with the bias and sine applied to the block before it is stored.
+// Nothing but the tile's activations (and, for the Jacobian, each layer's derivative factors)
+// leaves the registers, so they stay in the L1/L2 caches. The same template is instantiated for
+// AVX-512, AVX2 with FMA and SSE vectors, picked once at run time (common/cpu_isa.h).
+#include "siren/siren.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "common/cpu_isa.h"
+
+// The vector types are only ever passed between always-inlined functions.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace fastsdf::siren {
+namespace {
+
+#define FASTSDF_INLINE inline __attribute__((always_inline))
+
+template <int W>
+struct Vec {
+  typedef float F __attribute__((vector_size(4 * W)));
+  typedef int32_t I __attribute__((vector_size(4 * W)));
+};
+
+template <int W>
+FASTSDF_INLINE typename Vec<W>::F load(const float* p) {
+  typename Vec<W>::F v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <int W>
+FASTSDF_INLINE void store(float* p, typename Vec<W>::F v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// sin(x) and cos(x): x = q pi/2 + r with |r| <= pi/4 (Cody-Waite: pi/2 in three parts, exact
+// products), then Cephes' minimax polynomials on r and the quadrant's swap and signs. Within 2 ulp
+// for |x| < 1e4 (|omega z| in a SIREN stays far below), degrading slowly beyond.
+template <int W>
+FASTSDF_INLINE void sincos_vec(typename Vec<W>::F x, typename Vec<W>::F* s, typename Vec<W>::F* c) {
+  using F = typename Vec<W>::F;
+  using I = typename Vec<W>::I;
+  const F shifter = F{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const F qf = (x * 0.636619772f + shifter) - shifter;
+  const I q = __builtin_convertvector(qf, I);
+  const F r = ((x - qf * 1.5703125f) - qf * 4.837512969970703125e-4f) - qf * 7.54978995489188216e-8f;
+  const F r2 = r * r;
+  const F sr = r + r * r2 * (-1.6666654611e-1f + r2 * (8.3321608736e-3f + r2 * -1.9515295891e-4f));
+  const F cr = 1.0f - 0.5f * r2 +
+               r2 * r2 * (4.166664568298827e-2f + r2 * (-1.388731625493765e-3f + r2 * 2.443315711809948e-5f));
+  const I odd = (q & 1) != 0;
+  const F sv = odd ? cr : sr, cv = odd ? sr : cr;
+  *s = (F)((I)sv ^ ((q & 2) << 30));
+  *c = (F)((I)cv ^ (((q + 1) & 2) << 30));
+}
+
+// Register blocks: MR rows by 2 vectors. With AVX-512 8 x 2 zmm accumulators, otherwise 6 x 2 (16
+// registers in all).
+template <int W>
+constexpr int kRows = W == 16 ? 8 : 6;
+// Points per tile, a multiple of the block rows.
+template <int W>
+constexpr int64_t kTile = 8 * kRows<W>;
+
+// acc = sum over k of A[i, k] B[k, 0:2W] for MR rows i: A[i, k] at a[i * a_row + k * a_col] (a_col
+// = 1 for a row-major A, a_row = 1 to read A transposed), B row k at b + k * ldb.
+template <int W>
+FASTSDF_INLINE void multiply_block(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb,
+                                   int64_t k_count, typename Vec<W>::F (&acc)[kRows<W>][2]) {
+  using F = typename Vec<W>::F;
+  for (int i = 0; i < kRows<W>; ++i) acc[i][0] = acc[i][1] = F{};
+  for (int64_t k = 0; k < k_count; ++k) {
+    const F b0 = load<W>(b + ldb * k), b1 = load<W>(b + ldb * k + W);
+    for (int i = 0; i < kRows<W>; ++i) {
+      const F ai = F{} + a[i * a_row + k * a_col];
+      acc[i][0] += ai * b0;
+      acc[i][1] += ai * b1;
+    }
+  }
+}
+
+// A (rows x k_count, row-major, stride lda; rows a multiple of MR) times packed panels (each
+// k_count x 2W): epilogue(row, column, acc) for every block.
+template <int W, typename Epilogue>
+FASTSDF_INLINE void multiply(const float* a, int64_t lda, int64_t rows, const float* panels, int64_t k_count,
+                             int64_t n_padded, const Epilogue& epilogue) {
+  constexpr int64_t kPanel = 2 * W;
+  for (int64_t p = 0; p < n_padded / kPanel; ++p) {
+    const float* panel = panels + p * k_count * kPanel;
+    for (int64_t r = 0; r < rows; r += kRows<W>) {
+      typename Vec<W>::F acc[kRows<W>][2];
+      multiply_block<W>(a + r * lda, lda, 1, panel, kPanel, k_count, acc);
+      epilogue(r, p * kPanel, acc);
+    }
+  }
+}
+
+// C (m_padded x n_padded, stride ldc) += A^T B, A (rows x m, stride lda) and B (rows x n, stride
+// ldb) read in place: the weight gradients, summed over a tile's rows.
+template <int W>
+FASTSDF_INLINE void accumulate_transposed(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t rows,
+                                          int64_t m_padded, int64_t n_padded, float* c, int64_t ldc) {
+  using F = typename Vec<W>::F;
+  for (int64_t col = 0; col < n_padded; col += 2 * W) {
+    for (int64_t i0 = 0; i0 < m_padded; i0 += kRows<W>) {
+      F acc[kRows<W>][2];
+      multiply_block<W>(a + i0, 1, lda, b + col, ldb, rows, acc);
+      for (int i = 0; i < kRows<W> && i0 + i < m_padded; ++i) {
+        float* row = c + (i0 + i) * ldc + col;
+        store<W>(row, load<W>(row) + acc[i][0]);
+        store<W>(row + W, load<W>(row + W) + acc[i][1]);
+      }
+    }
+  }
+}
+
+// What one thread needs for one tile; row strides are the padded sizes. act[0] holds the inputs,
+// act[k + 1] layer k's outputs a_k, deriv[k] its factors c_k = omega cos(omega z_k) (1 for a linear
+// layer), jac[k] the Jacobian rows G_k = dy/da_k (tile points x outputs rows, jac[L - 1] = I) and
+// cbar[k] what the Jacobian's adjoint adds to c_k. The rest are work buffers and, for training,
+// this thread's sums of the parameter gradients.
+struct Scratch {
+  std::vector<std::vector<float>> act, deriv, jac, cbar, grad_w, grad_b;
+  std::vector<float> x_jacobian, m, mbar, gbar, gbar_next, zbar, abar, abar_next;
+
+  Scratch(const std::vector<PackedNet::Layer>& layers, int64_t tile, bool with_jacobian, bool training) {
+    const int64_t out = layers.back().out, rows = tile * out;
+    int64_t widest = layers.front().in_padded;
+    act.emplace_back(tile * layers.front().in_padded, 0.0f);
+    for (const PackedNet::Layer& layer : layers) {
+      widest = std::max(widest, layer.out_padded);
+      act.emplace_back(tile * layer.out_padded, 0.0f);
+      deriv.emplace_back(tile * layer.out_padded, 1.0f);
+      jac.emplace_back(with_jacobian ? rows * layer.out_padded : 0, 0.0f);
+      cbar.emplace_back(with_jacobian && training ? tile * layer.out_padded : 0, 0.0f);
+      grad_w.emplace_back(training ? layer.out_padded * layer.in_padded : 0, 0.0f);
+      grad_b.emplace_back(training ? layer.out_padded : 0, 0.0f);
+    }
+    if (with_jacobian) {
+      for (int64_t row = 0; row < rows; ++row) jac.back()[row * layers.back().out_padded + row % out] = 1.0f;
+      x_jacobian.resize(rows * layers.front().in_padded);
+      m.resize(rows * widest);
+    }
+    if (training) {
+      for (auto* buffer : {&mbar, &gbar, &gbar_next}) buffer->resize(with_jacobian ? rows * widest : 0);
+      for (auto* buffer : {&zbar, &abar, &abar_next}) buffer->resize(tile * widest);
+    }
+  }
+};
+
+// The tile's inputs (count points from `first`, the rest zeros) through the network: act, deriv
+// and, with the Jacobian, jac and x_jacobian (dy/d input rows).
+template <int W>
+FASTSDF_INLINE void forward_tile(const std::vector<PackedNet::Layer>& layers, const float* x, int64_t first,
+                                 int64_t count, bool with_jacobian, Scratch* s) {
+  using F = typename Vec<W>::F;
+  constexpr int64_t kTileRows = kTile<W>;
+  const int64_t in = layers.front().in, ld_in = layers.front().in_padded, out = layers.back().out;
+  float* inputs = s->act[0].data();
+  std::fill(inputs, inputs + kTileRows * ld_in, 0.0f);
+  for (int64_t i = 0; i < count; ++i) std::memcpy(inputs + i * ld_in, x + (first + i) * in, sizeof(float) * in);
+  for (size_t k = 0; k < layers.size(); ++k) {
+    const PackedNet::Layer& layer = layers[k];
+    float* next = s->act[k + 1].data();
+    float* derivative = s->deriv[k].data();
+    const int64_t ldc = layer.out_padded;
+    multiply<W>(s->act[k].data(), layer.in_padded, kTileRows, layer.forward.data(), layer.in, ldc,
+                [&](int64_t r, int64_t col, F (&acc)[kRows<W>][2]) {
+                  for (int i = 0; i < kRows<W>; ++i) {
+                    for (int h = 0; h < 2; ++h) {
+                      const int64_t at = (r + i) * ldc + col + h * W;
+                      const F z = acc[i][h] + load<W>(layer.bias.data() + col + h * W);
+                      if (!layer.sine) {
+                        store<W>(next + at, z);
+                        continue;
+                      }
+                      F sine, cosine;
+                      sincos_vec<W>(z * layer.omega, &sine, &cosine);
+                      store<W>(next + at, sine);
+                      store<W>(derivative + at, cosine * layer.omega);
+                    }
+                  }
+                });
+  }
+  if (!with_jacobian) return;
+  // Reverse mode over (point, output) rows: G_{k-1} = (G_k * c_k) W_k, from G_{L-1} = I down to
+  // the inputs.
+  const int64_t rows = kTileRows * out;
+  for (size_t k = layers.size(); k-- > 0;) {
+    const PackedNet::Layer& layer = layers[k];
+    const float* g = s->jac[k].data();
+    const float* c = s->deriv[k].data();
+    const int64_t ld = layer.out_padded;
+    for (int64_t row = 0; row < rows; ++row)
+      for (int64_t j = 0; j < ld; ++j) s->m[row * ld + j] = g[row * ld + j] * c[(row / out) * ld + j];
+    float* below = k > 0 ? s->jac[k - 1].data() : s->x_jacobian.data();
+    multiply<W>(s->m.data(), ld, rows, layer.backward.data(), layer.out, layer.in_padded,
+                [&](int64_t r, int64_t col, F (&acc)[kRows<W>][2]) {
+                  for (int i = 0; i < kRows<W>; ++i)
+                    for (int h = 0; h < 2; ++h) store<W>(below + (r + i) * layer.in_padded + col + h * W, acc[i][h]);
+                });
+  }
+}
+
+// Adds the tile's contributions to the parameter gradients (this thread's sums) and writes the
+// input gradient, for upstream gradients dy (tile points x out) and dj (rows x inputs, zeros in
+// the columns without a Jacobian), both zero past the tile's points. forward_tile ran first.
+template <int W>
+FASTSDF_INLINE void backward_tile(const std::vector<PackedNet::Layer>& layers, const float* dy, const float* dj,
+                                  float* dx, Scratch* s) {
+  using F = typename Vec<W>::F;
+  constexpr int64_t kTileRows = kTile<W>;
+  const int64_t out = layers.back().out, rows = kTileRows * out;
+  const int64_t count = static_cast<int64_t>(layers.size());
+  auto store_block = [](float* dst, int64_t ld) {
+    return [dst, ld](int64_t r, int64_t col, F (&acc)[kRows<W>][2]) {
+      for (int i = 0; i < kRows<W>; ++i)
+        for (int h = 0; h < 2; ++h) store<W>(dst + (r + i) * ld + col + h * W, acc[i][h]);
+    };
+  };
+  if (dj) {
+    // The Jacobian's adjoint, from the inputs up: with M_k = G_k * c_k and G_{k-1} = M_k W_k,
+    // dW_k += M_k^T dG_{k-1}, dM_k = dG_{k-1} W_k^T, dG_k = dM_k * c_k, and c_k gets
+    // sum over outputs of dM_k * G_k.
+    std::copy(dj, dj + rows * layers.front().in_padded, s->gbar.begin());
+    for (int64_t k = 0; k < count; ++k) {
+      const PackedNet::Layer& layer = layers[k];
+      const int64_t ld = layer.out_padded;
+      const float* g = s->jac[k].data();
+      const float* c = s->deriv[k].data();
+      for (int64_t row = 0; row < rows; ++row)
+        for (int64_t j = 0; j < ld; ++j) s->m[row * ld + j] = g[row * ld + j] * c[(row / out) * ld + j];
+      accumulate_transposed<W>(s->m.data(), ld, s->gbar.data(), layer.in_padded, rows, ld, layer.in_padded,
+                               s->grad_w[k].data(), layer.in_padded);
+      multiply<W>(s->gbar.data(), layer.in_padded, rows, layer.forward.data(), layer.in, ld,
+                  store_block(s->mbar.data(), ld));
+      if (layer.sine) {
+        float* cbar = s->cbar[k].data();
+        std::fill(cbar, cbar + kTileRows * ld, 0.0f);
+        for (int64_t row = 0; row < rows; ++row)
+          for (int64_t j = 0; j < ld; ++j) cbar[(row / out) * ld + j] += s->mbar[row * ld + j] * g[row * ld + j];
+      }
+      if (k + 1 < count) {
+        for (int64_t row = 0; row < rows; ++row)
+          for (int64_t j = 0; j < ld; ++j) s->gbar_next[row * ld + j] = s->mbar[row * ld + j] * c[(row / out) * ld + j];
+        std::swap(s->gbar, s->gbar_next);
+      }
+    }
+  }
+  // The forward adjoint, from the output down: dz_k = da_k * c_k (minus omega^2 cbar_k * a_k from
+  // the Jacobian), db_k += dz_k, dW_k += dz_k^T a_{k-1}, da_{k-1} = dz_k W_k.
+  const int64_t ld_out = layers.back().out_padded;
+  std::fill(s->abar.begin(), s->abar.begin() + kTileRows * ld_out, 0.0f);
+  if (dy)
+    for (int64_t p = 0; p < kTileRows; ++p) std::copy(dy + p * out, dy + (p + 1) * out, s->abar.begin() + p * ld_out);
+  for (int64_t k = count; k-- > 0;) {
+    const PackedNet::Layer& layer = layers[k];
+    const int64_t ld = layer.out_padded;
+    const float* c = s->deriv[k].data();
+    const float* a = s->act[k + 1].data();
+    const float curvature = -layer.omega * layer.omega;
+    for (int64_t i = 0; i < kTileRows * ld; ++i) {
+      float z = s->abar[i] * c[i];
+      if (dj && layer.sine) z += curvature * s->cbar[k][i] * a[i];
+      s->zbar[i] = z;
+    }
+    float* grad_b = s->grad_b[k].data();
+    for (int64_t p = 0; p < kTileRows; ++p)
+      for (int64_t j = 0; j < ld; ++j) grad_b[j] += s->zbar[p * ld + j];
+    accumulate_transposed<W>(s->zbar.data(), ld, s->act[k].data(), layer.in_padded, kTileRows, ld, layer.in_padded,
+                             s->grad_w[k].data(), layer.in_padded);
+    if (k > 0 || dx) {
+      multiply<W>(s->zbar.data(), ld, kTileRows, layer.backward.data(), layer.out, layer.in_padded,
+                  store_block(s->abar_next.data(), layer.in_padded));
+      std::swap(s->abar, s->abar_next);
+    }
+  }
+  if (dx) std::copy(s->abar.begin(), s->abar.begin() + kTileRows * layers.front().in_padded, dx);
+}
+
+// Inference over points [first, first + count): y and, unless null, the Jacobian columns.
+template <int W>
+FASTSDF_INLINE void infer_tile(const std::vector<PackedNet::Layer>& layers, const float* x, int64_t first,
+                               int64_t count, float* y, float* jacobian, int64_t grad_columns, Scratch* s) {
+  forward_tile<W>(layers, x, first, count, jacobian != nullptr, s);
+  const int64_t in = layers.front().in, out = layers.back().out;
+  const int64_t ld_out = layers.back().out_padded, ld_in = layers.front().in_padded;
+  const float* result = s->act.back().data();
+  for (int64_t i = 0; i < count; ++i) std::memcpy(y + (first + i) * out, result + i * ld_out, sizeof(float) * out);
+  if (!jacobian) return;
+  for (int64_t i = 0; i < count; ++i)
+    for (int64_t o = 0; o < out; ++o)
+      std::memcpy(jacobian + ((first + i) * out + o) * grad_columns,
+                  s->x_jacobian.data() + (i * out + o) * ld_in + in - grad_columns, sizeof(float) * grad_columns);
+}
+
+// Training over points [first, first + count): gradients for dy (N, out) and dj (N, out,
+// grad_columns), either null, into this thread's sums and, unless null, dx (N, in).
+template <int W>
+FASTSDF_INLINE void train_tile(const std::vector<PackedNet::Layer>& layers, const float* x, int64_t first,
+                               int64_t count, const float* dy, const float* dj, int64_t grad_columns, float* dx,
+                               Scratch* s, std::vector<float>* staging) {
+  constexpr int64_t kTileRows = kTile<W>;
+  forward_tile<W>(layers, x, first, count, dj != nullptr, s);
+  const int64_t in = layers.front().in, ld_in = layers.front().in_padded, out = layers.back().out;
+  // Upstream gradients of the tile, zero-padded: dy rows, dj rows (columns of the Jacobian placed at
+  // the end of the inputs), dx rows.
+  std::vector<float>& buf = *staging;
+  const int64_t dy_size = kTileRows * out, dj_size = dj ? kTileRows * out * ld_in : 0;
+  buf.assign(dy_size + dj_size + (dx ? kTileRows * ld_in : 0), 0.0f);
+  if (dy) std::memcpy(buf.data(), dy + first * out, sizeof(float) * count * out);
+  if (dj)
+    for (int64_t row = 0; row < count * out; ++row)
+      std::memcpy(buf.data() + dy_size + row * ld_in + in - grad_columns, dj + (first * out + row) * grad_columns,
+                  sizeof(float) * grad_columns);
+  float* dx_tile = dx ? buf.data() + dy_size + dj_size : nullptr;
+  backward_tile<W>(layers, dy ? buf.data() : nullptr, dj ? buf.data() + dy_size : nullptr, dx_tile, s);
+  if (dx)
+    for (int64_t i = 0; i < count; ++i) std::memcpy(dx + (first + i) * in, dx_tile + i * ld_in, sizeof(float) * in);
+}
+
+template <int W>
+FASTSDF_INLINE void sincos_range(const float* z, int64_t n, float omega, float* s, float* c) {
+  using F = typename Vec<W>::F;
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    F sine, cosine;
+    sincos_vec<W>(load<W>(z + i) * omega, &sine, &cosine);
+    store<W>(s + i, sine);
+    if (c) store<W>(c + i, cosine * omega);
+  }
+  if (i < n) {  // the tail through a zero-padded vector
+    float in[W] = {}, sine[W], cosine[W];
+    std::memcpy(in, z + i, sizeof(float) * (n - i));
+    F vs, vc;
+    sincos_vec<W>(load<W>(in) * omega, &vs, &vc);
+    store<W>(sine, vs);
+    store<W>(cosine, vc * omega);
+    std::memcpy(s + i, sine, sizeof(float) * (n - i));
+    if (c) std::memcpy(c + i, cosine, sizeof(float) * (n - i));
+  }
+}
+
+// Runs fn(std::integral_constant<int, W>) compiled for W's instruction set, everything inlined
+// into it.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FASTSDF_TARGET(isa) __attribute__((target(isa), flatten))
+#else
+#define FASTSDF_TARGET(isa)
+#endif
+
+template <typename Fn>
+FASTSDF_TARGET("avx512f,avx2,fma") void with_16(const Fn& fn) {
+  fn(std::integral_constant<int, 16>{});
+}
+
+template <typename Fn>
+FASTSDF_TARGET("avx2,fma") void with_8(const Fn& fn) {
+  fn(std::integral_constant<int, 8>{});
+}
+
+template <typename Fn>
+void with_4(const Fn& fn) {
+  fn(std::integral_constant<int, 4>{});
+}
+
+template <typename Fn>
+void with_width(int width, const Fn& fn) {
+  if (width == 16) {
+    with_16(fn);
+  } else if (width == 8) {
+    with_8(fn);
+  } else {
+    with_4(fn);
+  }
+}
+
+int widest_width() {
+  switch (cpu_isa()) {
+    case CpuIsa::kAvx512:
+      return 16;
+    case CpuIsa::kAvx2:
+      return 8;
+    default:
+      return 4;
+  }
+}
+
+int thread_number() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+int64_t padded(int64_t n, int64_t panel) { return (n + panel - 1) / panel * panel; }
+
+int64_t tile_points(int width) { return width == 16 ? kTile<16> : (width == 8 ? kTile<8> : kTile<4>); }
+
+}  // namespace
+
+PackedNet::PackedNet(const std::vector<LayerSpec>& layers, int width) : width_(width ? width : widest_width()) {
+  if (width_ != 4 && width_ != 8 && width_ != 16) throw std::invalid_argument("siren: vector width must be 4, 8 or 16");
+  if (width_ > widest_width())
+    throw std::invalid_argument("siren: this CPU does not run " + std::to_string(width_) + "-float vectors");
+  if (layers.size() < 2) throw std::invalid_argument("siren: a network needs at least 2 layers");
+  const int64_t panel = 2 * width_;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerSpec& spec = layers[l];
+    if (spec.in < 1 || spec.out < 1 || (l > 0 && spec.in != layers[l - 1].out))
+      throw std::invalid_argument("siren: layer sizes do not chain");
+    if (!spec.sine && l + 1 != layers.size()) throw std::invalid_argument("siren: only the last layer may be linear");
+    Layer layer{spec.in, spec.out, padded(spec.in, panel), padded(spec.out, panel), spec.sine, spec.omega,
+                std::vector<float>(spec.weight, spec.weight + spec.in * spec.out), {}, {}, {}};
+    layer.bias.assign(layer.out_padded, 0.0f);
+    if (spec.bias) std::copy(spec.bias, spec.bias + spec.out, layer.bias.begin());
+    layer.forward.assign(layer.out_padded * layer.in, 0.0f);
+    layer.backward.assign(layer.in_padded * layer.out, 0.0f);
+    for (int64_t j = 0; j < spec.out; ++j) {
+      for (int64_t k = 0; k < spec.in; ++k) {
+        const float w = spec.weight[j * spec.in + k];
+        layer.forward[(j / panel) * spec.in * panel + k * panel + j % panel] = w;
+        layer.backward[(k / panel) * spec.out * panel + j * panel + k % panel] = w;
+      }
+    }
+    layers_.push_back(std::move(layer));
+  }
+  in_ = layers.front().in;
+  out_ = layers.back().out;
+}
+
+void PackedNet::forward(const float* x, int64_t n, float* y, float* jacobian, int64_t grad_columns) const {
+  if (jacobian && (grad_columns < 1 || grad_columns > in_))
+    throw std::invalid_argument("siren: grad_columns must be in [1, in_features]");
+  const int64_t tile = tile_points(width_);
+  const int64_t tiles = (n + tile - 1) / tile;
+#pragma omp parallel
+  {
+    Scratch scratch(layers_, tile, jacobian != nullptr, false);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t first = t * tile, count = std::min(tile, n - first);
+      with_width(width_, [&](auto w) {
+        infer_tile<decltype(w)::value>(layers_, x, first, count, y, jacobian, grad_columns, &scratch);
+      });
+    }
+  }
+}
+
+void PackedNet::backward(const float* x, int64_t n, const float* dy, const float* dj, int64_t grad_columns,
+                         const std::vector<float*>& grad_weights, const std::vector<float*>& grad_biases,
+                         float* dx) const {
+  if (dj && (grad_columns < 1 || grad_columns > in_))
+    throw std::invalid_argument("siren: grad_columns must be in [1, in_features]");
+  if (grad_weights.size() != layers_.size() || grad_biases.size() != layers_.size())
+    throw std::invalid_argument("siren: one weight and one bias gradient per layer");
+  const int64_t tile = tile_points(width_);
+  const int64_t tiles = (n + tile - 1) / tile;
+  // Static scheduling and a fixed order of the threads' sums keep the result the same from run to
+  // run (for one number of threads).
+  std::vector<std::pair<int, Scratch>> sums;
+#pragma omp parallel
+  {
+    Scratch scratch(layers_, tile, dj != nullptr, true);
+    std::vector<float> staging;
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t first = t * tile, count = std::min(tile, n - first);
+      with_width(width_, [&](auto w) {
+        train_tile<decltype(w)::value>(layers_, x, first, count, dy, dj, grad_columns, dx, &scratch, &staging);
+      });
+    }
+#pragma omp critical
+    sums.emplace_back(thread_number(), std::move(scratch));
+  }
+  for (size_t k = 0; k < layers_.size(); ++k) {
+    const Layer& layer = layers_[k];
+    if (grad_weights[k]) std::fill(grad_weights[k], grad_weights[k] + layer.out * layer.in, 0.0f);
+    if (grad_biases[k]) std::fill(grad_biases[k], grad_biases[k] + layer.out, 0.0f);
+  }
+  std::sort(sums.begin(), sums.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [thread, sum] : sums) {
+    for (size_t k = 0; k < layers_.size(); ++k) {
+      const Layer& layer = layers_[k];
+      if (grad_weights[k])
+        for (int64_t j = 0; j < layer.out; ++j)
+          for (int64_t i = 0; i < layer.in; ++i) grad_weights[k][j * layer.in + i] += sum.grad_w[k][j * layer.in_padded + i];
+      if (grad_biases[k])
+        for (int64_t j = 0; j < layer.out; ++j) grad_biases[k][j] += sum.grad_b[k][j];
+    }
+  }
+}
+
+void sincos(const float* z, int64_t n, float omega, float* s, float* c) {
+  constexpr int64_t kChunk = 1 << 14;
+  const int width = widest_width();
+#pragma omp parallel for schedule(static)
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const int64_t count = std::min(kChunk, n - start);
+    float* cs = c ? c + start : nullptr;
+    with_width(width, [&](auto w) { sincos_range<decltype(w)::value>(z + start, count, omega, s + start, cs); });
+  }
+}
+
+}  // namespace fastsdf::siren

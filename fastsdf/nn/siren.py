@@ -1,0 +1,320 @@
+"""``SirenMLP``: the SIREN of Sitzmann et al. (2020), with fused kernels behind it.
+
+Each sine layer computes sin(omega_0 (W x + b)); the first layer's weights start uniform in
++-1/fan_in, the others' in +-sqrt(6/fan_in)/omega_0, and biases as ``nn.Linear``'s (the official
+code's initialisation, which keeps activations arcsine-distributed through depth). The network's
+arithmetic runs in ``fastsdf.ops.siren``: fused kernels where no gradient is recorded (C++ on the
+CPU, Triton on CUDA), and a composed path, autograd-ready to any order, where one is.
+
+``Siren`` is the official ``Siren`` class's interface (its defaults, ``forward`` returning
+``(output, coords)``, its state-dict keys), so code written for it switches by changing the import.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastsdf.ops import siren as siren_ops
+
+__all__ = ["PRECISIONS", "Siren", "SirenMLP"]
+
+PRECISIONS = siren_ops.PRECISIONS
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _omega(name: str, value: Any) -> float:
+    try:
+        omega = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not (math.isfinite(omega) and omega > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return omega
+
+
+class SirenMLP(nn.Module):
+    """A SIREN: ``in_features (+ latent_features) -> hidden_features`` sine layers ``hidden_layers + 1``
+    deep, then ``-> out_features``, linear when ``outermost_linear`` (else a sine layer too).
+
+    Args:
+        in_features, hidden_features, hidden_layers, out_features, outermost_linear, first_omega_0,
+            hidden_omega_0, bias: as the official ``Siren`` (``hidden_layers`` counts the
+            hidden-to-hidden layers); ``bias=False`` drops every bias.
+        latent_features: length of a code concatenated before the input, as DeepSDF does (0: none).
+        precision: ``"fp32"`` (default), ``"tf32"`` or ``"bf16"`` (fp32 accumulation) for the
+            hidden layers' products; the first layer is always computed in fp32 (omega_0 = 30
+            magnifies its errors). ``"tf32"`` only changes anything on CUDA.
+
+    Any leading batch shape; float32 (or float64: the plain PyTorch path) parameters and inputs on
+    one device. The backend is chosen per call (``fastsdf.ops.siren.backend``); FASTSDF_BACKEND
+    forces one. NaN or Inf inputs give NaN or Inf outputs for those points only, as any module.
+    """
+
+    def __init__(self, in_features: int, hidden_features: int, hidden_layers: int, out_features: int,
+                 outermost_linear: bool = True, first_omega_0: float = 30.0, hidden_omega_0: float = 30.0,
+                 bias: bool = True, latent_features: int = 0, precision: str = "fp32"):
+        super().__init__()
+        self.in_features = _positive_int("in_features", in_features)
+        self.hidden_features = _positive_int("hidden_features", hidden_features)
+        self.hidden_layers = _positive_int("hidden_layers", hidden_layers, minimum=0)
+        self.out_features = _positive_int("out_features", out_features)
+        self.latent_features = _positive_int("latent_features", latent_features, minimum=0)
+        self.outermost_linear = bool(outermost_linear)
+        self.first_omega_0 = _omega("first_omega_0", first_omega_0)
+        self.hidden_omega_0 = _omega("hidden_omega_0", hidden_omega_0)
+        self.precision = precision
+        self._kernels = siren_ops.KernelCache()
+        sizes = [self.in_features + self.latent_features, *[self.hidden_features] * (self.hidden_layers + 1),
+                 self.out_features]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            linear = nn.Linear(fan_in, fan_out, bias=bias)  # its bias initialisation, as the official code
+            bound = 1.0 / fan_in if layer == 0 else math.sqrt(6.0 / fan_in) / self.hidden_omega_0
+            with torch.no_grad():
+                linear.weight.uniform_(-bound, bound)
+            self.weights.append(linear.weight)
+            if bias:
+                self.biases.append(linear.bias)
+
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r}")
+        self._precision = value
+
+    @property
+    def omegas(self) -> tuple[float | None, ...]:
+        """omega_0 of each linear layer, None for a linear output layer."""
+        last = None if self.outermost_linear else self.hidden_omega_0
+        return (self.first_omega_0, *[self.hidden_omega_0] * self.hidden_layers, last)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, hidden_features={self.hidden_features}, "
+                f"hidden_layers={self.hidden_layers}, out_features={self.out_features}, "
+                f"outermost_linear={self.outermost_linear}, first_omega_0={self.first_omega_0:g}, "
+                f"hidden_omega_0={self.hidden_omega_0:g}, bias={len(self.biases) > 0}, "
+                f"latent_features={self.latent_features}, precision={self.precision!r}")
+
+    def forward(self, x: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
+        """The network at ``x`` (..., in_features), with ``latent`` (..., latent_features), broadcast
+        over the leading dimensions, when the network has a latent input: (..., out_features)."""
+        points, lead = self._points(x, latent)
+        y = siren_ops.forward(points, list(self.weights), self._bias_list(), self.omegas, self.precision,
+                              self._kernels)
+        return y.reshape(*lead, self.out_features)
+
+    def forward_with_gradient(self, x: torch.Tensor,
+                              latent: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y, dy/dx)`` in one pass: y (..., out_features) and the Jacobian with respect to x (not the
+        latent code) (..., out_features, in_features); for an SDF, ``dy/dx[..., 0, :]`` is the
+        gradient (normals, eikonal loss, sphere tracing). Differentiable with respect to the
+        parameters, x and the latent code."""
+        points, lead = self._points(x, latent)
+        y, jacobian = siren_ops.forward_with_gradient(points, list(self.weights), self._bias_list(), self.omegas,
+                                                      self.precision, self.in_features, self._kernels)
+        return y.reshape(*lead, self.out_features), jacobian.reshape(*lead, self.out_features, self.in_features)
+
+    def _bias_list(self) -> list[torch.Tensor | None]:
+        return list(self.biases) if len(self.biases) else [None] * len(self.weights)
+
+    def _points(self, x: Any, latent: Any) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """The network's (N, latent + in) input and x's leading shape, after checking both."""
+        reference = self.weights[0]
+        x = self._check_tensor("x", x, self.in_features, reference)
+        lead = tuple(x.shape[:-1])
+        if self.latent_features == 0:
+            if latent is not None:
+                raise ValueError("this network has no latent input (latent_features=0), but a latent code was given")
+            return x.reshape(-1, self.in_features), lead
+        if latent is None:
+            raise ValueError(f"this network takes a latent code of {self.latent_features} features: pass latent=")
+        latent = self._check_tensor("latent", latent, self.latent_features, reference)
+        try:
+            latent = latent.expand(*lead, self.latent_features)
+        except RuntimeError:
+            raise ValueError(f"latent of shape {tuple(latent.shape)} does not broadcast to x's leading shape "
+                             f"{lead}") from None
+        return torch.cat([latent, x], dim=-1).reshape(-1, self.latent_features + self.in_features), lead
+
+    @staticmethod
+    def _check_tensor(name: str, value: Any, features: int, reference: torch.Tensor) -> torch.Tensor:
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.ndim < 1 or value.shape[-1] != features:
+            raise ValueError(f"{name} must have shape (..., {features}), got {tuple(value.shape)}")
+        if value.dtype != reference.dtype:
+            raise TypeError(f"{name} is {value.dtype} but the network's parameters are {reference.dtype}: convert "
+                            f"one of them (e.g. {name}.to({reference.dtype}) or model.to({value.dtype}))")
+        if value.device != reference.device:
+            raise ValueError(f"{name} is on {value.device} but the network is on {reference.device}")
+        return value
+
+    # --- the official layout -------------------------------------------------------------------
+
+    @classmethod
+    def from_official_state_dict(cls, state_dict: Mapping[str, torch.Tensor], first_omega_0: float = 30.0,
+                                 hidden_omega_0: float = 30.0, outermost_linear: bool | None = None,
+                                 **kwargs: Any) -> "SirenMLP":
+        """A network with the weights of a state dict of the official ``Siren`` class (keys
+        ``net.0.linear.weight``, ..., ``net.L.weight``, a ``module.`` prefix allowed). Sizes, biases
+        and whether the output layer is linear come from the keys; ``outermost_linear``, when
+        given, must agree. ``kwargs`` go to the constructor (e.g. ``precision``)."""
+        layers, sine_last = _official_layers(state_dict)
+        if outermost_linear is not None and bool(outermost_linear) == sine_last:
+            raise ValueError(f"outermost_linear={outermost_linear} but the state dict's last layer is "
+                             f"{'a sine layer' if sine_last else 'linear'}")
+        return cls._from_layers(layers, outermost_linear=not sine_last, first_omega_0=first_omega_0,
+                                hidden_omega_0=hidden_omega_0, **kwargs)
+
+    def to_official_state_dict(self) -> "OrderedDict[str, torch.Tensor]":
+        """This network's parameters under the official ``Siren`` class's keys (detached copies)."""
+        out: OrderedDict[str, torch.Tensor] = OrderedDict()
+        for layer, (weight, bias) in enumerate(zip(self.weights, self._bias_list())):
+            sine = layer < len(self.weights) - 1 or not self.outermost_linear
+            prefix = f"net.{layer}.linear." if sine else f"net.{layer}."
+            out[prefix + "weight"] = weight.detach().clone()
+            if bias is not None:
+                out[prefix + "bias"] = bias.detach().clone()
+        return out
+
+    @classmethod
+    def from_siren_pytorch_state_dict(cls, state_dict: Mapping[str, torch.Tensor], *, w0: float, w0_initial: float,
+                                      final_sine: bool, **kwargs: Any) -> "SirenMLP":
+        """A network with the weights of lucidrains' siren-pytorch ``SirenNet``: keys ``net.{i}`` or
+        ``layers.{i}`` (``.weight``, ``.bias``) and ``last_layer``. Its omegas are ``w0_initial``
+        (first layer) and ``w0``, and its last layer is a sine unless it was given a final activation
+        (``final_sine``): the state dict does not say, and the package's defaults changed between
+        versions, so all three are asked for. Other activations than the identity have no
+        counterpart here."""
+        return cls._from_layers(_siren_pytorch_layers(state_dict), outermost_linear=not final_sine,
+                                first_omega_0=w0_initial, hidden_omega_0=w0, **kwargs)
+
+    @classmethod
+    def _from_layers(cls, layers: list[tuple[torch.Tensor, Any]], **kwargs: Any) -> "SirenMLP":
+        """A network sized after checked (weight, bias) layers, holding copies of them."""
+        first, last = layers[0][0], layers[-1][0]
+        model = cls(first.shape[1], first.shape[0], len(layers) - 2, last.shape[0], bias=layers[0][1] is not None,
+                    **kwargs)
+        with torch.no_grad():
+            for target, (source, _) in zip(model.weights, layers):
+                target.copy_(source)
+            for target, (_, source) in zip(model.biases, layers):
+                target.copy_(source)
+        return model
+
+
+def _official_layers(state_dict: Mapping[str, torch.Tensor]) -> tuple[list[tuple[torch.Tensor, Any]], bool]:
+    """(weight, bias) per layer of an official Siren state dict, in order, and whether the last
+    layer is a sine layer (its keys then run through ``.linear``)."""
+    found: dict[int, dict[str, torch.Tensor]] = {}
+    sine: dict[int, bool] = {}
+    for key, value in state_dict.items():
+        match = re.fullmatch(r"(?:module\.)?net\.(\d+)\.(linear\.)?(weight|bias)", key)
+        if match is None:
+            raise ValueError(f"not an official Siren state dict: unexpected key {key!r}")
+        found.setdefault(int(match[1]), {})[match[3]] = value
+        sine[int(match[1])] = match[2] is not None
+    return _checked_layers(found), bool(found) and sine[max(found)]
+
+
+def _siren_pytorch_layers(state_dict: Mapping[str, torch.Tensor]) -> list[tuple[torch.Tensor, Any]]:
+    """(weight, bias) per layer of a siren-pytorch SirenNet state dict, in order."""
+    found: dict[int, dict[str, torch.Tensor]] = {}
+    last: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        match = re.fullmatch(r"(?:module\.)?(?:(?:net|layers)\.(\d+)|(last_layer))\.(weight|bias)", key)
+        if match is None:
+            raise ValueError(f"not a siren-pytorch SirenNet state dict: unexpected key {key!r}")
+        (last if match[2] else found.setdefault(int(match[1]), {}))[match[3]] = value
+    if "weight" not in last:
+        raise ValueError("not a siren-pytorch SirenNet state dict: no last_layer.weight")
+    found[max(found, default=-1) + 1] = last
+    return _checked_layers(found)
+
+
+def _checked_layers(found: dict[int, dict[str, torch.Tensor]]) -> list[tuple[torch.Tensor, Any]]:
+    """The layers' (weight, bias) in order, after checking that they are numbered 0..L (at least 2),
+    each has a 2-D weight, biases are all there or all absent and fit, and the sizes chain through
+    square hidden layers of one size."""
+    indices = sorted(found)
+    if len(indices) < 2 or indices != list(range(len(indices))):
+        raise ValueError(f"the layers must be numbered 0, 1, ... with at least 2 of them, got {indices}")
+    layers = [(found[i].get("weight"), found[i].get("bias")) for i in indices]
+    for weight, bias in layers:
+        if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+            raise ValueError("every layer needs a 2-D weight")
+        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(f"a bias of shape {tuple(bias.shape)} for a weight of shape {tuple(weight.shape)}")
+    if len({bias is None for _, bias in layers}) != 1:
+        raise ValueError("some layers have biases and others do not")
+    for (a, _), (b, _) in zip(layers, layers[1:]):
+        if a.shape[0] != b.shape[1]:
+            raise ValueError(f"layer sizes do not chain: {tuple(a.shape)} then {tuple(b.shape)}")
+    if any(w.shape[0] != w.shape[1] for w, _ in layers[1:-1]):
+        raise ValueError("the hidden layers of a SIREN must be square")
+    return layers
+
+
+class Siren(SirenMLP):
+    """The official SIREN ``Siren`` class's interface on top of ``SirenMLP``: the same constructor
+    and defaults (``outermost_linear=False``), ``forward(coords)`` returning ``(output, coords)``
+    with coords a detached copy that requires grad (for ``torch.autograd.grad``), and state dicts
+    under the official keys, both saved and loaded."""
+
+    def __init__(self, in_features: int, hidden_features: int, hidden_layers: int, out_features: int,
+                 outermost_linear: bool = False, first_omega_0: float = 30.0, hidden_omega_0: float = 30.0,
+                 **kwargs: Any):
+        super().__init__(in_features, hidden_features, hidden_layers, out_features, outermost_linear,
+                         first_omega_0, hidden_omega_0, **kwargs)
+        self._register_state_dict_hook(_to_official_keys)
+        self._register_load_state_dict_pre_hook(self._from_official_keys)
+
+    def forward(self, coords: torch.Tensor, latent: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        coords = coords.clone().detach().requires_grad_(True)
+        return super().forward(coords, latent), coords
+
+    def _from_official_keys(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        ours = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix + "net.")}
+        if not ours:
+            return
+        for key in list(ours):
+            del state_dict[prefix + key]
+        for key, value in _renamed_from_official(ours, len(self.weights)).items():
+            state_dict[prefix + key] = value
+
+
+def _to_official_keys(module: SirenMLP, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    for layer in range(len(module.weights)):
+        sine = layer < len(module.weights) - 1 or not module.outermost_linear
+        official = f"net.{layer}.linear." if sine else f"net.{layer}."
+        for kind, ours in (("weight", f"weights.{layer}"), ("bias", f"biases.{layer}")):
+            if prefix + ours in state_dict:
+                state_dict[prefix + official + kind] = state_dict.pop(prefix + ours)
+
+
+def _renamed_from_official(state_dict: Mapping[str, Any], layers: int) -> dict[str, Any]:
+    out = {}
+    for key, value in state_dict.items():
+        match = re.fullmatch(r"net\.(\d+)\.(?:linear\.)?(weight|bias)", key)
+        if match is None or int(match[1]) >= layers:
+            out[key] = value  # left for load_state_dict to report
+        else:
+            out[f"{'weights' if match[2] == 'weight' else 'biases'}.{match[1]}"] = value
+    return out

@@ -1,0 +1,223 @@
+"""The arithmetic behind ``fastsdf.SirenMLP``: a backend per call, fused kernels where they can serve.
+
+Backends (``backend``): ``"cpu"`` (``fastsdf._C``: the fused C++ kernel and a vectorised sine),
+``"triton"`` (``fastsdf.kernels.siren``: fused Triton kernels for CUDA tensors) and ``"reference"``
+(``fastsdf.ops.siren_reference``, plain PyTorch: any device, float64). Chosen from the input: float32
+CPU tensors go to ``"cpu"``, float32 CUDA tensors to ``"triton"`` when Triton is installed,
+anything else to ``"reference"``; FASTSDF_BACKEND=reference|triton|cpu forces one (an error if it
+cannot run the call).
+
+Where autograd records the call (grad mode on and a parameter or input that requires grad), the
+backends run the reference algorithm with their own fused sine (``SineFunction``: sin and omega cos
+in one pass, a backward written in differentiable ops, so gradients of gradients work), except for
+``forward_with_gradient`` on the CPU, which runs the fused kernel forward and backward
+(``siren_cpu.FusedSiren``: first-order gradients of y and of the Jacobian, which is what an eikonal
+loss needs; FASTSDF_BACKEND=reference for more). Elsewhere the fused kernels run the whole network
+in one go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from fastsdf import _backend
+from fastsdf.ops import siren_reference
+
+__all__ = ["BACKENDS", "PRECISIONS", "KernelCache", "backend", "forward", "forward_with_gradient"]
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+BACKENDS = ("reference", "triton", "cpu")
+_ENV = "FASTSDF_BACKEND"
+
+
+class KernelCache:
+    """What a backend prepares from a network's parameters (the CPU kernel's packed weights), kept
+    while the parameters stay the same tensors at the same version. Owned by a module; copies and
+    pickles of it start empty."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[tuple, Any]] = {}
+
+    def get(self, name: str, tensors: Sequence[torch.Tensor | None], extra: tuple, make: Callable[[], Any]) -> Any:
+        key = (tuple((t.data_ptr(), t._version, t.shape) if t is not None else None for t in tensors), extra)
+        entry = self._entries.get(name)
+        if entry is None or entry[0] != key:
+            entry = self._entries[name] = (key, make())
+        return entry[1]
+
+    def __reduce__(self) -> tuple:
+        return (KernelCache, ())
+
+
+def _triton_ready() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def backend(x: torch.Tensor) -> str:
+    """The backend a call on ``x`` (N, features) runs on."""
+    forced = os.environ.get(_ENV, "").strip()
+    if forced:
+        if forced not in BACKENDS:
+            raise ValueError(f"{_ENV} must be one of {BACKENDS}, got {forced!r}")
+        if forced != "reference" and x.dtype != torch.float32:
+            raise _backend.BackendUnavailableError(f"{_ENV}={forced} runs float32 only, got {x.dtype}")
+        if forced == "cpu" and x.device.type != "cpu":
+            raise _backend.BackendUnavailableError(f"{_ENV}=cpu needs CPU tensors, got {x.device}")
+        if forced == "cpu":
+            _backend.cpu()  # raises with a build hint when missing
+        if forced == "triton" and not _triton_ready():
+            raise _backend.BackendUnavailableError(f"{_ENV}=triton but Triton is not installed (pip install triton)")
+        if forced == "triton" and x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise _backend.BackendUnavailableError(
+                f"{_ENV}=triton needs CUDA tensors (or TRITON_INTERPRET=1 for Triton's CPU interpreter), got {x.device}")
+        return forced
+    if x.dtype != torch.float32:
+        return "reference"
+    if x.device.type == "cuda":
+        return "triton" if _triton_ready() else "reference"
+    if x.device.type == "cpu" and _backend.has_cpu():
+        return "cpu"
+    return "reference"
+
+
+def _records_graph(tensors: Sequence[torch.Tensor | None]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+# --- the composed path ---------------------------------------------------------------------------
+
+
+class SineFunction(torch.autograd.Function):
+    """(sin(omega z), omega cos(omega z)) from a fused kernel; the backward is written in
+    differentiable ops on the saved outputs (dz = ds c - omega^2 dc s), so it can be
+    differentiated again."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, omega: float, kernel: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+        s, c = kernel(z, omega)
+        ctx.save_for_backward(s, c)
+        ctx.omega = omega
+        return s, c
+
+    @staticmethod
+    def backward(ctx: Any, ds: torch.Tensor | None, dc: torch.Tensor | None) -> tuple:
+        s, c = ctx.saved_tensors
+        dz = None
+        if ds is not None:
+            dz = ds * c
+        if dc is not None:
+            term = dc * s * (-ctx.omega * ctx.omega)
+            dz = term if dz is None else dz + term
+        return dz, None, None
+
+
+def _cpu_sincos(z: torch.Tensor, omega: float) -> tuple[torch.Tensor, torch.Tensor]:
+    z = z.contiguous()
+    s = torch.empty_like(z)
+    c = torch.empty_like(z)
+    _backend.cpu().siren_sincos(z.detach().reshape(-1).numpy(), float(omega), s.reshape(-1, 1).numpy(),
+                                c.reshape(-1, 1).numpy())
+    return s, c
+
+
+def _triton_sincos(z: torch.Tensor, omega: float) -> tuple[torch.Tensor, torch.Tensor]:
+    from fastsdf.kernels import siren as kernels
+
+    return kernels.sincos(z, omega)
+
+
+_SINCOS = {"cpu": _cpu_sincos, "triton": _triton_sincos}
+
+
+def _sine(name: str) -> siren_reference.SineFn:
+    if name == "reference":
+        return siren_reference.reference_sine
+    kernel = _SINCOS[name]
+
+    def sine(z: torch.Tensor, omega: float, with_derivative: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return SineFunction.apply(z, omega, kernel)
+
+    return sine
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool) -> Iterator[None]:
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def _linear(precision: str, device: torch.device) -> Callable[..., torch.Tensor]:
+    """F.linear at ``precision`` for the layers after the first, which stays exact fp32: its inputs
+    are few and omega_0 magnifies its errors."""
+
+    def linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, layer: int) -> torch.Tensor:
+        if layer == 0 or precision == "fp32" or a.dtype != torch.float32:
+            return F.linear(a, weight, bias)
+        if precision == "tf32":
+            with _tf32(device.type == "cuda"):
+                return F.linear(a, weight, bias)
+        z = F.linear(a.to(torch.bfloat16), weight.to(torch.bfloat16)).float()
+        return z if bias is None else z + bias
+
+    return linear
+
+
+# --- entry points ----------------------------------------------------------------------------------
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
+            omegas: Sequence[float | None], precision: str = "fp32", cache: KernelCache | None = None) -> torch.Tensor:
+    """The SIREN (weights (out, in) per layer, biases or None, omegas or None for a linear last
+    layer) at x (N, in): (N, out)."""
+    _check_precision(precision)
+    name = backend(x)
+    fused = _fused(name, weights)
+    if fused is None or _records_graph([x, *weights, *biases]):
+        return siren_reference.forward(x, weights, biases, omegas, _sine(name), _linear(precision, x.device))
+    return fused.forward(x, weights, biases, omegas, precision, cache or KernelCache())
+
+
+def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
+                          omegas: Sequence[float | None], precision: str, grad_columns: int,
+                          cache: KernelCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y (N, out), dy/dx (N, out, grad_columns)) for the last ``grad_columns`` inputs."""
+    _check_precision(precision)
+    name = backend(x)
+    fused = _fused(name, weights)
+    if fused is None or (name != "cpu" and _records_graph([x, *weights, *biases])):
+        return siren_reference.forward_with_gradient(x, weights, biases, omegas, grad_columns, _sine(name),
+                                                     _linear(precision, x.device))
+    return fused.forward_with_gradient(x, weights, biases, omegas, precision, grad_columns, cache or KernelCache())
+
+
+def _fused(name: str, weights: Sequence[torch.Tensor]) -> Any:
+    """The module with the backend's fused forward and forward_with_gradient, None where it has none
+    for this network (the reference backend; Triton's kernels take square power-of-two widths)."""
+    if name == "cpu":
+        from fastsdf.ops import siren_cpu
+
+        return siren_cpu
+    if name == "triton":
+        from fastsdf.kernels import siren as kernels
+
+        return kernels if kernels.supports(weights) else None
+    return None
