@@ -206,8 +206,16 @@ fastsdf::siren::PackedNet siren_net(const py::list& weights, const py::list& bia
   return fastsdf::siren::PackedNet(layers, width);
 }
 
+// A float32 buffer of exactly `floats` elements, or null for None.
+float* tape_data(const py::object& tape, int64_t floats) {
+  if (tape.is_none()) return nullptr;
+  auto a = tape.cast<py::array>();
+  if (!a.writeable()) throw std::invalid_argument("tape must be writeable");
+  return const_cast<float*>(fastsdf::vector_data<float>(a, floats, "tape"));
+}
+
 void siren_forward(const fastsdf::siren::PackedNet& net, const py::array& x, py::array y, const py::object& jacobian,
-                   int64_t grad_columns) {
+                   int64_t grad_columns, const py::object& tape) {
   const int64_t n = x.ndim() == 2 ? x.shape(0) : -1;
   if (n < 0) throw std::invalid_argument("siren: x must be 2-D");
   const float* xp = fastsdf::array_data<float>(x, {n, net.in_features()}, "x");
@@ -218,13 +226,14 @@ void siren_forward(const fastsdf::siren::PackedNet& net, const py::array& x, py:
     if (!j.writeable()) throw std::invalid_argument("jacobian must be writeable");
     jp = const_cast<float*>(fastsdf::array_data<float>(j, {n, net.out_features(), grad_columns}, "jacobian"));
   }
+  float* tp = tape_data(tape, net.tape_floats(n, jp != nullptr));
   py::gil_scoped_release release;
-  net.forward(xp, n, yp, jp, grad_columns);
+  net.forward(xp, n, yp, jp, grad_columns, tp);
 }
 
 void siren_backward(const fastsdf::siren::PackedNet& net, const py::array& x, const py::object& dy,
                     const py::object& dj, int64_t grad_columns, const py::list& grad_weights,
-                    const py::list& grad_biases, const py::object& dx) {
+                    const py::list& grad_biases, const py::object& dx, const py::object& tape) {
   const int64_t n = x.ndim() == 2 ? x.shape(0) : -1;
   if (n < 0) throw std::invalid_argument("siren: x must be 2-D");
   const float* xp = fastsdf::array_data<float>(x, {n, net.in_features()}, "x");
@@ -245,8 +254,9 @@ void siren_backward(const fastsdf::siren::PackedNet& net, const py::array& x, co
   }
   for (const auto& g : grad_biases) gb.push_back(g.is_none() ? nullptr : writable(g, {g.cast<py::array>().shape(0)}, "grad_bias"));
   float* dxp = writable(dx, {n, net.in_features()}, "dx");
+  const float* tp = tape_data(tape, net.tape_floats(n, djp != nullptr));
   py::gil_scoped_release release;
-  net.backward(xp, n, dyp, djp, grad_columns, gw, gb, dxp);
+  net.backward(xp, n, dyp, djp, grad_columns, gw, gb, dxp, tp);
 }
 
 void siren_sincos(const py::array& z, float omega, py::array s, const py::object& c) {
@@ -285,9 +295,12 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("in_features", &fastsdf::siren::PackedNet::in_features)
       .def_property_readonly("out_features", &fastsdf::siren::PackedNet::out_features)
       .def("forward", &siren_forward, py::arg("x"), py::arg("y"), py::arg("jacobian"), py::arg("grad_columns"),
-           "y (N, out) and, unless jacobian is None, dy/dx for the last grad_columns inputs (N, out, grad_columns).")
+           py::arg("tape") = py::none(),
+           "y (N, out) and, unless jacobian is None, dy/dx for the last grad_columns inputs (N, out, grad_columns); "
+           "unless tape is None, what backward() reads instead of running the network again.")
+      .def("tape_floats", &fastsdf::siren::PackedNet::tape_floats, py::arg("n"), py::arg("with_jacobian"))
       .def("backward", &siren_backward, py::arg("x"), py::arg("dy"), py::arg("dj"), py::arg("grad_columns"),
-           py::arg("grad_weights"), py::arg("grad_biases"), py::arg("dx"),
+           py::arg("grad_weights"), py::arg("grad_biases"), py::arg("dx"), py::arg("tape") = py::none(),
            "Parameter gradients (and dx unless None) from dy (N, out) and dj (N, out, grad_columns), either None.");
   m.def("siren_sincos", &siren_sincos, py::arg("z"), py::arg("omega"), py::arg("s"), py::arg("c"),
         "s = sin(omega z), c = omega cos(omega z) (unless None): z (N,), s and c (N, 1), float32.");

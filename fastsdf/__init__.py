@@ -1,7 +1,10 @@
 """fastsdf: kernel-accelerated signed distance functions.
 
-The public API lives here and nothing else: see the README for a tour.
+The public API lives here and nothing else: see the README for a tour. The networks need torch and
+are imported on first use, so that ``import fastsdf`` stays light.
 """
+
+from typing import Any
 
 from fastsdf._backend import BackendUnavailableError
 from fastsdf.geometry.analytic import Box, Difference, Intersection, Sphere, Torus, Union
@@ -19,6 +22,16 @@ from fastsdf.meshing.marching_cubes import marching_cubes
 
 __version__ = "0.1.0"
 
+_NETWORKS = {"Siren", "SirenMLP"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NETWORKS:
+        from fastsdf import nn
+
+        return getattr(nn, name)
+    raise AttributeError(f"module 'fastsdf' has no attribute {name!r}")
+
 __all__ = [
     "BackendUnavailableError",
     "Box",
@@ -27,6 +40,8 @@ __all__ = [
     "MeshSDF",
     "NormalizationTransform",
     "SdfSamples",
+    "Siren",
+    "SirenMLP",
     "Sphere",
     "Torus",
     "Union",

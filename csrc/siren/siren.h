@@ -30,15 +30,20 @@ class PackedNet {
   int64_t out_features() const { return out_; }
   int vector_width() const { return width_; }
 
-  // y (n, out); jacobian (n, out, grad_columns), dy/dx for the last grad_columns inputs, or null.
-  void forward(const float* x, int64_t n, float* y, float* jacobian, int64_t grad_columns) const;
+  // y (n, out); jacobian (n, out, grad_columns), dy/dx for the last grad_columns inputs, or null;
+  // tape (tape_floats(n, jacobian != null)), or null: what a backward of these points reads instead
+  // of running the network again.
+  void forward(const float* x, int64_t n, float* y, float* jacobian, int64_t grad_columns, float* tape) const;
+  int64_t tape_floats(int64_t n, bool with_jacobian) const;
 
   // Gradients of a loss from its gradients with respect to y (dy (n, out)) and to the Jacobian (dj
   // (n, out, grad_columns)), either null: per layer into grad_weights (out, in) and grad_biases
-  // (out,) (overwritten; a null entry skips it) and, unless null, into dx (n, in). The network is
-  // run again tile by tile rather than kept from forward().
+  // (out,) (overwritten; a null entry skips it) and, unless null, into dx (n, in). tape: what
+  // forward() wrote for the same points (with the Jacobian if dj is given), or null to run the
+  // network again tile by tile.
   void backward(const float* x, int64_t n, const float* dy, const float* dj, int64_t grad_columns,
-                const std::vector<float*>& grad_weights, const std::vector<float*>& grad_biases, float* dx) const;
+                const std::vector<float*>& grad_weights, const std::vector<float*>& grad_biases, float* dx,
+                const float* tape) const;
 
   // A layer as the kernel reads it; sizes padded to whole panels of 2 vectors (zeros beyond).
   struct Layer {

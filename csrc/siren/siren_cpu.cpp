@@ -161,28 +161,65 @@ struct Scratch {
   }
 };
 
-// The tile's inputs (count points from `first`, the rest zeros) through the network: act, deriv
-// and, with the Jacobian, jac and x_jacobian (dy/d input rows).
+// out[row] = rows[row] * factors[row / per_point], element by element, for rows (points x outputs)
+// of `ld` floats and one row of factors per point.
+FASTSDF_INLINE void scale_rows(const float* rows, const float* factors, int64_t points, int64_t per_point, int64_t ld,
+                               float* out) {
+  for (int64_t p = 0; p < points; ++p) {
+    const float* c = factors + p * ld;
+    for (int64_t o = 0; o < per_point; ++o) {
+      const int64_t row = (p * per_point + o) * ld;
+      for (int64_t j = 0; j < ld; ++j) out[row + j] = rows[row + j] * c[j];
+    }
+  }
+}
+
+// Floats a tile keeps for the backward (see forward_tile): z of every layer and, with the
+// Jacobian, the rows G_k of every layer but the last (G_{L-1} = I).
+int64_t tape_per_tile(const std::vector<PackedNet::Layer>& layers, int64_t tile, bool with_jacobian) {
+  int64_t floats = 0;
+  for (size_t k = 0; k < layers.size(); ++k) {
+    floats += tile * layers[k].out_padded;
+    if (with_jacobian && k + 1 < layers.size()) floats += tile * layers.back().out * layers[k].out_padded;
+  }
+  return floats;
+}
+
+// The tile's inputs (count points from `first`, the rest zeros) into act[0].
+template <int W>
+FASTSDF_INLINE void load_inputs(const std::vector<PackedNet::Layer>& layers, const float* x, int64_t first,
+                                int64_t count, Scratch* s) {
+  const int64_t in = layers.front().in, ld_in = layers.front().in_padded;
+  float* inputs = s->act[0].data();
+  std::fill(inputs, inputs + kTile<W> * ld_in, 0.0f);
+  for (int64_t i = 0; i < count; ++i) std::memcpy(inputs + i * ld_in, x + (first + i) * in, sizeof(float) * in);
+}
+
+// The tile's inputs through the network: act, deriv and, with the Jacobian, jac and x_jacobian
+// (dy/d input rows). With a tape (tape_per_tile floats), the pre-activations z_k and the rows G_k
+// go there too, for a backward that then need not run the network again (restore_tile).
 template <int W>
 FASTSDF_INLINE void forward_tile(const std::vector<PackedNet::Layer>& layers, const float* x, int64_t first,
-                                 int64_t count, bool with_jacobian, Scratch* s) {
+                                 int64_t count, bool with_jacobian, Scratch* s, float* tape) {
   using F = typename Vec<W>::F;
   constexpr int64_t kTileRows = kTile<W>;
-  const int64_t in = layers.front().in, ld_in = layers.front().in_padded, out = layers.back().out;
-  float* inputs = s->act[0].data();
-  std::fill(inputs, inputs + kTileRows * ld_in, 0.0f);
-  for (int64_t i = 0; i < count; ++i) std::memcpy(inputs + i * ld_in, x + (first + i) * in, sizeof(float) * in);
+  const int64_t out = layers.back().out;
+  load_inputs<W>(layers, x, first, count, s);
+  float* z_tape = tape;
   for (size_t k = 0; k < layers.size(); ++k) {
     const PackedNet::Layer& layer = layers[k];
     float* next = s->act[k + 1].data();
     float* derivative = s->deriv[k].data();
     const int64_t ldc = layer.out_padded;
+    float* z_out = z_tape;
+    if (z_tape) z_tape += kTileRows * ldc;
     multiply<W>(s->act[k].data(), layer.in_padded, kTileRows, layer.forward.data(), layer.in, ldc,
                 [&](int64_t r, int64_t col, F (&acc)[kRows<W>][2]) {
                   for (int i = 0; i < kRows<W>; ++i) {
                     for (int h = 0; h < 2; ++h) {
                       const int64_t at = (r + i) * ldc + col + h * W;
                       const F z = acc[i][h] + load<W>(layer.bias.data() + col + h * W);
+                      if (z_out) store<W>(z_out + at, z);
                       if (!layer.sine) {
                         store<W>(next + at, z);
                         continue;
@@ -196,22 +233,61 @@ FASTSDF_INLINE void forward_tile(const std::vector<PackedNet::Layer>& layers, co
                 });
   }
   if (!with_jacobian) return;
+  float* g_tape = z_tape;
   // Reverse mode over (point, output) rows: G_{k-1} = (G_k * c_k) W_k, from G_{L-1} = I down to
   // the inputs.
   const int64_t rows = kTileRows * out;
   for (size_t k = layers.size(); k-- > 0;) {
     const PackedNet::Layer& layer = layers[k];
-    const float* g = s->jac[k].data();
-    const float* c = s->deriv[k].data();
     const int64_t ld = layer.out_padded;
-    for (int64_t row = 0; row < rows; ++row)
-      for (int64_t j = 0; j < ld; ++j) s->m[row * ld + j] = g[row * ld + j] * c[(row / out) * ld + j];
+    scale_rows(s->jac[k].data(), s->deriv[k].data(), kTileRows, out, ld, s->m.data());
     float* below = k > 0 ? s->jac[k - 1].data() : s->x_jacobian.data();
     multiply<W>(s->m.data(), ld, rows, layer.backward.data(), layer.out, layer.in_padded,
                 [&](int64_t r, int64_t col, F (&acc)[kRows<W>][2]) {
                   for (int i = 0; i < kRows<W>; ++i)
                     for (int h = 0; h < 2; ++h) store<W>(below + (r + i) * layer.in_padded + col + h * W, acc[i][h]);
                 });
+  }
+  if (g_tape) {
+    for (size_t k = 0; k + 1 < layers.size(); ++k) {
+      const int64_t size = rows * layers[k].out_padded;
+      std::memcpy(g_tape, s->jac[k].data(), sizeof(float) * size);
+      g_tape += size;
+    }
+  }
+}
+
+// What forward_tile left in the scratch, from the tape it wrote: the inputs again, a_k and c_k from
+// z_k (one sine and cosine each, instead of a matrix product), and the rows G_k.
+template <int W>
+FASTSDF_INLINE void restore_tile(const std::vector<PackedNet::Layer>& layers, const float* x, int64_t first,
+                                 int64_t count, bool with_jacobian, const float* tape, Scratch* s) {
+  using F = typename Vec<W>::F;
+  constexpr int64_t kTileRows = kTile<W>;
+  load_inputs<W>(layers, x, first, count, s);
+  for (size_t k = 0; k < layers.size(); ++k) {
+    const PackedNet::Layer& layer = layers[k];
+    const int64_t size = kTileRows * layer.out_padded;
+    float* a = s->act[k + 1].data();
+    if (!layer.sine) {
+      std::memcpy(a, tape, sizeof(float) * size);
+    } else {
+      float* c = s->deriv[k].data();
+      for (int64_t i = 0; i < size; i += W) {
+        F sine, cosine;
+        sincos_vec<W>(load<W>(tape + i) * layer.omega, &sine, &cosine);
+        store<W>(a + i, sine);
+        store<W>(c + i, cosine * layer.omega);
+      }
+    }
+    tape += size;
+  }
+  if (!with_jacobian) return;
+  const int64_t rows = kTileRows * layers.back().out;
+  for (size_t k = 0; k + 1 < layers.size(); ++k) {
+    const int64_t size = rows * layers[k].out_padded;
+    std::memcpy(s->jac[k].data(), tape, sizeof(float) * size);
+    tape += size;
   }
 }
 
@@ -241,8 +317,7 @@ FASTSDF_INLINE void backward_tile(const std::vector<PackedNet::Layer>& layers, c
       const int64_t ld = layer.out_padded;
       const float* g = s->jac[k].data();
       const float* c = s->deriv[k].data();
-      for (int64_t row = 0; row < rows; ++row)
-        for (int64_t j = 0; j < ld; ++j) s->m[row * ld + j] = g[row * ld + j] * c[(row / out) * ld + j];
+      scale_rows(g, c, kTileRows, out, ld, s->m.data());
       accumulate_transposed<W>(s->m.data(), ld, s->gbar.data(), layer.in_padded, rows, ld, layer.in_padded,
                                s->grad_w[k].data(), layer.in_padded);
       multiply<W>(s->gbar.data(), layer.in_padded, rows, layer.forward.data(), layer.in, ld,
@@ -250,12 +325,16 @@ FASTSDF_INLINE void backward_tile(const std::vector<PackedNet::Layer>& layers, c
       if (layer.sine) {
         float* cbar = s->cbar[k].data();
         std::fill(cbar, cbar + kTileRows * ld, 0.0f);
-        for (int64_t row = 0; row < rows; ++row)
-          for (int64_t j = 0; j < ld; ++j) cbar[(row / out) * ld + j] += s->mbar[row * ld + j] * g[row * ld + j];
+        for (int64_t p = 0; p < kTileRows; ++p) {
+          float* sum = cbar + p * ld;
+          for (int64_t o = 0; o < out; ++o) {
+            const int64_t row = (p * out + o) * ld;
+            for (int64_t j = 0; j < ld; ++j) sum[j] += s->mbar[row + j] * g[row + j];
+          }
+        }
       }
       if (k + 1 < count) {
-        for (int64_t row = 0; row < rows; ++row)
-          for (int64_t j = 0; j < ld; ++j) s->gbar_next[row * ld + j] = s->mbar[row * ld + j] * c[(row / out) * ld + j];
+        scale_rows(s->mbar.data(), c, kTileRows, out, ld, s->gbar_next.data());
         std::swap(s->gbar, s->gbar_next);
       }
     }
@@ -272,10 +351,13 @@ FASTSDF_INLINE void backward_tile(const std::vector<PackedNet::Layer>& layers, c
     const float* c = s->deriv[k].data();
     const float* a = s->act[k + 1].data();
     const float curvature = -layer.omega * layer.omega;
-    for (int64_t i = 0; i < kTileRows * ld; ++i) {
-      float z = s->abar[i] * c[i];
-      if (dj && layer.sine) z += curvature * s->cbar[k][i] * a[i];
-      s->zbar[i] = z;
+    const float* abar = s->abar.data();
+    float* zbar = s->zbar.data();
+    if (dj && layer.sine) {
+      const float* cbar = s->cbar[k].data();
+      for (int64_t i = 0; i < kTileRows * ld; ++i) zbar[i] = abar[i] * c[i] + curvature * cbar[i] * a[i];
+    } else {
+      for (int64_t i = 0; i < kTileRows * ld; ++i) zbar[i] = abar[i] * c[i];
     }
     float* grad_b = s->grad_b[k].data();
     for (int64_t p = 0; p < kTileRows; ++p)
@@ -294,8 +376,9 @@ FASTSDF_INLINE void backward_tile(const std::vector<PackedNet::Layer>& layers, c
 // Inference over points [first, first + count): y and, unless null, the Jacobian columns.
 template <int W>
 FASTSDF_INLINE void infer_tile(const std::vector<PackedNet::Layer>& layers, const float* x, int64_t first,
-                               int64_t count, float* y, float* jacobian, int64_t grad_columns, Scratch* s) {
-  forward_tile<W>(layers, x, first, count, jacobian != nullptr, s);
+                               int64_t count, float* y, float* jacobian, int64_t grad_columns, Scratch* s,
+                               float* tape) {
+  forward_tile<W>(layers, x, first, count, jacobian != nullptr, s, tape);
   const int64_t in = layers.front().in, out = layers.back().out;
   const int64_t ld_out = layers.back().out_padded, ld_in = layers.front().in_padded;
   const float* result = s->act.back().data();
@@ -308,13 +391,18 @@ FASTSDF_INLINE void infer_tile(const std::vector<PackedNet::Layer>& layers, cons
 }
 
 // Training over points [first, first + count): gradients for dy (N, out) and dj (N, out,
-// grad_columns), either null, into this thread's sums and, unless null, dx (N, in).
+// grad_columns), either null, into this thread's sums and, unless null, dx (N, in); from the tile's
+// tape where there is one, else running the network again.
 template <int W>
 FASTSDF_INLINE void train_tile(const std::vector<PackedNet::Layer>& layers, const float* x, int64_t first,
                                int64_t count, const float* dy, const float* dj, int64_t grad_columns, float* dx,
-                               Scratch* s, std::vector<float>* staging) {
+                               const float* tape, Scratch* s, std::vector<float>* staging) {
   constexpr int64_t kTileRows = kTile<W>;
-  forward_tile<W>(layers, x, first, count, dj != nullptr, s);
+  if (tape) {
+    restore_tile<W>(layers, x, first, count, dj != nullptr, tape, s);
+  } else {
+    forward_tile<W>(layers, x, first, count, dj != nullptr, s, nullptr);
+  }
   const int64_t in = layers.front().in, ld_in = layers.front().in_padded, out = layers.back().out;
   // Upstream gradients of the tile, zero-padded: dy rows, dj rows (columns of the Jacobian placed at
   // the end of the inputs), dx rows.
@@ -443,11 +531,18 @@ PackedNet::PackedNet(const std::vector<LayerSpec>& layers, int width) : width_(w
   out_ = layers.back().out;
 }
 
-void PackedNet::forward(const float* x, int64_t n, float* y, float* jacobian, int64_t grad_columns) const {
+int64_t PackedNet::tape_floats(int64_t n, bool with_jacobian) const {
+  const int64_t tile = tile_points(width_);
+  return (n + tile - 1) / tile * tape_per_tile(layers_, tile, with_jacobian);
+}
+
+void PackedNet::forward(const float* x, int64_t n, float* y, float* jacobian, int64_t grad_columns,
+                        float* tape) const {
   if (jacobian && (grad_columns < 1 || grad_columns > in_))
     throw std::invalid_argument("siren: grad_columns must be in [1, in_features]");
   const int64_t tile = tile_points(width_);
   const int64_t tiles = (n + tile - 1) / tile;
+  const int64_t taped = tape_per_tile(layers_, tile, jacobian != nullptr);
 #pragma omp parallel
   {
     Scratch scratch(layers_, tile, jacobian != nullptr, false);
@@ -455,7 +550,8 @@ void PackedNet::forward(const float* x, int64_t n, float* y, float* jacobian, in
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t first = t * tile, count = std::min(tile, n - first);
       with_width(width_, [&](auto w) {
-        infer_tile<decltype(w)::value>(layers_, x, first, count, y, jacobian, grad_columns, &scratch);
+        infer_tile<decltype(w)::value>(layers_, x, first, count, y, jacobian, grad_columns, &scratch,
+                                       tape ? tape + t * taped : nullptr);
       });
     }
   }
@@ -463,13 +559,14 @@ void PackedNet::forward(const float* x, int64_t n, float* y, float* jacobian, in
 
 void PackedNet::backward(const float* x, int64_t n, const float* dy, const float* dj, int64_t grad_columns,
                          const std::vector<float*>& grad_weights, const std::vector<float*>& grad_biases,
-                         float* dx) const {
+                         float* dx, const float* tape) const {
   if (dj && (grad_columns < 1 || grad_columns > in_))
     throw std::invalid_argument("siren: grad_columns must be in [1, in_features]");
   if (grad_weights.size() != layers_.size() || grad_biases.size() != layers_.size())
     throw std::invalid_argument("siren: one weight and one bias gradient per layer");
   const int64_t tile = tile_points(width_);
   const int64_t tiles = (n + tile - 1) / tile;
+  const int64_t taped = tape_per_tile(layers_, tile, dj != nullptr);
   // Static scheduling and a fixed order of the threads' sums keep the result the same from run to
   // run (for one number of threads).
   std::vector<std::pair<int, Scratch>> sums;
@@ -481,7 +578,8 @@ void PackedNet::backward(const float* x, int64_t n, const float* dy, const float
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t first = t * tile, count = std::min(tile, n - first);
       with_width(width_, [&](auto w) {
-        train_tile<decltype(w)::value>(layers_, x, first, count, dy, dj, grad_columns, dx, &scratch, &staging);
+        train_tile<decltype(w)::value>(layers_, x, first, count, dy, dj, grad_columns, dx,
+                                       tape ? tape + t * taped : nullptr, &scratch, &staging);
       });
     }
 #pragma omp critical
