@@ -14,7 +14,8 @@ the official class's hidden_layers=3), about 0.4 MFLOP per point.
     siren-cuda-gradient{n}   the network and its input gradient: eager autograd vs forward_with_gradient
     siren-cuda-train{n}      the training step on a GPU
 
-The CUDA groups need a GPU (skipped without one). FASTSDF_BENCH_POINTS replaces every point count.
+The CUDA groups need a GPU (skipped without one). FASTSDF_BENCH_POINTS replaces every point count
+(named ``count``: make_results.py reads a parameter ``n`` as a grid size).
 """
 
 from __future__ import annotations
@@ -138,11 +139,11 @@ def _bench_forward(benchmark: Any, device: str, key: str, n: int) -> None:
             **extra)
 
 
-@pytest.mark.parametrize(("key", "n"), [
-    pytest.param(key, n, id=f"{key}-{n}", marks=pytest.mark.benchmark(group=f"siren-cpu-forward{n}"))
-    for n in CPU_FORWARD for key in _forward_peers("cpu")])
-def test_siren_cpu_forward(benchmark: Any, key: str, n: int) -> None:
-    _bench_forward(benchmark, "cpu", key, n)
+@pytest.mark.parametrize(("key", "count"), [
+    pytest.param(key, count, id=f"{key}-{count}", marks=pytest.mark.benchmark(group=f"siren-cpu-forward{count}"))
+    for count in CPU_FORWARD for key in _forward_peers("cpu")])
+def test_siren_cpu_forward(benchmark: Any, key: str, count: int) -> None:
+    _bench_forward(benchmark, "cpu", key, count)
 
 
 # --- training step -------------------------------------------------------------------------------
@@ -192,11 +193,11 @@ def _bench_train(benchmark: Any, device: str, key: str, n: int) -> None:
     _record(benchmark, *peer, device, n, f"one Adam step of L1 + eikonal at {n:,} points", **extra)
 
 
-@pytest.mark.parametrize(("key", "n"), [
-    pytest.param(key, n, id=f"{key}-{n}", marks=pytest.mark.benchmark(group=f"siren-cpu-train{n}"))
-    for n in CPU_TRAIN for key in ("eager", "fastsdf-fp32")])
-def test_siren_cpu_train(benchmark: Any, key: str, n: int) -> None:
-    _bench_train(benchmark, "cpu", key, n)
+@pytest.mark.parametrize(("key", "count"), [
+    pytest.param(key, count, id=f"{key}-{count}", marks=pytest.mark.benchmark(group=f"siren-cpu-train{count}"))
+    for count in CPU_TRAIN for key in ("eager", "fastsdf-fp32")])
+def test_siren_cpu_train(benchmark: Any, key: str, count: int) -> None:
+    _bench_train(benchmark, "cpu", key, count)
 
 
 # --- CUDA ----------------------------------------------------------------------------------------
@@ -209,19 +210,20 @@ def _cuda_or_skip() -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize(("key", "n"), [
-    pytest.param(key, n, id=f"{key}-{n}", marks=pytest.mark.benchmark(group=f"siren-cuda-forward{n}"))
-    for n in CUDA_SIZES for key in ("eager", "compile", "fastsdf", "fastsdf-tf32", "fastsdf-bf16")])
-def test_siren_cuda_forward(benchmark: Any, key: str, n: int) -> None:
+@pytest.mark.parametrize(("key", "count"), [
+    pytest.param(key, count, id=f"{key}-{count}", marks=pytest.mark.benchmark(group=f"siren-cuda-forward{count}"))
+    for count in CUDA_SIZES for key in ("eager", "compile", "fastsdf", "fastsdf-tf32", "fastsdf-bf16")])
+def test_siren_cuda_forward(benchmark: Any, key: str, count: int) -> None:
     _cuda_or_skip()
-    _bench_forward(benchmark, "cuda", key, n)
+    _bench_forward(benchmark, "cuda", key, count)
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize(("key", "n"), [
-    pytest.param(key, n, id=f"{key}-{n}", marks=pytest.mark.benchmark(group=f"siren-cuda-gradient{n}"))
-    for n in CUDA_SIZES for key in ("autograd", "fastsdf")])
-def test_siren_cuda_gradient(benchmark: Any, key: str, n: int) -> None:
+@pytest.mark.parametrize(("key", "count"), [
+    pytest.param(key, count, id=f"{key}-{count}", marks=pytest.mark.benchmark(group=f"siren-cuda-gradient{count}"))
+    for count in CUDA_SIZES for key in ("autograd", "fastsdf")])
+def test_siren_cuda_gradient(benchmark: Any, key: str, count: int) -> None:
+    n = count
     _cuda_or_skip()
     official = _official("cuda")
     model = _ours(official)
@@ -249,9 +251,9 @@ def test_siren_cuda_gradient(benchmark: Any, key: str, n: int) -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize(("key", "n"), [
-    pytest.param(key, n, id=f"{key}-{n}", marks=pytest.mark.benchmark(group=f"siren-cuda-train{n}"))
-    for n in CUDA_SIZES for key in ("eager", "fastsdf-fp32", "fastsdf-bf16")])
-def test_siren_cuda_train(benchmark: Any, key: str, n: int) -> None:
+@pytest.mark.parametrize(("key", "count"), [
+    pytest.param(key, count, id=f"{key}-{count}", marks=pytest.mark.benchmark(group=f"siren-cuda-train{count}"))
+    for count in CUDA_SIZES for key in ("eager", "fastsdf-fp32", "fastsdf-bf16")])
+def test_siren_cuda_train(benchmark: Any, key: str, count: int) -> None:
     _cuda_or_skip()
-    _bench_train(benchmark, "cuda", key, n)
+    _bench_train(benchmark, "cuda", key, count)
