@@ -17,6 +17,7 @@ Environment (meant for quick smoke runs; read by bench_common):
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,12 @@ def pytest_configure(config: pytest.Config) -> None:
     path = config.getoption("benchmark_json", None)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    fit = sys.modules.get("test_bench_fit")
+    for line in fit.summary_lines() if fit is not None else []:
+        terminalreporter.write_line(line)
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:

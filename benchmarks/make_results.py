@@ -29,12 +29,16 @@ and, on a GPU, gpu; benchmarks/conftest.py adds a ``fastsdf`` entry to the run's
 Optional keys add columns to a group's table where any of its rows has them:
 
     sign                     how the peer decides inside/outside (column "sign")
+    method                   how the peer extracts a mesh (column "method")
     points                   query points per call: columns "points" and "M points/s" (points / median)
     build_s, build_in_call   seconds to build the peer's structure (not in the timed calls), or, with
                              build_in_call, the time of a 1-point call for a peer that builds in every call
     peak_rss_mb, peak_gpu_mb peak extra host resident / GPU memory of one call, MiB
     max_abs_error            largest distance error against fastsdf's reference
     sign_disagreement        share of sign disagreements (with sign_disagreements and sign_points, counts)
+    steps                    training steps taken (fit benchmarks)
+    f1_near, f1_volume, iou_volume   occupancy scores of a fitted shape (fastsdf.metrics)
+    identical_to_dense       whether the mesh equals the dense extraction's, vertex for vertex
     notes                    list of sentences printed under the table (once each)
 
 The ratio column compares a row with a fastsdf row of the same group: the one whose ``variant`` equals
@@ -208,6 +212,10 @@ def fmt_error(value: Any) -> str:
     return "?" if value is None else "0" if value == 0 else f"{value:.1e}"
 
 
+def fmt_score(value: Any) -> str:
+    return "?" if value is None else f"{value:.4f}"
+
+
 def fmt_share(extra: dict[str, Any]) -> str:
     share = extra.get("sign_disagreement")
     if share is None:
@@ -293,6 +301,7 @@ def threads_cell(r: Result) -> str:
 COLUMNS: list[tuple[str, str, Any, str]] = [
     ("peer", "l", lambda r: f"{r.peer} {r.extra['version']}" if r.extra.get("version") else r.peer, "always"),
     ("sign", "l", lambda r: str(r.extra.get("sign") or "?"), "sign"),
+    ("method", "l", lambda r: str(r.extra.get("method") or ""), "method"),
     ("threads", "r", threads_cell, "always"),
     ("size", "r", lambda r: f"{r.size}³" if r.size is not None else "?", "size"),
     ("points", "r", lambda r: fmt_count(r.points), "points"),
@@ -310,6 +319,12 @@ COLUMNS: list[tuple[str, str, Any, str]] = [
     ("triangles", "r", lambda r: fmt_count(r.extra.get("faces")), "faces"),
     ("max \\|error\\|", "r", lambda r: fmt_error(r.extra.get("max_abs_error")), "max_abs_error"),
     ("sign disagreements", "r", lambda r: fmt_share(r.extra), "sign_disagreement"),
+    ("steps", "r", lambda r: fmt_count(r.extra.get("steps")), "steps"),
+    ("F1 near", "r", lambda r: fmt_score(r.extra.get("f1_near")), "f1_near"),
+    ("F1 volume", "r", lambda r: fmt_score(r.extra.get("f1_volume")), "f1_volume"),
+    ("IoU volume", "r", lambda r: fmt_score(r.extra.get("iou_volume")), "iou_volume"),
+    ("same mesh as dense", "l", lambda r: {True: "yes", False: "no"}.get(r.extra.get("identical_to_dense"), ""),
+     "identical_to_dense"),
 ]
 
 

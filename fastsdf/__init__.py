@@ -22,20 +22,27 @@ from fastsdf.meshing.marching_cubes import marching_cubes
 
 __version__ = "0.1.0"
 
-_NETWORKS = {"Siren", "SirenMLP"}
+# Names whose modules import torch, and the modules they come from.
+_LAZY = {"Siren": "fastsdf.nn", "SirenMLP": "fastsdf.nn", "DeepSDFDecoder": "fastsdf.nn",
+         "FittedSDF": "fastsdf.training.fitted", "load_model": "fastsdf.training.saved", "fit": "fastsdf.training.fit",
+         "AutoDecoder": "fastsdf.training.autodecoder", "train_deepsdf": "fastsdf.training.autodecoder",
+         "reconstruct": "fastsdf.training.reconstruct", "partial_view": "fastsdf.training.reconstruct"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _NETWORKS:
-        from fastsdf import nn
+    if name in _LAZY:
+        import importlib
 
-        return getattr(nn, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'fastsdf' has no attribute {name!r}")
 
 __all__ = [
+    "AutoDecoder",
     "BackendUnavailableError",
     "Box",
+    "DeepSDFDecoder",
     "Difference",
+    "FittedSDF",
     "Intersection",
     "MeshSDF",
     "NormalizationTransform",
@@ -46,9 +53,14 @@ __all__ = [
     "Torus",
     "Union",
     "extract_mesh",
+    "fit",
+    "load_model",
     "load_npz",
     "marching_cubes",
     "normalize",
+    "partial_view",
+    "reconstruct",
     "sample_sdf",
     "save_npz",
+    "train_deepsdf",
 ]

@@ -1,7 +1,9 @@
-"""Shaded pictures of meshes as PNG, with NumPy only (no display, no OpenGL).
+"""Shaded pictures of meshes and of implicit surfaces as PNG, without a display or OpenGL.
 
-Triangles are sampled densely enough that every covered pixel gets a sample, projected
-orthographically, depth-tested per pixel and Lambert-shaded with their face normal.
+``render_mesh``: triangles sampled densely enough that every covered pixel gets a sample, projected
+orthographically, depth-tested per pixel and Lambert-shaded with their face normal (NumPy only).
+``render_sdf``: sphere tracing of a signed distance function, shaded with its gradient as the
+normal (the network's ``forward_with_gradient``, one pass per hit point).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from fastsdf.io import _to_numpy, atomic_write
 
-__all__ = ["render_mesh"]
+__all__ = ["render_mesh", "render_sdf"]
 
 _BACKGROUND = np.array([1.0, 1.0, 1.0])
 _COLOUR = np.array([0.38, 0.58, 0.85])
@@ -45,8 +47,7 @@ def render_mesh(verts: Any, faces: Any, path: str | os.PathLike | None = None, s
         tri = p[f]
         normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-30)
-        light = np.array([0.3, 0.5, 1.0]) / np.linalg.norm([0.3, 0.5, 1.0])
-        shade = 0.25 + 0.75 * np.abs(normal @ light)
+        shade = _lambert(normal)
         edge = np.linalg.norm(tri[:, [1, 2, 0], :2] - tri[:, :, :2], axis=2).max(axis=1)
         steps = int(np.clip(np.ceil(np.percentile(edge, 95) * 1.5), 1, 64))
         depth = np.full(size * size, np.inf)
@@ -60,11 +61,85 @@ def render_mesh(verts: Any, faces: Any, path: str | os.PathLike | None = None, s
         hit = np.isfinite(depth).reshape(size, size)
         image[hit] = value.reshape(size, size)[hit, None] * _COLOUR
         image = image[::-1]  # image rows grow downwards, y upwards
-    if path is not None:
-        import matplotlib.image
+    _save_png(image, path)
+    return image
 
-        with atomic_write(path) as out:
-            matplotlib.image.imsave(out, np.clip(image, 0, 1), format="png")
+
+def _save_png(image: np.ndarray, path: str | os.PathLike | None) -> None:
+    if path is None:
+        return
+    import matplotlib.image
+
+    with atomic_write(path) as out:
+        matplotlib.image.imsave(out, np.clip(image, 0, 1), format="png")
+
+
+def _lambert(normals: np.ndarray) -> np.ndarray:
+    """Brightness (N,) of surfaces with unit normals (N, 3), lit from the viewer's upper right,
+    either side alike."""
+    light = np.array([0.3, 0.5, 1.0]) / np.linalg.norm([0.3, 0.5, 1.0])
+    return 0.25 + 0.75 * np.abs(normals @ light)
+
+
+def render_sdf(model: Any, path: str | os.PathLike | None = None, bounds: Any = ((-1, -1, -1), (1, 1, 1)),
+               size: int = 512, azimuth: float = 35.0, elevation: float = 25.0, max_steps: int = 128,
+               distance: bool = True) -> np.ndarray:
+    """Renders the zero level set of ``model`` inside ``bounds`` by sphere tracing, seen from
+    (azimuth, elevation) in degrees like ``render_mesh``, framed on the sphere inscribed in the
+    bounds; returns the image and writes a PNG to ``path`` if given.
+
+    ``model`` is a torch module with ``forward`` (points (N, 3) -> values (N,) or (N, 1), negative
+    inside) and ``forward_with_gradient`` (values and gradients), such as a ``FittedSDF``. With
+    ``distance`` False (occupancy logits rather than distances) rays advance by at most 1/256 of
+    the box's diagonal and stop where the value changes sign.
+    """
+    import torch
+
+    if not 16 <= int(size) <= 8192:
+        raise ValueError(f"size must be between 16 and 8192 pixels, got {size}")
+    size, max_steps = int(size), int(max_steps)
+    lo, hi = (np.asarray(b, np.float64).reshape(3) for b in bounds)
+    cam = _camera(math.radians(azimuth), math.radians(elevation))
+    centre, radius = (lo + hi) / 2, float(np.linalg.norm(hi - lo)) / 2
+    # The picture spans the sphere inscribed in the box (where a normalised shape lies), not the
+    # box's corners.
+    span = 1.05 * float((hi - lo).max()) / 2
+    u = (np.arange(size) + 0.5) / size * 2 - 1
+    grid_x, grid_y = np.meshgrid(u, -u)  # image rows run downwards
+    origins = centre + span * (grid_x.reshape(-1, 1) * cam[0] + grid_y.reshape(-1, 1) * cam[1]) + radius * cam[2]
+    direction = -cam[2]
+    param = next(model.parameters())
+    as_tensor = lambda a: torch.as_tensor(a, dtype=param.dtype, device=param.device)  # noqa: E731
+    # Rays are traced only inside the box: a learned field is meaningless outside what it was
+    # trained on, and can have stray zeros there.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        near, far = (lo - origins) / direction, (hi - origins) / direction
+    t = np.nanmax(np.minimum(near, far), axis=1).clip(min=0)
+    t_exit = np.nanmin(np.maximum(near, far), axis=1)
+    hit = np.zeros(len(origins), bool)
+    active = np.nonzero(t < t_exit)[0]
+    epsilon, longest = 1e-3 * radius, np.inf if distance else radius / 128
+    with torch.no_grad():
+        for _ in range(max_steps):
+            if not len(active):
+                break
+            points = origins[active] + t[active, None] * direction
+            value = model(as_tensor(points)).reshape(-1).double().cpu().numpy()
+            done = np.abs(value) < epsilon if distance else value < 0
+            hit[active[done]] = True
+            keep = ~done
+            t[active[keep]] += np.minimum(np.abs(value[keep]) * 0.9, longest)
+            active = active[keep][t[active[keep]] < t_exit[active[keep]]]
+        image = np.tile(_BACKGROUND, (size * size, 1))
+        where = np.nonzero(hit)[0]
+        for start in range(0, len(where), 1 << 16):
+            rows = where[start:start + (1 << 16)]
+            _, gradient = model.forward_with_gradient(as_tensor(origins[rows] + t[rows, None] * direction))
+            normal = gradient.reshape(len(rows), 3).double().cpu().numpy()
+            normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-30)
+            image[rows] = _lambert(normal)[:, None] * _COLOUR
+    image = image.reshape(size, size, 3)
+    _save_png(image, path)
     return image
 
 

@@ -1,4 +1,5 @@
-"""The demo command, PLY output, rendering, and what happens without the compiled modules."""
+"""PLY output, atomic writes, rendering, the demo's argument check, and what happens without the
+compiled modules (the commands end to end: test_cli_commands.py)."""
 
 from __future__ import annotations
 
@@ -87,15 +88,6 @@ def test_render_mesh_draws_the_shape(tmp_path: Path) -> None:
 def test_render_mesh_of_an_empty_mesh_is_background() -> None:
     image = render_mesh(np.zeros((0, 3)), np.zeros((0, 3), int), size=16)
     assert (image == 1.0).all()
-
-
-def test_demo_writes_mesh_and_picture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--out", str(tmp_path), "--resolution", "40", "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert str((tmp_path / "demo.ply").resolve()) in out and "watertight: True" in out
-    verts, faces = _read_ply(tmp_path / "demo.ply")
-    assert len(verts) > 100 and faces.max() < len(verts)
-    assert (tmp_path / "demo.png").stat().st_size > 1000
 
 
 def test_demo_rejects_bad_resolution(capsys: pytest.CaptureFixture[str]) -> None:

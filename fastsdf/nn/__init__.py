@@ -1,5 +1,29 @@
-"""Networks: the fused SIREN (``SirenMLP``) and the official ``Siren`` interface on top of it."""
+"""Networks: the fused SIREN (``SirenMLP``), the official ``Siren`` interface on top of it, and
+DeepSDF's decoder (``DeepSDFDecoder``)."""
 
+from typing import Any
+
+from torch import nn
+
+from fastsdf.nn.deepsdf import DeepSDFDecoder
 from fastsdf.nn.siren import Siren, SirenMLP
 
-__all__ = ["Siren", "SirenMLP"]
+__all__ = ["NETWORKS", "DeepSDFDecoder", "Siren", "SirenMLP", "network_from_config", "network_name"]
+
+# The networks saved models may hold, by the name stored with them.
+NETWORKS: dict[str, type[nn.Module]] = {"SirenMLP": SirenMLP, "DeepSDFDecoder": DeepSDFDecoder}
+
+
+def network_name(network: nn.Module) -> str:
+    """The name ``network_from_config`` knows ``network``'s class by; TypeError for other classes."""
+    for name, cls in NETWORKS.items():
+        if type(network) is cls:
+            return name
+    raise TypeError(f"cannot save a {type(network).__name__}: fastsdf saves {sorted(NETWORKS)}")
+
+
+def network_from_config(name: str, config: dict[str, Any]) -> nn.Module:
+    """A network of a class in ``NETWORKS`` made from its ``config()``."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network class {name!r} (known: {sorted(NETWORKS)})")
+    return NETWORKS[name](**config)

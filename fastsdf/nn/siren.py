@@ -56,6 +56,10 @@ class SirenMLP(nn.Module):
         precision: ``"fp32"`` (default), ``"tf32"`` or ``"bf16"`` (fp32 accumulation) for the
             hidden layers' products; the first layer is always computed in fp32 (omega_0 = 30
             magnifies its errors). ``"tf32"`` only changes anything on CUDA.
+        double_backward: whether ``forward``'s gradients can themselves be differentiated (code
+            that takes ``torch.autograd.grad(y, x, create_graph=True)``). ``False`` lets training on
+            the CPU run on the fused kernel's backward. ``forward_with_gradient`` gives first-order
+            gradients of y and of the Jacobian on the CPU either way.
 
     Any leading batch shape; float32 (or float64: the plain PyTorch path) parameters and inputs on
     one device. The backend is chosen per call (``fastsdf.ops.siren.backend``); FASTSDF_BACKEND
@@ -64,7 +68,8 @@ class SirenMLP(nn.Module):
 
     def __init__(self, in_features: int, hidden_features: int, hidden_layers: int, out_features: int,
                  outermost_linear: bool = True, first_omega_0: float = 30.0, hidden_omega_0: float = 30.0,
-                 bias: bool = True, latent_features: int = 0, precision: str = "fp32"):
+                 bias: bool = True, latent_features: int = 0, precision: str = "fp32",
+                 double_backward: bool = True):
         super().__init__()
         self.in_features = _positive_int("in_features", in_features)
         self.hidden_features = _positive_int("hidden_features", hidden_features)
@@ -75,6 +80,7 @@ class SirenMLP(nn.Module):
         self.first_omega_0 = _omega("first_omega_0", first_omega_0)
         self.hidden_omega_0 = _omega("hidden_omega_0", hidden_omega_0)
         self.precision = precision
+        self.double_backward = bool(double_backward)
         self._kernels = siren_ops.KernelCache()
         sizes = [self.in_features + self.latent_features, *[self.hidden_features] * (self.hidden_layers + 1),
                  self.out_features]
@@ -99,6 +105,15 @@ class SirenMLP(nn.Module):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r}")
         self._precision = value
 
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments that make a network of this shape (``cls(**config())``)."""
+        return {"in_features": self.in_features, "hidden_features": self.hidden_features,
+                "hidden_layers": self.hidden_layers, "out_features": self.out_features,
+                "outermost_linear": self.outermost_linear, "first_omega_0": self.first_omega_0,
+                "hidden_omega_0": self.hidden_omega_0, "bias": len(self.biases) > 0,
+                "latent_features": self.latent_features, "precision": self.precision,
+                "double_backward": self.double_backward}
+
     @property
     def omegas(self) -> tuple[float | None, ...]:
         """omega_0 of each linear layer, None for a linear output layer."""
@@ -117,7 +132,7 @@ class SirenMLP(nn.Module):
         over the leading dimensions, when the network has a latent input: (..., out_features)."""
         points, lead = self._points(x, latent)
         y = siren_ops.forward(points, list(self.weights), self._bias_list(), self.omegas, self.precision,
-                              self._kernels)
+                              self._kernels, self.double_backward)
         return y.reshape(*lead, self.out_features)
 
     def forward_with_gradient(self, x: torch.Tensor,

@@ -185,13 +185,16 @@ def _check_precision(precision: str) -> None:
 
 
 def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
-            omegas: Sequence[float | None], precision: str = "fp32", cache: KernelCache | None = None) -> torch.Tensor:
+            omegas: Sequence[float | None], precision: str = "fp32", cache: KernelCache | None = None,
+            double_backward: bool = True) -> torch.Tensor:
     """The SIREN (weights (out, in) per layer, biases or None, omegas or None for a linear last
-    layer) at x (N, in): (N, out)."""
+    layer) at x (N, in): (N, out). ``double_backward=False`` lets a recorded call on the CPU run on
+    the fused kernel, whose gradients cannot be differentiated again."""
     _check_precision(precision)
     name = backend(x)
     fused = _fused(name, weights)
-    if fused is None or _records_graph([x, *weights, *biases]):
+    first_order_cpu = name == "cpu" and not double_backward
+    if fused is None or (not first_order_cpu and _records_graph([x, *weights, *biases])):
         return siren_reference.forward(x, weights, biases, omegas, _sine(name), _linear(precision, x.device))
     return fused.forward(x, weights, biases, omegas, precision, cache or KernelCache())
 

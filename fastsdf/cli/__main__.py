@@ -1,0 +1,5 @@
+import sys
+
+from fastsdf.cli import main
+
+sys.exit(main())

@@ -1,0 +1,124 @@
+"""``fastsdf train-deepsdf``: a DeepSDF auto-decoder over a folder of sample files, on 1 or N processes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from fastsdf.cli.common import positive, positive_int
+
+__all__ = ["add_parser"]
+
+_HELP = """\
+Train a DeepSDF auto-decoder (one decoder, one latent code per shape) on the DeepSDF .npz files of
+DATA (`fastsdf sample` writes them), then write into OUT:
+
+  model.pt       the decoder and the codes, by shape name (fastsdf.load_model(OUT) reads them;
+                 `fastsdf reconstruct OUT SAMPLES` finds codes for new shapes)
+  training.png   the loss and learning-rate curves
+
+While it trains, OUT/checkpoint.pt holds its progress: if the run is killed, the same command
+resumes it (removed at the end). On several processes, launch it with torchrun, e.g.
+
+  torchrun --standalone --nproc_per_node 2 -m fastsdf.cli train-deepsdf DATA --out OUT
+
+(gloo on CPUs, NCCL on GPUs: one GPU per process); the result is the same as on one process.
+The defaults are the paper's decoder (8 x 512, dropout 0.2, weight norm, codes of 256) and
+learning rates; on a CPU, a smaller --width and fewer --epochs make a first run practical.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from fastsdf.training import autodecoder as ad
+
+    train = sub.add_parser("train-deepsdf", help="train a DeepSDF auto-decoder on a folder of .npz samples",
+                           description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("data", metavar="DATA", help="a folder of DeepSDF .npz files")
+    train.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    train.add_argument("--decoder", choices=("deepsdf", "siren"), default="deepsdf",
+                       help="DeepSDF's ReLU decoder or a SIREN with a latent input (default: deepsdf)")
+    train.add_argument("--latent-size", type=positive_int, default=256, metavar="K", help="code length (default: 256)")
+    train.add_argument("--width", type=positive_int, default=512, help="hidden features (default: 512)")
+    train.add_argument("--layers", type=positive_int, default=8, help="hidden layers (default: 8)")
+    train.add_argument("--dropout", type=float, default=0.2, help="deepsdf decoder's dropout (default: 0.2)")
+    train.add_argument("--epochs", type=positive_int, default=ad.DEFAULT_EPOCHS, metavar="N",
+                       help=f"passes over all shapes (default: {ad.DEFAULT_EPOCHS})")
+    train.add_argument("--shapes-per-batch", type=positive_int, default=ad.SHAPES_PER_BATCH, metavar="N",
+                       help=f"shapes per batch (default: {ad.SHAPES_PER_BATCH})")
+    train.add_argument("--samples-per-shape", type=positive_int, default=ad.SAMPLES_PER_SHAPE, metavar="N",
+                       help=f"points per shape per batch, half inside (default: {ad.SAMPLES_PER_SHAPE})")
+    train.add_argument("--learning-rate", type=positive, default=ad.DECODER_LEARNING_RATE, metavar="LR",
+                       help=f"the decoder's Adam rate (default: {ad.DECODER_LEARNING_RATE:g})")
+    train.add_argument("--code-learning-rate", type=positive, default=ad.CODE_LEARNING_RATE, metavar="LR",
+                       help=f"the codes' Adam rate (default: {ad.CODE_LEARNING_RATE:g})")
+    train.add_argument("--decay-every", type=positive_int, default=ad.DECAY_EVERY, metavar="N",
+                       help=f"halve both rates every N epochs (default: {ad.DECAY_EVERY})")
+    train.add_argument("--code-regularization", type=float, default=ad.CODE_REGULARIZATION, metavar="L",
+                       help=f"1/sigma^2 of the code prior (default: {ad.CODE_REGULARIZATION:g})")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train)
+
+
+def _decoder(args: argparse.Namespace):  # noqa: ANN202 - a torch module, imported late
+    from fastsdf.nn import DeepSDFDecoder, SirenMLP
+
+    if args.decoder == "siren":
+        return SirenMLP(3, args.width, args.layers - 1, 1, latent_features=args.latent_size, double_backward=False)
+    if not 0 <= args.dropout < 1:
+        raise ValueError(f"--dropout must be in [0, 1), got {args.dropout}")
+    latent_in = (args.layers // 2,) if args.layers > 1 else ()
+    return DeepSDFDecoder(latent_size=args.latent_size, hidden_features=args.width, hidden_layers=args.layers,
+                          dropout=args.dropout, latent_in=latent_in)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from fastsdf.cli.common import progress_enabled
+    from fastsdf.plots import plot_history
+    from fastsdf.training.autodecoder import train_deepsdf
+    from fastsdf.training.shapes import load_shapes
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out is not a folder: {out}")
+    shapes = load_shapes(args.data)  # fails here, before anything is started, on bad data
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    device = "cpu"
+    if launched:
+        cuda = torch.cuda.is_available()
+        dist.init_process_group("nccl" if cuda else "gloo")
+        if cuda:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+    elif torch.cuda.is_available():
+        device = "cuda"
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    try:
+        checkpoint = out / "checkpoint.pt"
+        if checkpoint.exists() and rank == 0:
+            print(f"resuming from {checkpoint}")
+        torch.manual_seed(args.seed)  # the decoder's initialisation, the same on every process
+        model, history = train_deepsdf(
+            shapes, _decoder(args), epochs=args.epochs, shapes_per_batch=args.shapes_per_batch,
+            samples_per_shape=args.samples_per_shape, learning_rate=args.learning_rate,
+            code_learning_rate=args.code_learning_rate, decay_every=args.decay_every,
+            code_regularization=args.code_regularization, seed=args.seed, device=device, checkpoint=checkpoint,
+            progress=progress_enabled(args.quiet))
+        if rank == 0:
+            path = model.save(out)
+            plot_history(history, out / "training.png", title=f"fastsdf train-deepsdf ({len(shapes)} shapes)",
+                         x="epoch")
+            processes = dist.get_world_size() if dist.is_initialized() else 1
+            print(f"trained on {len(shapes)} shapes: {history['epochs']} epochs in {history['training_seconds']:.1f} s "
+                  f"on {processes} process{'es' if processes > 1 else ''}, final loss {history['loss'][-1]:.3g}")
+            print(f"  model.pt:     {path.resolve()}")
+            print(f"  training.png: {(out / 'training.png').resolve()}")
+            checkpoint.unlink(missing_ok=True)
+    finally:
+        if launched:
+            dist.destroy_process_group()
+    return 0
