@@ -279,17 +279,21 @@ def baseline_of(r: Result, results: list[Result]) -> Result | None:
 
 
 def ratio_cell(r: Result, results: list[Result]) -> str:
-    if r.peer == BASELINE:
+    variant = r.extra.get("variant")
+    if r.peer == BASELINE and r.extra.get("compare_with", variant) == variant:
         return "baseline"
     base = baseline_of(r, results)
     if base is None:
         return f"n/a (no {BASELINE} result)"
     several = len({str(b.extra.get("variant")) for b in results if b.peer == BASELINE}) > 1
     name = f"{BASELINE} ({base.extra['variant']})" if several and base.extra.get("variant") else BASELINE
+    if base is r:
+        return "baseline"
+    mine = f"{r.peer} ({variant})" if r.peer == BASELINE and variant else r.peer
     if r.points and base.points:
-        text = f"{r.peer} / {name} = {fmt_ratio(r.per_point / base.per_point)}"
+        text = f"{mine} / {name} = {fmt_ratio(r.per_point / base.per_point)}"
         return text + " per point" if r.points != base.points else text
-    return f"{r.peer} / {name} = {fmt_ratio(r.stats['median'] / base.stats['median'])}"
+    return f"{mine} / {name} = {fmt_ratio(r.stats['median'] / base.stats['median'])}"
 
 
 def threads_cell(r: Result) -> str:
@@ -323,7 +327,7 @@ COLUMNS: list[tuple[str, str, Any, str]] = [
     ("F1 near", "r", lambda r: fmt_score(r.extra.get("f1_near")), "f1_near"),
     ("F1 volume", "r", lambda r: fmt_score(r.extra.get("f1_volume")), "f1_volume"),
     ("IoU volume", "r", lambda r: fmt_score(r.extra.get("iou_volume")), "iou_volume"),
-    ("same mesh as dense", "l", lambda r: {True: "yes", False: "no"}.get(r.extra.get("identical_to_dense"), ""),
+    ("sparse mesh = dense mesh", "l", lambda r: {True: "yes", False: "no"}.get(r.extra.get("identical_to_dense"), ""),
      "identical_to_dense"),
 ]
 

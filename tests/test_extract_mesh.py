@@ -267,7 +267,7 @@ def test_chunked_closed_surface_across_slabs(owned: int, monkeypatch, rng, seed)
     assert euler_characteristic(verts, faces) == 0
 
 
-@pytest.mark.parametrize("method", ["dense", "chunked"])
+@pytest.mark.parametrize("method", ["dense", "chunked", "sparse"])
 def test_batch_sizes_give_identical_meshes(method: str, monkeypatch, rng, seed) -> None:
     monkeypatch.setattr(extract_module, "_SLAB_BYTES", slab_bytes((11, 12, 13), 3))
     sphere = random_sphere(rng)
@@ -313,7 +313,7 @@ def test_sdf_returning_wrong_shape(bad: str, kind: str) -> None:
         extract_mesh(numpy_sdf if kind == "numpy" else torch_only(torch_sdf), 6)
 
 
-@pytest.mark.parametrize("method", ["dense", "chunked"])
+@pytest.mark.parametrize("method", ["dense", "chunked", "sparse"])
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
 def test_sdf_returning_non_finite_names_the_point(bad: float, kind: str, method: str) -> None:
@@ -349,7 +349,7 @@ def test_bad_bounds(bounds: Any) -> None:
         extract_mesh(fastsdf.Sphere(0.5), 8, bounds=bounds)
 
 
-@pytest.mark.parametrize("method", ["Dense", "sparse", "", None])
+@pytest.mark.parametrize("method", ["Dense", "narrow", "", None])
 def test_bad_method(method: Any) -> None:
     with pytest.raises(ValueError):
         extract_mesh(fastsdf.Sphere(0.5), 8, method=method)
@@ -393,7 +393,7 @@ def test_dense_too_large_raises_memory_error_but_chunked_works(monkeypatch, rng,
     assert_identical_mesh(extract_mesh(sphere, resolution, method="chunked"), expected, context=f"seed={seed}")
 
 
-@pytest.mark.parametrize("method", ["dense", "chunked"])
+@pytest.mark.parametrize("method", ["dense", "chunked", "sparse"])
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
 def test_no_surface_in_bounds_gives_empty_mesh(kind: str, method: str, monkeypatch) -> None:
     monkeypatch.setattr(extract_module, "_SLAB_BYTES", slab_bytes((12, 12, 12), 3))

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UsageError", "load_fitted", "load_model_of", "positive", "positive_int", "progress_enabled", "write_json"]
+__all__ = ["UsageError", "load_fitted", "load_model_of", "mesh_method", "positive", "positive_int",
+           "progress_enabled", "write_json"]
 
 
 class UsageError(ValueError):
@@ -53,6 +54,12 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     with atomic_write(path, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def mesh_method(model: Any, requested: str = "sparse") -> str:
+    """``requested``, except that an occupancy model (logits, not distances: no bound on how fast
+    they change) is never meshed sparsely."""
+    return "chunked" if requested == "sparse" and getattr(model, "kind", "sdf") != "sdf" else requested
 
 
 def load_model_of(path: str, kind: type, what: str) -> Any:

@@ -48,7 +48,8 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"sampled {mesh_path.name}: {len(samples):,} points with signed distances in "
           f"{time.perf_counter() - start:.1f} s -> {(out / 'spot.npz').resolve()}")
     options = argparse.Namespace(time_budget=None if args.steps else args.time_budget, steps=args.steps,
-                                 loss="sdf_l1", width=128, layers=3, batch_size=DEFAULT_BATCH, learning_rate=DEFAULT_LEARNING_RATE,
+                                 loss="sdf_l1", width=128, layers=3, batch_size=DEFAULT_BATCH,
+                                 learning_rate=DEFAULT_LEARNING_RATE,
                                  seed=args.seed, resolution=args.resolution, quiet=args.quiet)
     fit.run(mesh_path, out, options)
     print(f"done in {time.perf_counter() - start:.0f} s")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fastsdf.cli.common import load_fitted, positive, positive_int, progress_enabled, resolution, write_json
+from fastsdf.cli.common import load_fitted, mesh_method, positive, positive_int, progress_enabled, resolution, write_json
 
 __all__ = ["add_parser"]
 
@@ -42,7 +42,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     metrics = occupancy_metrics(model.sdf, reference, model.transform, n_points=args.points,
                                 near_std=args.near_std, seed=args.seed)
     frame = model.bounds()
-    verts, faces = fastsdf.extract_mesh(model, args.resolution, bounds=frame, progress=progress_enabled(args.quiet))
+    verts, faces = fastsdf.extract_mesh(model, args.resolution, bounds=frame, method=mesh_method(model),
+                                        progress=progress_enabled(args.quiet))
     metrics.update(surface_metrics((verts.numpy(), faces.numpy()), reference, n_points=args.points,
                                    tau=0.01 / model.transform.scale, seed=args.seed))
     metrics.update(model_size_kb=model_size_kb(model.network), resolution=args.resolution,

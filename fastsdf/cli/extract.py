@@ -7,7 +7,8 @@ import resource
 import time
 from pathlib import Path
 
-from fastsdf.cli.common import load_fitted, progress_enabled, resolution
+from fastsdf.cli.common import load_fitted, mesh_method, progress_enabled, resolution
+from fastsdf.meshing.narrow_band import DEFAULT_SAFETY
 
 __all__ = ["add_parser"]
 
@@ -20,8 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     extract.add_argument("--out", required=True, metavar="PLY", help="the mesh file to write")
     extract.add_argument("--resolution", type=resolution, default=256, metavar="N",
                          help="grid samples per axis (default: 256)")
-    extract.add_argument("--method", choices=("dense", "chunked"), default="chunked",
-                         help="dense: one grid; chunked: slabs of about 256 MiB, the same mesh (default: chunked)")
+    extract.add_argument("--method", choices=("dense", "chunked", "sparse"), default="sparse",
+                         help="dense: one grid; chunked: slabs of about 256 MiB, the same mesh; sparse: the "
+                              "slabs, evaluated only near the surface (default: sparse; occupancy models: chunked)")
+    extract.add_argument("--safety", type=float, default=DEFAULT_SAFETY, metavar="S",
+                         help="sparse: the gradient bound assumed when ruling out blocks; larger is safer and "
+                              f"slower (default: {DEFAULT_SAFETY:g})")
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
     extract.set_defaults(run=_extract)
 
@@ -33,8 +38,8 @@ def _extract(args: argparse.Namespace) -> int:
     model = load_fitted(args.model)
     frame = model.bounds()
     start = time.perf_counter()
-    verts, faces = fastsdf.extract_mesh(model, args.resolution, bounds=frame, method=args.method,
-                                        progress=progress_enabled(args.quiet))
+    verts, faces = fastsdf.extract_mesh(model, args.resolution, bounds=frame, method=mesh_method(model, args.method),
+                                        progress=progress_enabled(args.quiet), safety=args.safety)
     seconds = time.perf_counter() - start
     write_ply(Path(args.out), verts, faces)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastsdf.cli.common import positive, positive_int, progress_enabled, resolution, write_json
+from fastsdf.cli.common import mesh_method, positive, positive_int, progress_enabled, resolution, write_json
 
 __all__ = ["add_parser", "run"]
 
@@ -99,7 +99,8 @@ def run(mesh_path: Path, out: Path, args: argparse.Namespace) -> dict[str, Path]
 
     frame = model.bounds()
     start = time.perf_counter()
-    verts, faces = fastsdf.extract_mesh(model, args.resolution, bounds=frame, progress=show, device="cpu")
+    verts, faces = fastsdf.extract_mesh(model, args.resolution, bounds=frame, method=mesh_method(model), progress=show,
+                                        device="cpu")
     verts, faces = verts.numpy(), faces.numpy()
     extract_seconds = time.perf_counter() - start
     write_ply(paths["mesh.ply"], verts, faces)

@@ -77,9 +77,10 @@ def _mesh(shape: Any, path: Path, picture: Path | None, grid: int) -> int:
     from fastsdf.io import write_ply
     from fastsdf.render import render_mesh
 
-    verts, faces = fastsdf.extract_mesh(shape, grid, bounds=shape.bounds(), device="cpu")
+    verts, faces = fastsdf.extract_mesh(shape, grid, bounds=shape.bounds(), method="sparse", device="cpu")
     if len(faces) == 0:
-        raise ValueError(f"the shape for {path.name} has no surface in its unit cube (the code does not describe a shape)")
+        raise ValueError(f"the shape for {path.name} has no surface in its unit cube "
+                         "(the code does not describe a shape)")
     verts, faces = verts.numpy(), faces.numpy()
     write_ply(path, verts, faces)
     if picture is not None:

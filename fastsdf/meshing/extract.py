@@ -4,6 +4,8 @@ The grid's coordinates are generated per batch from flat indices, so no (R^3, 3)
 exists. ``method="dense"`` fills one volume and meshes it; ``method="chunked"`` walks slabs of
 point layers along axis 0, meshing each with the next slab's first vertices referenced by id, so
 peak memory stays bounded at any resolution and the mesh is the dense one, vertex for vertex.
+``method="sparse"`` walks the same slabs but evaluates only the narrow band around the surface
+(``fastsdf.meshing.narrow_band``), so its cost grows with the surface, not the volume.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from fastsdf import _memory
 from fastsdf.io import _to_numpy
 from fastsdf.meshing.marching_cubes import _finite_scalar, _prepare
+from fastsdf.meshing.narrow_band import DEFAULT_SAFETY, NarrowBand
 
 __all__ = ["extract_mesh"]
 
@@ -38,6 +41,8 @@ def extract_mesh(
     batch_size: int | None = None,
     progress: bool | None = None,
     device: Any = None,
+    safety: float = DEFAULT_SAFETY,
+    devices: Sequence[Any] | str | None = None,
 ) -> tuple[Any, Any]:
     """Meshes the level set of ``sdf`` sampled on a grid over ``bounds``.
 
@@ -51,12 +56,25 @@ def extract_mesh(
             bounds: sample ``n`` along an axis sits at ``lo + n * (hi - lo) / (resolution - 1)``.
         bounds: ``(lo, hi)``, each three finite numbers with ``lo < hi``.
         level: iso-value.
-        method: ``"dense"`` (one volume in memory) or ``"chunked"`` (slabs of about 256 MiB of
-            values, same mesh as dense, for resolutions whose volume does not fit).
+        method: ``"dense"`` (one volume in memory), ``"chunked"`` (slabs of about 256 MiB of
+            values, same mesh as dense, for resolutions whose volume does not fit) or ``"sparse"``
+            (the slabs of chunked, evaluated only near the surface: from coarse blocks of the grid
+            down to blocks of 4^3 cells, a block is skipped when its centre value, minus the level,
+            exceeds ``safety`` times its half-diagonal; see ``fastsdf.meshing.narrow_band``). For a
+            true SDF (analytic shapes, ``MeshSDF``) sparse gives the dense mesh exactly.
         batch_size: points per call of ``sdf`` (default 262144).
         progress: show a progress bar (tqdm); ``None`` shows one for large grids when stderr is a
             terminal, ``False`` never.
         device: torch device to evaluate tensors on (overrides the detection above).
+        safety: ``"sparse"`` only: the bound assumed on the field's gradient norm (>= 1). 1 suffices
+            for true SDFs; learned ones exceed it here and there (2, the default, has been exact on
+            trained SIRENs); a larger value evaluates a wider band. Parts of the surface where the
+            gradient exceeds it and thinner than a coarse block can be missed.
+        devices: several torch devices to spread the evaluation over, batch by batch (``"cuda"``:
+            every visible GPU); a module is copied to each (the first holds the volume and the
+            mesh). The mesh is the one a single device gives, for an SDF whose value at a point
+            does not depend on the other points of its batch (fastsdf's networks and analytic
+            shapes).
 
     Returns:
         ``(verts, faces)`` as ``fastsdf.marching_cubes`` gives them: NumPy arrays when ``sdf`` was
@@ -70,18 +88,24 @@ def extract_mesh(
     res = _resolution(resolution)
     lo, hi = _bounds(bounds)
     level = _finite_scalar(level, "level")
-    if method not in ("dense", "chunked"):
-        raise ValueError(f"method must be 'dense' or 'chunked', got {method!r}")
+    if method not in ("dense", "chunked", "sparse"):
+        raise ValueError(f"method must be 'dense', 'chunked' or 'sparse', got {method!r}")
+    safety = _finite_scalar(safety, "safety")
+    if safety < 1:
+        raise ValueError(f"safety must be at least 1 (the gradient norm of a true SDF), got {safety!r}")
     batch = _DEFAULT_BATCH if batch_size is None else _positive_int(batch_size, "batch_size")
     step = tuple((h - l) / (r - 1) for l, h, r in zip(lo, hi, res))
     grid = _Grid(res, lo, step)
-    evaluator = _Evaluator(sdf, grid, device, batch)
+    evaluator = _Evaluator(sdf, grid, device, batch, devices)
     total = math.prod(res)
     show = progress if progress is not None else (total >= _PROGRESS_POINTS and sys.stderr.isatty())
     with _progress_bar(total, show, f"extract_mesh {res[0]}x{res[1]}x{res[2]}") as bar:
         if method == "dense":
             return _dense(evaluator, grid, level, batch, bar)
-        return _chunked(evaluator, grid, level, batch, bar)
+        if method == "chunked":
+            return _chunked(evaluator, grid, level, lambda *slab: _fill_layers(evaluator, grid, *slab, batch, bar))
+        band = NarrowBand(evaluator, res, lo, step, level, safety, batch)
+        return _chunked(evaluator, grid, level, lambda *slab: _fill_band(evaluator, grid, band, *slab, batch, bar))
 
 
 class _Grid:
@@ -93,10 +117,13 @@ class _Grid:
 
     def points(self, first_layer: int, start: int, stop: int) -> np.ndarray:
         """float32 coordinates of flat points [start, stop) of the layers from ``first_layer`` on."""
-        flat = np.arange(start, stop, dtype=np.int64)
+        return self.points_at(first_layer, np.arange(start, stop, dtype=np.int64))
+
+    def points_at(self, first_layer: int, flat: np.ndarray) -> np.ndarray:
+        """float32 coordinates of the given flat points of the layers from ``first_layer`` on."""
         layer, rem = np.divmod(flat, self.layer_points)
         row, col = np.divmod(rem, self.res[2])
-        out = np.empty((stop - start, 3), np.float32)
+        out = np.empty((len(flat), 3), np.float32)
         out[:, 0] = self.axes[0][layer + first_layer]
         out[:, 1] = self.axes[1][row]
         out[:, 2] = self.axes[2][col]
@@ -104,14 +131,18 @@ class _Grid:
 
 
 class _Evaluator:
-    """Calls the user's SDF on NumPy batches or on tensors of one device, and checks what it gives."""
+    """Calls the user's SDF on NumPy batches or on tensors of one or several devices, and checks
+    what it gives."""
 
-    def __init__(self, sdf: Callable, grid: _Grid, device: Any, batch: int):
+    def __init__(self, sdf: Callable, grid: _Grid, device: Any, batch: int, devices: Any = None):
         if not callable(sdf):
             raise TypeError(f"sdf must be callable, got {type(sdf).__name__}")
         self.sdf = sdf
         self.torch_device = None
         self.torch_dtype = None
+        if devices is not None:
+            self.replicas = _replicas(sdf, devices)
+            device = self.replicas[0][0]
         if device is not None or _is_module(sdf):
             import torch
 
@@ -122,6 +153,8 @@ class _Evaluator:
             self.torch_dtype = floats[0] if floats else torch.float32
         else:
             self._probe(grid.points(0, 0, min(2, batch)))
+        if devices is None:
+            self.replicas = [(self.torch_device, sdf)]
 
     def _probe(self, sample: np.ndarray) -> None:
         try:
@@ -145,13 +178,31 @@ class _Evaluator:
             return torch.empty(shape, dtype=torch.float32, device=self.torch_device)
         return np.empty(shape, np.float32)
 
-    def __call__(self, points: np.ndarray) -> Any:
+    def each(self, keys: Sequence[Any], points: Callable[[Any], np.ndarray], store: Callable[[Any, Any], None]) -> None:
+        """``store(key, values at points(key))`` for every key: in turn on one device, or with the
+        keys dealt out to the devices, one thread each (``store`` writes disjoint parts)."""
+        if len(self.replicas) == 1:
+            for key in keys:
+                store(key, self(points(key)))
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        def work(replica: int) -> None:
+            for key in keys[replica::len(self.replicas)]:
+                store(key, self(points(key), replica))
+
+        with ThreadPoolExecutor(len(self.replicas)) as pool:
+            for done in [pool.submit(work, r) for r in range(len(self.replicas))]:
+                done.result()
+
+    def __call__(self, points: np.ndarray, replica: int = 0) -> Any:
         if self.on_torch:
             import torch
 
-            x = torch.from_numpy(points).to(device=self.torch_device, dtype=self.torch_dtype)
+            where, sdf = self.replicas[replica]
+            x = torch.from_numpy(points).to(device=where, dtype=self.torch_dtype)
             with torch.no_grad():
-                values = self.sdf(x)
+                values = sdf(x)
             if not isinstance(values, torch.Tensor):
                 raise TypeError(f"sdf returned {type(values).__name__}, expected a tensor")
             finite = torch.isfinite
@@ -169,6 +220,29 @@ class _Evaluator:
         return values
 
 
+def _replicas(sdf: Any, devices: Any) -> list[tuple[Any, Any]]:
+    """(device, the SDF there) per device: a module is copied to each device it is not on."""
+    import copy
+
+    import torch
+
+    if isinstance(devices, str) and devices == "cuda":
+        devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        if not devices:
+            raise ValueError("devices='cuda' but no GPU is visible")
+    try:
+        devices = [torch.device(d) for d in devices]
+    except (TypeError, RuntimeError):
+        raise ValueError(f"devices must be a list of torch devices or 'cuda', got {devices!r}") from None
+    if not devices:
+        raise ValueError("devices must name at least one device")
+    if not _is_module(sdf):
+        return [(d, sdf) for d in devices]
+    own = next(iter([*sdf.parameters(), *sdf.buffers()]), None)
+    home = own.device if own is not None else torch.device("cpu")
+    return [(d, sdf if d == home else copy.deepcopy(sdf).to(d)) for d in devices]
+
+
 def _is_module(sdf: Any) -> bool:
     try:
         import torch
@@ -182,11 +256,45 @@ def _fill_layers(evaluator: _Evaluator, grid: _Grid, volume: Any, first_layer: i
     """Evaluates layers [first_layer + start_layer, first_layer + len(volume)) into volume[start_layer:]."""
     flat = volume.reshape(-1)
     start, stop = start_layer * grid.layer_points, volume.shape[0] * grid.layer_points
-    for s in range(start, stop, batch):
+
+    def store(s: int, values: Any) -> None:
         e = min(s + batch, stop)
-        values = evaluator(grid.points(first_layer, s, e))
         flat[s:e] = values
         bar.update(e - s)
+
+    evaluator.each(range(start, stop, batch), lambda s: grid.points(first_layer, s, min(s + batch, stop)), store)
+
+
+def _fill_band(evaluator: _Evaluator, grid: _Grid, band: NarrowBand, volume: Any, first_layer: int,
+               start_layer: int, batch: int, bar) -> None:
+    """Like ``_fill_layers``, evaluating only the band's samples and filling in the others."""
+    layers = np.arange(first_layer + start_layer, first_layer + volume.shape[0])
+    rows = volume[start_layer:]
+    if not evaluator.on_torch:
+        mask = band.slab(layers, rows)
+    elif rows.device.type == "cpu":
+        mask = band.slab(layers, rows.numpy())
+    else:
+        import torch
+
+        values = np.empty(tuple(rows.shape), np.float32)
+        mask = band.slab(layers, values)
+        rows.copy_(torch.from_numpy(values))
+    flat, wanted = rows.reshape(-1), np.flatnonzero(mask)
+    offset = start_layer * grid.layer_points
+
+    def store(s: int, found: Any) -> None:
+        index = wanted[s:s + batch]
+        if evaluator.on_torch:
+            import torch
+
+            flat[torch.from_numpy(index).to(flat.device)] = found.to(flat.device, flat.dtype)
+        else:
+            flat[index] = found
+
+    evaluator.each(range(0, len(wanted), batch), lambda s: grid.points_at(first_layer, wanted[s:s + batch] + offset),
+                   store)
+    bar.update(len(layers) * grid.layer_points)
 
 
 def _dense(evaluator: _Evaluator, grid: _Grid, level: float, batch: int, bar):
@@ -200,7 +308,9 @@ def _dense(evaluator: _Evaluator, grid: _Grid, level: float, batch: int, bar):
     return marching_cubes(volume, level, spacing=grid.step, origin=grid.lo)
 
 
-def _chunked(evaluator: _Evaluator, grid: _Grid, level: float, batch: int, bar):
+def _chunked(evaluator: _Evaluator, grid: _Grid, level: float, fill: Callable[[Any, int, int], None]):
+    """Meshes slab after slab; ``fill(volume, first_layer, start_layer)`` puts the values of
+    layers ``first_layer + start_layer ...`` into ``volume[start_layer:]``."""
     nx = grid.res[0]
     layer_bytes = 4 * grid.layer_points
     # Each slab owns `owned` point layers and cube layers and also holds the next two layers: the
@@ -222,7 +332,7 @@ def _chunked(evaluator: _Evaluator, grid: _Grid, level: float, batch: int, bar):
         reused = 0 if carry is None else len(carry)
         if reused:
             volume[:reused] = carry
-        _fill_layers(evaluator, grid, volume, a, reused, batch, bar)
+        fill(volume, a, reused)
         kernels, data, wrap = _prepare(volume)
         counts = kernels.count(data, level)
         layers = b - a

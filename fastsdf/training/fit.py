@@ -180,7 +180,8 @@ def fit(mesh_or_samples: Any, model: nn.Module | None = None, loss: str = "sdf_l
     network.train()
     while not _finished(done, trained, steps, time_budget):
         fraction = max(done / steps if steps else 0.0, trained / time_budget if time_budget else 0.0)
-        rate = learning_rate * (FINAL_LEARNING_RATE + (1 - FINAL_LEARNING_RATE) * 0.5 * (1 + math.cos(math.pi * fraction)))
+        cosine = 0.5 * (1 + math.cos(math.pi * fraction))
+        rate = learning_rate * (FINAL_LEARNING_RATE + (1 - FINAL_LEARNING_RATE) * cosine)
         for group in optimiser.param_groups:
             group["lr"] = rate
         tick = time.perf_counter()
