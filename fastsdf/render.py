@@ -25,8 +25,10 @@ _SAMPLES_PER_CHUNK = 1 << 22
 
 
 def render_mesh(verts: Any, faces: Any, path: str | os.PathLike | None = None, size: int = 512,
-                azimuth: float = 35.0, elevation: float = 25.0) -> np.ndarray:
+                azimuth: float = 35.0, elevation: float = 25.0, up: str = "y") -> np.ndarray:
     """Renders the mesh seen from (azimuth, elevation) in degrees, fitted to a ``size`` square.
+    ``up`` names the world axis drawn upwards: ``"y"`` (OBJ's and glTF's convention, the default),
+    ``"z"`` or ``"x"``; the azimuth turns around it.
 
     Returns the (size, size, 3) float image in [0, 1] and writes it as PNG to ``path`` if given.
     """
@@ -39,7 +41,7 @@ def render_mesh(verts: Any, faces: Any, path: str | os.PathLike | None = None, s
     size = int(size)
     image = np.tile(_BACKGROUND, (size, size, 1))
     if len(f):
-        cam = _camera(math.radians(azimuth), math.radians(elevation))
+        cam = _camera(azimuth, elevation, up)
         p = (v - (v.max(0) + v.min(0)) / 2) @ cam.T
         scale = 0.9 * size / max(np.ptp(p[:, :2], axis=0).max(), 1e-12)
         p = p * scale
@@ -83,9 +85,9 @@ def _lambert(normals: np.ndarray) -> np.ndarray:
 
 def render_sdf(model: Any, path: str | os.PathLike | None = None, bounds: Any = ((-1, -1, -1), (1, 1, 1)),
                size: int = 512, azimuth: float = 35.0, elevation: float = 25.0, max_steps: int = 128,
-               distance: bool = True) -> np.ndarray:
+               distance: bool = True, up: str = "y") -> np.ndarray:
     """Renders the zero level set of ``model`` inside ``bounds`` by sphere tracing, seen from
-    (azimuth, elevation) in degrees like ``render_mesh``, framed on the sphere inscribed in the
+    (azimuth, elevation) in degrees with ``up`` upwards like ``render_mesh``, lit the same way, framed on the sphere inscribed in the
     bounds; returns the image and writes a PNG to ``path`` if given.
 
     ``model`` is a torch module with ``forward`` (points (N, 3) -> values (N,) or (N, 1), negative
@@ -99,7 +101,7 @@ def render_sdf(model: Any, path: str | os.PathLike | None = None, bounds: Any = 
         raise ValueError(f"size must be between 16 and 8192 pixels, got {size}")
     size, max_steps = int(size), int(max_steps)
     lo, hi = (np.asarray(b, np.float64).reshape(3) for b in bounds)
-    cam = _camera(math.radians(azimuth), math.radians(elevation))
+    cam = _camera(azimuth, elevation, up)
     centre, radius = (lo + hi) / 2, float(np.linalg.norm(hi - lo)) / 2
     # The picture spans the sphere inscribed in the box (where a normalised shape lies), not the
     # box's corners.
@@ -137,20 +139,30 @@ def render_sdf(model: Any, path: str | os.PathLike | None = None, bounds: Any = 
             _, gradient = model.forward_with_gradient(as_tensor(origins[rows] + t[rows, None] * direction))
             normal = gradient.reshape(len(rows), 3).double().cpu().numpy()
             normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-30)
-            image[rows] = _lambert(normal)[:, None] * _COLOUR
+            image[rows] = _lambert(normal @ cam.T)[:, None] * _COLOUR  # lit in the camera's frame
     image = image.reshape(size, size, 3)
     _save_png(image, path)
     return image
 
 
-def _camera(azimuth: float, elevation: float) -> np.ndarray:
-    """Rows: screen x, screen y, towards the viewer (z-up world)."""
+# World coordinates in the order that makes the ``up`` axis the camera's z (a cyclic, hence
+# rotation-preserving, permutation).
+_UP_ORDER = {"z": (0, 1, 2), "y": (2, 0, 1), "x": (1, 2, 0)}
+
+
+def _camera(azimuth_degrees: float, elevation_degrees: float, up: str) -> np.ndarray:
+    """Rows, in world coordinates: screen x, screen y, towards the viewer."""
+    if up not in _UP_ORDER:
+        raise ValueError(f"up must be 'x', 'y' or 'z', got {up!r}")
+    azimuth, elevation = math.radians(azimuth_degrees), math.radians(elevation_degrees)
     forward = np.array([math.cos(elevation) * math.sin(azimuth), -math.cos(elevation) * math.cos(azimuth),
                         math.sin(elevation)])
     right = np.cross([0.0, 0.0, 1.0], forward)
     right /= np.linalg.norm(right)
-    up = np.cross(forward, right)
-    return np.stack([right, up, forward])
+    z_up = np.stack([right, np.cross(forward, right), forward])
+    cam = np.empty_like(z_up)
+    cam[:, list(_UP_ORDER[up])] = z_up
+    return cam
 
 
 def _barycentric_grid(steps: int) -> np.ndarray:

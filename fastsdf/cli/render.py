@@ -16,8 +16,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="a model file or folder (fastsdf fit's), or a mesh file trimesh reads")
     render.add_argument("--out", required=True, metavar="PNG", help="the picture to write")
     render.add_argument("--size", type=positive_int, default=512, help="pixels per side (default: 512)")
-    render.add_argument("--azimuth", type=float, default=35.0, help="degrees around the z axis (default: 35)")
-    render.add_argument("--elevation", type=float, default=25.0, help="degrees above the xy plane (default: 25)")
+    render.add_argument("--azimuth", type=float, default=35.0, help="degrees around the up axis (default: 35)")
+    render.add_argument("--elevation", type=float, default=25.0, help="degrees above the horizon (default: 25)")
+    render.add_argument("--up", choices=("x", "y", "z"), default="y",
+                        help="the axis drawn upwards; the azimuth turns around it (default: y, as in OBJ)")
     render.set_defaults(run=_render)
 
 
@@ -27,7 +29,7 @@ def _render(args: argparse.Namespace) -> int:
     from fastsdf.render import render_mesh, render_sdf
 
     source, out = Path(args.source), Path(args.out)
-    view = {"size": args.size, "azimuth": args.azimuth, "elevation": args.elevation}
+    view = {"size": args.size, "azimuth": args.azimuth, "elevation": args.elevation, "up": args.up}
     if source.is_dir() or source.suffix == ".pt":
         model = load_fitted(source)
         frame = model.bounds()
