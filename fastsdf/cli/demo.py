@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "demo", help="the whole job on a bundled mesh: sample, fit, extract, evaluate, render",
         description="Samples the bundled mesh (Spot, CC0) into DeepSDF's .npz layout, fits a SIREN to it "
                     "(60 s of training by default), meshes it, scores it against the mesh and draws pictures; "
-                    "prints where everything went. About 1.5 minutes on 2 cores.")
+                    "prints where everything went. About 75 s on 2 cores.")
     demo.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     demo.add_argument("--time-budget", type=positive, default=60.0, metavar="SECONDS",
                       help="seconds of training (default: 60)")
