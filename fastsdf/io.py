@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
 import numpy as np
 
-__all__ = ["atomic_write", "write_ply"]
+__all__ = ["PlyWriter", "atomic_write", "write_ply"]
 
 
 def _read_umask() -> int:
@@ -48,27 +49,92 @@ def write_ply(path: str | os.PathLike, verts: Any, faces: Any) -> None:
 
     ``verts`` (V, 3) and ``faces`` (F, 3) may be NumPy arrays or tensors on any device.
     """
+    verts, faces = _mesh_arrays(verts, faces)
+    if len(faces) and faces.max() >= len(verts):
+        raise ValueError("faces index vertices that do not exist")
+    _check_vertex_count(len(verts))
+    with atomic_write(path) as f:
+        f.write(_ply_header(len(verts), len(faces)))
+        f.write(verts.tobytes())
+        f.write(_face_records(faces).tobytes())
+
+
+class PlyWriter:
+    """A binary PLY written piece by piece, for meshes larger than memory (the same file as
+    ``write_ply`` of the whole mesh).
+
+    ``add(verts, faces)`` appends vertices and faces, the faces indexing the whole mesh (earlier
+    pieces' vertices included); they wait in temporary files beside ``path``. Leaving the ``with``
+    block writes the header and both into ``path`` atomically; an exception in it writes nothing
+    and leaves an existing ``path`` as it was.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.vertices = self.faces = 0
+        self._largest_index = -1
+        self._parts = [tempfile.TemporaryFile(dir=self.path.parent, prefix=f".{self.path.name}.") for _ in range(2)]
+
+    def add(self, verts: Any, faces: Any) -> None:
+        verts, faces = _mesh_arrays(verts, faces)
+        _check_vertex_count(self.vertices + len(verts))
+        if len(faces):
+            self._largest_index = max(self._largest_index, int(faces.max()))
+        self._parts[0].write(verts.tobytes())
+        self._parts[1].write(_face_records(faces).tobytes())
+        self.vertices += len(verts)
+        self.faces += len(faces)
+
+    def __enter__(self) -> "PlyWriter":
+        return self
+
+    def __exit__(self, kind: Any, *rest: Any) -> None:
+        try:
+            if kind is None:
+                if self._largest_index >= self.vertices:
+                    raise ValueError("faces index vertices that do not exist")
+                with atomic_write(self.path) as f:
+                    f.write(_ply_header(self.vertices, self.faces))
+                    for part in self._parts:
+                        part.seek(0)
+                        shutil.copyfileobj(part, f, 1 << 24)
+        finally:
+            for part in self._parts:
+                part.close()
+
+
+def _mesh_arrays(verts: Any, faces: Any) -> tuple[np.ndarray, np.ndarray]:
     verts = np.ascontiguousarray(_to_numpy(verts), dtype="<f4")
     faces = _to_numpy(faces)
     if verts.ndim != 2 or verts.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"expected verts (V, 3) and faces (F, 3), got {verts.shape} and {faces.shape}")
-    if len(faces) and (faces.min() < 0 or faces.max() >= len(verts)):
+    if len(faces) and faces.min() < 0:
         raise ValueError("faces index vertices that do not exist")
-    if len(verts) >= 2**32:
+    return verts, faces
+
+
+def _check_vertex_count(count: int) -> None:
+    if count >= 2**32:
         raise ValueError("PLY stores at most 2^32 vertices with 32-bit indices")
-    index = "int" if len(verts) < 2**31 else "uint"
-    records = np.empty(len(faces), dtype=[("n", "u1"), ("v", "<i4" if index == "int" else "<u4", (3,))])
+
+
+def _ply_header(vertices: int, faces: int) -> bytes:
+    # Indices are stored as unsigned 32-bit words and declared "int" (the common reading) while
+    # they fit; the bits are the same.
+    index = "int" if vertices < 2**31 else "uint"
+    return (
+        "ply\nformat binary_little_endian 1.0\ncomment written by fastsdf\n"
+        f"element vertex {vertices}\nproperty float x\nproperty float y\nproperty float z\n"
+        f"element face {faces}\nproperty list uchar {index} vertex_indices\nend_header\n"
+    ).encode("ascii")
+
+
+def _face_records(faces: np.ndarray) -> np.ndarray:
+    records = np.empty(len(faces), dtype=[("n", "u1"), ("v", "<u4", (3,))])
     records["n"] = 3
     records["v"] = faces
-    header = (
-        "ply\nformat binary_little_endian 1.0\ncomment written by fastsdf\n"
-        f"element vertex {len(verts)}\nproperty float x\nproperty float y\nproperty float z\n"
-        f"element face {len(faces)}\nproperty list uchar {index} vertex_indices\nend_header\n"
-    )
-    with atomic_write(path) as f:
-        f.write(header.encode("ascii"))
-        f.write(verts.tobytes())
-        f.write(records.tobytes())
+    return records
 
 
 def _to_numpy(x: Any) -> np.ndarray:

@@ -1,6 +1,7 @@
 """extract_mesh(method="sparse"): the dense mesh, exactly, for true SDFs (analytic shapes and their
 CSG, MeshSDF, networks wrapping them), at odd sizes, levels and bounds; far fewer evaluations; the
-narrow band's rules checked against a brute-force sweep; its limits; memory at 1024^3."""
+narrow band's rules checked against a brute-force sweep; its limits; memory at 1024^3; several
+devices; meshes streamed to a PLY file."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 import fastsdf
 import fastsdf.meshing.extract as extract_module
 from fastsdf import extract_mesh
+from fastsdf.io import PlyWriter, write_ply
 from fastsdf.meshing import narrow_band
 from fastsdf.meshing.narrow_band import ACTIVE, BLOCK, NarrowBand
 
@@ -193,3 +195,41 @@ def test_every_visible_gpu_gives_the_mesh_of_one(rng, seed) -> None:
     verts, faces = extract_mesh(sdf, 96, method="sparse", devices="cuda")
     assert verts.is_cuda
     assert_identical_mesh((verts, faces), expected, context=f"seed={seed} on {torch.cuda.device_count()} GPUs")
+
+
+@pytest.mark.parametrize("method", ["dense", "chunked", "sparse"])
+def test_out_writes_the_mesh_slab_by_slab_into_the_same_file(method: str, tmp_path, monkeypatch, rng, seed) -> None:
+    """With ``out`` the PLY holds what write_ply of the returned mesh holds, byte for byte."""
+    monkeypatch.setattr(extract_module, "_SLAB_BYTES", slab_bytes((41, 38, 45), 5))
+    sdf = csg(rng)
+    verts, faces = extract_mesh(sdf, (41, 38, 45), method=method)
+    write_ply(tmp_path / "whole.ply", verts, faces)
+    counts = extract_mesh(sdf, (41, 38, 45), method=method, out=tmp_path / "streamed.ply")
+    assert counts == (len(verts), len(faces)) and len(faces) > 0
+    assert (tmp_path / "streamed.ply").read_bytes() == (tmp_path / "whole.ply").read_bytes(), f"seed={seed}"
+
+
+def test_out_leaves_nothing_behind_when_the_sdf_fails(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(extract_module, "_SLAB_BYTES", slab_bytes((30, 30, 30), 4))
+    (tmp_path / "mesh.ply").write_bytes(b"an earlier mesh")
+
+    def failing(p: np.ndarray) -> np.ndarray:
+        if (p[:, 0] > 0.5).any():  # well after the first slabs were written
+            raise RuntimeError("the network broke")
+        return np.linalg.norm(p, axis=1) - 0.6
+
+    with pytest.raises(RuntimeError, match="broke"):
+        extract_mesh(failing, 30, method="chunked", out=tmp_path / "mesh.ply")
+    assert (tmp_path / "mesh.ply").read_bytes() == b"an earlier mesh"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.ply"]
+
+
+def test_ply_writer_checks_the_whole_mesh(tmp_path) -> None:
+    with pytest.raises(ValueError, match="do not exist"):
+        with PlyWriter(tmp_path / "m.ply") as ply:
+            ply.add(np.zeros((3, 3)), np.array([[0, 1, 2]]))
+            ply.add(np.zeros((1, 3)), np.array([[1, 2, 4]]))  # vertex 4 never comes
+    with pytest.raises(ValueError, match="do not exist"):
+        with PlyWriter(tmp_path / "m.ply") as ply:
+            ply.add(np.zeros((3, 3)), np.array([[0, -1, 2]]))
+    assert list(tmp_path.iterdir()) == []

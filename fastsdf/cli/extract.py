@@ -33,16 +33,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _extract(args: argparse.Namespace) -> int:
     import fastsdf
-    from fastsdf.io import write_ply
 
     model = load_fitted(args.model)
     frame = model.bounds()
     start = time.perf_counter()
-    verts, faces = fastsdf.extract_mesh(model, args.resolution, bounds=frame, method=mesh_method(model, args.method),
-                                        progress=progress_enabled(args.quiet), safety=args.safety)
+    # Written slab by slab as it is made: the mesh never has to fit in memory.
+    vertices, triangles = fastsdf.extract_mesh(model, args.resolution, bounds=frame,
+                                               method=mesh_method(model, args.method),
+                                               progress=progress_enabled(args.quiet), safety=args.safety,
+                                               out=Path(args.out))
     seconds = time.perf_counter() - start
-    write_ply(Path(args.out), verts, faces)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{args.resolution}^3 -> {len(verts):,} vertices, {len(faces):,} triangles in {seconds:.1f} s "
+    print(f"{args.resolution}^3 -> {vertices:,} vertices, {triangles:,} triangles in {seconds:.1f} s "
           f"(peak memory {peak:,.0f} MiB) -> {Path(args.out).resolve()}")
     return 0

@@ -11,13 +11,14 @@ peak memory stays bounded at any resolution and the mesh is the dense one, verte
 from __future__ import annotations
 
 import math
+import os
 import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from fastsdf import _memory
-from fastsdf.io import _to_numpy
+from fastsdf.io import PlyWriter, _to_numpy, write_ply
 from fastsdf.meshing.marching_cubes import _finite_scalar, _prepare
 from fastsdf.meshing.narrow_band import DEFAULT_SAFETY, NarrowBand
 
@@ -43,6 +44,7 @@ def extract_mesh(
     device: Any = None,
     safety: float = DEFAULT_SAFETY,
     devices: Sequence[Any] | str | None = None,
+    out: str | os.PathLike | None = None,
 ) -> tuple[Any, Any]:
     """Meshes the level set of ``sdf`` sampled on a grid over ``bounds``.
 
@@ -75,10 +77,15 @@ def extract_mesh(
             mesh). The mesh is the one a single device gives, for an SDF whose value at a point
             does not depend on the other points of its batch (fastsdf's networks and analytic
             shapes).
+        out: a PLY file to write the mesh to instead of returning it; with ``"chunked"`` and
+            ``"sparse"`` each slab's vertices and faces go to disk as they are made
+            (``fastsdf.io.PlyWriter``), so the mesh need not fit in memory. Written atomically:
+            an error leaves an existing file as it was.
 
     Returns:
         ``(verts, faces)`` as ``fastsdf.marching_cubes`` gives them: NumPy arrays when ``sdf`` was
-        evaluated on NumPy arrays, tensors on the evaluation device otherwise. A grid in which the
+        evaluated on NumPy arrays, tensors on the evaluation device otherwise. With ``out``: the
+        numbers of vertices and faces written. A grid in which the
         surface does not appear gives an empty mesh.
 
     Raises:
@@ -101,11 +108,24 @@ def extract_mesh(
     show = progress if progress is not None else (total >= _PROGRESS_POINTS and sys.stderr.isatty())
     with _progress_bar(total, show, f"extract_mesh {res[0]}x{res[1]}x{res[2]}") as bar:
         if method == "dense":
-            return _dense(evaluator, grid, level, batch, bar)
+            verts, faces = _dense(evaluator, grid, level, batch, bar)
+            if out is None:
+                return verts, faces
+            write_ply(out, verts, faces)
+            return len(verts), len(faces)
         if method == "chunked":
-            return _chunked(evaluator, grid, level, lambda *slab: _fill_layers(evaluator, grid, *slab, batch, bar))
-        band = NarrowBand(evaluator, res, lo, step, level, safety, batch)
-        return _chunked(evaluator, grid, level, lambda *slab: _fill_band(evaluator, grid, band, *slab, batch, bar))
+            def fill(*slab: Any) -> None:
+                _fill_layers(evaluator, grid, *slab, batch, bar)
+        else:
+            band = NarrowBand(evaluator, res, lo, step, level, safety, batch)
+
+            def fill(*slab: Any) -> None:
+                _fill_band(evaluator, grid, band, *slab, batch, bar)
+        if out is None:
+            return _chunked(evaluator, grid, level, fill)
+        with PlyWriter(out) as ply:
+            _chunked(evaluator, grid, level, fill, ply)
+        return ply.vertices, ply.faces
 
 
 class _Grid:
@@ -308,9 +328,11 @@ def _dense(evaluator: _Evaluator, grid: _Grid, level: float, batch: int, bar):
     return marching_cubes(volume, level, spacing=grid.step, origin=grid.lo)
 
 
-def _chunked(evaluator: _Evaluator, grid: _Grid, level: float, fill: Callable[[Any, int, int], None]):
+def _chunked(evaluator: _Evaluator, grid: _Grid, level: float, fill: Callable[[Any, int, int], None],
+             ply: PlyWriter | None = None):
     """Meshes slab after slab; ``fill(volume, first_layer, start_layer)`` puts the values of
-    layers ``first_layer + start_layer ...`` into ``volume[start_layer:]``."""
+    layers ``first_layer + start_layer ...`` into ``volume[start_layer:]``. Returns the mesh, or
+    with ``ply`` adds each slab's part to it and returns None."""
     nx = grid.res[0]
     layer_bytes = 4 * grid.layer_points
     # Each slab owns `owned` point layers and cube layers and also holds the next two layers: the
@@ -338,12 +360,15 @@ def _chunked(evaluator: _Evaluator, grid: _Grid, level: float, fill: Callable[[A
         layers = b - a
         v, f = kernels.fill(data, level, counts, vertex_base=vertex_base, layers=layers,
                             index_offset=(a, 0, 0), origin=grid.lo, spacing=grid.step)
-        verts.append(wrap(v))
-        faces.append(wrap(f))
+        if ply is None:
+            verts.append(wrap(v))
+            faces.append(wrap(f))
+        else:
+            ply.add(v, f)
         vertex_base += counts.sizes(layers)[0]
         carry = volume[b - a:] if b < nx else None  # a view; the next slab copies it in
         a = b
-    return _concat(verts), _concat(faces)
+    return (_concat(verts), _concat(faces)) if ply is None else None
 
 
 def _concat(parts: list) -> Any:
