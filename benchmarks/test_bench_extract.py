@@ -32,7 +32,7 @@ import fastsdf
 from bench_common import cpu_threads, cuda_ready, measure_peak_rss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_siren import OfficialSiren  # noqa: E402  (the official SIREN, as published)
+from official_siren import Siren as OfficialSiren  # noqa: E402  (the official SIREN, as published)
 
 pytest.importorskip("pytest_benchmark")
 

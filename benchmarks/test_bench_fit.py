@@ -32,7 +32,7 @@ from bench_common import MESH_DIR, bench_meshes, cpu_threads
 from fastsdf import metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_siren import OfficialSiren  # noqa: E402  (the official SIREN, as published)
+from official_siren import Siren as OfficialSiren  # noqa: E402  (the official SIREN, as published)
 
 pytest.importorskip("pytest_benchmark")
 

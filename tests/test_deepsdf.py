@@ -7,6 +7,7 @@ in seconds, whose truth is known everywhere (|p| - r).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -15,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import fastsdf
 from fastsdf import DeepSDFDecoder, SdfSamples
 from fastsdf.nn import SirenMLP
 from fastsdf.training.autodecoder import AutoDecoder
-from fastsdf.training.reconstruct import ITERATIONS
+from fastsdf.training.reconstruct import ITERATIONS, RECIPES
 from fastsdf.training.shapes import ShapeSamples, load_shapes
+from original_deepsdf import Decoder as OriginalDecoder
 
 RADII = (0.3, 0.4, 0.5, 0.6, 0.7)
 HELD_OUT = 0.55
@@ -69,45 +70,6 @@ def radius_error(shape: fastsdf.FittedSDF, radius: float, rng: np.random.Generat
 # ------------------------------------------------------------------------------------------------
 
 
-def original_deepsdf_forward(state: dict[str, torch.Tensor], latent: torch.Tensor, xyz: torch.Tensor,
-                             latent_in: tuple[int, ...] = (4,)) -> torch.Tensor:
-    """The forward pass of DeepSDF's ``deep_sdf_decoder.Decoder`` (its defaults: weight norm on
-    every hidden layer, the input concatenated again before ``latent_in``, ReLU, tanh at the end),
-    evaluated, as the original does, from its state dict's ``lin{i}.weight_g/weight_v/bias``."""
-    layers = len({k.split(".")[0] for k in state})
-    inputs = torch.cat([latent, xyz], dim=1)
-    x = inputs
-    for i in range(layers):
-        if i in latent_in:
-            x = torch.cat([x, inputs], dim=1)
-        if f"lin{i}.weight_v" in state:
-            v = state[f"lin{i}.weight_v"]
-            weight = state[f"lin{i}.weight_g"] * v / v.norm(dim=1, keepdim=True)
-        else:
-            weight = state[f"lin{i}.weight"]
-        x = F.linear(x, weight, state[f"lin{i}.bias"])
-        if i < layers - 1:
-            x = F.relu(x)
-    return torch.tanh(x)
-
-
-def original_state_dict(latent_size: int, width: int, hidden_layers: int, latent_in: tuple[int, ...],
-                        generator: torch.Generator) -> dict[str, torch.Tensor]:
-    inputs = latent_size + 3
-    state = {}
-    for i in range(hidden_layers + 1):
-        fan_in = inputs if i == 0 else width
-        fan_out = 1 if i == hidden_layers else (width - inputs if i + 1 in latent_in else width)
-        v = torch.randn(fan_out, fan_in, generator=generator, dtype=torch.float64) / fan_in**0.5
-        if i < hidden_layers:
-            state[f"module.lin{i}.weight_g"] = torch.rand(fan_out, 1, generator=generator, dtype=torch.float64) + 0.5
-            state[f"module.lin{i}.weight_v"] = v
-        else:
-            state[f"module.lin{i}.weight"] = v
-        state[f"module.lin{i}.bias"] = torch.randn(fan_out, generator=generator, dtype=torch.float64) * 0.1
-    return state
-
-
 def test_decoder_has_the_paper_s_shape() -> None:
     decoder = DeepSDFDecoder()
     assert decoder.latent_size == 256 and len(decoder.layers) == 8 and decoder.dropout == 0.2
@@ -122,20 +84,91 @@ def test_decoder_has_the_paper_s_shape() -> None:
     assert DeepSDFDecoder(**decoder.config()).config() == decoder.config()
 
 
-@pytest.mark.parametrize(("latent_size", "width", "layers", "latent_in"),
-                         [(256, 512, 8, (4,)), (7, 33, 3, (1,)), (1, 16, 5, (2, 4))])
-def test_decoder_matches_the_original_deepsdf(latent_size: int, width: int, layers: int, latent_in: tuple,
-                                              seed: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    state = original_state_dict(latent_size, width, layers, latent_in, generator)
-    decoder = DeepSDFDecoder.from_deepsdf_state_dict(state, latent_in=latent_in, dropout=0.2).eval()
+def randomised_original(seed: int, latent_size: int, dims: list[int], **specs) -> OriginalDecoder:
+    """The original decoder in float64 with every parameter drawn afresh (weight_g, LayerNorm gains
+    and biases away from their initial 1 and 0, so that each one counts)."""
+    torch.manual_seed(seed % 2**63)
+    original = OriginalDecoder(latent_size, dims, **specs).double()
+    with torch.no_grad():
+        for name, parameter in original.named_parameters():
+            if name.endswith("weight_g") or name.startswith("bn") and name.endswith("weight"):
+                parameter.uniform_(0.5, 1.5)
+            elif name.endswith("bias"):
+                parameter.normal_(0.0, 0.1)
+    return original
+
+
+# (latent_size, dims, specs): the paper's decoder (specs.json of examples/), and every setting of
+# normalisation, tanh and latent_in the original has and DeepSDFDecoder takes.
+ORIGINAL_SETTINGS = {
+    "paper": (256, [512] * 8, {"norm_layers": list(range(8)), "latent_in": [4], "weight_norm": True}),
+    "paper, use_tanh": (256, [512] * 8, {"norm_layers": list(range(8)), "latent_in": [4], "weight_norm": True,
+                                         "use_tanh": True}),
+    "weight norm on the output too": (7, [33] * 3, {"norm_layers": [0, 1, 2, 3], "latent_in": [1],
+                                                    "weight_norm": True}),
+    "plain": (1, [16] * 5, {"latent_in": [2, 4]}),
+    "plain, use_tanh": (5, [24] * 4, {"use_tanh": True}),
+    "layer norm": (6, [32] * 4, {"norm_layers": [0, 1, 2, 3], "latent_in": [2]}),
+    "layer norm on some layers, use_tanh": (6, [32] * 4, {"norm_layers": [1, 3], "latent_in": [2],
+                                                         "use_tanh": True}),
+    "layer norm, the output's unused": (3, [20] * 3, {"norm_layers": [0, 1, 2, 3]}),
+}
+
+
+@pytest.mark.parametrize("setting", list(ORIGINAL_SETTINGS))
+def test_decoder_matches_the_original_deepsdf(setting: str, seed: int) -> None:
+    """Every setting in float64, evaluated and in training (the same dropout draws: LayerNorm,
+    ReLU and dropout in the original's order), from a DataParallel checkpoint's keys."""
+    latent_size, dims, specs = ORIGINAL_SETTINGS[setting]
+    hidden = list(range(len(dims)))
+    original = randomised_original(seed, latent_size, dims, dropout=hidden, dropout_prob=0.2, **specs)
+    state = {f"module.{k}": v for k, v in original.state_dict().items()}
+    decoder = DeepSDFDecoder.from_deepsdf_state_dict(state, use_tanh=specs.get("use_tanh", False), dropout=0.2)
     assert decoder.output.weight.dtype == torch.float64
-    assert (decoder.latent_size, decoder.hidden_features, decoder.hidden_layers) == (latent_size, width, layers)
+    assert (decoder.latent_size, decoder.hidden_features, decoder.hidden_layers) == (latent_size, dims[0], len(dims))
+    assert decoder.latent_in == tuple(specs.get("latent_in", ()))
+    generator = torch.Generator().manual_seed(seed % 2**63)
     xyz = torch.randn(257, 3, generator=generator, dtype=torch.float64)
     latent = torch.randn(257, latent_size, generator=generator, dtype=torch.float64)
-    expected = original_deepsdf_forward({k.removeprefix("module."): v for k, v in state.items()}, latent, xyz,
-                                        latent_in)
-    torch.testing.assert_close(decoder(xyz, latent).detach(), expected, rtol=1e-12, atol=1e-12)
+    for training in (False, True):
+        original.train(training)
+        decoder.train(training)
+        torch.manual_seed(seed % 2**63)
+        expected = original(torch.cat([latent, xyz], dim=1))
+        torch.manual_seed(seed % 2**63)
+        got = decoder(xyz, latent)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, msg=f"{setting}, training={training}")
+    assert DeepSDFDecoder(**decoder.config()).config() == decoder.config()
+
+
+@pytest.mark.parametrize(("specs", "kwargs", "message"), [
+    ({"xyz_in_all": True}, {}, "xyz_in_all"),
+    ({"norm_layers": [0, 2], "weight_norm": True}, {}, "every hidden layer or none"),
+    ({"latent_in": [3]}, {}, "before the output layer"),
+    ({"latent_in": [2]}, {"latent_in": (1,)}, "latent_in"),
+    ({}, {"tanh_output": False}, "tanh"),
+])
+def test_original_settings_without_a_counterpart_are_refused(specs: dict, kwargs: dict, message: str) -> None:
+    original = randomised_original(0, 4, [16] * 3, **specs)
+    with pytest.raises((ValueError, TypeError), match=message):
+        DeepSDFDecoder.from_deepsdf_state_dict(original.state_dict(), **kwargs)
+
+
+@pytest.mark.parametrize("damage", ["extra key", "missing bias", "bn without weight", "both norms", "narrow"])
+def test_damaged_original_state_dicts_are_refused(damage: str) -> None:
+    state = randomised_original(0, 4, [16] * 3, norm_layers=[0, 1, 2]).state_dict()
+    if damage == "extra key":
+        state["lat_vecs.weight"] = torch.zeros(3, 4)
+    elif damage == "missing bias":
+        del state["lin1.bias"]
+    elif damage == "bn without weight":
+        del state["bn1.weight"]
+    elif damage == "both norms":
+        state["lin0.weight_g"], state["lin0.weight_v"] = torch.ones(16, 1), state.pop("lin0.weight")
+    else:
+        state["lin1.weight"], state["lin1.bias"] = state["lin1.weight"][:12], state["lin1.bias"][:12]
+    with pytest.raises(ValueError):
+        DeepSDFDecoder.from_deepsdf_state_dict(state)
 
 
 def test_decoder_rejects_bad_arguments_and_inputs() -> None:
@@ -363,3 +396,92 @@ def test_save_and_load_the_auto_decoder(trained, tmp_path: Path) -> None:
     points = np.random.default_rng(0).uniform(-1, 1, (100, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.shape("r0.5").sdf(points), model.shape("r0.5").sdf(points), rtol=0, atol=1e-6)
     assert loaded.history["epochs"] == TRAINING["epochs"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Reconstruction recipes
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_deepsdf_recipe_is_the_original_s() -> None:
+    """DeepSDF's reconstruct.py as its main block calls it: 800 iterations of 8,000 samples, Adam at
+    5e-3 times 0.1^(e // (800 // 2)), codes from N(0, 0.01^2), L1 between the clamped prediction and
+    target, 1e-4 mean(z^2)."""
+    recipe = RECIPES["deepsdf"]
+    assert (recipe.iterations, recipe.samples_per_iteration, recipe.learning_rate, recipe.init_std) == (
+        800, 8000, 5e-3, 0.01)
+    assert (recipe.code_regularization, recipe.penalty, recipe.clamp, recipe.precision) == (1e-4, "mean", "both", "fp32")
+    rates = [recipe.learning_rate_at(i) for i in range(800)]
+    assert rates[:400] == [5e-3] * 400 and rates[400:] == pytest.approx([5e-4] * 400, rel=1e-12)
+    odd = dataclasses.replace(recipe, iterations=7)  # int(7 / 2) = 3: a third rate for the last iteration
+    assert [odd.learning_rate_at(i) for i in range(7)] == pytest.approx([5e-3] * 3 + [5e-4] * 3 + [5e-5], rel=1e-12)
+    assert RECIPES["fast"].iterations == ITERATIONS and RECIPES["fast"].penalty == "sum"
+    with pytest.raises(ValueError, match="penalty"):
+        dataclasses.replace(recipe, penalty="l1")
+
+
+def test_recipe_objectives_penalise_and_clamp_as_documented(seed: int) -> None:
+    code = torch.randn(256, generator=torch.Generator().manual_seed(seed % 2**63), dtype=torch.float64)
+    target = torch.tensor([0.05, -0.5, 0.5, 0.5], dtype=torch.float64)
+    deepsdf, fast = RECIPES["deepsdf"], RECIPES["fast"]
+    assert deepsdf.objective(target.clamp(-0.1, 0.1), target, code)[0].item() == pytest.approx(
+        1e-4 * code.square().mean().item(), rel=1e-12)
+    assert fast.objective(target.clamp(-0.1, 0.1), target, code)[0].item() == pytest.approx(
+        1e-4 * code.square().sum().item(), rel=1e-12)
+    predicted = torch.tensor([0.3, -0.3, 0.05, 0.3], dtype=torch.float64, requires_grad=True)
+    for recipe, loss, gradient in ((deepsdf, 0.025, [0, 0, -0.25, 0]), (fast, 0.075, [0.25, 0, -0.25, 0])):
+        _, errors = recipe.objective(predicted, target, code)
+        assert errors.item() == pytest.approx(loss, rel=1e-12), recipe.clamp
+        torch.testing.assert_close(torch.autograd.grad(errors, predicted)[0],
+                                   torch.tensor(gradient, dtype=torch.float64), rtol=0, atol=1e-15)
+
+
+def test_reconstruct_runs_the_original_algorithm_with_the_deepsdf_recipe(trained, seed: int) -> None:
+    """reconstruct(recipe="deepsdf") against DeepSDF's loop written out, on the same samples."""
+    model, _ = trained
+    samples = sphere_samples(HELD_OUT, np.random.default_rng(seed))
+    seed = seed % 2**31
+    result = fastsdf.reconstruct(model, samples, recipe="deepsdf", iterations=9, samples_per_iteration=256, seed=seed)
+    assert result.recipe.penalty == "mean" and result.recipe.precision == "fp32" and len(result.loss) == 9
+    assert result.learning_rate == pytest.approx([5e-3] * 4 + [5e-4] * 4 + [5e-5], rel=1e-12)
+
+    pool = ShapeSamples(["target"], [samples])
+    latent = torch.empty(8).normal_(0.0, 0.01, generator=torch.Generator().manual_seed(seed)).requires_grad_(True)
+    optimizer = torch.optim.Adam([latent], lr=5e-3)
+    decoder = model.decoder.eval()
+    for e in range(9):
+        xyz, sdf_gt, _ = pool.batch([0], 256, seed, e)
+        for group in optimizer.param_groups:
+            group["lr"] = 5e-3 * (1 / 10) ** (e // int(9 / 2))
+        optimizer.zero_grad()
+        pred_sdf = decoder(xyz, latent)[:, 0].clamp(-0.1, 0.1)
+        loss = torch.nn.L1Loss()(pred_sdf, sdf_gt.clamp(-0.1, 0.1)) + 1e-4 * torch.mean(latent.pow(2))
+        loss.backward()
+        optimizer.step()
+    decoder.zero_grad(set_to_none=True)
+    torch.testing.assert_close(result.code, latent.detach(), rtol=0, atol=1e-6)
+
+
+def test_cli_reconstruct_takes_the_recipe(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastsdf.cli import main
+    from fastsdf.training import reconstruct as reconstruct_module
+
+    model, _ = trained
+    model.save(tmp_path / "run")
+    fastsdf.save_npz(tmp_path / "s.npz", sphere_samples(0.4, np.random.default_rng(0), 500))
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003
+        calls.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(reconstruct_module, "reconstruct", recording)
+    for extra, recipe in (([], "fast"), (["--recipe", "deepsdf"], "deepsdf")):
+        with pytest.raises(Stop):
+            main(["reconstruct", str(tmp_path / "run"), str(tmp_path / "s.npz"), "--out", str(tmp_path / "out"),
+                  "--quiet", *extra])
+        assert calls[-1]["recipe"] == recipe and calls[-1]["iterations"] is None
+    assert main(["reconstruct", "M", "S", "--out", "O", "--recipe", "paper"]) == 2

@@ -19,12 +19,12 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import fastsdf
 from fastsdf.nn import Siren, SirenMLP
 from fastsdf.ops import siren as siren_ops
 from fastsdf.ops import siren_cpu, siren_reference
+from official_siren import Siren as OfficialSiren
 
 # Relative tolerances (of the largest reference value) for float32 fast paths against float64, and
 # between two float32 computations (each its own rounding, magnified by the omegas).
@@ -391,37 +391,6 @@ def test_pickle_deepcopy_and_torch_save() -> None:
 # --------------------------------------------------------------------------------------------
 # The official SIREN and siren-pytorch
 # --------------------------------------------------------------------------------------------
-
-
-class OfficialSineLayer(nn.Module):
-    """The official SIREN's layer, as published (explore_siren.ipynb)."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, is_first: bool = False,
-                 omega_0: float = 30):
-        super().__init__()
-        self.omega_0 = omega_0
-        self.linear = nn.Linear(in_features, out_features, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sin(self.omega_0 * self.linear(x))
-
-
-class OfficialSiren(nn.Module):
-    def __init__(self, in_features: int, hidden_features: int, hidden_layers: int, out_features: int,
-                 outermost_linear: bool = False, first_omega_0: float = 30, hidden_omega_0: float = 30.0):
-        super().__init__()
-        net: list[nn.Module] = [OfficialSineLayer(in_features, hidden_features, is_first=True, omega_0=first_omega_0)]
-        for _ in range(hidden_layers):
-            net.append(OfficialSineLayer(hidden_features, hidden_features, omega_0=hidden_omega_0))
-        if outermost_linear:
-            net.append(nn.Linear(hidden_features, out_features))
-        else:
-            net.append(OfficialSineLayer(hidden_features, out_features, omega_0=hidden_omega_0))
-        self.net = nn.Sequential(*net)
-
-    def forward(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        coords = coords.clone().detach().requires_grad_(True)
-        return self.net(coords), coords
 
 
 @pytest.mark.parametrize("outermost_linear", [True, False])

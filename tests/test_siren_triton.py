@@ -125,3 +125,20 @@ def test_large_batches_on_cuda(width: int, poisoned: None) -> None:
     want_y, want_j = reference_outputs(model.cpu(), x[rows].cpu(), with_gradient=True)
     tol_y, tol_j = RTOL["fp32"]
     assert relative_error(y[rows].cpu(), want_y) <= tol_y and relative_error(j[rows].cpu(), want_j) <= tol_j
+
+
+def test_hidden_layers_with_different_omegas_are_computed_with_theirs(poisoned: None) -> None:
+    """The kernels take one hidden omega: a network whose hidden layers differ (fastsdf.Siren's
+    ``net[i].omega_0`` can be set per layer, as in the official class) runs on the composed path."""
+    from fastsdf.nn import Siren
+
+    model = Siren(3, 32, 3, 1, outermost_linear=True).to(DEVICE)
+    for layer, omega in zip(model.net[1:4], (10.0, 30.0, 45.0)):
+        layer.omega_0 = omega
+    x = torch.rand(37, 3, device=DEVICE) * 2 - 1
+    with torch.no_grad():
+        y = model(x)[0]
+        j = model.forward_with_gradient(x)[1]
+    want_y, want_j = reference_outputs(model.cpu(), x.cpu(), with_gradient=True)
+    tol_y, tol_j = RTOL["fp32"]
+    assert relative_error(y.cpu(), want_y) <= tol_y and relative_error(j.cpu(), want_j) <= tol_j

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("model", metavar="MODEL", help="fastsdf train-deepsdf's output (a folder or model.pt)")
     parser.add_argument("samples", nargs="+", metavar="SAMPLES", help="DeepSDF .npz files or folders of them")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    parser.add_argument("--iterations", type=positive_int, default=rc.ITERATIONS, metavar="N",
-                        help=f"Adam iterations per shape (default: {rc.ITERATIONS})")
-    parser.add_argument("--samples-per-iteration", type=positive_int, default=rc.SAMPLES_PER_ITERATION, metavar="N",
-                        help=f"points per iteration, half inside (default: {rc.SAMPLES_PER_ITERATION})")
-    parser.add_argument("--learning-rate", type=positive, default=rc.LEARNING_RATE, metavar="LR",
-                        help=f"Adam's rate, divided by 10 halfway (default: {rc.LEARNING_RATE:g})")
+    parser.add_argument("--recipe", choices=sorted(rc.RECIPES), default="fast",
+                        help="fast (default): 200 Adam iterations of 1,024 points at 2e-2, the rate divided by 10 "
+                             "halfway, fastsdf's clamped L1 + 1e-4 ||z||^2; deepsdf: DeepSDF's reconstruct.py, 800 "
+                             "iterations of 8,000 points at 5e-3 (divided by 10 halfway), prediction and target "
+                             "clamped to 0.1, L1 + 1e-4 mean(z^2), fp32: the paper's numbers, minutes per shape")
+    parser.add_argument("--iterations", type=positive_int, default=None, metavar="N",
+                        help="Adam iterations per shape (default: the recipe's)")
+    parser.add_argument("--samples-per-iteration", type=positive_int, default=None, metavar="N",
+                        help="points per iteration, half inside (default: the recipe's)")
+    parser.add_argument("--learning-rate", type=positive, default=None, metavar="LR",
+                        help="Adam's rate, divided by 10 halfway (default: the recipe's)")
     parser.add_argument("--partial", choices=sorted(_DIRECTIONS), default=None, metavar="DIRECTION",
                         help="use only the samples facing DIRECTION, one of " + ", ".join(sorted(_DIRECTIONS)))
     parser.add_argument("--resolution", type=resolution, default=128, metavar="N",
@@ -107,14 +113,14 @@ def _reconstruct(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"--out is not a folder: {out}")
 
     summary: dict[str, Any] = {"model": str(Path(args.model).resolve()), "partial": args.partial,
-                               "iterations": args.iterations, "samples_per_iteration": args.samples_per_iteration,
-                               "shapes": {}}
+                               "recipe": args.recipe, "shapes": {}}
     results = []
     bar = progress_bar(progress_enabled(args.quiet), len(observed), 0, "fastsdf reconstruct", "shape")
     for name, samples in observed.items():
-        result = reconstruct(model, samples, iterations=args.iterations,
+        result = reconstruct(model, samples, recipe=args.recipe, iterations=args.iterations,
                              samples_per_iteration=args.samples_per_iteration, learning_rate=args.learning_rate,
                              seed=args.seed)
+        summary.setdefault("settings", dataclasses.asdict(result.recipe))
         triangles = _mesh(result.shape, out / f"{name}.ply", out / f"{name}.png", args.resolution)
         results.append(result)
         summary["shapes"][name] = {"seconds": result.seconds, "loss": result.loss[-1], "samples": len(samples),

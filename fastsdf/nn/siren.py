@@ -23,7 +23,7 @@ from torch import nn
 
 from fastsdf.ops import siren as siren_ops
 
-__all__ = ["PRECISIONS", "Siren", "SirenMLP"]
+__all__ = ["PRECISIONS", "SineLayer", "Siren", "SirenMLP"]
 
 PRECISIONS = siren_ops.PRECISIONS
 
@@ -84,13 +84,16 @@ class SirenMLP(nn.Module):
         self._kernels = siren_ops.KernelCache()
         sizes = [self.in_features + self.latent_features, *[self.hidden_features] * (self.hidden_layers + 1),
                  self.out_features]
+        self._make_layers(sizes, bias)
+
+    def _make_layers(self, sizes: list[int], bias: bool) -> None:
+        """The parameters, drawn layer by layer in the official classes' order (so that one seed
+        gives the official network's weights)."""
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             linear = nn.Linear(fan_in, fan_out, bias=bias)  # its bias initialisation, as the official code
-            bound = 1.0 / fan_in if layer == 0 else math.sqrt(6.0 / fan_in) / self.hidden_omega_0
-            with torch.no_grad():
-                linear.weight.uniform_(-bound, bound)
+            _init_weight(linear.weight, layer == 0, self.hidden_omega_0)
             self.weights.append(linear.weight)
             if bias:
                 self.biases.append(linear.bias)
@@ -187,14 +190,26 @@ class SirenMLP(nn.Module):
     def from_official_state_dict(cls, state_dict: Mapping[str, torch.Tensor], first_omega_0: float = 30.0,
                                  hidden_omega_0: float = 30.0, outermost_linear: bool | None = None,
                                  **kwargs: Any) -> "SirenMLP":
-        """A network with the weights of a state dict of the official ``Siren`` class (keys
-        ``net.0.linear.weight``, ..., ``net.L.weight``, a ``module.`` prefix allowed). Sizes, biases
-        and whether the output layer is linear come from the keys; ``outermost_linear``, when
-        given, must agree. ``kwargs`` go to the constructor (e.g. ``precision``)."""
-        layers, sine_last = _official_layers(state_dict)
+        """A network with the weights of a state dict of the official SIREN code, either layout (a
+        ``module.`` prefix allowed):
+
+        - the notebook's ``Siren`` class: keys ``net.{i}.linear.weight/bias`` for its sine layers,
+          ``net.{L}.weight/bias`` for a linear output layer;
+        - the repository's ``SingleBVPNet`` (modules.py; what experiment_scripts/train_sdf.py
+          saves): keys ``net.net.{i}.0.weight/bias``. Its layers are sin(30 (W x + b)) (its
+          ``Sine`` writes omega_0 = 30 in), the last one linear, so both omegas must be 30. Its
+          keys are the same whatever activation it was built with: load only ``type='sine'``
+          networks (train_sdf.py's default), not ``--model_type relu`` or ``nerf`` ones.
+
+        Sizes, biases and whether the output layer is linear come from the keys; ``outermost_linear``,
+        when given, must agree. ``kwargs`` go to the constructor (e.g. ``precision``). Any other key
+        raises ValueError."""
+        layers, sine_last, layout = _official_layers(state_dict)
         if outermost_linear is not None and bool(outermost_linear) == sine_last:
             raise ValueError(f"outermost_linear={outermost_linear} but the state dict's last layer is "
                              f"{'a sine layer' if sine_last else 'linear'}")
+        if layout == "SingleBVPNet":
+            _check_bvp_omegas(_omega("first_omega_0", first_omega_0), _omega("hidden_omega_0", hidden_omega_0))
         return cls._from_layers(layers, outermost_linear=not sine_last, first_omega_0=first_omega_0,
                                 hidden_omega_0=hidden_omega_0, **kwargs)
 
@@ -223,10 +238,13 @@ class SirenMLP(nn.Module):
 
     @classmethod
     def _from_layers(cls, layers: list[tuple[torch.Tensor, Any]], **kwargs: Any) -> "SirenMLP":
-        """A network sized after checked (weight, bias) layers, holding copies of them."""
+        """A network sized after checked (weight, bias) layers, holding copies of them (float64 for
+        float64 layers, float32 otherwise)."""
         first, last = layers[0][0], layers[-1][0]
         model = cls(first.shape[1], first.shape[0], len(layers) - 2, last.shape[0], bias=layers[0][1] is not None,
                     **kwargs)
+        if first.dtype == torch.float64:  # float64 stays float64 (the reference path); others become float32
+            model.double()
         with torch.no_grad():
             for target, (source, _) in zip(model.weights, layers):
                 target.copy_(source)
@@ -235,18 +253,39 @@ class SirenMLP(nn.Module):
         return model
 
 
-def _official_layers(state_dict: Mapping[str, torch.Tensor]) -> tuple[list[tuple[torch.Tensor, Any]], bool]:
-    """(weight, bias) per layer of an official Siren state dict, in order, and whether the last
-    layer is a sine layer (its keys then run through ``.linear``)."""
+# The official layouts: the notebook's Siren class, and modules.py's SingleBVPNet (an FCBlock whose
+# layers are each Sequential(BatchLinear, Sine), the last Sequential(BatchLinear)).
+_OFFICIAL_KEYS = {"Siren": re.compile(r"(?:module\.)?net\.(\d+)\.(linear\.)?(?P<kind>weight|bias)"),
+                  "SingleBVPNet": re.compile(r"(?:module\.)?net\.net\.(\d+)\.0\.(?P<kind>weight|bias)")}
+# SingleBVPNet's Sine is sin(30 x).
+_BVP_OMEGA = 30.0
+
+
+def _official_layers(state_dict: Mapping[str, torch.Tensor]) -> tuple[list[tuple[torch.Tensor, Any]], bool, str]:
+    """(weight, bias) per layer of an official state dict, in order, whether the last layer is a
+    sine layer, and the layout ("Siren" or "SingleBVPNet")."""
+    layouts = {name for key in state_dict for name, pattern in _OFFICIAL_KEYS.items() if pattern.fullmatch(key)}
+    if len(layouts) != 1:
+        raise ValueError("not an official SIREN state dict: expected the keys of the notebook's Siren "
+                         "(net.{i}.linear.weight, ...) or of SingleBVPNet (net.net.{i}.0.weight, ...)"
+                         + (", not both" if layouts else ""))
+    layout = layouts.pop()
     found: dict[int, dict[str, torch.Tensor]] = {}
     sine: dict[int, bool] = {}
     for key, value in state_dict.items():
-        match = re.fullmatch(r"(?:module\.)?net\.(\d+)\.(linear\.)?(weight|bias)", key)
+        match = _OFFICIAL_KEYS[layout].fullmatch(key)
         if match is None:
-            raise ValueError(f"not an official Siren state dict: unexpected key {key!r}")
-        found.setdefault(int(match[1]), {})[match[3]] = value
-        sine[int(match[1])] = match[2] is not None
-    return _checked_layers(found), bool(found) and sine[max(found)]
+            raise ValueError(f"not an official {layout} state dict: unexpected key {key!r}")
+        found.setdefault(int(match[1]), {})[match["kind"]] = value
+        sine[int(match[1])] = layout == "Siren" and match[2] is not None
+    layers = _checked_layers(found)
+    return layers, sine[len(layers) - 1], layout
+
+
+def _check_bvp_omegas(*omegas: float | None) -> None:
+    if any(omega != _BVP_OMEGA for omega in omegas if omega is not None):
+        raise ValueError(f"a SingleBVPNet computes sin(30 (W x + b)) in every sine layer, so it loads only into "
+                         f"a network whose omegas are all 30, got {omegas}")
 
 
 def _siren_pytorch_layers(state_dict: Mapping[str, torch.Tensor]) -> list[tuple[torch.Tensor, Any]]:
@@ -287,49 +326,152 @@ def _checked_layers(found: dict[int, dict[str, torch.Tensor]]) -> list[tuple[tor
     return layers
 
 
+class SineLayer(nn.Module):
+    """The official ``SineLayer``: sin(omega_0 (W x + b)) through ``linear`` (an ``nn.Linear``), its
+    weights drawn by ``init_weights`` in U(+-1/in_features) when ``is_first``, else in
+    U(+-sqrt(6/in_features)/omega_0). ``Siren.net`` is made of these (and runs them only in
+    ``forward_with_activations`` and code that calls ``net`` itself: ``Siren``'s own forward
+    runs the fused kernels on the same parameters)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, is_first: bool = False,
+                 omega_0: float = 30):
+        super().__init__()
+        self.omega_0 = omega_0
+        self.is_first = is_first
+        self.in_features = in_features
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        _init_weight(self.linear.weight, self.is_first, self.omega_0)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.omega_0 * self.linear(input))
+
+    def forward_with_intermediate(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sin(omega_0 (W x + b)), omega_0 (W x + b))."""
+        intermediate = self.omega_0 * self.linear(input)
+        return torch.sin(intermediate), intermediate
+
+
 class Siren(SirenMLP):
-    """The official SIREN ``Siren`` class's interface on top of ``SirenMLP``: the same constructor
-    and defaults (``outermost_linear=False``), ``forward(coords)`` returning ``(output, coords)``
-    with coords a detached copy that requires grad (for ``torch.autograd.grad``), and state dicts
-    under the official keys, both saved and loaded."""
+    """The official SIREN ``Siren`` class (the notebook's) on top of ``SirenMLP``: the same
+    constructor and defaults (``outermost_linear=False``) and the same modules, ``net`` an
+    ``nn.Sequential`` of ``SineLayer``s (``.linear``, ``.omega_0``, ``.is_first``,
+    ``.in_features``) and a final ``nn.Linear`` when ``outermost_linear``, so its parameters,
+    their order and its state-dict keys are the official ones and one seed draws the same weights.
+    ``forward(coords)`` returns ``(output, coords)`` with coords a detached copy that requires grad
+    (for ``torch.autograd.grad``), computed by the fused kernels; ``forward_with_activations`` as
+    the official one. The omegas are the layers' ``omega_0``.
+
+    ``load_state_dict`` also takes a ``SirenMLP``'s state dict and one of modules.py's
+    ``SingleBVPNet`` (``net.net.{i}.0.weight``; see ``SirenMLP.from_official_state_dict``: the
+    network must have a linear output layer and omegas of 30)."""
 
     def __init__(self, in_features: int, hidden_features: int, hidden_layers: int, out_features: int,
                  outermost_linear: bool = False, first_omega_0: float = 30.0, hidden_omega_0: float = 30.0,
                  **kwargs: Any):
         super().__init__(in_features, hidden_features, hidden_layers, out_features, outermost_linear,
                          first_omega_0, hidden_omega_0, **kwargs)
-        self._register_state_dict_hook(_to_official_keys)
-        self._register_load_state_dict_pre_hook(self._from_official_keys)
+        self._register_load_state_dict_pre_hook(self._from_other_layouts)
+
+    def _make_layers(self, sizes: list[int], bias: bool) -> None:
+        layers: list[nn.Module] = [SineLayer(sizes[0], sizes[1], bias, is_first=True, omega_0=self.first_omega_0)]
+        for fan_in, fan_out in zip(sizes[1:-2], sizes[2:-1]):
+            layers.append(SineLayer(fan_in, fan_out, bias, omega_0=self.hidden_omega_0))
+        if self.outermost_linear:
+            final = nn.Linear(sizes[-2], sizes[-1], bias=bias)
+            _init_weight(final.weight, False, self.hidden_omega_0)
+            layers.append(final)
+        else:
+            layers.append(SineLayer(sizes[-2], sizes[-1], bias, omega_0=self.hidden_omega_0))
+        self.net = nn.Sequential(*layers)
+
+    @property  # type: ignore[override]
+    def weights(self) -> list[nn.Parameter]:
+        return [_linear_of(layer).weight for layer in self.net]
+
+    @property  # type: ignore[override]
+    def biases(self) -> list[nn.Parameter]:
+        return [linear.bias for linear in map(_linear_of, self.net) if linear.bias is not None]
+
+    @property
+    def omegas(self) -> tuple[float | None, ...]:
+        return tuple(_omega(f"net[{i}].omega_0", layer.omega_0) if isinstance(layer, SineLayer) else None
+                     for i, layer in enumerate(self.net))
 
     def forward(self, coords: torch.Tensor, latent: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         coords = coords.clone().detach().requires_grad_(True)
         return super().forward(coords, latent), coords
 
-    def _from_official_keys(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        ours = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix + "net.")}
-        if not ours:
-            return
-        for key in list(ours):
-            del state_dict[prefix + key]
-        for key, value in _renamed_from_official(ours, len(self.weights)).items():
-            state_dict[prefix + key] = value
+    def forward_with_activations(self, coords: torch.Tensor, retain_grad: bool = False,
+                                 latent: torch.Tensor | None = None) -> "OrderedDict[str, torch.Tensor]":
+        """The official method (for plotting activations): layer by layer in plain PyTorch, an
+        ``OrderedDict`` of the input (a detached copy of ``coords`` that requires grad) under
+        ``"input"``, then for each sine layer omega_0 (W x + b) and its sine, for a linear layer
+        its output, each keyed ``str(layer.__class__) + "_" + running count`` as the official
+        code does (``"<class 'fastsdf.nn.siren.SineLayer'>_0"``, ...); the last entry is the
+        output. ``retain_grad``: every entry but the input keeps its ``.grad`` after a backward.
+        ``latent``: the code of a network with a latent input, placed before the coordinates."""
+        self._points(coords, latent)  # the checks forward makes
+        activations: OrderedDict[str, torch.Tensor] = OrderedDict()
+        x = coords.clone().detach().requires_grad_(True)
+        activations["input"] = x
+        if latent is not None:
+            x = torch.cat([latent.expand(*x.shape[:-1], self.latent_features), x], dim=-1)
+        count = 0
+        for layer in self.net:
+            if isinstance(layer, SineLayer):
+                x, intermediate = layer.forward_with_intermediate(x)
+                if retain_grad:
+                    intermediate.retain_grad()
+                activations[f"{layer.__class__}_{count}"] = intermediate
+                count += 1
+            else:
+                x = layer(x)
+            if retain_grad:
+                x.retain_grad()
+            activations[f"{layer.__class__}_{count}"] = x
+            count += 1
+        return activations
+
+    def _from_other_layouts(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Renames a SirenMLP's or a SingleBVPNet's keys to this class's, in place; keys of no
+        layout are left for load_state_dict to report."""
+        patterns = {"Siren": re.compile(r"net\.(\d+)\.(?:linear\.)?(?P<kind>weight|bias)"),
+                    "SingleBVPNet": re.compile(r"net\.net\.(\d+)\.0\.(?P<kind>weight|bias)"),
+                    "SirenMLP": re.compile(r"(?P<kind>weight|bias)e?s\.(\d+)")}
+        found: dict[str, dict[str, str]] = {}
+        for key in state_dict:
+            if not key.startswith(prefix):
+                continue
+            for layout, pattern in patterns.items():
+                if match := pattern.fullmatch(key[len(prefix):]):
+                    layer = int(match[2] if layout == "SirenMLP" else match[1])
+                    found.setdefault(layout, {})[key] = self._layer_key(prefix, layer, match["kind"])
+        if len(found) > 1:
+            raise ValueError(f"the state dict mixes the keys of several layouts: {sorted(found)}")
+        if "SingleBVPNet" in found:
+            if not isinstance(self.net[-1], nn.Linear):
+                raise ValueError("a SingleBVPNet's output layer is linear: load it into Siren(..., outermost_linear=True)")
+            _check_bvp_omegas(*self.omegas)
+        for old, new in found.get("SingleBVPNet", found.get("SirenMLP", {})).items():
+            state_dict[new] = state_dict.pop(old)
+
+    def _layer_key(self, prefix: str, layer: int, kind: str) -> str:
+        if layer < len(self.net) and isinstance(self.net[layer], SineLayer):
+            return f"{prefix}net.{layer}.linear.{kind}"
+        return f"{prefix}net.{layer}.{kind}"
 
 
-def _to_official_keys(module: SirenMLP, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
-    for layer in range(len(module.weights)):
-        sine = layer < len(module.weights) - 1 or not module.outermost_linear
-        official = f"net.{layer}.linear." if sine else f"net.{layer}."
-        for kind, ours in (("weight", f"weights.{layer}"), ("bias", f"biases.{layer}")):
-            if prefix + ours in state_dict:
-                state_dict[prefix + official + kind] = state_dict.pop(prefix + ours)
+def _linear_of(layer: nn.Module) -> nn.Linear:
+    return layer.linear if isinstance(layer, SineLayer) else layer
 
 
-def _renamed_from_official(state_dict: Mapping[str, Any], layers: int) -> dict[str, Any]:
-    out = {}
-    for key, value in state_dict.items():
-        match = re.fullmatch(r"net\.(\d+)\.(?:linear\.)?(weight|bias)", key)
-        if match is None or int(match[1]) >= layers:
-            out[key] = value  # left for load_state_dict to report
-        else:
-            out[f"{'weights' if match[2] == 'weight' else 'biases'}.{match[1]}"] = value
-    return out
+def _init_weight(weight: torch.Tensor, is_first: bool, omega_0: float) -> None:
+    """The official initialisation: U(+-1/fan_in) for the first layer, U(+-sqrt(6/fan_in)/omega_0)
+    for the others (activations arcsine-distributed through depth)."""
+    fan_in = weight.shape[1]
+    bound = 1.0 / fan_in if is_first else math.sqrt(6.0 / fan_in) / omega_0
+    with torch.no_grad():
+        weight.uniform_(-bound, bound)

@@ -192,7 +192,7 @@ def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[t
     the fused kernel, whose gradients cannot be differentiated again."""
     _check_precision(precision)
     name = backend(x)
-    fused = _fused(name, weights)
+    fused = _fused(name, weights, omegas)
     first_order_cpu = name == "cpu" and not double_backward
     if fused is None or (not first_order_cpu and _records_graph([x, *weights, *biases])):
         return siren_reference.forward(x, weights, biases, omegas, _sine(name), _linear(precision, x.device))
@@ -205,16 +205,17 @@ def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], bias
     """(y (N, out), dy/dx (N, out, grad_columns)) for the last ``grad_columns`` inputs."""
     _check_precision(precision)
     name = backend(x)
-    fused = _fused(name, weights)
+    fused = _fused(name, weights, omegas)
     if fused is None or (name != "cpu" and _records_graph([x, *weights, *biases])):
         return siren_reference.forward_with_gradient(x, weights, biases, omegas, grad_columns, _sine(name),
                                                      _linear(precision, x.device))
     return fused.forward_with_gradient(x, weights, biases, omegas, precision, grad_columns, cache or KernelCache())
 
 
-def _fused(name: str, weights: Sequence[torch.Tensor]) -> Any:
+def _fused(name: str, weights: Sequence[torch.Tensor], omegas: Sequence[float | None]) -> Any:
     """The module with the backend's fused forward and forward_with_gradient, None where it has none
-    for this network (the reference backend; Triton's kernels take square power-of-two widths)."""
+    for this network (the reference backend; Triton's kernels take square power-of-two widths and
+    one omega for the hidden layers)."""
     if name == "cpu":
         from fastsdf.ops import siren_cpu
 
@@ -222,5 +223,7 @@ def _fused(name: str, weights: Sequence[torch.Tensor]) -> Any:
     if name == "triton":
         from fastsdf.kernels import siren as kernels
 
+        if len(set(omegas[1:-1])) > 1:
+            return None
         return kernels if kernels.supports(weights) else None
     return None

@@ -20,7 +20,7 @@ SIREN_WEIGHTS = {"surface": 3e3, "off_surface": 1e2, "normal": 1e2, "eikonal": 5
 
 
 def clamped_l1(predicted: torch.Tensor, target: torch.Tensor, delta: float = DEEPSDF_CLAMP,
-               reduction: str = "mean") -> torch.Tensor:
+               reduction: str = "mean", deepsdf_gradient: bool = False) -> torch.Tensor:
     """DeepSDF's loss, mean |clamp(f, -delta, delta) - clamp(s, -delta, delta)|: detail where it
     matters, near the surface, and no effort spent on far-away values.
 
@@ -29,15 +29,20 @@ def clamped_l1(predicted: torch.Tensor, target: torch.Tensor, delta: float = DEE
     delta (SIREN's default initialisation allows up to 1/sqrt(width)) never moves. Here the
     prediction is clamped only on the side where the target is saturated too, which gives the
     same value wherever DeepSDF's loss has a gradient and a larger, informative one elsewhere.
+    ``deepsdf_gradient=True`` computes DeepSDF's formula as written (to reproduce its numbers).
 
     ``reduction``: ``"mean"`` (a scalar) or ``"none"`` (per point).
     """
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     target = target.clamp(-delta, delta)
-    low = torch.where(target <= -delta, -delta, -math.inf)
-    high = torch.where(target >= delta, delta, math.inf)
-    errors = (torch.minimum(torch.maximum(predicted, low), high) - target).abs()
+    if deepsdf_gradient:
+        errors = (predicted.clamp(-delta, delta) - target).abs()
+    else:
+        # (Bounds in the target's dtype: torch.where of two Python numbers would make them float32.)
+        low = torch.where(target <= -delta, target.new_tensor(-delta), target.new_tensor(-math.inf))
+        high = torch.where(target >= delta, target.new_tensor(delta), target.new_tensor(math.inf))
+        errors = (torch.minimum(torch.maximum(predicted, low), high) - target).abs()
     return errors.mean() if reduction == "mean" else errors
 
 
