@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
+import zlib
 from pathlib import Path
 from typing import IO, Any, Iterator
 
 import numpy as np
 
-__all__ = ["PlyWriter", "atomic_write", "write_ply"]
+__all__ = ["PlyWriter", "atomic_write", "remove_stale_temporaries", "write_ply"]
 
 
 def _read_umask() -> int:
@@ -23,13 +27,26 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+# Temporaries are named .NAME.HOST-PID.XXXXXXXX.tmp: whoever writes NAME next can tell a killed
+# writer's leftovers (this host, that process gone) from a live writer's file and remove them.
+_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+_TEMP = re.compile(r"(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\.[A-Za-z0-9_]+\.tmp")
+# Beyond this age a temporary is stale whoever made it (any write finishes far sooner); this also
+# covers other hosts' leftovers and the unmarked .NAME.XXXXXXXX.tmp that earlier versions made.
+STALE_SECONDS = 24 * 3600
+_LEGACY_TEMP = re.compile(r"[A-Za-z0-9_]{8}\.tmp")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Opens a temporary file beside ``path`` and renames it over ``path`` only if the block
-    succeeds, so a crash or a kill never leaves a truncated file (or destroys an existing one)."""
+    succeeds, so a crash or a kill never leaves a truncated file (or destroys an existing one).
+    Temporaries that killed writers of ``path`` left behind are removed first
+    (``remove_stale_temporaries``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp")
     # mkstemp makes the file private (0600); give it the permissions a plain open() would.
     os.chmod(tmp, 0o666 & ~_UMASK)
     try:
@@ -42,6 +59,49 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Removes the temporaries ``atomic_write(path)`` left when its process was killed: those made
+    on this host by a process that no longer runs, and any older than ``STALE_SECONDS``. A live
+    process's temporary is never touched. Returns what was removed."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        entries = [e for e in os.scandir(path.parent) if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except FileNotFoundError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        rest = entry.name[len(prefix):]
+        match = _TEMP.fullmatch(rest)
+        if match is None and not _LEGACY_TEMP.fullmatch(rest):
+            continue  # not a name atomic_write makes
+        try:
+            old = now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS
+        except FileNotFoundError:
+            continue  # its writer finished meanwhile
+        orphan = match is not None and match["host"] == _HOST and not _process_alive(int(match["pid"]))
+        if (old or orphan) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":  # os.kill would end the process there, not probe it
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process (a number too large for a pid is none)
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def write_ply(path: str | os.PathLike, verts: Any, faces: Any) -> None:

@@ -154,3 +154,45 @@ def test_both_renderers_stand_the_up_axis_upright_and_light_in_the_camera_frame(
 def test_render_rejects_an_unknown_up_axis() -> None:
     with pytest.raises(ValueError, match="up"):
         render_mesh(*fastsdf.extract_mesh(fastsdf.Sphere(0.5), 8), up="w")
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def test_a_killed_atomic_write_leaves_a_temporary_the_next_write_removes(tmp_path: Path) -> None:
+    target = tmp_path / "mesh.ply"
+    kill = ("import os, signal, sys\nfrom fastsdf.io import atomic_write\n"
+            "with atomic_write(sys.argv[1]) as f:\n    f.write(b'x' * 100000)\n    f.flush()\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    result = subprocess.run([sys.executable, "-c", kill, str(target)], cwd=Path(__file__).parent.parent)
+    assert result.returncode == -9
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".mesh.ply.") and left.name.endswith(".tmp")
+    write_ply(target, np.eye(3), [[0, 1, 2]])
+    assert [p.name for p in tmp_path.iterdir()] == ["mesh.ply"]
+
+
+def test_only_stale_temporaries_are_removed(tmp_path: Path) -> None:
+    from fastsdf import io
+
+    target = tmp_path / "model.pt"
+    name = f".{target.name}."
+    alive = [f"{name}{io._HOST}-{os.getpid()}.abcd1234.tmp",  # this process: writing now
+             f"{name}{io._HOST}-{os.getppid()}.abcd1234.tmp",  # a live process
+             f"{name}0badf00d-{_dead_pid()}.abcd1234.tmp",  # another host's: its pid means nothing here
+             f"{name}legacy12.tmp",  # an earlier version's, young: its writer may live
+             f"{name}notes.tmp", ".other.pt.x.tmp", "model.pt.abcd1234.tmp"]  # not atomic_write's names
+    stale = [f"{name}{io._HOST}-{_dead_pid()}.abcd1234.tmp", f"{name}{io._HOST}-99999999999.zz_9xy00.tmp",
+             f"{name}0badf00d-1.abcd1234.tmp", f"{name}legacy34.tmp"]
+    for entry in alive + stale:
+        (tmp_path / entry).write_bytes(b"partial")
+    old = os.stat(tmp_path / alive[0]).st_mtime - io.STALE_SECONDS - 60
+    for entry in stale[2:]:  # old enough, whoever wrote them
+        os.utime(tmp_path / entry, (old, old))
+    with atomic_write(target) as f:
+        f.write(b"model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(alive + ["model.pt"])
+    assert target.read_bytes() == b"model"

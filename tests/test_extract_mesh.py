@@ -445,3 +445,41 @@ def test_cuda_module(rng, seed) -> None:
     verts, faces = extract_mesh(module, 40)
     assert verts.is_cuda
     assert_same_mesh((verts, faces), manual_mesh(fn, (40, 40, 40)), context=f"seed={seed}", rel=1e-5)
+
+
+@pytest.mark.parametrize("to_values", [
+    lambda p: np.linalg.norm(p, axis=1) - 0.5 + 0.1j,
+    lambda p: torch.linalg.norm(torch.as_tensor(p), dim=1).to(torch.complex64) - 0.5,
+    lambda p: np.array(["far"] * len(p)),
+])
+@pytest.mark.parametrize("method", ["dense", "sparse"])
+def test_extract_mesh_rejects_values_that_are_not_real(to_values, method: str) -> None:
+    with pytest.raises(TypeError, match="real"):
+        fastsdf.extract_mesh(to_values, 9, method=method)
+
+
+def test_extract_mesh_accepts_integer_and_bool_values() -> None:
+    verts, _ = fastsdf.extract_mesh(lambda p: np.linalg.norm(p, axis=1) < 0.5, 9, level=0.5)
+    assert len(verts) > 0
+    verts, _ = fastsdf.extract_mesh(lambda p: (np.linalg.norm(p, axis=1) * 4).astype(np.int32), 9, level=2)
+    assert len(verts) > 0
+
+
+def test_extract_mesh_rejects_the_meta_device() -> None:
+    with torch.device("meta"):
+        module = fastsdf.SirenMLP(3, 8, 1, 1)
+    for kwargs in ({}, {"device": "cpu"}, {"devices": ["cpu"]}, {"method": "sparse"}):
+        with pytest.raises(ValueError, match="meta device"):
+            fastsdf.extract_mesh(module, 9, **kwargs)
+    with pytest.raises(ValueError, match="meta device"):
+        fastsdf.extract_mesh(lambda p: p.norm(dim=1) - 0.5, 9, device="meta")
+    with pytest.raises(ValueError, match="meta device"):
+        fastsdf.extract_mesh(lambda p: torch.zeros(len(p), device="meta"), 9, device="cpu")
+
+
+def test_marching_cubes_rejects_complex_volumes() -> None:
+    volume = np.zeros((4, 4, 4), np.complex64)
+    with pytest.raises(TypeError):
+        fastsdf.marching_cubes(volume)
+    with pytest.raises(TypeError):
+        fastsdf.marching_cubes(torch.from_numpy(volume))

@@ -6,7 +6,10 @@ resumption; the quality figures are the business of benchmarks/test_bench_fit.py
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,3 +262,36 @@ def test_surface_metrics(rng, seed: int) -> None:
     assert empty["chamfer_l1"] == math.inf and empty["f_score"] == 0.0
     sphere = trimesh.creation.icosphere(3)
     assert metrics.surface_metrics(sphere, sphere, n_points=1000)["f_score"] == 1.0
+
+
+def _fitted_state(mesh, model, seed: int | None) -> dict[str, torch.Tensor]:
+    fitted, _ = fastsdf.fit(mesh, model, steps=15, seed=seed, **SMALL)
+    return fitted.state_dict()
+
+
+def test_a_seed_reproduces_the_model_bit_for_bit(mesh, seed: int) -> None:
+    """Initialisation (of the default network, or of one a function builds), sampling and batches."""
+    seed %= 2**31
+    for model in (functools.partial(SirenMLP, 3, 32, 1, 1, double_backward=False), None):
+        first, second, other = (_fitted_state(mesh, model, s) for s in (seed, seed, seed + 1))
+        assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+        assert not any(torch.equal(first[k], other[k]) for k in first)
+
+
+@pytest.mark.parametrize("bad", [-1, 2**63, 1.5, "7", True])
+def test_bad_seeds(bad, mesh) -> None:
+    with pytest.raises(ValueError, match="seed"):
+        fastsdf.fit(mesh, small_network(), steps=1, seed=bad, **SMALL)
+
+
+def test_model_must_be_a_module_or_build_one(mesh) -> None:
+    with pytest.raises(TypeError, match="model"):
+        fastsdf.fit(mesh, "SirenMLP", steps=1, **SMALL)
+    with pytest.raises(TypeError, match="model"):
+        fastsdf.fit(mesh, lambda: "SirenMLP", steps=1, **SMALL)
+
+
+def test_the_readme_states_the_checkpoint_interval() -> None:
+    every = inspect.signature(fastsdf.fit).parameters["checkpoint_every"].default
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert every == 30 and "`checkpoint=path` saves every 30 s (`checkpoint_every=`)" in readme

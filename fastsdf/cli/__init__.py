@@ -1,7 +1,8 @@
 """The ``fastsdf`` command line: one module per command, each with ``add_parser(subparsers)``.
 
-Errors a user can cause (a missing or unreadable file, a bad argument, not enough memory) end in
-one line on stderr and a non-zero exit: 2 for a bad command line, 1 for a run that failed.
+Errors a user can cause (a missing or unreadable file, a bad argument, an output that exists, not
+enough memory) end in one line on stderr and a non-zero exit: 2 for a bad command line (argparse's
+errors and ``UsageError``), 1 for a run that failed.
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fastsdf.cli.common import Parser, UsageError
+
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
     from fastsdf.cli import bench, demo, evaluate, extract, fit, reconstruct, render, sample, train_deepsdf
 
-    parser = argparse.ArgumentParser(prog="fastsdf", description="Kernel-accelerated signed distance functions.")
+    parser = Parser(prog="fastsdf", description="Kernel-accelerated signed distance functions.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (demo, sample, fit, extract, evaluate, train_deepsdf, reconstruct, render, bench):
         module.add_parser(sub)
@@ -29,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         return args.run(args)
+    except UsageError as exc:
+        print(f"fastsdf {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, MemoryError, RuntimeError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever the exception says
         print(f"fastsdf {args.command}: error: {message}", file=sys.stderr)

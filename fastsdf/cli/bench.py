@@ -10,6 +10,8 @@ import argparse
 import time
 from typing import Any, Callable
 
+from fastsdf.cli.common import positive_int
+
 __all__ = ["add_parser"]
 
 
@@ -19,14 +21,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                        "training step, each the median of a few calls, and prints a table. "
                                        "The comparison with other libraries is the pytest-benchmark suite "
                                        "in benchmarks/.")
-    bench.add_argument("--repeat", type=int, default=5, help="calls timed per operation (default: 5)")
+    bench.add_argument("--repeat", type=positive_int, default=5, help="calls timed per operation (default: 5)")
     bench.set_defaults(run=_bench)
 
 
 def _median_seconds(call: Callable[[], Any], repeat: int) -> float:
     call()
     times = []
-    for _ in range(max(1, repeat)):
+    for _ in range(repeat):
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)

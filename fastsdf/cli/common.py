@@ -1,47 +1,103 @@
-"""What several commands share: argument types, the fit-extract-evaluate-render pipeline's steps."""
+"""What several commands share: the parser, argument types, the rule for existing outputs, the
+fit-extract-evaluate-render pipeline's steps."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, NoReturn
 
-__all__ = ["UsageError", "load_fitted", "load_model_of", "mesh_method", "positive", "positive_int",
-           "progress_enabled", "write_json"]
+__all__ = ["SEED_MAX", "Parser", "UsageError", "add_overwrite_option", "integer", "load_fitted", "load_model_of",
+           "mesh_method", "number", "positive", "positive_int", "progress_enabled", "refuse_to_overwrite",
+           "resolution", "seed", "write_json"]
+
+SEED_MAX = 2**63 - 1  # fastsdf.training.seeding's limit
 
 
 class UsageError(ValueError):
     """A bad command line found after parsing (exit status 2)."""
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, reporting a bad command line in one line on stderr (``PROG: error:
+    message``, exit status 2) rather than after its usage block; ``--help`` shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        # "argument --steps: must be >= 1" (the types below say "must be") reads "--steps must be >= 1".
+        match = re.fullmatch(r"argument (\S+): (.*)", message, re.DOTALL)
+        if match:
+            message = f"{match[1]}{' ' if match[2].startswith('must ') else ': '}{match[2]}"
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
-def positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [minimum, maximum]."""
+    wanted = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer {wanted}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
+        return value
+
+    return parse
 
 
-def resolution(text: str) -> int:
-    value = positive_int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected at least 2 samples per axis, got {text!r}")
-    return value
+def number(low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
+           high_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number between ``low`` and ``high`` (each included unless open)."""
+    if math.isinf(high):
+        bounds = "" if math.isinf(low) else f" {'>' if low_open else '>='} {low:g}"
+    elif math.isinf(low):
+        bounds = f" {'<' if high_open else '<='} {high:g}"
+    else:
+        bounds = f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number{bounds}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number{bounds}, got {text}")
+        if not ((value > low if low_open else value >= low) and (value < high if high_open else value <= high)):
+            raise argparse.ArgumentTypeError(f"must be{bounds}, got {text}")
+        return value
+
+    return parse
+
+
+positive_int = integer(1)
+positive = number(0.0, low_open=True)
+resolution = integer(2)  # grid samples per axis
+seed = integer(0, SEED_MAX)
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs that already exist (without it the command refuses to start)")
+
+
+def refuse_to_overwrite(outputs: Iterable[Path], overwrite: bool) -> None:
+    """FileExistsError (exit status 1) naming the first of ``outputs`` that exists, unless ``overwrite``.
+
+    The rule of every command that writes: outputs already there are never replaced without
+    ``--overwrite`` (``fastsdf sample`` skips them instead); a run with a checkpoint is unfinished,
+    and resumes (its outputs are its own).
+    """
+    if overwrite:
+        return
+    existing = [path for path in outputs if path.exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise FileExistsError(f"{existing[0]} exists{more}: pass --overwrite to replace it, or choose another output")
 
 
 def progress_enabled(quiet: bool) -> bool:

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from fastsdf.cli.common import load_fitted, mesh_method, positive, positive_int, progress_enabled, resolution, write_json
+from fastsdf.cli.common import (add_overwrite_option, load_fitted, mesh_method, positive, positive_int,
+                                progress_enabled, refuse_to_overwrite, resolution, seed, write_json)
 
 __all__ = ["add_parser"]
 
@@ -26,9 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           help="noise of the near-surface points, normalised units (default: 0.01)")
     evaluate.add_argument("--resolution", type=resolution, default=256, metavar="N",
                           help="grid of the mesh the surface metrics compare (default: 256)")
-    evaluate.add_argument("--seed", type=int, default=None, help="make the points reproducible")
+    evaluate.add_argument("--seed", type=seed, default=None, help="make the points reproducible")
     evaluate.add_argument("--out", metavar="JSON", help="also write the metrics here")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_overwrite_option(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
 
@@ -39,6 +41,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     model = load_fitted(args.model)
     reference = load_mesh(args.mesh)
+    if args.out:
+        refuse_to_overwrite([Path(args.out)], args.overwrite)
     metrics = occupancy_metrics(model.sdf, reference, model.transform, n_points=args.points,
                                 near_std=args.near_std, seed=args.seed)
     frame = model.bounds()

@@ -7,7 +7,8 @@ import resource
 import time
 from pathlib import Path
 
-from fastsdf.cli.common import load_fitted, mesh_method, progress_enabled, resolution
+from fastsdf.cli.common import (add_overwrite_option, load_fitted, mesh_method, number, progress_enabled,
+                                refuse_to_overwrite, resolution)
 from fastsdf.meshing.narrow_band import DEFAULT_SAFETY
 
 __all__ = ["add_parser"]
@@ -24,10 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     extract.add_argument("--method", choices=("dense", "chunked", "sparse"), default="sparse",
                          help="dense: one grid; chunked: slabs of about 256 MiB, the same mesh; sparse: the "
                               "slabs, evaluated only near the surface (default: sparse; occupancy models: chunked)")
-    extract.add_argument("--safety", type=float, default=DEFAULT_SAFETY, metavar="S",
+    extract.add_argument("--safety", type=number(1.0), default=DEFAULT_SAFETY, metavar="S",
                          help="sparse: the gradient bound assumed when ruling out blocks; larger is safer and "
                               f"slower (default: {DEFAULT_SAFETY:g})")
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_overwrite_option(extract)
     extract.set_defaults(run=_extract)
 
 
@@ -35,6 +37,7 @@ def _extract(args: argparse.Namespace) -> int:
     import fastsdf
 
     model = load_fitted(args.model)
+    refuse_to_overwrite([Path(args.out)], args.overwrite)
     frame = model.bounds()
     start = time.perf_counter()
     # Written slab by slab as it is made: the mesh never has to fit in memory.

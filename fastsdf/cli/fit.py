@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastsdf.cli.common import mesh_method, positive, positive_int, progress_enabled, resolution, write_json
+from fastsdf.cli.common import (add_overwrite_option, mesh_method, positive, positive_int, progress_enabled,
+                                refuse_to_overwrite, resolution, seed, write_json)
 
-__all__ = ["add_parser", "run"]
+__all__ = ["OUTPUTS", "add_parser", "check_outputs", "run"]
+
+OUTPUTS = ("model.pt", "mesh.ply", "metrics.json", "training.png", "render.png", "mesh.png")
 
 _HELP = """\
 Fit a SIREN to a mesh (the defaults: fastsdf.fit's, a 3 -> 128 x 3 -> 1 SIREN trained with DeepSDF's
@@ -28,7 +31,8 @@ clamped L1 on fresh samples, about a minute on 2 cores), then write into OUT:
   mesh.png        the extracted mesh, rendered
 
 While it trains, OUT/checkpoint.pt holds its progress: if the run is killed, the same command
-resumes it. The checkpoint is removed once everything above is written.
+resumes it. The checkpoint is removed once everything above is written; a finished run's outputs
+are then never replaced without --overwrite.
 """
 
 
@@ -43,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--resolution", type=resolution, default=256, metavar="N",
                      help="grid samples per axis for mesh.ply (default: 256)")
     fit.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_overwrite_option(fit)
     fit.set_defaults(run=_fit)
 
 
@@ -58,7 +63,8 @@ def add_training_options(parser: argparse.ArgumentParser, losses: tuple[str, ...
                         help=f"points per step (default: {batch})")
     parser.add_argument("--learning-rate", type=positive, default=rate, metavar="LR",
                         help=f"Adam's initial learning rate, decayed by a cosine (default: {rate:g})")
-    parser.add_argument("--seed", type=int, default=None, help="make the run reproducible (with --steps)")
+    parser.add_argument("--seed", type=seed, default=None,
+                        help="make the run reproducible (with --steps): the same model, bit for bit, on this machine")
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -69,8 +75,19 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_outputs(out: Path, overwrite: bool, extra: tuple[str, ...] = ()) -> None:
+    """Refuses (FileExistsError) a folder holding a finished run's outputs, unless ``overwrite``;
+    a folder with a checkpoint holds an unfinished run, which resumes."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out is not a folder: {out}")
+    if not (out / "checkpoint.pt").exists():
+        refuse_to_overwrite([out / name for name in (*extra, *OUTPUTS)], overwrite)
+
+
 def run(mesh_path: Path, out: Path, args: argparse.Namespace) -> dict[str, Path]:
     """Fits, saves, extracts, scores and pictures; prints where everything went; returns the paths."""
+    import functools
+
     import fastsdf
     from fastsdf.geometry.mesh_io import load_mesh
     from fastsdf.io import write_ply
@@ -82,11 +99,10 @@ def run(mesh_path: Path, out: Path, args: argparse.Namespace) -> dict[str, Path]
 
     show = progress_enabled(args.quiet)
     reference = load_mesh(mesh_path)  # fails here, before anything is written, if unreadable
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out is not a folder: {out}")
-    paths = {name: out / name for name in ("model.pt", "mesh.ply", "metrics.json", "training.png", "render.png",
-                                           "mesh.png")}
-    network = SirenMLP(3, args.width, args.layers, 1, double_backward=False)
+    check_outputs(out, args.overwrite)
+    paths = {name: out / name for name in OUTPUTS}
+    # Built by fit after it seeds torch, so that --seed fixes the initialisation too.
+    network = functools.partial(SirenMLP, 3, args.width, args.layers, 1, double_backward=False)
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
         print(f"resuming from {checkpoint}")

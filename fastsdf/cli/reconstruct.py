@@ -7,7 +7,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from fastsdf.cli.common import positive, positive_int, progress_enabled, resolution, write_json
+from fastsdf.cli.common import (add_overwrite_option, integer, positive, positive_int, progress_enabled,
+                                refuse_to_overwrite, resolution, seed, write_json)
 
 __all__ = ["add_parser"]
 
@@ -53,10 +54,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="use only the samples facing DIRECTION, one of " + ", ".join(sorted(_DIRECTIONS)))
     parser.add_argument("--resolution", type=resolution, default=128, metavar="N",
                         help="grid samples per axis for the meshes (default: 128)")
-    parser.add_argument("--interpolate", type=positive_int, default=None, metavar="N",
+    parser.add_argument("--interpolate", type=integer(2), default=None, metavar="N",
                         help="also mesh N shapes between the first and the last reconstructed one (N >= 2)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_overwrite_option(parser)
     parser.set_defaults(run=_reconstruct)
 
 
@@ -101,8 +103,6 @@ def _reconstruct(args: argparse.Namespace) -> int:
     from fastsdf.training.progress import progress_bar
     from fastsdf.training.reconstruct import partial_view, reconstruct
 
-    if args.interpolate is not None and args.interpolate < 2:
-        raise ValueError(f"--interpolate needs at least 2 shapes, got {args.interpolate}")
     model = load_model_of(args.model, AutoDecoder, "a DeepSDF auto-decoder (fastsdf train-deepsdf's output)")
     files = _sample_files(args.samples)
     observed = {f.stem: load_npz(f) for f in files}  # every file read before any work: a bad one fails first
@@ -111,6 +111,9 @@ def _reconstruct(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out is not a folder: {out}")
+    refuse_to_overwrite([out / f"{name}.{suffix}" for name in observed for suffix in ("ply", "png")] +
+                        [out / f"interpolation_{k}.ply" for k in range(args.interpolate or 0)] +
+                        [out / "reconstruction.json"], args.overwrite)
 
     summary: dict[str, Any] = {"model": str(Path(args.model).resolve()), "partial": args.partial,
                                "recipe": args.recipe, "shapes": {}}

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastsdf.cli.common import UsageError, integer, seed
+
 __all__ = ["add_parser"]
 
 
@@ -19,7 +21,8 @@ DeepSDF's preprocessing writes them, plus `offset` and `scale` (original -> norm
 470,000 near-surface points (surface points plus Gaussian noise, half with std 0.0707 and half with
 std 0.0224, i.e. variances 0.005 and 0.0005) and 30,000 uniform points in [-1, 1]^3, after
 centring the mesh and scaling it into the sphere of radius 1/1.03. Existing outputs are skipped,
-never overwritten; a mesh that fails is reported at the end (exit status 1) and the rest go on.
+never overwritten (unless --overwrite), so a rerun finishes a folder; a mesh that fails is reported
+at the end (exit status 1) and the rest go on.
 """
 
 
@@ -33,18 +36,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help=f"a mesh file, or a folder whose {' '.join(MESH_SUFFIXES)} files are all sampled "
                              "(not its subfolders)")
     sample.add_argument("out", metavar="OUT_DIR", help="folder for the .npz files (created if missing)")
-    sample.add_argument("--n-uniform", type=int, default=DEEPSDF_N_UNIFORM, metavar="N",
+    sample.add_argument("--n-uniform", type=integer(0), default=DEEPSDF_N_UNIFORM, metavar="N",
                         help=f"points uniform in [-1, 1]^3 (default: {DEEPSDF_N_UNIFORM:,}, DeepSDF's)")
-    sample.add_argument("--n-near", type=int, default=DEEPSDF_N_NEAR, metavar="N",
+    sample.add_argument("--n-near", type=integer(0), default=DEEPSDF_N_NEAR, metavar="N",
                         help=f"points near the surface (default: {DEEPSDF_N_NEAR:,}, DeepSDF's)")
     sample.add_argument("--near-std", type=_stds, default=None, metavar="S[,S2]",
                         help="standard deviation of the near-surface noise, in normalised units: one "
                              "value, or two for half of the points each (default: 0.0707,0.0224, "
                              "DeepSDF's variances 0.005 and 0.0005)")
-    sample.add_argument("--n-surface", type=int, default=0, metavar="N",
+    sample.add_argument("--n-surface", type=integer(0), default=0, metavar="N",
                         help="also store N points on the surface and their normals as `surface_points` "
                              "and `surface_normals` (default: 0)")
-    sample.add_argument("--seed", type=int, default=None, metavar="S",
+    sample.add_argument("--seed", type=seed, default=None, metavar="S",
                         help="make the output reproducible: each mesh draws from a stream seeded by S and "
                              "its file name (default: fresh randomness)")
     sample.add_argument("--normalize", choices=("sphere", "cube", "none"), default="sphere",
@@ -54,6 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sample.add_argument("--sign", choices=("winding", "pseudonormal", "exact_winding"), default="winding",
                         help="how fastsdf.MeshSDF tells inside from outside (default: winding)")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
+    sample.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping them")
     sample.set_defaults(run=_sample)
 
 
@@ -63,7 +67,7 @@ def _stds(text: str) -> tuple[float, ...]:
     try:
         return _near_stds([float(v) for v in text.split(",")])
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected one or two positive numbers like 0.07 or 0.07,0.02, "
+        raise argparse.ArgumentTypeError(f"must be one or two positive numbers like 0.07 or 0.07,0.02, "
                                          f"got {text!r}") from None
 
 
@@ -76,25 +80,18 @@ def _sample(args: argparse.Namespace) -> int:
     from fastsdf.geometry.mesh_io import MESH_SUFFIXES
     from fastsdf.geometry.sampling import DEEPSDF_NEAR_STD, save_npz
 
-    def usage_error(message: str) -> int:
-        print(f"fastsdf sample: error: {message}", file=sys.stderr)
-        return 2
-
-    for name in ("n_uniform", "n_near", "n_surface"):
-        if getattr(args, name) < 0:
-            return usage_error(f"--{name.replace('_', '-')} must be at least 0")
     if args.n_uniform + args.n_near + args.n_surface == 0:
-        return usage_error("nothing to sample: --n-uniform, --n-near and --n-surface are all 0")
+        raise UsageError("nothing to sample: --n-uniform, --n-near and --n-surface are all 0")
     source, out_dir = Path(args.mesh), Path(args.out)
     if not source.exists():
-        return usage_error(f"no such file or folder: {source}")
+        raise UsageError(f"no such file or folder: {source}")
     if out_dir.exists() and not out_dir.is_dir():
-        return usage_error(f"OUT_DIR is not a folder: {out_dir}")
+        raise UsageError(f"OUT_DIR is not a folder: {out_dir}")
     if source.is_dir():
         meshes = sorted(p for p in source.iterdir()
                         if p.suffix.lower() in MESH_SUFFIXES and p.is_file() and not p.name.startswith("."))
         if not meshes:
-            return usage_error(f"no mesh files ({', '.join(MESH_SUFFIXES)}) in {source}")
+            raise UsageError(f"no mesh files ({', '.join(MESH_SUFFIXES)}) in {source}")
     else:
         meshes = [source]
 
@@ -113,7 +110,7 @@ def _sample(args: argparse.Namespace) -> int:
                 failures.append(f"{path}: same output {target.name} as {claimed[path.stem].name}; rename one")
                 continue
             claimed[path.stem] = path
-            if target.exists():
+            if target.exists() and not args.overwrite:
                 say(f"skip {path.name}: {target} exists")
                 skipped += 1
                 continue

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from fastsdf.cli.common import positive, positive_int
+from fastsdf.cli.common import add_overwrite_option, number, positive, positive_int, refuse_to_overwrite, seed
 
 __all__ = ["add_parser"]
 
@@ -19,7 +19,8 @@ DATA (`fastsdf sample` writes them), then write into OUT:
   training.png   the loss and learning-rate curves
 
 While it trains, OUT/checkpoint.pt holds its progress: if the run is killed, the same command
-resumes it (removed at the end). On several processes, launch it with torchrun, e.g.
+resumes it (removed at the end); a finished run's outputs are never replaced without --overwrite.
+On several processes, launch it with torchrun, e.g.
 
   torchrun --standalone --nproc_per_node 2 -m fastsdf.cli train-deepsdf DATA --out OUT
 
@@ -41,7 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--latent-size", type=positive_int, default=256, metavar="K", help="code length (default: 256)")
     train.add_argument("--width", type=positive_int, default=512, help="hidden features (default: 512)")
     train.add_argument("--layers", type=positive_int, default=8, help="hidden layers (default: 8)")
-    train.add_argument("--dropout", type=float, default=0.2, help="deepsdf decoder's dropout (default: 0.2)")
+    train.add_argument("--dropout", type=number(0.0, 1.0, high_open=True), default=0.2,
+                       help="deepsdf decoder's dropout, in [0, 1) (default: 0.2)")
     train.add_argument("--epochs", type=positive_int, default=ad.DEFAULT_EPOCHS, metavar="N",
                        help=f"passes over all shapes (default: {ad.DEFAULT_EPOCHS})")
     train.add_argument("--shapes-per-batch", type=positive_int, default=ad.SHAPES_PER_BATCH, metavar="N",
@@ -54,10 +56,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help=f"the codes' Adam rate (default: {ad.CODE_LEARNING_RATE:g})")
     train.add_argument("--decay-every", type=positive_int, default=ad.DECAY_EVERY, metavar="N",
                        help=f"halve both rates every N epochs (default: {ad.DECAY_EVERY})")
-    train.add_argument("--code-regularization", type=float, default=ad.CODE_REGULARIZATION, metavar="L",
+    train.add_argument("--code-regularization", type=number(0.0), default=ad.CODE_REGULARIZATION, metavar="L",
                        help=f"1/sigma^2 of the code prior (default: {ad.CODE_REGULARIZATION:g})")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_overwrite_option(train)
     train.set_defaults(run=_train)
 
 
@@ -66,8 +69,6 @@ def _decoder(args: argparse.Namespace):  # noqa: ANN202 - a torch module, import
 
     if args.decoder == "siren":
         return SirenMLP(3, args.width, args.layers - 1, 1, latent_features=args.latent_size, double_backward=False)
-    if not 0 <= args.dropout < 1:
-        raise ValueError(f"--dropout must be in [0, 1), got {args.dropout}")
     latent_in = (args.layers // 2,) if args.layers > 1 else ()
     return DeepSDFDecoder(latent_size=args.latent_size, hidden_features=args.width, hidden_layers=args.layers,
                           dropout=args.dropout, latent_in=latent_in)
@@ -86,6 +87,9 @@ def _train(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out is not a folder: {out}")
     shapes = load_shapes(args.data)  # fails here, before anything is started, on bad data
+    checkpoint = out / "checkpoint.pt"
+    if not checkpoint.exists():  # with one, the run is unfinished and resumes
+        refuse_to_overwrite([out / "model.pt", out / "training.png"], args.overwrite)
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     device = "cpu"
     if launched:
@@ -98,7 +102,6 @@ def _train(args: argparse.Namespace) -> int:
         device = "cuda"
     rank = dist.get_rank() if dist.is_initialized() else 0
     try:
-        checkpoint = out / "checkpoint.pt"
         if checkpoint.exists() and rank == 0:
             print(f"resuming from {checkpoint}")
         torch.manual_seed(args.seed)  # the decoder's initialisation, the same on every process

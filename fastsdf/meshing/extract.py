@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import numpy as np
 
@@ -49,7 +49,8 @@ def extract_mesh(
     """Meshes the level set of ``sdf`` sampled on a grid over ``bounds``.
 
     Args:
-        sdf: callable from (N, 3) points to (N,) or (N, 1) values: a ``torch.nn.Module`` (evaluated
+        sdf: callable from (N, 3) points to (N,) or (N, 1) real values (floating, integer or bool;
+            stored as float32; complex values raise TypeError): a ``torch.nn.Module`` (evaluated
             under ``torch.no_grad`` on its parameters' device and dtype), a function on tensors, or
             a function on NumPy arrays. Plain functions are first tried on a two-point NumPy array
             and switched to CPU tensors if that fails or gives back a tensor; pass ``device`` to
@@ -67,7 +68,9 @@ def extract_mesh(
         batch_size: points per call of ``sdf`` (default 262144).
         progress: show a progress bar (tqdm); ``None`` shows one for large grids when stderr is a
             terminal, ``False`` never.
-        device: torch device to evaluate tensors on (overrides the detection above).
+        device: torch device to evaluate tensors on (overrides the detection above); not the meta
+            device (a module there, or one returning meta tensors, raises ValueError: meta tensors
+            have no values).
         safety: ``"sparse"`` only: the bound assumed on the field's gradient norm (>= 1). 1 suffices
             for true SDFs; learned ones exceed it here and there (2, the default, has been exact on
             trained SIRENs); a larger value evaluates a wider band. Parts of the surface where the
@@ -89,7 +92,9 @@ def extract_mesh(
         surface does not appear gives an empty mesh.
 
     Raises:
-        ValueError: bad arguments, or ``sdf`` returning the wrong shape or NaN/Inf values.
+        ValueError: bad arguments, the meta device, or ``sdf`` returning the wrong shape or NaN/Inf
+            values.
+        TypeError: ``sdf`` not callable, or returning complex or non-numeric values.
         MemoryError: a dense volume or the mesh would not fit in the memory available.
     """
     res = _resolution(resolution)
@@ -160,6 +165,8 @@ class _Evaluator:
         self.sdf = sdf
         self.torch_device = None
         self.torch_dtype = None
+        if _is_module(sdf) and any(t.is_meta for t in (*sdf.parameters(), *sdf.buffers())):
+            _meta("sdf has parameters or buffers on")
         if devices is not None:
             self.replicas = _replicas(sdf, devices)
             device = self.replicas[0][0]
@@ -175,6 +182,8 @@ class _Evaluator:
             self._probe(grid.points(0, 0, min(2, batch)))
         if devices is None:
             self.replicas = [(self.torch_device, sdf)]
+        if any(where is not None and where.type == "meta" for where, _ in self.replicas):
+            _meta("evaluating on")
 
     def _probe(self, sample: np.ndarray) -> None:
         try:
@@ -225,9 +234,15 @@ class _Evaluator:
                 values = sdf(x)
             if not isinstance(values, torch.Tensor):
                 raise TypeError(f"sdf returned {type(values).__name__}, expected a tensor")
+            if values.is_complex() or values.is_quantized:
+                raise TypeError(f"sdf must return real numbers, got a tensor of {values.dtype}")
+            if values.is_meta:
+                _meta("sdf returned a tensor on")
             finite = torch.isfinite
         else:
             values = np.asarray(self.sdf(points))
+            if values.dtype.kind not in "fiub":  # as marching_cubes: complex would lose its imaginary part
+                raise TypeError(f"sdf must return real numbers, got an array of {values.dtype}")
             finite = np.isfinite
         if tuple(values.shape) not in ((len(points),), (len(points), 1)):
             raise ValueError(f"sdf must map (N, 3) points to (N,) or (N, 1) values; got shape "
@@ -238,6 +253,12 @@ class _Evaluator:
             bad = int(np.flatnonzero(~_to_numpy(ok))[0])
             raise ValueError(f"sdf returned NaN or Inf at point {points[bad].tolist()}")
         return values
+
+
+def _meta(what: str) -> NoReturn:
+    """The error for the meta device, whose tensors have shapes but no values to mesh."""
+    raise ValueError(f"{what} the meta device, whose tensors hold no values (a module must be materialised "
+                     "first: module.to_empty(device='cpu'), then load_state_dict)")
 
 
 def _replicas(sdf: Any, devices: Any) -> list[tuple[Any, Any]]:

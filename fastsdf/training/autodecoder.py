@@ -28,7 +28,9 @@ from fastsdf.training.checkpoint import Checkpoint
 from fastsdf.training.fitted import FittedSDF
 from fastsdf.training.losses import clamped_l1
 from fastsdf.training.progress import progress_bar
-from fastsdf.training.saved import network_from_state, network_state, write_state
+from fastsdf.training.seeding import check_seed
+from fastsdf.training.saved import (describe, field, network_from_state, network_state, transform_from_state,
+                                   write_state)
 from fastsdf.training.shapes import ShapeSamples, load_shapes
 
 __all__ = ["AutoDecoder", "LatentShape", "train_deepsdf"]
@@ -136,9 +138,26 @@ class AutoDecoder(nn.Module):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "AutoDecoder":
-        transforms = [NormalizationTransform.from_dict(t) if t is not None else None for t in state["transforms"]]
-        return cls(network_from_state(state["network"]), state["codes"], state["names"], transforms,
-                   state.get("history"))
+        """The model ``save`` wrote, from its dict (``fastsdf.training.saved.read_state``); ValueError
+        saying which field is wrong for anything else."""
+        codes = field(state, "codes", torch.Tensor, "a tensor")
+        if codes.ndim != 2 or not codes.is_floating_point() or not bool(torch.isfinite(codes).all()):
+            raise ValueError(f"'codes' must be a finite floating (shapes, latent_size) tensor, got "
+                             f"{codes.dtype} {tuple(codes.shape)}")
+        names = field(state, "names", list, "a list of shape names")
+        if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names) or len(names) != len(codes):
+            raise ValueError(f"'names' must be {len(codes)} distinct strings (one per code), got {describe(names)}")
+        transforms = field(state, "transforms", list, "a list of transforms")
+        if len(transforms) != len(codes):
+            raise ValueError(f"'transforms' must have one entry per code ({len(codes)}), got {len(transforms)}")
+        transforms = [None if t is None else transform_from_state(t, f"transforms[{i}]")
+                      for i, t in enumerate(transforms)]
+        history = field(state, "history", dict, "a dict")
+        decoder = network_from_state(field(state, "network", dict, "a dict"))
+        latent_size = getattr(decoder, "latent_size", getattr(decoder, "latent_features", None))
+        if codes.shape[1] != latent_size:
+            raise ValueError(f"'codes' have {codes.shape[1]} values each, the decoder takes {latent_size}")
+        return cls(decoder, codes, names, transforms, history)
 
 
 class _Trainable(nn.Module):
@@ -198,7 +217,8 @@ def train_deepsdf(data: ShapeSamples | str | os.PathLike | Sequence[str | os.Pat
             both halved every ``decay_every`` epochs.
         code_regularization: 1/sigma^2 of the code prior, added per sample as ``reg * ||z||^2``.
         code_init_std: codes start N(0, (code_init_std / sqrt(latent_size))^2), as DeepSDF.
-        seed: decoder and code initialisation, batches and points: the same seed gives the same run.
+        seed: an integer in [0, 2^63): decoder (when built here) and code initialisation, batches
+            and points: the same seed gives the same run.
         checkpoint: a file to save to every ``checkpoint_every`` seconds (at an epoch's end) and at
             the end; when it exists, training resumes from it (the same settings required). Only
             the first process writes it.
@@ -219,6 +239,7 @@ def train_deepsdf(data: ShapeSamples | str | os.PathLike | Sequence[str | os.Pat
     world, rank = _world()
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
+    seed = check_seed(seed, allow_none=False)
     torch.manual_seed(seed)
     if decoder is None:
         from fastsdf.nn import DeepSDFDecoder
@@ -253,7 +274,8 @@ def train_deepsdf(data: ShapeSamples | str | os.PathLike | Sequence[str | os.Pat
         decay = 0.5 ** (done // decay_every)
         for group, base in zip(optimiser.param_groups, (learning_rate, code_learning_rate)):
             group["lr"] = base * decay
-        order = torch.randperm(len(shapes), generator=torch.Generator().manual_seed(seed * 1_000_003 + done))
+        shuffle = torch.Generator().manual_seed((seed * 1_000_003 + done) % 2**63)
+        order = torch.randperm(len(shapes), generator=shuffle)
         totals = torch.zeros(3, dtype=torch.float64)  # clamped L1 sum, code norm sum, samples
         for start in range(0, len(shapes), shapes_per_batch):
             batch = order[start:start + shapes_per_batch]

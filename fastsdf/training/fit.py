@@ -29,6 +29,7 @@ from fastsdf.training.checkpoint import Checkpoint
 from fastsdf.training.data import POOL_NEAR, POOL_UNIFORM, PointPool
 from fastsdf.training.fitted import FittedSDF
 from fastsdf.training.progress import progress_bar
+from fastsdf.training.seeding import check_seed
 
 __all__ = ["LOSSES", "fit"]
 
@@ -44,6 +45,20 @@ def default_network() -> nn.Module:
     from fastsdf.nn import SirenMLP
 
     return SirenMLP(3, 128, 3, 1, double_backward=False)
+
+
+def _network(model: Any) -> nn.Module:
+    """``model`` itself, or what it builds (after the caller seeded torch)."""
+    if model is None:
+        return default_network()
+    if isinstance(model, nn.Module):
+        return model
+    if not callable(model):
+        raise TypeError(f"model must be a torch.nn.Module or a function that builds one, got {type(model).__name__}")
+    network = model()
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"model() must return a torch.nn.Module, got {type(network).__name__}")
+    return network
 
 
 def _positive(name: str, value: Any, kind: type) -> Any:
@@ -105,8 +120,8 @@ def _loss_function(loss: str, network: nn.Module, pool: PointPool, batch: int,
     return step_loss
 
 
-def fit(mesh_or_samples: Any, model: nn.Module | None = None, loss: str = "sdf_l1", steps: int | None = None,
-        time_budget: float | None = None, *, batch_size: int = DEFAULT_BATCH,
+def fit(mesh_or_samples: Any, model: nn.Module | Callable[[], nn.Module] | None = None, loss: str = "sdf_l1",
+        steps: int | None = None, time_budget: float | None = None, *, batch_size: int = DEFAULT_BATCH,
         learning_rate: float = DEFAULT_LEARNING_RATE, normalization: str = "sphere", seed: int | None = None,
         device: Any = None, checkpoint: str | os.PathLike | None = None, checkpoint_every: float = 30.0,
         progress: bool | None = None, pool_points: int = POOL_POINTS) -> tuple[FittedSDF, dict[str, Any]]:
@@ -118,13 +133,20 @@ def fit(mesh_or_samples: Any, model: nn.Module | None = None, loss: str = "sdf_l
             ``"cube"`` or ``"none"``); or ``SdfSamples`` / a DeepSDF ``.npz`` path, used as they are
             (their stored transform kept).
         model: a network mapping (N, 3) points to (N, 1), with ``forward_with_gradient`` for
-            ``loss="siren"``; default ``SirenMLP(3, 128, 3, 1)``. Trained in place.
+            ``loss="siren"``, trained in place; or a function of no arguments that builds one
+            (e.g. ``functools.partial(SirenMLP, 3, 64, 2, 1)``), called after seeding, so that
+            with ``seed`` its initialisation is reproducible too; default ``SirenMLP(3, 128, 3, 1)``,
+            built the same way.
         loss: ``"sdf_l1"`` (DeepSDF's clamped L1, delta 0.1), ``"siren"`` (SIREN's SDF loss:
             needs surface points and normals) or ``"occupancy"`` (BCE; the model then gives logits).
         steps, time_budget: stop after this many steps or seconds of training, whichever comes
             first; 3,000 steps when neither is given. The learning rate follows a cosine from
             ``learning_rate`` down to 5% of it over the run.
-        seed: makes sampling, initialisation order and batches reproducible (given steps).
+        seed: a non-negative integer that makes the run reproducible (given ``steps``, on the same
+            machine: the same model, bit for bit): the pool's sampling, the batches, torch's global
+            generator (seeded with it) and so the initialisation of a network ``fit`` builds. A
+            network passed in ready-made was initialised before: seed it yourself, or pass a
+            function that builds it.
         device: where to train (default: CUDA when available, else the CPU).
         checkpoint: a file to save progress to every ``checkpoint_every`` seconds and at the end;
             when it exists, training resumes from it (the same settings required).
@@ -138,8 +160,9 @@ def fit(mesh_or_samples: Any, model: nn.Module | None = None, loss: str = "sdf_l
         ``sampling_seconds``, ``training_seconds``, ``steps``, ``points``.
 
     Raises:
-        ValueError: an unknown loss, bad counts, a mesh or samples that cannot train, or a
+        ValueError: an unknown loss, bad counts or seed, a mesh or samples that cannot train, or a
             checkpoint from another run.
+        TypeError: a ``model`` that is neither a module nor a function that builds one.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -153,9 +176,10 @@ def fit(mesh_or_samples: Any, model: nn.Module | None = None, loss: str = "sdf_l
     if steps is None and time_budget is None:
         steps = DEFAULT_STEPS
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    seed = check_seed(seed)
     if seed is not None:
         torch.manual_seed(seed)
-    network = (model if model is not None else default_network()).to(device)
+    network = _network(model).to(device)
     if loss == "siren" and not hasattr(network, "forward_with_gradient"):
         raise ValueError("loss='siren' needs a model with forward_with_gradient (e.g. fastsdf.SirenMLP)")
 

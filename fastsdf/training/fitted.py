@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from fastsdf.geometry.sampling import NormalizationTransform
-from fastsdf.training.saved import network_from_state, network_state, write_state
+from fastsdf.training.saved import field, network_from_state, network_state, transform_from_state, write_state
 
 __all__ = ["FittedSDF"]
 
@@ -90,6 +90,12 @@ class FittedSDF(nn.Module):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "FittedSDF":
-        """The model ``save`` wrote, from its dict (``fastsdf.training.saved.read_state``)."""
-        return cls(network_from_state(state["network"]), NormalizationTransform.from_dict(state["transform"]),
-                   state["kind"], state.get("history"))
+        """The model ``save`` wrote, from its dict (``fastsdf.training.saved.read_state``); ValueError
+        saying which field is wrong for anything else."""
+        kind = field(state, "kind", str, "'sdf' or 'occupancy'")
+        if kind not in ("sdf", "occupancy"):
+            raise ValueError(f"'kind' must be 'sdf' or 'occupancy', got {kind!r}")
+        transform = transform_from_state(field(state, "transform", dict, "a dict with 'offset' and 'scale'"),
+                                         "transform")
+        history = field(state, "history", dict, "a dict")
+        return cls(network_from_state(field(state, "network", dict, "a dict")), transform, kind, history)

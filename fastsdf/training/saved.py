@@ -19,7 +19,8 @@ from torch import nn
 
 from fastsdf.io import atomic_write
 
-__all__ = ["MODEL_FILE", "load_model", "network_from_state", "network_state", "read_state", "write_state"]
+__all__ = ["MODEL_FILE", "describe", "field", "load_model", "network_from_state", "network_state", "read_state",
+           "transform_from_state", "write_state"]
 
 MODEL_FILE = "model.pt"
 VERSION = 1
@@ -38,12 +39,74 @@ def network_state(network: nn.Module) -> dict[str, Any]:
             "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()}}
 
 
-def network_from_state(state: dict[str, Any]) -> nn.Module:
-    from fastsdf.nn import network_from_config
+def network_from_state(state: Any) -> nn.Module:
+    """The network ``network_state`` described. ValueError, saying what is wrong, for a state that
+    is not one: its class, configuration and weights are checked before any memory is spent on
+    them (the configuration is built on the meta device and must match the weights' names and
+    shapes), so a damaged file cannot ask for a network larger than itself."""
+    from fastsdf.nn import NETWORKS, network_from_config
 
-    network = network_from_config(state["class"], state["config"])
-    network.load_state_dict(state["state_dict"])
+    if not isinstance(state, dict):
+        raise ValueError(f"'network' must be a dict, got {describe(state)}")
+    name = field(state, "class", str, "a network class name", "network.")
+    if name not in NETWORKS:
+        raise ValueError(f"'network.class' must be one of {sorted(NETWORKS)}, got {name!r}")
+    config = field(state, "config", dict, "a dict of constructor arguments", "network.")
+    if not all(isinstance(key, str) for key in config):
+        raise ValueError("'network.config' must have string keys")
+    weights = field(state, "state_dict", dict, "a dict of tensors", "network.")
+    for key, value in weights.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise ValueError(f"'network.state_dict' must map names to tensors, got {describe(key)}: {describe(value)}")
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"'network.state_dict' tensor {key!r} holds NaN or Inf")
+    try:
+        with torch.device("meta"):
+            expected = network_from_config(name, config).state_dict()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"'network.config' does not make a {name}: {exc}") from None
+    shapes = {key: tuple(value.shape) for key, value in weights.items()}
+    wanted = {key: tuple(value.shape) for key, value in expected.items()}
+    if shapes != wanted:
+        wrong = sorted(set(shapes) ^ set(wanted)) or sorted(k for k in wanted if shapes[k] != wanted[k])
+        raise ValueError(f"'network.state_dict' does not match the {name} of 'network.config' (first difference: "
+                         f"{wrong[0]!r}, {shapes.get(wrong[0])} for {wanted.get(wrong[0])})")
+    network = network_from_config(name, config)
+    network.load_state_dict(weights)
     return network
+
+
+def transform_from_state(state: Any, name: str) -> Any:
+    """The ``NormalizationTransform`` ``to_dict`` wrote; ValueError naming the field ``name`` otherwise."""
+    from fastsdf.geometry.sampling import NormalizationTransform
+
+    if not isinstance(state, dict):
+        raise ValueError(f"{name!r} must be a dict with 'offset' and 'scale', got {describe(state)}")
+    offset = field(state, "offset", (list, tuple), "three numbers", f"{name}.")
+    scale = field(state, "scale", (int, float), "a number", f"{name}.")
+    if len(offset) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in offset):
+        raise ValueError(f"'{name}.offset' must be three numbers, got {describe(offset)}")
+    try:
+        return NormalizationTransform(offset, scale)
+    except ValueError as exc:
+        raise ValueError(f"{name!r} is not a transform: {exc}") from None
+
+
+def field(state: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str, within: str = "") -> Any:
+    """``state[key]`` if it is there and a ``kind`` (bool never counts as a number); else ValueError
+    naming ``within + key`` and ``what`` it must be."""
+    if key not in state:
+        raise ValueError(f"{within + key!r} is missing")
+    value, kinds = state[key], kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise ValueError(f"{within + key!r} must be {what}, got {describe(value)}")
+    return value
+
+
+def describe(value: Any) -> str:
+    """A short description of a value for an error message: its type and (shortened) repr."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 def write_state(path: str | os.PathLike, format: str, state: dict[str, Any]) -> Path:
@@ -55,8 +118,9 @@ def write_state(path: str | os.PathLike, format: str, state: dict[str, Any]) -> 
 
 
 def read_state(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    """(the file read, its dict). Raises FileNotFoundError or ValueError (not a fastsdf model,
-    unreadable, or from a newer fastsdf), the path in the message."""
+    """(the file read, its dict), its ``format`` and ``version`` checked (the rest is the format's
+    reader's). Raises FileNotFoundError or ValueError (not a fastsdf model, unreadable, damaged, or
+    from a newer fastsdf), the path in the message."""
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILE
@@ -69,10 +133,17 @@ def read_state(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
         if "weights only" in reason.lower():  # torch's advice about weights_only does not apply here
             reason = "not a file of tensors and plain values"
         raise ValueError(f"{path} is not a readable model file (damaged, or not written by fastsdf: {reason})") from None
-    if not isinstance(state, dict) or not str(state.get("format", "")).startswith("fastsdf."):
+    if not isinstance(state, dict) or not isinstance(state.get("format"), str) or \
+            not state["format"].startswith("fastsdf."):
         raise ValueError(f"{path} is not a fastsdf model (fastsdf fit and fastsdf train-deepsdf write them)")
-    if state.get("version", 0) > VERSION:
-        raise ValueError(f"{path} was written by a newer fastsdf (format {state['version']}); upgrade to read it")
+    try:
+        version = field(state, "version", int, "an integer")
+    except ValueError as exc:
+        raise ValueError(f"{path} holds a damaged model: {exc}") from None
+    if version < 1:
+        raise ValueError(f"{path} holds a damaged model: 'version' must be at least 1, got {version}")
+    if version > VERSION:
+        raise ValueError(f"{path} was written by a newer fastsdf (format {version}); upgrade to read it")
     return path, state
 
 
@@ -91,6 +162,6 @@ def load_model(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
         raise ValueError(f"{path} holds a {state['format']}, not a model")
     try:
         model = reader(state)
-    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        raise ValueError(f"{path} holds a damaged model: {exc}") from None
+    except (TypeError, RuntimeError, ValueError) as exc:  # the readers check every field; this is their say
+        raise ValueError(f"{path} holds a damaged model: {' '.join(str(exc).split())}") from None
     return model.to(device)

@@ -1,0 +1,20 @@
+"""The seeds training takes: what NumPy's and torch's generators both accept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SEED_LIMIT", "check_seed"]
+
+SEED_LIMIT = 2**63  # torch takes seeds below 2^64, NumPy any non-negative integer; derived seeds stay below 2^64
+
+
+def check_seed(seed: Any, allow_none: bool = True) -> int | None:
+    """``seed`` as an int (None stays None where allowed); ValueError unless an integer in [0, 2^63)."""
+    if seed is None and allow_none:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed must be an integer in [0, 2^63), got {seed!r}")
+    return int(seed)
