@@ -132,9 +132,7 @@ fastsdf::msdf::MeshView mesh_view(const py::tuple& arrays) {
   m.pseudonormal = fastsdf::array_data<double>(get(8), {m.num_slots, 21}, "pseudonormal");
   m.boundary_groups = get(9).ndim() == 3 ? get(9).shape(0) : -1;
   m.boundary = fastsdf::array_data<float>(get(9), {m.boundary_groups, 5, kWidth}, "boundary");
-  const double* frame = fastsdf::vector_data<double>(get(10), 4, "frame");
-  for (int d = 0; d < 3; ++d) m.origin[d] = frame[d];
-  m.scale = frame[3];
+  fastsdf::msdf::set_frame(&m, fastsdf::vector_data<double>(get(10), 5, "frame"));
   return m;
 }
 
@@ -143,6 +141,10 @@ auto dispatch_points(const py::array& points, Fn&& fn) {
   if (points.ndim() != 2 || points.shape(1) != 3 || !(points.flags() & py::array::c_style))
     throw std::invalid_argument("points must be a C-contiguous (N, 3) array");
   const int64_t n = points.shape(0);
+  // (A C-contiguous NumPy array need not be aligned, e.g. a view at an odd offset into a byte
+  // buffer; the Python layer copies those.)
+  if (reinterpret_cast<uintptr_t>(points.data()) % points.itemsize() != 0)
+    throw std::invalid_argument("points must be aligned to their item size");
   if (py::isinstance<py::array_t<float>>(points)) return fn(static_cast<const float*>(points.data()), n);
   if (py::isinstance<py::array_t<double>>(points)) return fn(static_cast<const double*>(points.data()), n);
   throw std::invalid_argument("points must be float32 or float64");

@@ -43,14 +43,20 @@ const T* ptr(uintptr_t address) {
 }
 
 // Device addresses of the mesh arrays, in MeshView order (see mesh_sdf/bvh.h), and the frame.
-fastsdf::msdf::MeshView mesh_view(const std::array<uintptr_t, 10>& a, const std::array<double, 4>& frame,
+fastsdf::msdf::MeshView mesh_view(const std::array<uintptr_t, 10>& a, const std::array<double, 5>& frame,
                                   int64_t num_slots, int64_t num_nodes, int64_t boundary_groups) {
   fastsdf::msdf::MeshView m{num_nodes,         num_slots,          ptr<float>(a[0]),  ptr<int32_t>(a[1]),
                             ptr<float>(a[2]),  ptr<int64_t>(a[3]), ptr<double>(a[4]), ptr<float>(a[5]),
                             ptr<double>(a[6]), ptr<uint8_t>(a[7]), ptr<double>(a[8]), ptr<float>(a[9]),
-                            boundary_groups,   {},                 frame[3]};
-  for (int d = 0; d < 3; ++d) m.origin[d] = frame[d];
+                            boundary_groups};
+  fastsdf::msdf::set_frame(&m, frame.data());
   return m;
+}
+
+// Query points of dtype 0 (float32) or 1 (float64) must be aligned to their item size.
+void check_points_aligned(uintptr_t points, int dtype) {
+  if (points % (dtype ? sizeof(double) : sizeof(float)) != 0)
+    throw std::invalid_argument("points must be aligned to their item size");
 }
 
 }  // namespace
@@ -106,9 +112,10 @@ PYBIND11_MODULE(_cuda, m) {
       py::arg("vertex_capacity"), py::arg("faces"), py::arg("triangle_capacity"), py::arg("stream"));
   m.def(
       "msdf_query",
-      [](std::array<uintptr_t, 10> mesh, std::array<double, 4> frame, uintptr_t order, int64_t num_slots,
+      [](std::array<uintptr_t, 10> mesh, std::array<double, 5> frame, uintptr_t order, int64_t num_slots,
          int64_t num_nodes, int64_t boundary_groups, uintptr_t points, int dtype, int64_t n, int sign, double beta,
          uintptr_t distance, uintptr_t closest, uintptr_t face, uintptr_t barycentric, uintptr_t stream) {
+        check_points_aligned(points, dtype);
         const fastsdf::msdf::MeshView view = mesh_view(mesh, frame, num_slots, num_nodes, boundary_groups);
         const fastsdf::msdf::QueryOut out{reinterpret_cast<double*>(distance), reinterpret_cast<double*>(closest),
                                           reinterpret_cast<int64_t*>(face), reinterpret_cast<double*>(barycentric)};
@@ -125,9 +132,10 @@ PYBIND11_MODULE(_cuda, m) {
       "Distances (float64) and, where the addresses are not 0, closest points, face ids and barycentrics.");
   m.def(
       "msdf_winding",
-      [](std::array<uintptr_t, 10> mesh, std::array<double, 4> frame, int64_t num_slots, int64_t num_nodes,
+      [](std::array<uintptr_t, 10> mesh, std::array<double, 5> frame, int64_t num_slots, int64_t num_nodes,
          int64_t boundary_groups, uintptr_t points, int dtype, int64_t n, bool exact, double beta, uintptr_t out,
          uintptr_t stream) {
+        check_points_aligned(points, dtype);
         const fastsdf::msdf::MeshView view = mesh_view(mesh, frame, num_slots, num_nodes, boundary_groups);
         dispatch_dtype(dtype, points, [&](auto p) {
           py::gil_scoped_release release;

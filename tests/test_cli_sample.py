@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +102,45 @@ def test_one_mesh_file_with_options(tmp_path: Path, capsys: pytest.CaptureFixtur
     # --near-std 0.01 for every near point: all of them stay close (the file holds pos then neg).
     near = np.abs(samples.sdf) < 0.06
     assert near.sum() >= 120
+
+
+def _write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """An OBJ with every float64 coordinate written exactly (repr)."""
+    lines = [f"v {x!r} {y!r} {z!r}" for x, y, z in vertices.tolist()]
+    lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces.tolist()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("magnitude", [1e-9, 1e200, 1.7e308])
+def test_meshes_of_any_magnitude(magnitude: float, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 seed: int) -> None:
+    """A mesh file with coordinates near 1e200 (reading merged all its vertices, whose coordinates
+    overflowed trimesh's rounding, and normalising warned and failed) or a billionth across (all
+    merged into one) samples like the mesh at unit size, without a warning."""
+    mesh = load_mesh(MESHES / "suzanne.obj")
+    vertices = mesh.vertices / np.abs(mesh.vertices).max() * magnitude
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning fails the mesh, so the exit status shows it
+        for name, v in (("unit", mesh.vertices), ("scaled", vertices)):
+            (tmp_path / name).mkdir()
+            _write_obj(tmp_path / name / "suzanne.obj", v, mesh.faces)  # same name: same random stream
+            code, stdout, stderr = _run(capsys, tmp_path / name / "suzanne.obj", tmp_path / name, *SMALL,
+                                        "--seed", seed)
+            assert code == 0 and stderr == "" and "1 written" in stdout, stderr
+    unit, scaled = (load_npz(tmp_path / name / "suzanne.npz") for name in ("unit", "scaled"))
+    assert len(scaled) == len(unit) == 250
+    np.testing.assert_allclose(scaled.points, unit.points, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(scaled.sdf, unit.sdf, rtol=0, atol=1e-5)
+    assert math.isclose(scaled.transform.scale * magnitude / np.abs(mesh.vertices).max(), unit.transform.scale,
+                        rel_tol=1e-9)
+
+
+def test_a_mesh_too_small_to_normalise_fails_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mesh = load_mesh(MESHES / "suzanne.obj")
+    _write_obj(tmp_path / "tiny.obj", mesh.vertices * 1e-320, mesh.faces)
+    code, stdout, stderr = _run(capsys, tmp_path / "tiny.obj", tmp_path / "out", *SMALL)
+    assert code == 1 and "0 written" in stdout
+    assert stderr.count("\n") == 1 and "cannot normalise a mesh this small" in stderr, stderr
 
 
 def test_normalize_none_keeps_the_mesh_as_it_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

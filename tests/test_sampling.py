@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -150,6 +151,41 @@ def test_normalize_ignores_unused_vertices_as_deepsdf_does() -> None:
     (v, _), t = normalize((vertices, mesh.faces))
     _, reference = normalize(mesh)
     assert t == reference and v.shape == vertices.shape
+
+
+@pytest.mark.parametrize("method", ["sphere", "cube"])
+@pytest.mark.parametrize("magnitude", [1e-300, 1e-150, 1e-9, 1e150, 1e200, 1e300])
+def test_normalize_meshes_of_any_magnitude(method: str, magnitude: float, rng: np.random.Generator) -> None:
+    """A mesh scaled and moved by any factor normalises to the same mesh, without warnings (near
+    1e200, squares overflowed and the scale came out 0)."""
+    mesh = load("suzanne.obj")
+    vertices = random_pose(rng, mesh.vertices)
+    (unit, _), unit_transform = normalize((vertices, mesh.faces), method=method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (v, _), transform = normalize((vertices * magnitude, mesh.faces), method=method)
+    # Scaling by a power of ten rounds each coordinate: by 1e-16 of the largest one, which is up to
+    # 1e4 times the mesh's size (random_pose).
+    tol = 1e-15 * (1 + np.abs(vertices).max() * unit_transform.scale)
+    np.testing.assert_allclose(v, unit, rtol=0, atol=tol, err_msg=f"{magnitude:g}")
+    assert math.isclose(transform.scale * magnitude, unit_transform.scale, rel_tol=tol)
+    np.testing.assert_allclose(transform.invert(v), vertices * magnitude, rtol=1e-12, atol=1e-12 * magnitude)
+
+
+def test_normalize_at_the_ends_of_float64() -> None:
+    """Coordinates from -1.7e308 to 1.7e308 (an extent beyond float64) normalise; a mesh within
+    1e-320 of its centre cannot (its scale would be beyond float64), and says so."""
+    sphere = sphere_mesh(subdivisions=1)
+    limit = np.finfo(np.float64).max
+    huge = sphere.vertices / np.abs(sphere.vertices).max() * limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method in ("sphere", "cube"):
+            (v, _), t = normalize((huge, sphere.faces), method=method)
+            assert np.isfinite(v).all() and 0 < t.scale < 1e-300
+            np.testing.assert_allclose(np.abs(v).max(), R, rtol=1e-9)
+    with pytest.raises(ValueError, match=r"cannot normalise a mesh this small: .* beyond float64"):
+        normalize((sphere.vertices * 1e-320, sphere.faces))
 
 
 @pytest.mark.parametrize("mesh, match", [

@@ -36,8 +36,15 @@
 //   boundary      (groups, 5, 4) float32  the mesh boundary (the sign triangles' edges that do not
 //                                          cancel), kWidth edges a group: midpoint xyz, half length,
 //                                          length; padding lanes have midpoint +inf and length 0
-//   frame         (4,)           float64  origin xyz, scale: MeshView's scalars
-// Slots past a leaf's count are padding: zeros, never read as triangles.
+//   frame         (5,)           float64  origin xyz, scale, exponent: MeshView's scalars
+// Slots past a leaf's count are padding: zeros, never read as triangles. Slot 0 holds a triangle.
+//
+// Two frames keep every finite input in range. *Mesh units* are the caller's coordinates times
+// 2^-exponent (exact: a power of two), which put the largest |vertex coordinate| in [1, 2), so
+// that no product of a few coordinates (squared distances, cross products, solid angles) overflows
+// or underflows float64 whatever the caller's units; all float64 data is in mesh units, and query
+// points are taken into them one by one (query.h). Local coordinates, for the float32 data, are
+// relative to the mesh's bounding box.
 #pragma once
 
 #include <cstdint>
@@ -70,8 +77,18 @@ struct MeshView {
   const float* boundary;
   int64_t boundary_groups;
   double origin[3];
-  double scale;  // local = (x - origin) / scale
+  double scale;  // local = (x - origin) / scale, x in mesh units
+  // Mesh units are the caller's coordinates times to_mesh = 2^-exponent; points whose largest
+  // |coordinate| reaches pull_in (2^(exponent + kPullIn), +inf where beyond float64) are pulled in
+  // towards the origin first (query.h's mesh_point).
+  int exponent;
+  double to_mesh, from_mesh, pull_in;
 };
+
+// Query points farther than 2^kPullIn mesh units are pulled in to that distance (query.h): every
+// product of their coordinates then fits float64, and their float32 local coordinates (at most
+// 2^(kPullIn + 1) over the scale, which build_bvh keeps at least 2^-60) fit float32.
+constexpr int kPullIn = 40;
 
 struct Closest {
   double distance2;
@@ -173,7 +190,8 @@ FASTSDF_HD Children children(const int32_t* link) {
 // of the search, so `hint` (a slot to try first, e.g. the last point's; -1 for none) only makes the
 // search faster; with a good hint the order of the rest hardly matters, so children are not sorted.
 // Comparisons are written so that NaN (float32 overflow, for points far beyond its range) keeps a
-// child.
+// child. The first triangle tried (the hint, or slot 0) is taken whatever its distance, so the
+// result is always a triangle's slot, never -1, even should every distance be NaN.
 FASTSDF_HD Closest closest_point(const MeshView& m, Vec3 q, int64_t hint) {
   Closest best{INFINITY, -1, {}};
   bool best_distance_only = true;
@@ -187,7 +205,7 @@ FASTSDF_HD Closest closest_point(const MeshView& m, Vec3 q, int64_t hint) {
     const TrianglePoint p = closest_on_triangle(q, a, b, c, distance_only);
     const double d2 = dot(q - p.point, q - p.point);
     const bool better =
-        d2 < best.distance2 ||
+        best.triangle < 0 || d2 < best.distance2 ||
         (d2 == best.distance2 && (distance_only < best_distance_only ||
                                   (distance_only == best_distance_only && t < best.triangle)));
     if (!better) return;
@@ -196,7 +214,8 @@ FASTSDF_HD Closest closest_point(const MeshView& m, Vec3 q, int64_t hint) {
     const float reach = static_cast<float>(sqrt(d2) * inv_scale) + l.tol;
     limit = reach * reach;
   };
-  if (hint >= 0) consider(hint);
+  const int64_t start = hint >= 0 ? hint : 0;
+  consider(start);
 
   int32_t stack[kStackSize];
   float bound[kStackSize];
@@ -223,7 +242,7 @@ FASTSDF_HD Closest closest_point(const MeshView& m, Vec3 q, int64_t hint) {
       const F4 t2 = pack_distance2(m.packs + kPackRows * first, l.p);
       for (int pass = ~bits(t2 > splat(limit)) & ((1 << link[kWidth + k]) - 1); pass; pass &= pass - 1) {
         const int64_t t = first + lowest_bit(pass);
-        if (t != hint) consider(t);
+        if (t != start) consider(t);
       }
     }
   }
@@ -270,6 +289,13 @@ FASTSDF_HD float pack_winding(const float* pack, const float* p) {
 // whose ball lies far enough away (distance above beta times its radius) counts as the Taylor
 // expansion of its integral about its centroid, with r = c - p:
 // (r.N / |r|^3 + tr(M) / |r|^3 - 3 r.M.r / |r|^5) / (4 pi); nearer leaves count exactly.
+//
+// |r|^3 underflows float32 below |r| = 2^-42, where the terms would be 0 / 0: so no child counts as
+// far within beta times kMinRadius (beta >= 1). Empty lanes, and children of zero-area triangles
+// only, have radius 0 and zero moments: far they add exactly 0, near they add nothing (empty) or
+// leaves of zero sign weight; children smaller than kMinRadius count exactly, like near ones.
+constexpr float kMinRadius = 1.0f / 1099511627776.0f;  // 2^-40
+
 FASTSDF_HD double fast_winding(const MeshView& m, Vec3 q, double beta) {
   const LocalPoint l = local_point(m, q);
   if (!(l.reach < kWindingReach)) return 0.0;
@@ -290,9 +316,8 @@ FASTSDF_HD double fast_winding(const MeshView& m, Vec3 q, double beta) {
       mr[i] = dot3(c, r);
     }
     for (int a = 0; a < 3; ++a) c[a] = load4(dip + (3 + a) * kWidth);
-    const F4 r2 = dot3(r, r), radius = load4(dip + 6 * kWidth);
+    const F4 r2 = dot3(r, r), radius = vmax(load4(dip + 6 * kWidth), splat(kMinRadius));
     const F4 trace = load4(dip + 7 * kWidth) + load4(dip + 11 * kWidth) + load4(dip + 15 * kWidth);
-    // Empty lanes hold zeros, so their terms are 0 wherever they count as far.
     const M4 far = r2 > splat(beta2) * radius * radius;
     const F4 safe2 = select(far, r2, splat(1.0f));
     const F4 term = (dot3(r, c) + trace - splat(3.0f) * dot3(r, mr) / safe2) / (safe2 * vsqrt(safe2));

@@ -1,6 +1,7 @@
 // Exact signed distance to triangle meshes: BVH construction (CPU) and batched queries (CPU, CUDA).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -24,8 +25,19 @@ struct Bvh {
   double scale;
 };
 
-// vertices (V, 3) and faces (F, 3), F >= 1, indices in range (checked); distance_only[f] != 0
-// marks faces that get no dipole, no boundary edges and no sign weight (see bvh.h).
+// The frame (origin xyz, scale, exponent; see bvh.h) into m, with the powers of two it implies.
+// exponent is an integer in [-1022, 1023], so that 2^exponent and 2^-exponent are float64 numbers.
+inline void set_frame(MeshView* m, const double* frame) {
+  for (int d = 0; d < 3; ++d) m->origin[d] = frame[d];
+  m->scale = frame[3];
+  m->exponent = static_cast<int>(frame[4]);
+  m->to_mesh = std::ldexp(1.0, -m->exponent);
+  m->from_mesh = std::ldexp(1.0, m->exponent);
+  m->pull_in = std::ldexp(1.0, m->exponent + kPullIn);
+}
+
+// vertices (V, 3) in mesh units (see bvh.h) and faces (F, 3), F >= 1, indices in range (checked);
+// distance_only[f] != 0 marks faces that get no dipole, no boundary edges and no sign weight.
 Bvh build_bvh(const double* vertices, int64_t num_vertices, const int64_t* faces, int64_t num_faces,
               const uint8_t* distance_only);
 

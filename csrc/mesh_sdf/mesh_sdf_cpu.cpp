@@ -1,5 +1,6 @@
 // BVH construction and the CPU (OpenMP) queries.
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <numeric>
@@ -19,6 +20,10 @@ namespace {
 // tree, half as deep, fits the traversal stacks (kMaxDepth in bvh.h).
 constexpr int kSahDepth = 32;
 static_assert((kSahDepth + 29) / 2 + 1 <= kMaxDepth, "the deepest tree must fit the traversal stacks");
+
+// The smallest scale of local coordinates, in mesh units (bvh.h): 2^-60.
+constexpr double kMinScale = 0x1p-60;
+static_assert(kPullIn + 1 + 60 < 127, "query points must have float32 local coordinates");
 
 // An undirected edge with the net number of times the node's triangles run along it from lo to hi
 // (negative: from hi to lo). Edges whose count is zero are interior and dropped.
@@ -114,7 +119,11 @@ class Builder {
       out_.origin[d] = 0.5 * (lo[d] + hi[d]);
       scale = std::max(scale, 0.5 * (hi[d] - lo[d]));
     }
-    out_.scale = scale > 0.0 ? scale : 1.0;
+    // (At least kMinScale: query points, within 2^(kPullIn + 1) mesh units, then have float32
+    // local coordinates. Only a mesh far smaller than float64 resolves at its largest coordinate
+    // (tiny and flat across that axis, near the others) is below it: its float32 data, all but
+    // collapsed, lets everything through to the float64 tests.)
+    out_.scale = scale > 0.0 ? std::max(scale, kMinScale) : 1.0;
   }
 
   Bvh run() {
@@ -337,7 +346,9 @@ class Builder {
         const Vec3 e = v[(i + 1) % 3] - v[i];
         const double e2 = dot(e, e);
         row(3 + 3 * i, e);
-        pack[(12 + i) * kWidth + k] = e2 > 0.0 ? static_cast<float>(1.0 / e2) : 0.0f;
+        // (Capped: an edge too short for float32 gets a large finite factor, not inf, so that t
+        // in pack_distance2 is never inf * 0.)
+        pack[(12 + i) * kWidth + k] = e2 > 0.0 ? static_cast<float>(std::min(1.0 / e2, double{FLT_MAX})) : 0.0f;
         row(15 + 3 * i, cross(n, e));
       }
       pack[27 * kWidth + k] = distance_only_[t] ? 0.0f : 1.0f;
@@ -471,13 +482,16 @@ std::vector<uint32_t> morton_order(const P* points, int64_t n) {
       hi[d] = std::max(hi[d], static_cast<double>(points[3 * i + d]));
     }
   }
+  // (In halves, so that extents up to twice the largest float64 do not overflow.)
   double cell[3];
-  for (int d = 0; d < 3; ++d) cell[d] = hi[d] > lo[d] ? 1023.0 / (hi[d] - lo[d]) : 0.0;
+  for (int d = 0; d < 3; ++d) cell[d] = hi[d] > lo[d] ? 1023.0 / (0.5 * hi[d] - 0.5 * lo[d]) : 0.0;
   std::vector<uint32_t> key(static_cast<size_t>(n)), index(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     uint32_t k = 0;
-    for (int d = 0; d < 3; ++d)
-      k |= spread_bits(static_cast<uint32_t>((static_cast<double>(points[3 * i + d]) - lo[d]) * cell[d])) << d;
+    for (int d = 0; d < 3; ++d) {
+      const double x = (0.5 * static_cast<double>(points[3 * i + d]) - 0.5 * lo[d]) * cell[d];
+      k |= spread_bits(static_cast<uint32_t>(std::min(x, 1023.0))) << d;
+    }
     key[i] = k;
     index[i] = static_cast<uint32_t>(i);
   }

@@ -18,11 +18,40 @@ struct Neighbour {
   double low = 0.0, high = 0.0;
 };
 
+// A query point in mesh units (bvh.h). A point at least 2^kPullIn mesh units from the origin is
+// pulled in along its ray from the origin, by 2^-shift, to within [2^(kPullIn - 1), 2^kPullIn):
+// the mesh lies within 2 sqrt(3) of the origin, so out there the closest point and the winding
+// number are those of the point at infinity in that direction, to float64 precision.
+struct MeshPoint {
+  Vec3 q;
+  int shift;  // 0: not pulled in
+};
+
+template <typename P>
+FASTSDF_HD MeshPoint mesh_point(const MeshView& m, const P* points, int64_t i) {
+  const Vec3 x{static_cast<double>(points[3 * i]), static_cast<double>(points[3 * i + 1]),
+               static_cast<double>(points[3 * i + 2])};
+  const double largest = fmax(fabs(x.x), fmax(fabs(x.y), fabs(x.z)));
+  if (!(largest >= m.pull_in)) return {m.to_mesh * x, 0};
+  int e;
+  frexp(largest, &e);  // largest in [2^(e - 1), 2^e)
+  return {{ldexp(x.x, kPullIn - e), ldexp(x.y, kPullIn - e), ldexp(x.z, kPullIn - e)}, e - kPullIn - m.exponent};
+}
+
+// A signed distance d from p (mesh units) in the caller's units. A pulled-in point q, in truth at
+// 2^shift |q|, is as much nearer to the mesh than that as q is than |q|: |q| - |d| (the next terms,
+// below |mesh|^2 / |q|, are under 2^-20 of an ulp of the result).
+FASTSDF_HD double caller_distance(const MeshView& m, const MeshPoint& p, double d) {
+  if (p.shift == 0) return d * m.from_mesh;
+  const double length = norm(p.q);
+  return copysign(ldexp(length, p.shift + m.exponent) - ldexp(length - fabs(d), m.exponent), d);
+}
+
 template <typename P>
 FASTSDF_HD Neighbour query_point(const MeshView& mesh, const int64_t* order, const P* points, int64_t i, Sign sign,
                                  double beta, const QueryOut& out, const Neighbour& previous) {
-  const Vec3 q{static_cast<double>(points[3 * i]), static_cast<double>(points[3 * i + 1]),
-               static_cast<double>(points[3 * i + 2])};
+  const MeshPoint mp = mesh_point(mesh, points, i);
+  const Vec3 q = mp.q;
   const Closest c = closest_point(mesh, q, previous.slot);
   Neighbour next;
   next.slot = c.triangle;
@@ -53,11 +82,11 @@ FASTSDF_HD Neighbour query_point(const MeshView& mesh, const int64_t* order, con
     next.reach = d;
     if (next.low > 0.5) d = -d;
   }
-  out.distance[i] = d;
+  out.distance[i] = caller_distance(mesh, mp, d);
   if (out.closest) {
-    out.closest[3 * i] = c.at.point.x;
-    out.closest[3 * i + 1] = c.at.point.y;
-    out.closest[3 * i + 2] = c.at.point.z;
+    out.closest[3 * i] = c.at.point.x * mesh.from_mesh;
+    out.closest[3 * i + 1] = c.at.point.y * mesh.from_mesh;
+    out.closest[3 * i + 2] = c.at.point.z * mesh.from_mesh;
   }
   if (out.face) out.face[i] = order[c.triangle];
   if (out.barycentric)
@@ -65,11 +94,12 @@ FASTSDF_HD Neighbour query_point(const MeshView& mesh, const int64_t* order, con
   return next;
 }
 
+// Far out the winding number is its dipole term, which falls as the distance squared: a pulled-in
+// point's is scaled back by 2^(-2 shift).
 template <typename P>
 FASTSDF_HD double winding_point(const MeshView& mesh, const P* points, int64_t i, bool exact, double beta) {
-  const Vec3 q{static_cast<double>(points[3 * i]), static_cast<double>(points[3 * i + 1]),
-               static_cast<double>(points[3 * i + 2])};
-  return exact ? exact_winding(mesh, q) : fast_winding(mesh, q, beta);
+  const MeshPoint p = mesh_point(mesh, points, i);
+  return ldexp(exact ? exact_winding(mesh, p.q) : fast_winding(mesh, p.q, beta), -2 * p.shift);
 }
 
 }  // namespace fastsdf::msdf

@@ -7,6 +7,7 @@ is read or a Trimesh is built, so pairs work without it.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ def load_mesh(path: str | os.PathLike, merge: bool = True) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     try:
-        mesh = trimesh.load(path, force="mesh", process=merge)
+        mesh = trimesh.load(path, force="mesh", process=False)
     except Exception as exc:  # noqa: BLE001 - trimesh's parsers fail in many ways on a bad file
         raise ValueError(f"cannot read {path} as a mesh: {exc or type(exc).__name__}") from None
     if not isinstance(mesh, trimesh.Trimesh):
@@ -50,8 +51,20 @@ def load_mesh(path: str | os.PathLike, merge: bool = True) -> Any:
     if not np.isfinite(mesh.vertices).all():
         raise ValueError(f"{path} has NaN or Inf vertex coordinates")
     if merge:
-        mesh.merge_vertices(merge_tex=True, merge_norm=True)
+        _merge_vertices(mesh)
     return mesh
+
+
+def _merge_vertices(mesh: Any) -> None:
+    """trimesh's ``merge_vertices`` (UV and normal seams too) in units where the largest |coordinate|
+    is in [1, 2). trimesh merges positions that agree to 8 decimals, which overflows on coordinates
+    near 1e200 and merges every vertex of a mesh a billionth across; relative to the mesh's own size
+    neither happens. A power of two scales the vertices there and back exactly."""
+    largest = float(np.abs(mesh.vertices).max()) if len(mesh.vertices) else 0.0
+    exponent = math.frexp(largest)[1] - 1 if largest > 0 else 0
+    mesh.vertices = np.ldexp(mesh.vertices, -exponent)
+    mesh.merge_vertices(merge_tex=True, merge_norm=True)
+    mesh.vertices = np.ldexp(mesh.vertices, exponent)
 
 
 def mesh_arrays(mesh: Any, name: str = "mesh") -> tuple[np.ndarray, np.ndarray]:

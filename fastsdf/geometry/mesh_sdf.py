@@ -19,10 +19,18 @@ whose distance balls overlap no surface is crossed, and the winding number chang
 length of the step times a bound from the mesh boundary alone (0 on a closed mesh), so where the
 neighbour's value minus that change stays above 1/2, or plus it below, the side is the neighbour's.
 The result is the one the sum would give, up to the fast winding number's own approximation.
+
+Any finite float64 coordinates work. The kernels take the mesh into units of a power of two (exact)
+where its largest coordinate is in [1, 2), so no product of a few coordinates overflows or
+underflows, and each query point likewise; a point more than 2^40 of those units out is moved in
+along its ray from the origin to there, which changes its closest point and winding number by less
+than float64 resolves, and its distance is put back (``csrc/mesh_sdf/query.h``). Only a distance
+too large for the points' dtype comes back as ``inf``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any, Sequence
@@ -41,9 +49,10 @@ _SIGNS = {"winding": 1, "pseudonormal": 2, "exact_winding": 3}
 _BETA = 2.0
 # A triangle whose doubled area is below this fraction of its longest edge squared has no normal.
 _DEGENERATE = 1e-12
+# Nor has one whose longest edge is below this, in mesh units (the largest |vertex coordinate| in
+# [1, 2)): the float64 products of four of its lengths in the closest-point test would underflow.
+_TINY_EDGE = 2.0 ** -200
 _GRID_BATCH = 1 << 18
-# Squared distances must fit float64.
-_MAX_COORDINATE = 1e150
 
 
 class MeshSDF:
@@ -61,6 +70,8 @@ class MeshSDF:
     closed mesh. In ``"pseudonormal"`` mode a point whose closest triangle is degenerate gets its
     sign from the exact winding number.
 
+    Vertices and points may have any finite coordinates (see the module doc).
+
     Raises:
         ValueError: no faces, wrong shapes, NaN/Inf vertices, an index out of range, unknown sign.
     """
@@ -70,10 +81,10 @@ class MeshSDF:
             raise ValueError(f"sign must be one of {sorted(_SIGNS)}, got {sign!r}")
         self.sign = sign
         self.vertices, self.faces = (np.ascontiguousarray(a) for a in mesh_arrays((vertices, faces)))
-        if np.abs(self.vertices).max() > _MAX_COORDINATE:
-            raise ValueError(f"vertex coordinates must lie within +-{_MAX_COORDINATE:g} (squared distances "
-                             "would overflow float64)")
-        merged, inverse = np.unique(self.vertices, axis=0, return_inverse=True)
+        # The kernels work in mesh units (see csrc/mesh_sdf/bvh.h): the vertices times a power of two
+        # (exact), so that no product of a few coordinates overflows or underflows.
+        exponent = _exponent(self.vertices)
+        merged, inverse = np.unique(np.ldexp(self.vertices, -exponent), axis=0, return_inverse=True)
         merged_faces = inverse.reshape(-1)[self.faces]
         corners = merged[merged_faces]
         distance_only = _degenerate(corners) | _repeated(merged_faces)
@@ -88,7 +99,7 @@ class MeshSDF:
             _per_slot(distance_only.astype(np.uint8), order),
             _per_slot(_pseudonormals(corners, merged_faces, distance_only).reshape(-1, 21), order),
             boundary,
-            frame,
+            np.append(frame, float(exponent)),
         )
         self._device_arrays: dict[str, tuple] = {}
 
@@ -215,12 +226,22 @@ def _per_slot(values: np.ndarray, order: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def _exponent(vertices: np.ndarray) -> int:
+    """The power of two that takes the largest |coordinate| into [1, 2): mesh units are the vertices
+    times 2^-exponent. Kept within [-1022, 1023], where 2^exponent and 2^-exponent are both float64
+    numbers (a mesh of subnormal coordinates then has them all below 1)."""
+    largest = float(np.abs(vertices).max())
+    if largest == 0.0:
+        return 0
+    return max(math.frexp(largest)[1] - 1, -1022)
+
+
 def _degenerate(corners: np.ndarray) -> np.ndarray:
-    """(F,) True where a triangle (F, 3, 3) has (numerically) no area."""
+    """(F,) True where a triangle (F, 3, 3), in mesh units, has (numerically) no area."""
     a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
     doubled_area = np.linalg.norm(np.cross(b - a, c - a), axis=1)
     longest2 = np.max([((b - a) ** 2).sum(1), ((c - b) ** 2).sum(1), ((a - c) ** 2).sum(1)], axis=0)
-    return doubled_area <= _DEGENERATE * longest2
+    return (doubled_area <= _DEGENERATE * longest2) | (longest2 < _TINY_EDGE ** 2)
 
 
 def _repeated(faces: np.ndarray) -> np.ndarray:
@@ -271,29 +292,41 @@ def _points(points: Any):
         _check_points(tuple(tensor.shape), float(tensor.abs().max()) if tensor.numel() else 0.0)
         dtype = tensor.dtype
         if tensor.device.type == "cuda":
-            return tensor.contiguous(), (lambda x: x.to(dtype)), (lambda x: x)
-        data = np.ascontiguousarray(tensor.cpu().numpy())
-        return data, (lambda x: torch.from_numpy(np.asarray(x, dtype=data.dtype))), torch.from_numpy
+            tensor = tensor.contiguous()
+            if tensor.data_ptr() % tensor.element_size():
+                tensor = tensor.clone()
+            return tensor, (lambda x: x.to(dtype)), (lambda x: x)
+        data = _aligned(tensor.cpu().numpy())
+        return data, (lambda x: torch.from_numpy(_cast(x, data.dtype))), torch.from_numpy
     array = np.asarray(points)
     if array.dtype not in (np.float32, np.float64):
         if array.dtype.kind not in "fiub":
             raise ValueError(f"points must be real numbers, got dtype {array.dtype}")
         array = array.astype(np.float64)
     _check_points(array.shape, float(np.abs(array).max()) if array.size else 0.0)
-    data = np.ascontiguousarray(array)
-    return data, (lambda x: np.asarray(x, dtype=data.dtype)), (lambda x: x)
+    data = _aligned(array)
+    return data, functools.partial(_cast, dtype=data.dtype), (lambda x: x)
+
+
+def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float64 results in the points' dtype; a distance beyond float32's range becomes inf, quietly
+    (it is documented)."""
+    with np.errstate(over="ignore"):
+        return np.asarray(values, dtype=dtype)
+
+
+def _aligned(array: np.ndarray) -> np.ndarray:
+    """``array`` C-contiguous and aligned to its item size, copied only where it is not (a contiguous
+    array can still be misaligned: a view at an odd offset into a byte buffer)."""
+    return np.require(array, requirements=("C_CONTIGUOUS", "ALIGNED"))
 
 
 def _check_points(shape: tuple[int, ...], largest: float) -> None:
-    """Raises ValueError unless ``shape`` is (N, 3) and ``largest`` (the largest |coordinate|) is finite
-    and within _MAX_COORDINATE."""
+    """Raises ValueError unless ``shape`` is (N, 3) and ``largest`` (the largest |coordinate|) is finite."""
     if len(shape) != 2 or shape[1] != 3:
         raise ValueError(f"points must have shape (N, 3), got {shape}")
     if not math.isfinite(largest):
         raise ValueError("points hold NaN or Inf")
-    if largest > _MAX_COORDINATE:
-        raise ValueError(f"point coordinates must lie within +-{_MAX_COORDINATE:g} (squared distances would "
-                         "overflow float64)")
 
 
 def _pointers(arrays: Sequence[Any]) -> tuple[int, ...]:

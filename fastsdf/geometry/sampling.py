@@ -165,9 +165,12 @@ def normalize(mesh: Any, method: str = "sphere",
         become float64, faces int64), and the
         ``NormalizationTransform`` from original to normalised coordinates.
 
+    Any finite coordinates work, from subnormal to near the float64 limit, except a mesh so small
+    (within about 1e-308 of its centre) that its scale would exceed float64.
+
     Raises:
-        ValueError: an empty mesh, NaN/Inf vertices, all used vertices at one point, a bad
-            ``method`` or ``padding``.
+        ValueError: an empty mesh, NaN/Inf vertices, all used vertices at one point, a mesh too
+            small for its scale to be a float64 number, a bad ``method`` or ``padding``.
     """
     if method not in ("sphere", "cube"):
         raise ValueError(f"method must be 'sphere' or 'cube', got {method!r}")
@@ -179,15 +182,24 @@ def normalize(mesh: Any, method: str = "sphere",
         raise ValueError(f"padding must be a finite number >= 1, got {padding!r}")
     vertices, faces = mesh_arrays(mesh)
     used = vertices[np.unique(faces)]
-    lo, hi = used.min(axis=0), used.max(axis=0)
-    centre = (lo + hi) / 2.0
-    if method == "sphere":
-        half_extent = float(np.sqrt(((used - centre) ** 2).sum(axis=1)).max())
-    else:
-        half_extent = float((hi - lo).max()) / 2.0
-    scale = 1.0 / (half_extent * padding) if half_extent > 0 else math.inf
-    if not math.isfinite(scale):
+    # In halves and in units of a power of two near the extent, so that no sum, square or
+    # difference overflows or underflows, whatever the mesh's (finite) coordinates.
+    half_lo, half_hi = used.min(axis=0) / 2.0, used.max(axis=0) / 2.0
+    centre = half_lo + half_hi
+    offsets = used - centre  # at most half the extent: finite
+    largest = float(np.abs(offsets).max())
+    if largest == 0.0:
         raise ValueError(f"cannot normalise a degenerate mesh: all its vertices are at {centre.tolist()}")
+    exponent = math.frexp(largest)[1]
+    if method == "sphere":
+        half_extent = float(np.sqrt((np.ldexp(offsets, -exponent) ** 2).sum(axis=1)).max())
+    else:
+        half_extent = math.ldexp(float((half_hi - half_lo).max()), -exponent)
+    try:
+        scale = math.ldexp(1.0 / (half_extent * padding), -exponent)
+    except OverflowError:
+        raise ValueError(f"cannot normalise a mesh this small: its vertices lie within {largest:.3g} of their "
+                         "centre, and the scale that takes that to 1 is beyond float64") from None
     transform = NormalizationTransform(-centre, scale)
     moved = transform.apply(vertices)
     if _is_trimesh_like(mesh):
