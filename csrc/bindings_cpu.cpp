@@ -4,6 +4,8 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <cstdint>
+#include <string>
 #include <tuple>
 
 #include "common/buffers.h"
@@ -17,7 +19,9 @@ using fastsdf::mc::Grid;
 
 namespace {
 
-Grid grid_of(const py::array& volume) {
+// The volume's grid and, unless cube_mask is None, the mask of its cubes: 1-byte (bool or uint8),
+// one less than the volume along every axis, any strides.
+Grid grid_of(const py::array& volume, const py::object& cube_mask = py::none()) {
   const auto s = fastsdf::shape_and_strides_3d(volume, "volume");
   Grid g{};
   for (int d = 0; d < 3; ++d) {
@@ -26,7 +30,32 @@ Grid grid_of(const py::array& volume) {
   }
   if (g.shape[0] < 2 || g.shape[1] < 2 || g.shape[2] < 2)
     throw std::invalid_argument("volume needs at least 2 samples along every axis");
+  // Loads of T through a misaligned pointer are undefined behaviour: the caller realigns.
+  if (reinterpret_cast<uintptr_t>(volume.data()) % static_cast<uintptr_t>(volume.itemsize()) != 0)
+    throw std::invalid_argument("volume data is not aligned to its dtype: pass an aligned copy");
+  if (!cube_mask.is_none()) {
+    const auto mask = cube_mask.cast<py::array>();
+    const auto m = fastsdf::shape_and_strides_3d(mask, "cube_mask");
+    if (mask.itemsize() != 1 || (mask.dtype().kind() != 'b' && mask.dtype().kind() != 'u'))
+      throw std::invalid_argument("cube_mask must be bool or uint8");
+    for (int d = 0; d < 3; ++d) {
+      if (m[d] != g.shape[d] - 1) throw std::invalid_argument("cube_mask must have one cube per axis less than volume");
+      g.mask.stride[d] = m[3 + d];
+    }
+    g.mask.data = static_cast<const uint8_t*>(mask.data());
+  }
   return g;
+}
+
+// A writeable float32 array of `rows` x `cols` (cols 1: a vector), or null for None.
+float* optional_output(py::object out, int64_t rows, int64_t cols, const char* name) {
+  if (out.is_none()) return nullptr;
+  auto a = out.cast<py::array>();
+  if (cols == 1) {
+    if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
+    return const_cast<float*>(fastsdf::vector_data<float>(a, rows, name));
+  }
+  return fastsdf::contiguous_data<float>(a, rows, cols, name);
 }
 
 template <typename Fn>
@@ -36,8 +65,8 @@ auto dispatch_dtype(const py::array& volume, Fn&& fn) {
   throw std::invalid_argument("volume must be float32 or float64");
 }
 
-py::tuple mc_count(const py::array& volume, double level) {
-  const Grid g = grid_of(volume);
+py::tuple mc_count(const py::array& volume, double level, const py::object& cube_mask) {
+  const Grid g = grid_of(volume, cube_mask);
   py::array_t<int64_t> vertex_counts(g.shape[0]);
   py::array_t<int64_t> triangle_counts(g.shape[0] - 1);
   py::array_t<int64_t> centre_counts(g.shape[0] - 1);
@@ -56,14 +85,17 @@ void mc_fill(const py::array& volume, double level, const py::array& vertex_offs
              std::pair<int64_t, int64_t> vertex_layers,
              std::pair<int64_t, int64_t> cube_layers, int64_t vertex_base,
              std::array<int64_t, 3> index_offset, std::array<double, 3> origin,
-             std::array<double, 3> spacing, py::array verts, py::array faces) {
-  const Grid g = grid_of(volume);
+             std::array<double, 3> spacing, py::array verts, py::array faces, py::object normals,
+             py::object values, const py::object& cube_mask) {
+  const Grid g = grid_of(volume, cube_mask);
   FillArgs a = fastsdf::mc::make_fill_args(level, index_offset, origin, spacing, vertex_layers,
                                                cube_layers, vertex_base);
   a.vertex_capacity = verts.ndim() == 2 ? verts.shape(0) : 0;
   a.triangle_capacity = faces.ndim() == 2 ? faces.shape(0) : 0;
   a.verts = fastsdf::contiguous_data<float>(verts, a.vertex_capacity, 3, "verts");
   a.faces = fastsdf::contiguous_data<int64_t>(faces, a.triangle_capacity, 3, "faces");
+  a.normals = optional_output(normals, a.vertex_capacity, 3, "normals");
+  a.values = optional_output(values, a.vertex_capacity, 1, "values");
   const int64_t* vo = fastsdf::vector_data<int64_t>(vertex_offsets, g.shape[0], "vertex_offsets");
   const int64_t* to = fastsdf::vector_data<int64_t>(triangle_offsets, g.shape[0] - 1, "triangle_offsets");
   const int64_t* co = fastsdf::vector_data<int64_t>(centre_offsets, g.shape[0] - 1, "centre_offsets");
@@ -279,12 +311,16 @@ void siren_sincos(const py::array& z, float omega, py::array s, const py::object
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastsdf CPU kernels (C++17, OpenMP)";
-  m.def("mc_count", &mc_count, py::arg("volume"), py::arg("level"),
+  m.def("mc_count", &mc_count, py::arg("volume"), py::arg("level"), py::arg("cube_mask") = py::none(),
         "Edge vertices per point layer, triangles and centre vertices per cube layer, and whether all values are finite.");
   m.def("mc_fill", &mc_fill, py::arg("volume"), py::arg("level"), py::arg("vertex_offsets"),
         py::arg("triangle_offsets"), py::arg("centre_offsets"), py::arg("vertex_layers"), py::arg("cube_layers"),
         py::arg("vertex_base"), py::arg("index_offset"), py::arg("origin"), py::arg("spacing"),
-        py::arg("verts"), py::arg("faces"), "Writes the vertices and faces counted by mc_count.");
+        py::arg("verts"), py::arg("faces"), py::arg("normals") = py::none(), py::arg("values") = py::none(),
+        py::arg("cube_mask") = py::none(),
+        "Writes the vertices and faces counted by mc_count (and, unless None, unit gradients and values).");
+  m.def("mc_scratch_bytes", [](std::array<int64_t, 3> shape) { return fastsdf::mc::scratch_bytes_cpu(shape.data()); },
+        py::arg("shape"), "Bytes mc_count and mc_fill allocate for a volume of this shape, all threads together.");
   m.def("msdf_build", &msdf_build, py::arg("vertices"), py::arg("faces"), py::arg("distance_only"),
         "BVH arrays (node_box, node_link, node_dipole, closing_start, closing_edges, packs, order, boundary, frame).");
   m.def("msdf_query", &msdf_query, py::arg("mesh"), py::arg("order"), py::arg("points"), py::arg("sign"),

@@ -18,13 +18,17 @@ using fastsdf::mc::Grid;
 
 namespace {
 
-Grid grid_of(std::array<int64_t, 3> shape, std::array<int64_t, 3> strides) {
+// A mask address of 0 means every cube.
+Grid grid_of(std::array<int64_t, 3> shape, std::array<int64_t, 3> strides, uintptr_t cube_mask = 0,
+             std::array<int64_t, 3> mask_strides = {0, 0, 0}) {
   Grid g{};
   for (int d = 0; d < 3; ++d) {
     if (shape[d] < 2) throw std::invalid_argument("volume needs at least 2 samples along every axis");
     g.shape[d] = shape[d];
     g.stride[d] = strides[d];
+    g.mask.stride[d] = mask_strides[d];
   }
+  g.mask.data = reinterpret_cast<const uint8_t*>(cube_mask);
   return g;
 }
 
@@ -72,8 +76,9 @@ PYBIND11_MODULE(_cuda, m) {
   m.def(
       "mc_count",
       [](uintptr_t data, int dtype, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
-         double level, uintptr_t tables, uintptr_t counts, uintptr_t nonfinite, uintptr_t stream) {
-        const Grid g = grid_of(shape, strides);
+         double level, uintptr_t tables, uintptr_t counts, uintptr_t nonfinite, uintptr_t stream,
+         uintptr_t cube_mask, std::array<int64_t, 3> mask_strides) {
+        const Grid g = grid_of(shape, strides, cube_mask, mask_strides);
         dispatch_dtype(dtype, data, [&](auto ptr) {
           py::gil_scoped_release release;
           fastsdf::mc::count_cuda(ptr, g, level, reinterpret_cast<const uint8_t*>(tables),
@@ -82,7 +87,8 @@ PYBIND11_MODULE(_cuda, m) {
         });
       },
       py::arg("data"), py::arg("dtype"), py::arg("shape"), py::arg("strides"), py::arg("level"),
-      py::arg("tables"), py::arg("counts"), py::arg("nonfinite"), py::arg("stream"),
+      py::arg("tables"), py::arg("counts"), py::arg("nonfinite"), py::arg("stream"), py::arg("cube_mask") = 0,
+      py::arg("mask_strides") = std::array<int64_t, 3>{0, 0, 0},
       "Per segment counts (3, segments) int32: edge vertices, triangles, centre vertices.");
   m.def(
       "mc_fill",
@@ -91,14 +97,17 @@ PYBIND11_MODULE(_cuda, m) {
          std::pair<int64_t, int64_t> vertex_layers,
          std::pair<int64_t, int64_t> cube_layers, int64_t vertex_base, std::array<int64_t, 3> index_offset,
          std::array<double, 3> origin, std::array<double, 3> spacing, uintptr_t verts,
-         int64_t vertex_capacity, uintptr_t faces, int64_t triangle_capacity, uintptr_t stream) {
-        const Grid g = grid_of(shape, strides);
+         int64_t vertex_capacity, uintptr_t faces, int64_t triangle_capacity, uintptr_t stream,
+         uintptr_t normals, uintptr_t values, uintptr_t cube_mask, std::array<int64_t, 3> mask_strides) {
+        const Grid g = grid_of(shape, strides, cube_mask, mask_strides);
         FillArgs a = fastsdf::mc::make_fill_args(level, index_offset, origin, spacing, vertex_layers,
                                                      cube_layers, vertex_base);
         a.vertex_capacity = vertex_capacity;
         a.triangle_capacity = triangle_capacity;
         a.verts = reinterpret_cast<float*>(verts);
         a.faces = reinterpret_cast<int64_t*>(faces);
+        a.normals = reinterpret_cast<float*>(normals);
+        a.values = reinterpret_cast<float*>(values);
         dispatch_dtype(dtype, data, [&](auto ptr) {
           py::gil_scoped_release release;
           fastsdf::mc::fill_cuda(ptr, g, a, reinterpret_cast<const uint8_t*>(tables),
@@ -109,7 +118,11 @@ PYBIND11_MODULE(_cuda, m) {
       py::arg("data"), py::arg("dtype"), py::arg("shape"), py::arg("strides"), py::arg("level"),
       py::arg("tables"), py::arg("counts"), py::arg("offsets"), py::arg("vertex_layers"), py::arg("cube_layers"), py::arg("vertex_base"),
       py::arg("index_offset"), py::arg("origin"), py::arg("spacing"), py::arg("verts"),
-      py::arg("vertex_capacity"), py::arg("faces"), py::arg("triangle_capacity"), py::arg("stream"));
+      py::arg("vertex_capacity"), py::arg("faces"), py::arg("triangle_capacity"), py::arg("stream"),
+      py::arg("normals") = 0, py::arg("values") = 0, py::arg("cube_mask") = 0,
+      py::arg("mask_strides") = std::array<int64_t, 3>{0, 0, 0},
+      "Writes vertices and faces and, where their addresses are not 0, unit gradients (V, 3) and values (V,) "
+      "float32; cube_mask (1 byte per cube, mask_strides in elements) drops cubes where it is 0.");
   m.def(
       "msdf_query",
       [](std::array<uintptr_t, 10> mesh, std::array<double, 5> frame, uintptr_t order, int64_t num_slots,

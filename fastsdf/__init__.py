@@ -19,6 +19,7 @@ from fastsdf.geometry.sampling import (
 )
 from fastsdf.meshing.extract import extract_mesh
 from fastsdf.meshing.marching_cubes import marching_cubes
+from fastsdf import measure
 
 __version__ = "0.1.0"
 
@@ -57,6 +58,7 @@ __all__ = [
     "load_model",
     "load_npz",
     "marching_cubes",
+    "measure",
     "normalize",
     "partial_view",
     "reconstruct",

@@ -555,7 +555,9 @@ def test_empty_meshes(case: str, kind: str, rng, seed) -> None:
 def test_output_too_large_raises_memory_error_before_allocating(kind: str, monkeypatch, rng, seed) -> None:
     volume = random_volume(rng, (96, 96, 96))  # ~1.3e6 vertices, ~2.6e6 triangles: ~80 MB of output
     arg = torch.from_numpy(volume) if kind == "torch" else volume
-    monkeypatch.setattr(fastsdf._memory, "available_bytes", lambda device=None: 1000)
+    # Enough for the kernels' working memory (checked first), not for the output.
+    working = int(fastsdf._backend.cpu().mc_scratch_bytes(volume.shape)) + 96 * len(volume)
+    monkeypatch.setattr(fastsdf._memory, "available_bytes", lambda device=None: working + 1000)
     tracemalloc.start()
     try:
         with pytest.raises(MemoryError, match="marching cubes output"):
@@ -586,6 +588,62 @@ def test_byte_order_and_unaligned_arrays(dtype: str, rng, seed) -> None:
     assert_same_mesh(marching_cubes(unaligned[::-1, ::2]),
                      marching_cubes_reference(native.astype(dtype)[::-1, ::2].astype(np.float64)),
                      context=f"seed={seed} unaligned view {dtype}")
+
+
+@pytest.mark.parametrize("offset", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_native_arrays_at_odd_byte_offsets(dtype: type, offset: int, rng, seed) -> None:
+    # C-contiguous, native byte order, but misaligned: np.ascontiguousarray hands such an array
+    # back as it is, and the kernels' typed loads from it would be undefined behaviour.
+    volume = random_volume(rng, (9, 10, 11), dtype)
+    buffer = np.zeros(volume.nbytes + offset, np.uint8)
+    unaligned = buffer[offset:].view(dtype).reshape(volume.shape)
+    unaligned[...] = volume
+    assert not unaligned.flags.aligned and unaligned.flags.c_contiguous and unaligned.dtype.isnative
+    expected = marching_cubes_reference(volume)
+    assert_same_mesh(marching_cubes(unaligned), expected, context=f"seed={seed}")
+    assert_same_mesh(marching_cubes(torch.from_numpy(unaligned)), expected, context=f"seed={seed} torch")
+    # The kernels refuse one rather than read it.
+    with pytest.raises(ValueError, match="aligned"):
+        fastsdf._backend.cpu().mc_count(unaligned, 0.0)
+
+
+_BROADCAST_SCRIPT = textwrap.dedent("""
+    import resource, sys, time
+    # A safety net: if the checks failed, the allocations would fail here instead of swapping the
+    # machine into the OOM killer.
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+    import numpy as np, torch, fastsdf, fastsdf.measure
+    huge = (2, 100_000, 100_000)
+    cases = {
+        "float32": lambda: fastsdf.marching_cubes(np.broadcast_to(np.float32(0), huge)),
+        "float64_layers": lambda: fastsdf.marching_cubes(np.broadcast_to(np.float64(1), (10**9, 2, 2))),
+        "bool": lambda: fastsdf.marching_cubes(np.broadcast_to(np.bool_(True), huge), 0.5),
+        "big_endian": lambda: fastsdf.marching_cubes(np.broadcast_to(np.array(0, ">f4"), huge)),
+        "torch_expand": lambda: fastsdf.marching_cubes(torch.zeros(1, 1, 1).expand(*huge)),
+        "torch_int16": lambda: fastsdf.marching_cubes(torch.zeros(1, 1, 1, dtype=torch.int16).expand(*huge)),
+        "measure": lambda: fastsdf.measure.marching_cubes(
+            np.broadcast_to(np.arange(2, dtype=np.float32)[:, None, None], huge), 0.5),
+    }
+    for name, case in cases.items():
+        start = time.perf_counter()
+        try:
+            case()
+            print(name, "returned")
+        except MemoryError as error:
+            print(name, "MemoryError" if "needs" in str(error) else f"unchecked: {error}")
+        sys.stdout.flush()
+""")
+
+
+def test_broadcast_volumes_too_large_raise_memory_error() -> None:
+    # Zero strides make a volume of 2e10 samples out of one: every copy, per-thread scratch layer
+    # and per-layer array that scales with it must be refused before it is made.
+    result = subprocess.run([sys.executable, "-c", _BROADCAST_SCRIPT], capture_output=True, text=True,
+                            timeout=300)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(lines) == 7 and all(line.endswith(" MemoryError") for line in lines), result.stdout
 
 
 _THREADS_SCRIPT = textwrap.dedent("""

@@ -88,12 +88,15 @@ FASTSDF_HD int face_bits(int cube, int ambiguous, const double rel[8]) {
   return bits;
 }
 
+// Where along an edge from sample v0 to sample v1 the linear interpolant meets the level.
+FASTSDF_HD double edge_fraction(double v0, double v1, double level) { return (level - v0) / (v1 - v0); }
+
 // World position (float64) of the vertex on the edge from grid point `index` along `axis`, between
-// samples v0 (at the point) and v1, where the linear interpolant meets the level.
+// samples v0 (at the point) and v1.
 FASTSDF_HD void edge_point(const int64_t index[3], int axis, double v0, double v1, double level,
                            const int64_t index_offset[3], const double origin[3], const double spacing[3],
                            double out[3]) {
-  const double t = (level - v0) / (v1 - v0);
+  const double t = edge_fraction(v0, v1, level);
   for (int d = 0; d < 3; ++d) {
     double pos = static_cast<double>(index[d] + index_offset[d]);
     if (d == axis) pos = FASTSDF_ADD_RN(pos, t);

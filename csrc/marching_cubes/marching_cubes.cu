@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "marching_cubes/attributes.h"
 #include "marching_cubes/cube.h"
 #include "marching_cubes/marching_cubes.h"
 
@@ -21,26 +22,31 @@ namespace {
 template <typename T>
 struct Volume {
   const T* data;
-  int64_t n[3];
-  int64_t s[3];
+  Grid grid;
   T threshold;
   double level;
 
-  __device__ T at(int64_t i, int64_t j, int64_t k) const { return data[i * s[0] + j * s[1] + k * s[2]]; }
+  FASTSDF_HD T at(int64_t i, int64_t j, int64_t k) const {
+    return data[i * grid.stride[0] + j * grid.stride[1] + k * grid.stride[2]];
+  }
+  // The sample as a double, for attributes.h.
+  FASTSDF_HD double operator()(int64_t i, int64_t j, int64_t k) const { return static_cast<double>(at(i, j, k)); }
   __device__ bool above(int64_t i, int64_t j, int64_t k) const { return at(i, j, k) > threshold; }
 
-  // Bit `axis` set when the grid edge from (i, j, k) along `axis` is crossed.
+  // Bit `axis` set when the grid edge from (i, j, k) along `axis` is crossed and gets a vertex.
   __device__ int point_flags(int64_t i, int64_t j, int64_t k) const {
     const bool a = above(i, j, k);
     int f = 0;
-    if (i + 1 < n[0]) f |= static_cast<int>(a != above(i + 1, j, k));
-    if (j + 1 < n[1]) f |= static_cast<int>(a != above(i, j + 1, k)) << 1;
-    if (k + 1 < n[2]) f |= static_cast<int>(a != above(i, j, k + 1)) << 2;
-    return f;
+    if (i + 1 < grid.shape[0]) f |= static_cast<int>(a != above(i + 1, j, k));
+    if (j + 1 < grid.shape[1]) f |= static_cast<int>(a != above(i, j + 1, k)) << 1;
+    if (k + 1 < grid.shape[2]) f |= static_cast<int>(a != above(i, j, k + 1)) << 2;
+    return f ? f & kept_edges(grid, i, j, k) : 0;
   }
 
-  // Table key of the cube at (i, j, k), or -1 when the surface misses it; its samples in `v`.
+  // Table key of the cube at (i, j, k), or -1 when the surface misses it or the mask drops it; its
+  // samples in `v`.
   __device__ int cube_key(int64_t i, int64_t j, int64_t k, const uint8_t* tables, double v[8]) const {
+    if (!grid.mask.keeps(i, j, k)) return -1;
     int cube = 0;
     for (int c = 0; c < 8; ++c) {
       const T x = at(i + corner_offset(c, 0), j + corner_offset(c, 1), k + corner_offset(c, 2));
@@ -79,13 +85,13 @@ __global__ void __launch_bounds__(kSegment)
   using Reduce = cub::BlockReduce<unsigned long long, kSegment>;
   __shared__ typename Reduce::TempStorage temp;
   for (int64_t seg = blockIdx.x; seg < segments; seg += gridDim.x) {
-    const Segment s = segment_of(seg, vol.n[1], per_row);
+    const Segment s = segment_of(seg, vol.grid.shape[1], per_row);
     const int64_t k = s.k0 + threadIdx.x;
     unsigned long long packed = 0;
-    if (k < vol.n[2]) {
+    if (k < vol.grid.shape[2]) {
       if (!isfinite(vol.at(s.i, s.j, k))) atomicOr(nonfinite, 1);
       packed = __popc(vol.point_flags(s.i, s.j, k));
-      if (s.i + 1 < vol.n[0] && s.j + 1 < vol.n[1] && k + 1 < vol.n[2]) {
+      if (s.i + 1 < vol.grid.shape[0] && s.j + 1 < vol.grid.shape[1] && k + 1 < vol.grid.shape[2]) {
         double v[8];
         const int key = vol.cube_key(s.i, s.j, k, tables, v);
         if (key >= 0) {
@@ -133,12 +139,12 @@ __global__ void __launch_bounds__(kSegment) fill_kernel(FillParams<T> p) {
   const FillArgs& a = p.args;
   const int t = threadIdx.x;
   for (int64_t seg = blockIdx.x; seg < p.segments; seg += gridDim.x) {
-    const Segment s = segment_of(seg, vol.n[1], p.per_row);
+    const Segment s = segment_of(seg, vol.grid.shape[1], p.per_row);
     const int64_t k = s.k0 + t;
     const bool emit_vertices = p.counts[seg] > 0 && a.vertex_layers.contains(s.i);
     const bool emit_triangles = p.counts[p.segments + seg] > 0 && a.cube_layers.contains(s.i);
     if (emit_vertices) {
-      const int f = k < vol.n[2] ? vol.point_flags(s.i, s.j, k) : 0;
+      const int f = k < vol.grid.shape[2] ? vol.point_flags(s.i, s.j, k) : 0;
       int out;
       ScanInt(temp.ints).ExclusiveSum(__popc(f), out);
       const int64_t first = p.offsets[seg] - a.vertex_base + out;
@@ -153,6 +159,12 @@ __global__ void __launch_bounds__(kSegment) fill_kernel(FillParams<T> p) {
         double pos[3];
         edge_point(index, axis, v0, v1, vol.level, a.index_offset, a.origin, a.spacing, pos);
         for (int d = 0; d < 3; ++d) a.verts[3 * dst + d] = static_cast<float>(pos[d]);
+        if (a.normals) {
+          double g[3];
+          edge_gradient(vol, vol.grid.shape, a.spacing, index, axis, edge_fraction(v0, v1, vol.level), g);
+          store_unit(g, a.normals + 3 * dst);
+        }
+        if (a.values) a.values[dst] = edge_value(vol, vol.grid, index, axis, vol.level);
       }
       __syncthreads();
     }
@@ -160,7 +172,7 @@ __global__ void __launch_bounds__(kSegment) fill_kernel(FillParams<T> p) {
       unsigned long long counts = 0;
       int f[4];
       for (int r = 0; r < 4; ++r) {
-        f[r] = k < vol.n[2] ? vol.point_flags(s.i + (r & 1), s.j + (r >> 1), k) : 0;
+        f[r] = k < vol.grid.shape[2] ? vol.point_flags(s.i + (r & 1), s.j + (r >> 1), k) : 0;
         counts |= static_cast<unsigned long long>(__popc(f[r])) << (16 * r);
       }
       unsigned long long prefix;
@@ -171,16 +183,16 @@ __global__ void __launch_bounds__(kSegment) fill_kernel(FillParams<T> p) {
       }
       if (t < 4) {
         const int64_t i = s.i + (t & 1), j = s.j + (t >> 1), next = s.k0 + kSegment;
-        const int64_t row_seg = (i * vol.n[1] + j) * p.per_row + s.kb;
+        const int64_t row_seg = (i * vol.grid.shape[1] + j) * p.per_row + s.kb;
         base[t][0] = p.offsets[row_seg];
-        const bool has_next = next < vol.n[2];
+        const bool has_next = next < vol.grid.shape[2];
         base[t][1] = has_next ? p.offsets[row_seg + 1] : 0;
         flags[t][kSegment] = has_next ? static_cast<uint8_t>(vol.point_flags(i, j, next)) : 0;
         rank[t][kSegment] = 0;
       }
       __syncthreads();
       double v[8];
-      const int key = k + 1 < vol.n[2] ? vol.cube_key(s.i, s.j, k, p.tables, v) : -1;
+      const int key = k + 1 < vol.grid.shape[2] ? vol.cube_key(s.i, s.j, k, p.tables, v) : -1;
       const int n = key >= 0 ? __ldg(p.tables + key) : 0;
       const int centre_mask = key >= 0 ? centre_edges(p.tables, key) : 0;
       // Triangles in the low 16 bits, centre vertices above: one scan numbers both.
@@ -191,8 +203,12 @@ __global__ void __launch_bounds__(kSegment) fill_kernel(FillParams<T> p) {
       if (centre_mask) {
         const int64_t slot = centre - a.vertex_base;
         const int64_t cube[3] = {s.i, s.j, k};
-        if (slot >= 0 && slot < a.vertex_capacity)
+        if (slot >= 0 && slot < a.vertex_capacity) {
           centre_point(cube, centre_mask, v, vol.level, a.index_offset, a.origin, a.spacing, a.verts + 3 * slot);
+          if (a.normals)
+            centre_normal(vol, vol.grid.shape, a.spacing, cube, centre_mask, v, vol.level, a.normals + 3 * slot);
+          if (a.values) a.values[slot] = static_cast<float>(cube_spread(v, vol.level));
+        }
       }
       if (n > 0 && first >= 0 && first + n <= a.triangle_capacity) {
         const uint8_t* edges = p.tables + kFlatEdges + key * 3 * kMaxTriangles;
@@ -218,10 +234,7 @@ template <typename T>
 Volume<T> volume_of(const T* data, const Grid& grid, double level) {
   Volume<T> v{};
   v.data = data;
-  for (int d = 0; d < 3; ++d) {
-    v.n[d] = grid.shape[d];
-    v.s[d] = grid.stride[d];
-  }
+  v.grid = grid;
   v.threshold = threshold_for<T>(level);
   v.level = level;
   return v;

@@ -16,10 +16,38 @@
 
 namespace fastsdf::mc {
 
+// Which cubes to mesh: cube (i, j, k) is meshed only where data[i * stride[0] + j * stride[1] +
+// k * stride[2]] != 0; every cube when data is null. A grid edge gets a vertex only when the surface
+// crosses it and a meshed cube holds it.
+struct CubeMask {
+  const uint8_t* data = nullptr;
+  int64_t stride[3] = {0, 0, 0};
+
+  FASTSDF_HD bool keeps(int64_t i, int64_t j, int64_t k) const {
+    return data == nullptr || data[i * stride[0] + j * stride[1] + k * stride[2]] != 0;
+  }
+};
+
 struct Grid {
   int64_t shape[3];
   int64_t stride[3];  // in elements, may be negative
+  CubeMask mask;
 };
+
+// Bit `axis` set when a cube that the mask keeps holds the grid edge from point (i, j, k) along
+// `axis` (whether that edge is crossed or not); 7 without a mask.
+FASTSDF_HD int kept_edges(const Grid& g, int64_t i, int64_t j, int64_t k) {
+  if (g.mask.data == nullptr) return 7;
+  int bits = 0;
+  // Cube (i - di, j - dj, k - dk) holds the edges from (i, j, k) along the axes it does not step back on.
+  for (int c = 0; c < 7; ++c) {
+    const int64_t ci = i - (c & 1), cj = j - ((c >> 1) & 1), ck = k - ((c >> 2) & 1);
+    if (ci < 0 || cj < 0 || ck < 0 || ci + 1 >= g.shape[0] || cj + 1 >= g.shape[1] || ck + 1 >= g.shape[2])
+      continue;
+    if (g.mask.keeps(ci, cj, ck)) bits |= ~c & 7;
+  }
+  return bits;
+}
 
 struct LayerRange {
   int64_t begin, end;
@@ -41,6 +69,10 @@ struct FillArgs {
   int64_t triangle_capacity;
   float* verts;    // (vertex_capacity, 3)
   int64_t* faces;  // (triangle_capacity, 3)
+  // Optional per-vertex outputs (null: not computed), see attributes.h: the unit gradient of the
+  // volume, pointing towards values above the level, and scikit-image's "values".
+  float* normals;  // (vertex_capacity, 3)
+  float* values;   // (vertex_capacity,)
 };
 
 // FillArgs from what the bindings receive; the output buffers are the caller's to set.
@@ -73,6 +105,11 @@ bool count_cpu(const T* data, const Grid& grid, double level, int64_t* vertex_co
 template <typename T>
 void fill_cpu(const T* data, const Grid& grid, const FillArgs& args, const int64_t* vertex_offsets,
               const int64_t* triangle_offsets, const int64_t* centre_offsets);
+
+// Bytes that count_cpu and fill_cpu allocate for a grid of this shape (scratch of every thread and
+// their per-layer flags), so that the caller can refuse a volume before they try. A double: the
+// product of a broadcast volume's sizes can pass int64.
+double scratch_bytes_cpu(const int64_t shape[3]);
 
 // CUDA (fastsdf._cuda); every pointer is device memory. Work is split in segments of kSegment
 // points along axis 2, one thread block each. counts is (3, segments) int32, segments =

@@ -12,6 +12,7 @@
 #include <omp.h>
 #endif
 
+#include "marching_cubes/attributes.h"
 #include "marching_cubes/marching_cubes.h"
 #include "marching_cubes/tables.h"
 
@@ -39,6 +40,7 @@ struct LayerIndex {
   std::vector<uint8_t> flags;
   std::vector<int32_t> rank_in_row;
   std::vector<int64_t> row_start;
+  int64_t total = 0;
 };
 
 template <typename T>
@@ -60,6 +62,8 @@ class Sweep {
   T value(int64_t i, int64_t j, int64_t k) const {
     return data_[i * grid_.stride[0] + j * grid_.stride[1] + k * grid_.stride[2]];
   }
+
+  double operator()(int64_t i, int64_t j, int64_t k) const { return static_cast<double>(value(i, j, k)); }
 
   // One byte per point of layer i: 1 where the sample is above the level.
   const uint8_t* above(int64_t i, bool check_finite) {
@@ -87,8 +91,10 @@ class Sweep {
     return slot.data();
   }
 
-  // Crossed grid edges owned by the points of layer i (x towards layer i + 1, y and z in-layer).
+  // Crossed grid edges owned by the points of layer i (x towards layer i + 1, y and z in-layer)
+  // that get a vertex.
   int64_t count_vertices(int64_t i) {
+    if (grid_.mask.data) return count_masked_vertices(i);
     const uint8_t* __restrict__ a = above(i, true);
     const int64_t points = points_, nz = nz_;
     uint64_t n = 0;
@@ -101,6 +107,13 @@ class Sweep {
     // The pairs just counted across the ends of rows are not grid edges.
     for (int64_t p = nz - 1; p + 1 < points; p += nz) n -= a[p] ^ a[p + 1];
     return static_cast<int64_t>(n);
+  }
+
+  int64_t count_masked_vertices(int64_t i) {
+    // Finiteness is checked on the way in; layer_index then finds these layers cached.
+    above(i, true);
+    if (i + 1 < grid_.shape[0]) above(i + 1, true);
+    return layer_index(i).total;
   }
 
   // Triangles and centre vertices of cube layer i.
@@ -141,7 +154,7 @@ class Sweep {
           }
         }
         const int cube = w[k] | (w[k + 1] << 4);
-        if (cube != 0 && cube != 255) {
+        if (cube != 0 && cube != 255 && grid_.mask.keeps(i, j, k)) {
           int bits = 0;
           if (const int amb = tab.ambiguous_faces[cube]) {
             double rel[8];
@@ -173,6 +186,13 @@ class Sweep {
     for (int64_t p = 0; p + nz < points; ++p) f[p] |= static_cast<uint8_t>((a[p] ^ a[p + nz]) << 1);
     for (int64_t p = 0; p + 1 < points; ++p) f[p] |= static_cast<uint8_t>((a[p] ^ a[p + 1]) << 2);
     for (int64_t p = nz - 1; p < points; p += nz) f[p] &= 3;  // no z edge past the end of a row
+    if (grid_.mask.data) {
+      for (int64_t j = 0; j < ny; ++j) {
+        uint8_t* fr = f + j * nz;
+        for (int64_t k = next_nonzero(fr, 0, nz); k < nz; k = next_nonzero(fr, k + 1, nz))
+          fr[k] &= static_cast<uint8_t>(kept_edges(grid_, i, j, k));
+      }
+    }
     int64_t total = 0;
     int32_t* __restrict__ ranks = l.rank_in_row.data();
     for (int64_t j = 0; j < ny; ++j) {
@@ -187,6 +207,7 @@ class Sweep {
       }
       total += acc;
     }
+    l.total = total;
     return l;
   }
 
@@ -213,6 +234,12 @@ class Sweep {
           double pos[3];
           edge_point(idx, axis, v0, v1, level_, args.index_offset, args.origin, args.spacing, pos);
           for (int d = 0; d < 3; ++d) args.verts[3 * out + d] = static_cast<float>(pos[d]);
+          if (args.normals) {
+            double g[3];
+            edge_gradient(*this, grid_.shape, args.spacing, idx, axis, edge_fraction(v0, v1, level_), g);
+            store_unit(g, args.normals + 3 * out);
+          }
+          if (args.values) args.values[out] = edge_value(*this, grid_, idx, axis, level_);
           ++out;
         }
       }
@@ -247,6 +274,9 @@ class Sweep {
         const int64_t cube[3] = {i, j, k};
         centre_point(cube, centre_edges, corner, level_, args.index_offset, args.origin, args.spacing,
                      args.verts + 3 * slot);
+        if (args.normals)
+          centre_normal(*this, grid_.shape, args.spacing, cube, centre_edges, corner, level_, args.normals + 3 * slot);
+        if (args.values) args.values[slot] = static_cast<float>(cube_spread(corner, level_));
       }
       const uint8_t* edges = tab.triangle_edges[key].data();
       int64_t* dst = args.faces + 3 * out;
@@ -278,6 +308,16 @@ class Sweep {
   std::vector<uint8_t> cube_row_;
   uint8_t nonfinite_ = 0;
 };
+
+// Threads that parallel_over_layers gives work to.
+int64_t busy_threads(int64_t layers) {
+#ifdef _OPENMP
+  const int64_t threads = omp_get_max_threads();
+#else
+  const int64_t threads = 1;
+#endif
+  return threads < layers ? threads : layers;
+}
 
 // Runs body(sweep, begin, end) on contiguous ranges of point layers, one per thread, and rethrows
 // the first exception any thread raised.
@@ -338,6 +378,14 @@ void fill_cpu(const T* data, const Grid& grid, const FillArgs& args, const int64
         throw std::out_of_range("marching cubes: output buffers smaller than the counts promise");
     }
   });
+}
+
+double scratch_bytes_cpu(const int64_t shape[3]) {
+  // Per thread (see Sweep): three "above" layers, two layer indices (flags, int32 ranks, int64 row
+  // starts) and a row of cube bits; per layer: a finiteness byte.
+  const double points = static_cast<double>(shape[1]) * static_cast<double>(shape[2]);
+  const double per_thread = 3 * points + 2 * (5 * points + 8.0 * shape[1]) + shape[2];
+  return static_cast<double>(busy_threads(shape[0])) * per_thread + static_cast<double>(shape[0]);
 }
 
 template bool count_cpu<float>(const float*, const Grid&, double, int64_t*, int64_t*, int64_t*);

@@ -18,9 +18,18 @@ from fastsdf import _backend, _memory
 
 __all__ = ["marching_cubes"]
 
-# Bytes of output per vertex (3 float32) and per triangle (3 int64).
+# Bytes of output per vertex (3 float32), per vertex of the normals and values (4 float32) and per
+# triangle (3 int64).
 _VERTEX_BYTES = 12
+_ATTRIBUTE_BYTES = 16
 _TRIANGLE_BYTES = 24
+# Host arrays of one entry per point layer that the count and fill passes make (counts, offsets and
+# their temporaries), in bytes per layer.
+_LAYER_BYTES = 96
+# CUDA: bytes per segment of the count pass (three int32 counts) and of the fill pass's offsets and
+# the temporaries that compute them (int64 copies, prefix sums).
+_SEGMENT_COUNT_BYTES = 12
+_SEGMENT_FILL_BYTES = 128
 # Smaller real dtypes are widened without loss; the rest need float64 to stay exact.
 _TO_FLOAT32 = {"float16", "bfloat16", "bool", "int8", "uint8", "int16", "uint16"}
 _TO_FLOAT64 = {"int32", "uint32", "int64", "uint64"}
@@ -60,7 +69,8 @@ def marching_cubes(
     Raises:
         ValueError: bad shape, NaN/Inf, non-finite level, spacing or origin.
         TypeError: a complex or non-numeric volume.
-        MemoryError: the output would not fit in the memory available, checked before allocating.
+        MemoryError: the output, a converted copy of the volume or the kernels' working memory
+            would not fit in the memory available, checked before allocating.
         BackendUnavailableError: the compiled module for the volume's device is not built.
     """
     level = _finite_scalar(level, "level")
@@ -97,48 +107,79 @@ class LayerCounts:
 
 
 class CpuKernels:
-    """fastsdf._C on NumPy volumes."""
+    """fastsdf._C on NumPy volumes.
 
-    def count(self, volume: np.ndarray, level: float) -> LayerCounts:
-        vertices, triangles, centres, finite = _backend.cpu().mc_count(volume, level)
+    ``cube_mask`` (bool or uint8, one less than the volume along every axis, any strides) meshes
+    only the cubes where it is set. ``fill(..., attributes=True)`` also returns the per-vertex unit
+    gradients (pointing towards values above the level) and scikit-image's values.
+    """
+
+    def check_working_memory(self, volume: np.ndarray) -> None:
+        """MemoryError unless the scratch of every thread and the per-layer arrays fit."""
+        _memory.check_fits(
+            int(_backend.cpu().mc_scratch_bytes(volume.shape)) + _LAYER_BYTES * volume.shape[0],
+            f"marching cubes over a volume of shape {volume.shape} (working memory of every thread)",
+            None, "mesh a smaller volume, or set OMP_NUM_THREADS lower",
+        )
+
+    def count(self, volume: np.ndarray, level: float, cube_mask: np.ndarray | None = None) -> LayerCounts:
+        self.check_working_memory(volume)
+        vertices, triangles, centres, finite = _backend.cpu().mc_count(volume, level, cube_mask)
         if not finite:
-            raise ValueError(_nonfinite_message(np.isfinite(volume)))
+            raise ValueError(_nonfinite_message(volume))
         return LayerCounts(vertices, triangles, centres)
 
-    def fill(self, volume, level, counts, *, vertex_base, layers, index_offset, origin, spacing):
+    def fill(self, volume, level, counts, *, vertex_base, layers, index_offset, origin, spacing,
+             attributes=False, cube_mask=None):
         """Writes vertices of point layers [0, layers) and triangles of cube layers [0, layers)."""
         starts = counts.layer_starts(vertex_base)
         centre_offsets = starts[:-1] + counts.vertices[:-1]
         triangle_offsets = _exclusive_cumsum(counts.triangles)
         n_verts, n_tris = counts.sizes(layers)
-        _check_output_fits(n_verts, n_tris, None)
+        _check_output_fits(n_verts, n_tris, None, attributes)
         verts = np.empty((n_verts, 3), np.float32)
         faces = np.empty((n_tris, 3), np.int64)
+        normals = np.empty((n_verts, 3), np.float32) if attributes else None
+        values = np.empty(n_verts, np.float32) if attributes else None
         _backend.cpu().mc_fill(volume, level, starts, triangle_offsets, centre_offsets, (0, layers),
-                               (0, layers), vertex_base, index_offset, origin, spacing, verts, faces)
-        return verts, faces
+                               (0, layers), vertex_base, index_offset, origin, spacing, verts, faces,
+                               normals, values, cube_mask)
+        return (verts, faces, normals, values) if attributes else (verts, faces)
 
 
 class CudaKernels:
     """fastsdf._cuda on CUDA tensors: count per segment, prefix sums with torch, then fill."""
 
-    def count(self, volume, level: float) -> LayerCounts:
+    def check_working_memory(self, volume) -> None:
+        """MemoryError unless the per-segment counts (device) and per-layer arrays (host) fit."""
+        _memory.check_fits(_SEGMENT_COUNT_BYTES * _segments(volume),
+                           f"marching cubes' counts over a volume of shape {tuple(volume.shape)}",
+                           volume.device, "mesh a smaller volume")
+        _memory.check_fits(_LAYER_BYTES * volume.shape[0], "marching cubes' per-layer counts", None,
+                           "mesh a smaller volume")
+
+    def count(self, volume, level: float, cube_mask=None) -> LayerCounts:
         import torch
 
         module = _backend.cuda()
-        n_segments = volume.shape[0] * volume.shape[1] * module.segments_per_row(volume.shape[2])
+        self.check_working_memory(volume)
+        n_segments = _segments(volume)
         seg = torch.empty((3, n_segments), dtype=torch.int32, device=volume.device)
         nonfinite = torch.zeros(1, dtype=torch.int32, device=volume.device)
         module.mc_count(*_device_volume(volume), level, _device_tables(volume.device), seg.data_ptr(),
-                        nonfinite.data_ptr(), _stream(volume))
+                        nonfinite.data_ptr(), _stream(volume), *_device_mask(cube_mask))
         if nonfinite.item():
-            raise ValueError(_nonfinite_message(torch.isfinite(volume).cpu().numpy()))
+            raise ValueError(_nonfinite_message(volume))
         per_layer = seg.view(3, volume.shape[0], -1).sum(dim=2, dtype=torch.int64).cpu().numpy()
         return LayerCounts(per_layer[0], per_layer[1][:-1], per_layer[2][:-1], device_counts=seg)
 
-    def fill(self, volume, level, counts, *, vertex_base, layers, index_offset, origin, spacing):
+    def fill(self, volume, level, counts, *, vertex_base, layers, index_offset, origin, spacing,
+             attributes=False, cube_mask=None):
         import torch
 
+        _memory.check_fits(_SEGMENT_FILL_BYTES * counts.device_counts.shape[1],
+                           f"marching cubes' vertex offsets over a volume of shape {tuple(volume.shape)}",
+                           volume.device, "mesh a smaller volume")
         seg = counts.device_counts.view(3, volume.shape[0], -1).to(torch.int64)
         within_layer = torch.cumsum(seg, dim=2) - seg
         starts = torch.from_numpy(counts.layer_starts(vertex_base)).to(volume.device)[:, None]
@@ -150,14 +191,18 @@ class CudaKernels:
             (starts + edge_totals + within_layer[2]).flatten(),
         ]).contiguous()
         n_verts, n_tris = counts.sizes(layers)
-        _check_output_fits(n_verts, n_tris, volume.device)
+        _check_output_fits(n_verts, n_tris, volume.device, attributes)
         verts = torch.empty((n_verts, 3), dtype=torch.float32, device=volume.device)
         faces = torch.empty((n_tris, 3), dtype=torch.int64, device=volume.device)
+        normals = torch.empty((n_verts, 3), dtype=torch.float32, device=volume.device) if attributes else None
+        values = torch.empty(n_verts, dtype=torch.float32, device=volume.device) if attributes else None
         _backend.cuda().mc_fill(*_device_volume(volume), level, _device_tables(volume.device),
                                 counts.device_counts.data_ptr(), offsets.data_ptr(), (0, layers),
                                 (0, layers), vertex_base, index_offset, origin, spacing, verts.data_ptr(),
-                                n_verts, faces.data_ptr(), n_tris, _stream(volume))
-        return verts, faces
+                                n_verts, faces.data_ptr(), n_tris, _stream(volume),
+                                normals.data_ptr() if attributes else 0, values.data_ptr() if attributes else 0,
+                                *_device_mask(cube_mask))
+        return (verts, faces, normals, values) if attributes else (verts, faces)
 
 
 def _prepare(volume: Any):
@@ -171,10 +216,10 @@ def _prepare(volume: Any):
         name = str(tensor.dtype).removeprefix("torch.")
         if tensor.is_complex() or name not in {"float32", "float64"} | _TO_FLOAT32 | _TO_FLOAT64:
             raise TypeError(f"volume must be a real tensor, got dtype {tensor.dtype}")
-        if name in _TO_FLOAT32:
-            tensor = tensor.to(torch.float32)
-        elif name in _TO_FLOAT64:
-            tensor = tensor.to(torch.float64)
+        if name in _TO_FLOAT32 | _TO_FLOAT64:
+            wide = torch.float32 if name in _TO_FLOAT32 else torch.float64
+            _check_copy_fits(tensor.numel() * wide.itemsize, tuple(tensor.shape), tensor.device)
+            tensor = tensor.to(wide)
         if tensor.device.type == "cuda":
             return CudaKernels(), tensor, lambda x: x
         if tensor.device.type != "cpu":
@@ -184,10 +229,10 @@ def _prepare(volume: Any):
     _check_shape(array.shape)
     if array.dtype.kind not in "fiub" or array.dtype.name not in {"float32", "float64"} | _TO_FLOAT32 | _TO_FLOAT64:
         raise TypeError(f"volume must be a real array, got dtype {array.dtype}")
-    if array.dtype.name in _TO_FLOAT32:
-        array = array.astype(np.float32)
-    elif array.dtype.name in _TO_FLOAT64:
-        array = array.astype(np.float64)
+    if array.dtype.name in _TO_FLOAT32 | _TO_FLOAT64:
+        wide = np.dtype(np.float32 if array.dtype.name in _TO_FLOAT32 else np.float64)
+        _check_copy_fits(array.size * wide.itemsize, array.shape, None)
+        array = array.astype(wide)
     return CpuKernels(), _native_array(array), lambda x: x
 
 
@@ -196,10 +241,20 @@ def _is_tensor(x: Any) -> bool:
 
 
 def _native_array(array: np.ndarray) -> np.ndarray:
-    """The kernels read native-endian, aligned data through any strides; anything else is copied."""
-    if not array.dtype.isnative or not array.flags.aligned:
-        return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
-    return array
+    """The kernels read native-endian, aligned data through any strides; anything else is copied
+    into a fresh (hence aligned) array: ``np.ascontiguousarray`` would hand back a C-contiguous but
+    misaligned array as it is."""
+    if array.dtype.isnative and array.flags.aligned:
+        return array
+    _check_copy_fits(array.nbytes, array.shape, None)
+    copy = np.empty(array.shape, array.dtype.newbyteorder("="))
+    copy[...] = array
+    return copy
+
+
+def _check_copy_fits(nbytes: int, shape: tuple[int, ...], device) -> None:
+    _memory.check_fits(nbytes, f"a converted copy of the volume (shape {tuple(shape)})", device,
+                       "pass float32 or float64 data, aligned and in native byte order, which is used in place")
 
 
 def _check_shape(shape: tuple[int, ...]) -> None:
@@ -237,19 +292,39 @@ def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def _check_output_fits(n_verts: int, n_tris: int, device) -> None:
+def _check_output_fits(n_verts: int, n_tris: int, device, attributes: bool = False) -> None:
     _memory.check_fits(
-        n_verts * _VERTEX_BYTES + n_tris * _TRIANGLE_BYTES,
+        n_verts * (_VERTEX_BYTES + (_ATTRIBUTE_BYTES if attributes else 0)) + n_tris * _TRIANGLE_BYTES,
         f"the marching cubes output ({n_verts:,} vertices, {n_tris:,} triangles)",
         device,
         "mesh a coarser grid or a smaller region",
     )
 
 
-def _nonfinite_message(finite: np.ndarray) -> str:
-    bad = np.argwhere(~finite)
-    return (f"volume holds {len(bad):,} NaN or Inf values (first at index {tuple(int(i) for i in bad[0])}); "
+def _nonfinite_message(volume: Any) -> str:
+    """Says how many samples are NaN or Inf and where the first is. Layer by layer: a whole-volume
+    mask would cost a byte per sample, which a broadcast volume does not have."""
+    total, first = 0, None
+    for i in range(volume.shape[0]):
+        bad = ~(volume[i].isfinite() if _is_tensor(volume) else np.isfinite(volume[i]))
+        n = int(bad.sum())
+        if n and first is None:
+            rest = bad.nonzero()[0].tolist() if _is_tensor(bad) else [int(w[0]) for w in np.nonzero(bad)]
+            first = (i, *rest)
+        total += n
+    return (f"volume holds {total:,} NaN or Inf values (first at index {first}); "
             "marching cubes needs finite samples: replace them, e.g. with a large value outside the shape")
+
+
+def _segments(volume) -> int:
+    return volume.shape[0] * volume.shape[1] * _backend.cuda().segments_per_row(volume.shape[2])
+
+
+def _device_mask(cube_mask) -> tuple:
+    """Address and element strides of a CUDA cube mask (bool or uint8), or none."""
+    if cube_mask is None:
+        return 0, (0, 0, 0)
+    return cube_mask.data_ptr(), tuple(cube_mask.stride())
 
 
 def _device_volume(volume) -> tuple:

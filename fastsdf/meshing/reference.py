@@ -160,9 +160,19 @@ def marching_cubes_reference(
     level: float = 0.0,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     origin: Sequence[float] = (0.0, 0.0, 0.0),
-) -> tuple[np.ndarray, np.ndarray]:
+    cube_mask: np.ndarray | None = None,
+    attributes: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Same contract and output (vertex and triangle order included) as ``fastsdf.marching_cubes``
-    on a finite NumPy volume."""
+    on a finite NumPy volume.
+
+    The compiled kernels' extras, as ``fastsdf.measure.marching_cubes`` uses them: ``cube_mask``
+    (one less than the volume along every axis) meshes only the cubes where it is true, and a grid
+    edge gets a vertex only when one of those holds it; ``attributes=True`` also returns per-vertex
+    unit gradients (towards values above the level: ``numpy.gradient`` interpolated along the
+    vertex's edge, summed over the loop for a centre vertex) and values (the largest spread of
+    samples over the meshed cubes holding the vertex), float32.
+    """
     v = np.asarray(volume, dtype=np.float64)
     if v.ndim != 3 or min(v.shape) < 2:
         raise ValueError(f"volume must be 3-D with at least 2 samples per axis, got shape {v.shape}")
@@ -171,6 +181,21 @@ def marching_cubes_reference(
     origin = np.asarray(origin, np.float64)
 
     nx, ny, nz = v.shape
+    kept = np.ones((nx - 1, ny - 1, nz - 1), bool) if cube_mask is None else np.asarray(cube_mask, bool)
+    if kept.shape != (nx - 1, ny - 1, nz - 1):
+        raise ValueError(f"cube_mask must have shape {(nx - 1, ny - 1, nz - 1)}, got {kept.shape}")
+    # Spread of each cube's samples (-inf where the mask drops it), padded by one on every side
+    # with cubes that are not meshed, so that the cubes around an edge are found without bounds
+    # checks: spread[c + 1] is cube c's.
+    spread = np.full((nx + 1, ny + 1, nz + 1), -np.inf)
+    if attributes or cube_mask is not None:
+        rel = v - level
+        lo = hi = rel[: nx - 1, : ny - 1, : nz - 1]
+        for dx, dy, dz in _CORNERS[1:]:
+            corner = rel[dx : nx - 1 + dx, dy : ny - 1 + dy, dz : nz - 1 + dz]
+            lo, hi = np.minimum(lo, corner), np.maximum(hi, corner)
+        spread[1:nx, 1:ny, 1:nz] = np.where(kept, hi - lo, -np.inf)
+    gradient = np.stack(np.gradient(v, *spacing), axis=-1) if attributes else None
     # Vertex order: by point layer, its edge vertices (row, point, axis) then the centre vertices
     # of the cube layer starting there (cube order). Sort keys encode exactly that.
     layer_span = 4 * ny * nz
@@ -178,27 +203,54 @@ def marching_cubes_reference(
     def edge_keys(idx: np.ndarray, axis: np.ndarray | int) -> np.ndarray:
         return idx[:, 0] * layer_span + (idx[:, 1] * nz + idx[:, 2]) * 3 + axis
 
-    def edge_points(idx: np.ndarray, axis: int) -> np.ndarray:
+    def edge_fraction(idx: np.ndarray, axis: int) -> np.ndarray:
         nxt = idx.copy()
         nxt[:, axis] += 1
         v0, v1 = v[tuple(idx.T)], v[tuple(nxt.T)]
+        return (level - v0) / (v1 - v0)
+
+    def edge_points(idx: np.ndarray, axis: int) -> np.ndarray:
         p = idx.astype(np.float64)
-        p[:, axis] += (level - v0) / (v1 - v0)
+        p[:, axis] += edge_fraction(idx, axis)
         return origin + p * spacing
 
-    keys, points = [], []
+    def edge_gradients(idx: np.ndarray, axis: int) -> np.ndarray:
+        g0 = gradient[tuple(idx.T)]
+        g1 = gradient[tuple((idx + np.eye(3, dtype=np.int64)[axis]).T)]
+        return g0 + edge_fraction(idx, axis)[:, None] * (g1 - g0)
+
+    def around_edges(idx: np.ndarray, axis: int) -> np.ndarray:
+        """(N, 4) spreads of the cubes around each edge, -inf where there is no meshed cube."""
+        b, c = (axis + 1) % 3, (axis + 2) % 3
+        out = []
+        for db in (0, 1):
+            for dc in (0, 1):
+                cube = idx + 1
+                cube[:, b] -= db
+                cube[:, c] -= dc
+                out.append(spread[tuple(cube.T)])
+        return np.stack(out, axis=1)
+
+    keys, points, normals, values = [], [], [], []
     for axis in range(3):
         lo = [slice(None)] * 3
         hi = [slice(None)] * 3
         lo[axis], hi[axis] = slice(0, -1), slice(1, None)
         idx = np.argwhere(above[tuple(lo)] != above[tuple(hi)])
+        around = around_edges(idx, axis)
+        if cube_mask is not None:
+            meshed = np.isfinite(around).any(axis=1)
+            idx, around = idx[meshed], around[meshed]
         keys.append(edge_keys(idx, axis))
         points.append(edge_points(idx, axis))
+        if attributes:
+            normals.append(edge_gradients(idx, axis))
+            values.append(around.max(axis=1))
 
     cube = np.zeros((nx - 1, ny - 1, nz - 1), np.int64)
     for c, (dx, dy, dz) in enumerate(_CORNERS):
         cube |= above[dx : nx - 1 + dx, dy : ny - 1 + dy, dz : nz - 1 + dz].astype(np.int64) << c
-    cells = np.argwhere((cube != 0) & (cube != 255))
+    cells = np.argwhere((cube != 0) & (cube != 255) & kept)
     cube = cube[tuple(cells.T)]
     edges, counts, centre_edges, ambiguous = _tables()
 
@@ -216,11 +268,16 @@ def marching_cubes_reference(
     has_centre = centre_edges[key].any(axis=1)
     centre_cells = cells[has_centre]
     centre_sum = np.zeros((len(centre_cells), 3))
+    centre_gradient = np.zeros((len(centre_cells), 3))
     for e in range(12):  # summed in edge order, as the kernels do
         use = centre_edges[key[has_centre], e]
         centre_sum[use] += edge_points(centre_cells[use] + _EDGE_START[e], int(_EDGE_AXIS[e]))
+        if attributes:
+            centre_gradient[use] += edge_gradients(centre_cells[use] + _EDGE_START[e], int(_EDGE_AXIS[e]))
     keys.append(centre_cells[:, 0] * layer_span + 3 * ny * nz + centre_cells[:, 1] * nz + centre_cells[:, 2])
     points.append(centre_sum / centre_edges[key[has_centre]].sum(axis=1, keepdims=True))
+    normals.append(centre_gradient)
+    values.append(spread[tuple((centre_cells + 1).T)])
 
     keys = np.concatenate(keys)
     order = np.argsort(keys, kind="stable")
@@ -243,4 +300,10 @@ def marching_cubes_reference(
             edge_keys(point, _EDGE_AXIS[e]),
         )
         faces[:, corner] = np.searchsorted(keys, vertex_key)
-    return verts, faces.reshape(-1, 3)
+    faces = faces.reshape(-1, 3)
+    if not attributes:
+        return verts, faces
+    normals = np.concatenate(normals)[order]
+    norm = np.linalg.norm(normals, axis=1, keepdims=True)
+    unit = np.divide(normals, norm, out=np.zeros_like(normals), where=norm > 0)
+    return verts, faces, unit.astype(np.float32), np.concatenate(values)[order].astype(np.float32)
