@@ -5,6 +5,7 @@ against the NumPy reference twin."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -80,7 +81,7 @@ def edge_vertices(volume: np.ndarray, level: float, spacing=(1.0, 1.0, 1.0), ste
 def assert_has_edge_vertices(verts: np.ndarray, expected: np.ndarray, context: str) -> np.ndarray:
     """Every expected edge vertex is in ``verts``, and at most 8% more vertices (tunnel cubes'
     centre vertices) are; returns the indices in ``verts`` of the expected ones."""
-    atol = 1e-5 * max(1.0, float(np.abs(expected).max(initial=0)))
+    atol = vertex_atol(expected)
     assert len(verts) - len(expected) <= 0.08 * len(expected) + 2, context
     # Pairs by increasing distance, each vertex used once: vertices a rounding error apart (a sample
     # next to the level puts two edges' vertices at nearly the same place) still pair right.
@@ -97,6 +98,30 @@ def assert_has_edge_vertices(verts: np.ndarray, expected: np.ndarray, context: s
     missing = found < 0
     assert not missing.any(), f"{missing.sum()} edge vertices missing, e.g. {expected[missing][:3]}; {context}"
     return found
+
+
+def vertex_atol(expected: np.ndarray) -> float:
+    """How far a vertex may lie from where it is expected: float32 rounding of the positions."""
+    return 1e-5 * max(1.0, float(np.abs(expected).max(initial=0)))
+
+
+def coincident(expected: np.ndarray) -> np.ndarray:
+    """Expected vertices with another one within twice the tolerance: pairing by position may swap
+    them (a sample next to the level puts two edges' vertices at nearly the same place)."""
+    if len(expected) < 2:
+        return np.zeros(len(expected), bool)
+    distance, _ = cKDTree(expected).query(expected, k=2)
+    return distance[:, 1] <= 2 * vertex_atol(expected)
+
+
+def near_cubes(cubes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Mask of the cubes within one step of any of ``cubes`` (rows of cube indices)."""
+    mask = np.zeros(shape, bool)
+    for offset in itertools.product((-1, 0, 1), repeat=3):
+        shifted = cubes + np.asarray(offset)
+        shifted = shifted[((shifted >= 0) & (shifted < np.asarray(shape))).all(axis=1)]
+        mask[tuple(shifted.T)] = True
+    return mask
 
 
 def matched(ours: np.ndarray, theirs: np.ndarray, atol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -125,10 +150,11 @@ def unambiguous_cube_counts(volume: np.ndarray, level: float, step: int, faces: 
     for c in range(4):  # two corners on a body diagonal, alone on their side of the level
         diagonal = corner[c] == corner[7 - c]
         ambiguous |= diagonal & (corner[c] & (count == 2) | ~corner[c] & (count == 6))
-    # A triangle's cube: along each axis, the one that all its edges' cubes share.
+    # A triangle's cube: along each axis, the one that all its edges' cubes share (the first, for
+    # a triangle lying in the volume's lower boundary face, whose edges' lower cube is outside).
     corner_edges = edge_index[faces]
     on_edges = (corner_edges >= 0).all(axis=1)
-    cube = edge_cube[corner_edges[on_edges]].max(axis=1)
+    cube = np.maximum(edge_cube[corner_edges[on_edges]].max(axis=1), 0)
     flat = np.ravel_multi_index(tuple(cube.T), tuple(n))
     per_cube = np.bincount(flat, minlength=int(np.prod(n))).reshape(tuple(n))
     return np.where(ambiguous, -1, per_cube)
@@ -278,17 +304,21 @@ def test_matches_skimage_on_smooth_random_volumes(masked: bool, step: int, kind:
     expected, edge_cube = edge_vertices(volume, level, spacing, step, mask, with_cubes=True)
     ours = assert_has_edge_vertices(verts, expected, context)
     theirs = assert_has_edge_vertices(sk_verts, expected, context)
+    # Vertices at the same place may be paired the other way round in one of the meshes: their
+    # values, and the triangle counts of the cubes around them, are not compared.
+    unsure = coincident(expected)
     # Values are scikit-image's measure, computed the same way from the same float32 samples.
     # (Normals are compared on smooth SDFs below: this field is piecewise trilinear, with kinks
     # between its coarse cells where central and one-sided differences part ways.)
-    np.testing.assert_allclose(values[ours], sk_values[theirs], rtol=1e-6, err_msg=context)
+    np.testing.assert_allclose(values[ours[~unsure]], sk_values[theirs[~unsure]], rtol=1e-6, err_msg=context)
     # Triangles of the cubes whose triangulation is not a choice: the same number in every cube.
     counts = []
     for found, n_verts, tris in ((ours, len(verts), faces), (theirs, len(sk_verts), sk_faces)):
         edge_index = np.full(n_verts, -1)
-        edge_index[found] = np.arange(len(found))
+        edge_index[found[~unsure]] = np.flatnonzero(~unsure)
         counts.append(unambiguous_cube_counts(volume, level, step, tris, edge_index, edge_cube))
-    np.testing.assert_array_equal(counts[0], counts[1], err_msg=context)
+    skip = near_cubes(edge_cube[unsure], counts[0].shape)
+    np.testing.assert_array_equal(np.where(skip, -1, counts[0]), np.where(skip, -1, counts[1]), err_msg=context)
     # The same side out.
     flux = gradient_flux(volume, verts, faces, spacing)
     assert np.sign(flux) == np.sign(gradient_flux(volume, sk_verts, sk_faces, spacing)), context
