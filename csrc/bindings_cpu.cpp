@@ -220,10 +220,10 @@ py::array_t<double> msdf_winding(const py::tuple& arrays, const py::array& point
   return out;
 }
 
-// A network from per-layer weights (out, in) float32 C-contiguous, biases (out,) or None, omegas
-// (None for a linear layer).
-fastsdf::siren::PackedNet siren_net(const py::list& weights, const py::list& biases, const py::list& omegas,
-                                    int width) {
+// Layers from per-layer weights (out, in) float32 C-contiguous, biases (out,) or None, omegas (None
+// for a linear layer); the arrays stay with the lists.
+std::vector<fastsdf::siren::LayerSpec> siren_layers(const py::list& weights, const py::list& biases,
+                                                    const py::list& omegas) {
   if (weights.size() != biases.size() || weights.size() != omegas.size())
     throw std::invalid_argument("siren: weights, biases and omegas must have one entry per layer");
   std::vector<fastsdf::siren::LayerSpec> layers;
@@ -237,7 +237,19 @@ fastsdf::siren::PackedNet siren_net(const py::list& weights, const py::list& bia
     if (spec.sine) spec.omega = omegas[l].cast<float>();
     layers.push_back(spec);
   }
-  return fastsdf::siren::PackedNet(layers, width);
+  return layers;
+}
+
+fastsdf::siren::PackedNet siren_net(const py::list& weights, const py::list& biases, const py::list& omegas,
+                                    int width) {
+  return fastsdf::siren::PackedNet(siren_layers(weights, biases, omegas), width);
+}
+
+bool siren_holds(const fastsdf::siren::PackedNet& net, const py::list& weights, const py::list& biases,
+                 const py::list& omegas) {
+  const auto layers = siren_layers(weights, biases, omegas);
+  py::gil_scoped_release release;
+  return net.holds(layers);
 }
 
 // A float32 buffer of exactly `floats` elements, or null for None.
@@ -281,12 +293,16 @@ void siren_backward(const fastsdf::siren::PackedNet& net, const py::array& x, co
     if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
     return const_cast<float*>(fastsdf::array_data<float>(a, shape, name));
   };
+  // One gradient per layer, of its weight's and its bias's exact shapes (the kernel writes them whole).
+  const auto shapes = net.layer_shapes();
+  if (grad_weights.size() != shapes.size() || grad_biases.size() != shapes.size())
+    throw std::invalid_argument("siren: one weight and one bias gradient (or None) per layer");
   std::vector<float*> gw, gb;
-  for (const auto& g : grad_weights) {
-    const auto a = g.cast<py::array>();
-    gw.push_back(writable(g, {a.ndim() == 2 ? a.shape(0) : -1, a.ndim() == 2 ? a.shape(1) : -1}, "grad_weight"));
+  for (size_t l = 0; l < shapes.size(); ++l) {
+    const auto [out_l, in_l] = shapes[l];
+    gw.push_back(writable(grad_weights[l], {out_l, in_l}, "grad_weight"));
+    gb.push_back(writable(grad_biases[l], {out_l}, "grad_bias"));
   }
-  for (const auto& g : grad_biases) gb.push_back(g.is_none() ? nullptr : writable(g, {g.cast<py::array>().shape(0)}, "grad_bias"));
   float* dxp = writable(dx, {n, net.in_features()}, "dx");
   const float* tp = tape_data(tape, net.tape_floats(n, djp != nullptr));
   py::gil_scoped_release release;
@@ -336,6 +352,8 @@ PYBIND11_MODULE(_C, m) {
            py::arg("tape") = py::none(),
            "y (N, out) and, unless jacobian is None, dy/dx for the last grad_columns inputs (N, out, grad_columns); "
            "unless tape is None, what backward() reads instead of running the network again.")
+      .def("holds", &siren_holds, py::arg("weights"), py::arg("biases"), py::arg("omegas"),
+           "Whether it was packed from exactly these layers (sizes, omegas, and the weights and biases bit for bit).")
       .def("tape_floats", &fastsdf::siren::PackedNet::tape_floats, py::arg("n"), py::arg("with_jacobian"))
       .def("backward", &siren_backward, py::arg("x"), py::arg("dy"), py::arg("dj"), py::arg("grad_columns"),
            py::arg("grad_weights"), py::arg("grad_biases"), py::arg("dx"), py::arg("tape") = py::none(),

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace fastsdf::siren {
@@ -29,6 +30,12 @@ class PackedNet {
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
   int vector_width() const { return width_; }
+  // (out, in) of each layer.
+  std::vector<std::pair<int64_t, int64_t>> layer_shapes() const;
+  // Whether it was packed from exactly these layers: the same sizes, kinds and omegas and, bit for
+  // bit, the same weights and biases (a missing bias counts as zeros). Reads every weight once, far
+  // cheaper than packing them again.
+  bool holds(const std::vector<LayerSpec>& layers) const;
 
   // y (n, out); jacobian (n, out, grad_columns), dy/dx for the last grad_columns inputs, or null;
   // tape (tape_floats(n, jacobian != null)), or null: what a backward of these points reads instead
@@ -50,7 +57,7 @@ class PackedNet {
     int64_t in, out, in_padded, out_padded;
     bool sine;
     float omega;
-    std::vector<float> weight;    // (out, in) as given
+    std::vector<float> weight;    // (out, in) as given (holds() compares with it)
     std::vector<float> bias;      // (out_padded,)
     std::vector<float> forward;   // W^T in panels: [p][k][j] = W[p * panel + j][k]
     std::vector<float> backward;  // W in panels: [p][j][k] = W[j][p * panel + k]

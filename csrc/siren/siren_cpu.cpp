@@ -32,6 +32,7 @@ template <int W>
 struct Vec {
   typedef float F __attribute__((vector_size(4 * W)));
   typedef int32_t I __attribute__((vector_size(4 * W)));
+  typedef uint32_t U __attribute__((vector_size(4 * W)));
 };
 
 template <int W>
@@ -46,25 +47,70 @@ FASTSDF_INLINE void store(float* p, typename Vec<W>::F v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// sin(x) and cos(x): x = q pi/2 + r with |r| <= pi/4 (Cody-Waite: pi/2 in three parts, exact
-// products), then Cephes' minimax polynomials on r and the quadrant's swap and signs. Within 2 ulp
-// for |x| < 1e4 (|omega z| in a SIREN stays far below), degrading slowly beyond.
+// Arguments below this magnitude go through the fast reduction below, which stays exact there with
+// or without FMA: q < 2^13 times pi/2's first two parts (8 and 11 bits) fits a float. Beyond, the
+// vectors' sines would drift from sin and then, past 2^22 (q no longer in the mantissa), leave
+// [-1, 1] altogether.
+constexpr float kFastSineLimit = 8192.0f;
+
+// sin(x) and cos(x) for |x| < kFastSineLimit: x = q pi/2 + r with |r| <= pi/4 (Cody-Waite: pi/2 in
+// three parts, exact products), then Cephes' minimax polynomials on r and the quadrant's swap and
+// signs. Within 1e-7 of float64 sin and cos of the float argument there (every float checked).
+// Beyond the limit the values are wrong but finite or NaN, with no undefined behaviour: callers
+// track the largest |x| (beyond_fast_range) and have exact_sincos redo those. NaN and Inf give NaN.
 template <int W>
 FASTSDF_INLINE void sincos_vec(typename Vec<W>::F x, typename Vec<W>::F* s, typename Vec<W>::F* c) {
   using F = typename Vec<W>::F;
-  using I = typename Vec<W>::I;
+  using U = typename Vec<W>::U;
   const F shifter = F{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const F qf = (x * 0.636619772f + shifter) - shifter;
-  const I q = __builtin_convertvector(qf, I);
+  const F shifted = x * 0.636619772f + shifter;
+  // For |x| within the limit the low mantissa bits of `shifted` are q's (two's complement), read
+  // as bits rather than converted: a float to int conversion out of range is undefined.
+  const U q = (U)shifted;
+  const F qf = shifted - shifter;
   const F r = ((x - qf * 1.5703125f) - qf * 4.837512969970703125e-4f) - qf * 7.54978995489188216e-8f;
   const F r2 = r * r;
   const F sr = r + r * r2 * (-1.6666654611e-1f + r2 * (8.3321608736e-3f + r2 * -1.9515295891e-4f));
   const F cr = 1.0f - 0.5f * r2 +
                r2 * r2 * (4.166664568298827e-2f + r2 * (-1.388731625493765e-3f + r2 * 2.443315711809948e-5f));
-  const I odd = (q & 1) != 0;
+  const auto odd = (q & 1u) != 0u;
   const F sv = odd ? cr : sr, cv = odd ? sr : cr;
-  *s = (F)((I)sv ^ ((q & 2) << 30));
-  *c = (F)((I)cv ^ (((q + 1) & 2) << 30));
+  *s = (F)((U)sv ^ ((q & 2u) << 30));
+  *c = (F)((U)cv ^ (((q + 1u) & 2u) << 30));
+}
+
+// Keeps, lane by lane, the largest |x| seen as the bits of the float (ordered as the magnitudes are,
+// NaN above Inf): two instructions a vector, where a comparison per vector would take more.
+template <int W>
+FASTSDF_INLINE void track_magnitude(typename Vec<W>::F x, typename Vec<W>::U* largest) {
+  using U = typename Vec<W>::U;
+  const U bits = (U)x & 0x7fffffffu;
+  *largest = *largest > bits ? *largest : bits;
+}
+
+// Whether a magnitude tracked by track_magnitude reaches the limit (or is NaN, which exact_sincos
+// then leaves as it is).
+template <int W>
+FASTSDF_INLINE bool beyond_fast_range(typename Vec<W>::U largest) {
+  uint32_t lanes[W], limit;
+  std::memcpy(lanes, &largest, sizeof lanes);
+  std::memcpy(&limit, &kFastSineLimit, sizeof limit);
+  uint32_t top = 0;
+  for (int l = 0; l < W; ++l) top = std::max(top, lanes[l]);
+  return top >= limit;
+}
+
+// s = sin(omega z) and, unless c is null, c = omega cos(omega z) for the n values whose phase
+// omega z is at or beyond kFastSineLimit (the others are left as they are): float64 sin and cos of
+// the float phase, whose range reduction is exact for any argument, rounded to float (within 1 ulp).
+// The rare path, out of line.
+__attribute__((noinline, cold)) void exact_sincos(const float* z, int64_t n, float omega, float* s, float* c) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float phase = z[i] * omega;
+    if (!(std::fabs(phase) >= kFastSineLimit)) continue;
+    s[i] = static_cast<float>(std::sin(static_cast<double>(phase)));
+    if (c) c[i] = static_cast<float>(std::cos(static_cast<double>(phase))) * omega;
+  }
 }
 
 // Register blocks: MR rows by 2 vectors. With AVX-512 8 x 2 zmm accumulators, otherwise 6 x 2 (16
@@ -109,16 +155,20 @@ FASTSDF_INLINE void multiply(const float* a, int64_t lda, int64_t rows, const fl
 }
 
 // C (m_padded x n_padded, stride ldc) += A^T B, A (rows x m, stride lda) and B (rows x n, stride
-// ldb) read in place: the weight gradients, summed over a tile's rows.
+// ldb) read in place: the weight gradients, summed over a tile's rows. m_padded need not be a
+// multiple of the block rows: the last block ends at row m_padded - 1, overlapping the one before
+// (whose rows it does not add again), rather than reading past A's last row.
 template <int W>
 FASTSDF_INLINE void accumulate_transposed(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t rows,
                                           int64_t m_padded, int64_t n_padded, float* c, int64_t ldc) {
   using F = typename Vec<W>::F;
+  static_assert(2 * W >= kRows<W>, "a padded size (whole panels) holds at least one block of rows");
   for (int64_t col = 0; col < n_padded; col += 2 * W) {
-    for (int64_t i0 = 0; i0 < m_padded; i0 += kRows<W>) {
+    for (int64_t done = 0; done < m_padded; done += kRows<W>) {
+      const int64_t i0 = std::min(done, m_padded - kRows<W>);
       F acc[kRows<W>][2];
       multiply_block<W>(a + i0, 1, lda, b + col, ldb, rows, acc);
-      for (int i = 0; i < kRows<W> && i0 + i < m_padded; ++i) {
+      for (int64_t i = done - i0; i < kRows<W>; ++i) {
         float* row = c + (i0 + i) * ldc + col;
         store<W>(row, load<W>(row) + acc[i][0]);
         store<W>(row + W, load<W>(row + W) + acc[i][1]);
@@ -215,6 +265,7 @@ FASTSDF_INLINE void forward_tile(const std::vector<PackedNet::Layer>& layers, co
     if (z_tape) z_tape += kTileRows * ldc;
     multiply<W>(s->act[k].data(), layer.in_padded, kTileRows, layer.forward.data(), layer.in, ldc,
                 [&](int64_t r, int64_t col, F (&acc)[kRows<W>][2]) {
+                  typename Vec<W>::U largest{};
                   for (int i = 0; i < kRows<W>; ++i) {
                     for (int h = 0; h < 2; ++h) {
                       const int64_t at = (r + i) * ldc + col + h * W;
@@ -225,9 +276,20 @@ FASTSDF_INLINE void forward_tile(const std::vector<PackedNet::Layer>& layers, co
                         continue;
                       }
                       F sine, cosine;
-                      sincos_vec<W>(z * layer.omega, &sine, &cosine);
+                      const F phase = z * layer.omega;
+                      sincos_vec<W>(phase, &sine, &cosine);
+                      track_magnitude<W>(phase, &largest);
                       store<W>(next + at, sine);
                       store<W>(derivative + at, cosine * layer.omega);
+                    }
+                  }
+                  if (!beyond_fast_range<W>(largest)) return;
+                  for (int i = 0; i < kRows<W>; ++i) {
+                    for (int h = 0; h < 2; ++h) {
+                      const int64_t at = (r + i) * ldc + col + h * W;
+                      float z[W];
+                      store<W>(z, acc[i][h] + load<W>(layer.bias.data() + col + h * W));
+                      exact_sincos(z, W, layer.omega, next + at, derivative + at);
                     }
                   }
                 });
@@ -273,12 +335,16 @@ FASTSDF_INLINE void restore_tile(const std::vector<PackedNet::Layer>& layers, co
       std::memcpy(a, tape, sizeof(float) * size);
     } else {
       float* c = s->deriv[k].data();
+      typename Vec<W>::U largest{};
       for (int64_t i = 0; i < size; i += W) {
         F sine, cosine;
-        sincos_vec<W>(load<W>(tape + i) * layer.omega, &sine, &cosine);
+        const F phase = load<W>(tape + i) * layer.omega;
+        sincos_vec<W>(phase, &sine, &cosine);
+        track_magnitude<W>(phase, &largest);
         store<W>(a + i, sine);
         store<W>(c + i, cosine * layer.omega);
       }
+      if (beyond_fast_range<W>(largest)) exact_sincos(tape, size, layer.omega, a, c);
     }
     tape += size;
   }
@@ -423,10 +489,13 @@ FASTSDF_INLINE void train_tile(const std::vector<PackedNet::Layer>& layers, cons
 template <int W>
 FASTSDF_INLINE void sincos_range(const float* z, int64_t n, float omega, float* s, float* c) {
   using F = typename Vec<W>::F;
+  typename Vec<W>::U largest{};
   int64_t i = 0;
   for (; i + W <= n; i += W) {
     F sine, cosine;
-    sincos_vec<W>(load<W>(z + i) * omega, &sine, &cosine);
+    const F phase = load<W>(z + i) * omega;
+    sincos_vec<W>(phase, &sine, &cosine);
+    track_magnitude<W>(phase, &largest);
     store<W>(s + i, sine);
     if (c) store<W>(c + i, cosine * omega);
   }
@@ -434,12 +503,15 @@ FASTSDF_INLINE void sincos_range(const float* z, int64_t n, float omega, float* 
     float in[W] = {}, sine[W], cosine[W];
     std::memcpy(in, z + i, sizeof(float) * (n - i));
     F vs, vc;
-    sincos_vec<W>(load<W>(in) * omega, &vs, &vc);
+    const F phase = load<W>(in) * omega;
+    sincos_vec<W>(phase, &vs, &vc);
+    track_magnitude<W>(phase, &largest);
     store<W>(sine, vs);
     store<W>(cosine, vc * omega);
     std::memcpy(s + i, sine, sizeof(float) * (n - i));
     if (c) std::memcpy(c + i, cosine, sizeof(float) * (n - i));
   }
+  if (beyond_fast_range<W>(largest)) exact_sincos(z, n, omega, s, c);
 }
 
 // Runs fn(std::integral_constant<int, W>) compiled for W's instruction set, everything inlined
@@ -529,6 +601,28 @@ PackedNet::PackedNet(const std::vector<LayerSpec>& layers, int width) : width_(w
   }
   in_ = layers.front().in;
   out_ = layers.back().out;
+}
+
+std::vector<std::pair<int64_t, int64_t>> PackedNet::layer_shapes() const {
+  std::vector<std::pair<int64_t, int64_t>> shapes;
+  for (const Layer& layer : layers_) shapes.emplace_back(layer.out, layer.in);
+  return shapes;
+}
+
+bool PackedNet::holds(const std::vector<LayerSpec>& layers) const {
+  if (layers.size() != layers_.size()) return false;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerSpec& spec = layers[l];
+    const Layer& layer = layers_[l];
+    if (spec.in != layer.in || spec.out != layer.out || spec.sine != layer.sine ||
+        (spec.sine && std::memcmp(&spec.omega, &layer.omega, sizeof(float)) != 0))
+      return false;
+    if (std::memcmp(spec.weight, layer.weight.data(), sizeof(float) * spec.in * spec.out) != 0) return false;
+    if (spec.bias ? std::memcmp(spec.bias, layer.bias.data(), sizeof(float) * spec.out) != 0
+                  : std::any_of(layer.bias.begin(), layer.bias.end(), [](float b) { return b != 0.0f; }))
+      return false;
+  }
+  return true;
 }
 
 int64_t PackedNet::tape_floats(int64_t n, bool with_jacobian) const {

@@ -247,14 +247,13 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torc
     has_bias = biases[0] is not None
     empty = torch.zeros(1, dtype=torch.float32, device=x.device)
 
-    def stacked() -> tuple[torch.Tensor, torch.Tensor]:
-        if hidden == 0:
-            return empty, empty
-        w = torch.stack([t.detach() for t in weights[1:-1]]).contiguous()
-        b = torch.stack([t.detach() for t in biases[1:-1]]).contiguous() if has_bias else empty
-        return w, b
-
-    w_hidden, b_hidden = cache.get("triton", [*weights[1:-1], *biases[1:-1]], (), stacked)
+    # The hidden layers stacked anew at every call: one device copy of weights that the kernel reads
+    # many times over, where checking a cached stack against edits through .data would cost a
+    # synchronisation (``cache`` stays unused here).
+    w_hidden, b_hidden = empty, empty
+    if hidden:
+        w_hidden = torch.stack([t.detach() for t in weights[1:-1]]).contiguous()
+        b_hidden = torch.stack([t.detach() for t in biases[1:-1]]).contiguous() if has_bias else empty
     block_m = 64
     block_n, block_k = min(64, width), min(32, width)
     programs = _programs(x, triton.cdiv(n, block_m))

@@ -63,7 +63,8 @@ class SirenMLP(nn.Module):
 
     Any leading batch shape; float32 (or float64: the plain PyTorch path) parameters and inputs on
     one device. The backend is chosen per call (``fastsdf.ops.siren.backend``); FASTSDF_BACKEND
-    forces one. NaN or Inf inputs give NaN or Inf outputs for those points only, as any module.
+    forces one. NaN or Inf inputs give NaN for those points only; finite ones give finite values on
+    the CPU (the sines stay in [-1, 1] for any argument) unless float32 itself overflows.
     """
 
     def __init__(self, in_features: int, hidden_features: int, hidden_layers: int, out_features: int,

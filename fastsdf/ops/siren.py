@@ -38,18 +38,19 @@ _ENV = "FASTSDF_BACKEND"
 
 class KernelCache:
     """What a backend prepares from a network's parameters (the CPU kernel's packed weights), kept
-    while the parameters stay the same tensors at the same version. Owned by a module; copies and
-    pickles of it start empty."""
+    while ``holds(prepared)`` says it still matches them. That check must look at the values:
+    edits through ``.data`` (``p.data.add_(...)``, ``p.data.copy_(...)``, ``p.data = new``) or
+    through a NumPy view bump no version counter and may keep the storage. Owned by a module; copies
+    and pickles of it start empty."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[tuple, Any]] = {}
+        self._entries: dict[str, Any] = {}
 
-    def get(self, name: str, tensors: Sequence[torch.Tensor | None], extra: tuple, make: Callable[[], Any]) -> Any:
-        key = (tuple((t.data_ptr(), t._version, t.shape) if t is not None else None for t in tensors), extra)
+    def get(self, name: str, make: Callable[[], Any], holds: Callable[[Any], bool]) -> Any:
         entry = self._entries.get(name)
-        if entry is None or entry[0] != key:
-            entry = self._entries[name] = (key, make())
-        return entry[1]
+        if entry is None or not holds(entry):
+            entry = self._entries[name] = make()
+        return entry
 
     def __reduce__(self) -> tuple:
         return (KernelCache, ())

@@ -28,14 +28,20 @@ __all__ = ["FusedSiren", "forward", "forward_with_gradient", "packed"]
 
 def packed(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None], omegas: Sequence[float | None],
            cache: KernelCache, width: int = 0) -> Any:
-    """The network packed for the kernel (``width``: floats per vector, 0 for the CPU's widest)."""
+    """The network packed for the kernel (``width``: floats per vector, 0 for the CPU's widest).
+
+    Reused from ``cache`` while the kernel's copy of the weights equals them bit for bit (edits
+    through ``.data`` included): for SirenMLP(3, 256, 3, 1) comparing takes 0.02 ms, packing again
+    1.7-2.1 ms, where the kernel's forward of one point (one tile) takes 0.36 ms and of 1,024 points
+    about 35 ms (one core)."""
+    arrays = [w.detach().contiguous().numpy() for w in weights]
+    bias_arrays = [None if b is None else b.detach().contiguous().numpy() for b in biases]
+    omega_list = list(omegas)
 
     def make() -> Any:
-        arrays = [w.detach().contiguous().numpy() for w in weights]
-        bias_arrays = [None if b is None else b.detach().contiguous().numpy() for b in biases]
-        return _backend.cpu().SirenNet(arrays, bias_arrays, list(omegas), width)
+        return _backend.cpu().SirenNet(arrays, bias_arrays, omega_list, width)
 
-    return cache.get("cpu", [*weights, *biases], (tuple(omegas), width), make)
+    return cache.get(f"cpu/{width}", make, lambda net: net.holds(arrays, bias_arrays, omega_list))
 
 
 class _TapePool:
