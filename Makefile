@@ -28,7 +28,8 @@ bench: $(STAMP)
 # (build/sanitize/lib: the package and the module; the in-place module stays), and the tests against
 # it. torch is not instrumented, so the runtimes are preloaded; any report aborts the run.
 # SANITIZE_TESTS picks the tests. setuptools compiles C++ with CXXFLAGS (CFLAGS alone would leave
-# the module uninstrumented, hence the nm check).
+# the module uninstrumented, hence the nm check); --capture=sys leaves file descriptor 2 to the
+# sanitizers, whose report pytest's capture would swallow when they end the process.
 SANITIZE_DIR := build/sanitize
 SANITIZE_FLAGS := -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer -g
 SANITIZE_TESTS ?= tests
@@ -46,7 +47,7 @@ sanitize: $(STAMP)
 		{ echo "fastsdf._C was built without the sanitizers"; exit 1; }
 	cd $(SANITIZE_DIR) && $(SANITIZE_RUN) $(abspath $(PY)) -c "import fastsdf._C as m, sys; \
 		sys.exit(0 if '$(SANITIZE_DIR)' in m.__file__ else 'not the sanitized module: ' + m.__file__)"
-	$(SANITIZE_RUN) $(VENV)/bin/pytest -p no:cacheprovider $(SANITIZE_TESTS)
+	$(SANITIZE_RUN) $(VENV)/bin/pytest -p no:cacheprovider --capture=sys $(SANITIZE_TESTS)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
