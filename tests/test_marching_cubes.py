@@ -332,9 +332,11 @@ def skimage_marching_cubes(volume: np.ndarray, spacing: tuple[float, ...]) -> tu
 
 def edge_vertices(verts: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     """Both fastsdf and Lewiner add vertices inside some ambiguous cubes (at different places);
-    those on grid edges have two (or three) integer index coordinates."""
+    those on grid edges have two (or three) integer index coordinates, exactly: the test spacings
+    make i * spacing / spacing exact in float32. (A tolerance let a centre vertex in a cube face,
+    one coordinate exactly integer, pass for an edge vertex when another came within it.)"""
     index = verts / np.asarray(spacing, np.float32)
-    on_integer = np.abs(index - np.round(index)) < 1e-4
+    on_integer = index == np.round(index)
     return verts[on_integer.sum(axis=1) >= 2]
 
 
