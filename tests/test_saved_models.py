@@ -124,14 +124,21 @@ def test_the_untouched_files_load(files: dict[str, Path]) -> None:
     assert fastsdf.load_model(files["autodecoder"]).names == ["a", "b", "c"]
 
 
-@pytest.mark.parametrize("name", sorted(FITTED))
-def test_malformed_fitted_files(name: str, files: dict[str, Path], tmp_path: Path,
-                                capsys: pytest.CaptureFixture[str]) -> None:
-    path = _damaged(files["fitted"], FITTED[name], tmp_path / "model.pt")
+def _refused_by_load_model(source: Path, damage: Edit, path: Path) -> Path:
+    """Writes ``source`` damaged to ``path`` and checks that load_model refuses it in one line
+    naming the file; returns ``path`` for the CLI checks."""
+    path = _damaged(source, damage, path)
     with pytest.raises(ValueError) as error:
         fastsdf.load_model(path)
     message = str(error.value)
     assert str(path) in message and "\n" not in message, message
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(FITTED))
+def test_malformed_fitted_files(name: str, files: dict[str, Path], tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    path = _refused_by_load_model(files["fitted"], FITTED[name], tmp_path / "model.pt")
     for argv in (["extract", str(path), "--out", str(tmp_path / "m.ply"), "--quiet"],
                  ["eval", str(path), str(bundled_mesh()), "--quiet"],
                  ["render", str(path), "--out", str(tmp_path / "m.png")]):
@@ -144,11 +151,7 @@ def test_malformed_fitted_files(name: str, files: dict[str, Path], tmp_path: Pat
 @pytest.mark.parametrize("name", sorted(AUTODECODER))
 def test_malformed_autodecoder_files(name: str, files: dict[str, Path], tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    path = _damaged(files["autodecoder"], AUTODECODER[name], tmp_path / "model.pt")
-    with pytest.raises(ValueError) as error:
-        fastsdf.load_model(path)
-    message = str(error.value)
-    assert str(path) in message and "\n" not in message, message
+    path = _refused_by_load_model(files["autodecoder"], AUTODECODER[name], tmp_path / "model.pt")
     fastsdf.save_npz(tmp_path / "new" / "s.npz", sphere_samples(0.5, np.random.default_rng(0), 500))
     assert main(["reconstruct", str(path), str(tmp_path / "new"), "--out", str(tmp_path / "rec"), "--quiet"]) == 1
     err = capsys.readouterr().err
