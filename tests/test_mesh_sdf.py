@@ -827,6 +827,23 @@ def test_degenerate_triangles_count_as_segments(rng, seed) -> None:
         np.testing.assert_array_equal(got[far], inside[far], err_msg=f"{context} sign={sign}")
 
 
+@pytest.mark.parametrize("size", [1e-70, 1e-100, 1e-200, 1e-300])
+def test_triangles_far_smaller_than_the_mesh_count_as_triangles(size, rng, seed) -> None:
+    """A triangle `size` across beside one of size 1 is not taken for its edges: points right
+    above its interior (where its edges are farther) get their height as distance, whether or not
+    its normal fits float64 (below 2^-200 it counts for distances only)."""
+    tiny = size * np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    large = np.array([[2.0, 0.0, 0.0], [3.0, 0.0, 0.0], [2.0, 1.0, 0.0]])
+    verts = np.concatenate([tiny, large])
+    faces = np.array([[0, 1, 2], [3, 4, 5]])
+    bary = rng.dirichlet(np.ones(3), 50)
+    height = size * rng.uniform(-0.01, 0.01, 50)
+    points = np.concatenate([bary @ tiny[:, :2], height[:, None]], axis=1)
+    sdf = MeshSDF(verts, faces)
+    np.testing.assert_allclose(to_numpy(sdf.unsigned(points)), np.abs(height), rtol=1e-12, err_msg=f"seed={seed}")
+    np.testing.assert_array_equal(to_numpy(sdf.closest(points)[1]), 0, err_msg=f"seed={seed}")
+
+
 def _random_degenerate_fan(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Up to 20 triangles with a shared corner, all on one line (some with a repeated corner)."""
     n = int(rng.integers(1, 21))
@@ -1020,12 +1037,21 @@ def test_grid_too_large_for_memory_raises_before_allocating(rng, monkeypatch) ->
 def test_unbalanced_geometry_keeps_the_tree_shallow(rng, seed) -> None:
     """Triangles 20 times farther out each than the last lead the surface area heuristic to peel off
     one triangle per level; the build must stay within the traversal stacks (median splits past a
-    depth) and the distances exact."""
+    depth) and the distances exact. The mesh spans 1e77 triangle sizes, so the small triangles'
+    closest-point products would underflow without their own scaling: points lie near vertices
+    and right above the triangles' interiors. A closest point is a float64 point too, as far off as
+    half a spacing of the coordinates, so the distances are exact to a few spacings (0.5 at 4e15,
+    where a triangle is 0.5 across)."""
     offsets = 20.0 ** np.arange(60)
     corner = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.5, 0.0]])
     verts = (corner[None] + np.stack([offsets, 0 * offsets, 0 * offsets], axis=1)[:, None]).reshape(-1, 3)
     faces = np.arange(len(verts)).reshape(-1, 3)
-    points = verts[rng.integers(0, len(verts), 300)] * (1 + rng.normal(0, 0.01, (300, 3)))
+    near_vertices = verts[rng.integers(0, len(verts), 300)] * (1 + rng.normal(0, 0.01, (300, 3)))
+    bary = rng.dirichlet(np.ones(3), 300)
+    above = np.einsum("nk,nkd->nd", bary, verts[faces[rng.integers(0, len(faces), 300)]])
+    above[:, 2] = rng.choice([0.0, 1e-3], 300) * rng.normal(size=300)
+    points = np.concatenate([near_vertices, above])
     got = to_numpy(MeshSDF(verts, faces).unsigned(points))
-    np.testing.assert_allclose(got, closest_points_reference(verts, faces, points)[0], rtol=1e-12, atol=1e-12,
-                               err_msg=f"seed={seed}")
+    want = closest_points_reference(verts, faces, points)[0]
+    spacing = np.spacing(np.abs(points).max(axis=1))
+    assert np.all(np.abs(got - want) <= 1e-12 * want + 4 * spacing), f"seed={seed}"

@@ -29,9 +29,11 @@
 //                                          e2 = a - c, xyz each; 1 / |e_k|^2 (0 for a zero edge);
 //                                          n x e_k, xyz each; unit normal n xyz; sign weight
 //   triangles     (slots, 9)     float64  vertex positions
-//   distance_only (slots,)       uint8    1 for triangles that count for distances but not for signs:
-//                                          zero-area ones (taken as their edges) and repeated ones;
-//                                          their normal and sign weight are 0
+//   distance_only (slots,)       uint8    0 for triangles that count for signs too; 1 for those that
+//                                          count for distances only (repeated ones, ones too small for
+//                                          float64 normals); 2 for zero-area ones, which count for
+//                                          distances only, as their three edges. Both have normal and
+//                                          sign weight 0
 //   pseudonormal  (slots, 21)    float64  face normal, edge k normals, vertex k normals (Feature order)
 //   boundary      (groups, 5, 4) float32  the mesh boundary (the sign triangles' edges that do not
 //                                          cancel), kWidth edges a group: midpoint xyz, half length,
@@ -61,6 +63,7 @@ constexpr int kMaxDepth = 32;
 constexpr int kStackSize = (kWidth - 1) * kMaxDepth + 1;
 constexpr int kBoxRows = 11;
 constexpr int kPackRows = 28;
+constexpr uint8_t kAsEdges = 2;  // distance_only's value for zero-area triangles
 
 struct MeshView {
   int64_t num_nodes;
@@ -202,7 +205,7 @@ FASTSDF_HD Closest closest_point(const MeshView& m, Vec3 q, int64_t hint) {
     Vec3 a, b, c;
     triangle_vertices(m, t, &a, &b, &c);
     const bool distance_only = m.distance_only[t] != 0;
-    const TrianglePoint p = closest_on_triangle(q, a, b, c, distance_only);
+    const TrianglePoint p = closest_on_triangle(q, a, b, c, m.distance_only[t] == kAsEdges);
     const double d2 = dot(q - p.point, q - p.point);
     const bool better =
         best.triangle < 0 || d2 < best.distance2 ||

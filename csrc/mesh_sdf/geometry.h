@@ -36,11 +36,34 @@ FASTSDF_HD TrianglePoint at_vertex(Vec3 p, int k) {
   return r;
 }
 
+FASTSDF_HD double largest_component(Vec3 a) { return fmax(fmax(fabs(a.x), fabs(a.y)), fabs(a.z)); }
+
+// The power of two that takes `largest`, the largest |component| of some differences, into
+// [0.5, 1) (capped at 2^1020, below float64's largest): products of the differences times it stay in
+// float64's range where theirs would underflow, and the scaling is exact, so every decision made
+// on them is unchanged where nothing underflowed.
+FASTSDF_HD double unit_scale(double largest) {
+  int exponent;
+  frexp(largest, &exponent);
+  return ldexp(1.0, exponent > -1020 ? -exponent : 1020);
+}
+
+// |a - b|, exact also where its square underflows (below about 1e-150 mesh units).
+FASTSDF_HD double distance(Vec3 a, Vec3 b) {
+  const Vec3 r = a - b;
+  const double d2 = dot(r, r);
+  if (d2 >= 0x1p-900) return sqrt(d2);
+  const double s = unit_scale(largest_component(r));
+  return norm(s * r) / s;
+}
+
 // Closest point to q on the segment from vertex i (p0) to vertex j (p1) of a triangle.
 FASTSDF_HD TrianglePoint on_edge(Vec3 q, Vec3 p0, Vec3 p1, int i, int j) {
-  const Vec3 d = p1 - p0;
-  const double len2 = dot(d, d);
-  double t = len2 > 0.0 ? dot(q - p0, d) / len2 : 0.0;
+  const Vec3 d = p1 - p0, p0q = q - p0;
+  const double s = unit_scale(fmax(largest_component(d), largest_component(p0q)));
+  const Vec3 sd = s * d;
+  const double len2 = dot(sd, sd);
+  double t = len2 > 0.0 ? dot(s * p0q, sd) / len2 : 0.0;
   t = t < 0.0 ? 0.0 : (t > 1.0 ? 1.0 : t);
   TrianglePoint r{p0 + t * d, {0.0, 0.0, 0.0}, 0};
   r.bary[i] = 1.0 - t;
@@ -51,23 +74,24 @@ FASTSDF_HD TrianglePoint on_edge(Vec3 q, Vec3 p0, Vec3 p1, int i, int j) {
   return r;
 }
 
-// Closest point on triangle (a, b, c) to q, by Voronoi regions (Ericson, Real-Time Collision
-// Detection, 5.1.5). With `as_edges` (for zero-area triangles) it is the closest point on the three
-// edges instead.
-FASTSDF_HD TrianglePoint closest_on_triangle(Vec3 q, Vec3 a, Vec3 b, Vec3 c, bool as_edges) {
-  if (as_edges) {
-    TrianglePoint best = on_edge(q, a, b, 0, 1);
-    double best_d = dot(q - best.point, q - best.point);
-    const TrianglePoint bc = on_edge(q, b, c, 1, 2);
-    const double d_bc = dot(q - bc.point, q - bc.point);
-    if (d_bc < best_d) {
-      best = bc;
-      best_d = d_bc;
-    }
-    const TrianglePoint ca = on_edge(q, c, a, 2, 0);
-    if (dot(q - ca.point, q - ca.point) < best_d) best = ca;
-    return best;
+// Closest point to q on the three edges of triangle (a, b, c).
+FASTSDF_HD TrianglePoint closest_on_edges(Vec3 q, Vec3 a, Vec3 b, Vec3 c) {
+  TrianglePoint best = on_edge(q, a, b, 0, 1);
+  double best_d = dot(q - best.point, q - best.point);
+  const TrianglePoint bc = on_edge(q, b, c, 1, 2);
+  const double d_bc = dot(q - bc.point, q - bc.point);
+  if (d_bc < best_d) {
+    best = bc;
+    best_d = d_bc;
   }
+  const TrianglePoint ca = on_edge(q, c, a, 2, 0);
+  if (dot(q - ca.point, q - ca.point) < best_d) best = ca;
+  return best;
+}
+
+// Closest point on triangle (a, b, c) to q, by Voronoi regions (Ericson, Real-Time Collision
+// Detection, 5.1.5).
+FASTSDF_HD TrianglePoint voronoi_closest(Vec3 q, Vec3 a, Vec3 b, Vec3 c) {
   const Vec3 ab = b - a, ac = c - a, ap = q - a;
   const double d1 = dot(ab, ap), d2 = dot(ac, ap);
   if (d1 <= 0.0 && d2 <= 0.0) return at_vertex(a, 0);
@@ -92,9 +116,33 @@ FASTSDF_HD TrianglePoint closest_on_triangle(Vec3 q, Vec3 a, Vec3 b, Vec3 c, boo
     const double w = (d4 - d3) / ((d4 - d3) + (d5 - d6));
     return {b + w * (c - b), {0.0, 1.0 - w, w}, kEdge0 + 1};
   }
-  const double denom = 1.0 / (va + vb + vc);
+  // Only a point some 1e146 triangle sizes away can underflow all three to 0; every point of the
+  // triangle is then as close to float64 precision, and the edges give one without dividing by 0.
+  const double area2 = va + vb + vc;
+  if (!(area2 > 0.0)) return closest_on_edges(q, a, b, c);
+  const double denom = 1.0 / area2;
   const double v = vb * denom, w = vc * denom;
   return {a + v * ab + w * ac, {1.0 - v - w, v, w}, kFace};
+}
+
+// Below this size (largest |edge component|, mesh units) a triangle's tests run at unit scale.
+constexpr double kSmallTriangle = 0x1p-100;
+
+// Closest point on triangle (a, b, c) to q. With `as_edges` (for zero-area triangles) it is the
+// closest point on the three edges instead.
+FASTSDF_HD TrianglePoint closest_on_triangle(Vec3 q, Vec3 a, Vec3 b, Vec3 c, bool as_edges) {
+  if (as_edges) return closest_on_edges(q, a, b, c);
+  const Vec3 ab = b - a, ac = c - a;
+  const double size = fmax(largest_component(ab), largest_component(ac));
+  if (size >= kSmallTriangle) return voronoi_closest(q, a, b, c);
+  // The tests multiply four coordinate differences: for a triangle 2^-100 across, products near
+  // 2^-400 (a triangle 1e-77 of the mesh's size across reaches subnormals). So the triangle and q
+  // are moved to a at the origin and scaled by unit_scale, and the result taken back.
+  const double s = unit_scale(fmax(size, largest_component(q - a)));
+  TrianglePoint r = voronoi_closest(s * (q - a), Vec3{0.0, 0.0, 0.0}, s * ab, s * ac);
+  const Vec3 corner[3] = {a, b, c};
+  r.point = r.feature >= kVertex0 ? corner[r.feature - kVertex0] : a + r.bary[1] * ab + r.bary[2] * ac;
+  return r;
 }
 
 // Signed solid angle of triangle (a, b, c) seen from q, over 4 pi (Van Oosterom and Strackee):

@@ -55,7 +55,7 @@ FASTSDF_HD Neighbour query_point(const MeshView& mesh, const int64_t* order, con
   const Closest c = closest_point(mesh, q, previous.slot);
   Neighbour next;
   next.slot = c.triangle;
-  double d = sqrt(c.distance2);
+  double d = distance(q, c.at.point);
   const bool far = d > kPseudonormalReach * mesh.scale;
   if (sign == Sign::kPseudonormal && !mesh.distance_only[c.triangle] && !far) {
     d *= pseudonormal_sign(mesh, q, c);

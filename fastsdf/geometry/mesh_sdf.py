@@ -25,7 +25,9 @@ where its largest coordinate is in [1, 2), so no product of a few coordinates ov
 underflows, and each query point likewise; a point more than 2^40 of those units out is moved in
 along its ray from the origin to there, which changes its closest point and winding number by less
 than float64 resolves, and its distance is put back (``csrc/mesh_sdf/query.h``). Only a distance
-too large for the points' dtype comes back as ``inf``.
+too large for the points' dtype comes back as ``inf``. Within one mesh, a triangle whose edges are
+all below 2^-200 of its largest coordinate counts for distances (exactly) but not for signs: its
+normal and solid angles would leave float64's range.
 """
 
 from __future__ import annotations
@@ -47,11 +49,15 @@ _SIGNS = {"winding": 1, "pseudonormal": 2, "exact_winding": 3}
 # expansion. With their 2 the fast winding number stays within 0.05 of the exact one on the shared
 # meshes (points 0.01 from the surface); the first order alone was off by up to 0.13.
 _BETA = 2.0
-# A triangle whose doubled area is below this fraction of its longest edge squared has no normal.
+# A triangle whose doubled area is below this fraction of its longest edge squared has no normal;
+# it counts for distances as its three edges.
 _DEGENERATE = 1e-12
-# Nor has one whose longest edge is below this, in mesh units (the largest |vertex coordinate| in
-# [1, 2)): the float64 products of four of its lengths in the closest-point test would underflow.
+# Nor has one whose edges are all below this, in mesh units (the largest |vertex coordinate| in
+# [1, 2)): its normal and solid angles, products of two or three of its lengths, would leave float64's
+# range. It counts for distances as the triangle it is (the closest-point test scales itself).
 _TINY_EDGE = 2.0 ** -200
+# The kernels' per-triangle roles (csrc/mesh_sdf/bvh.h's distance_only).
+_SIGNED, _DISTANCE_ONLY, _AS_EDGES = 0, 1, 2
 _GRID_BATCH = 1 << 18
 
 
@@ -87,16 +93,18 @@ class MeshSDF:
         merged, inverse = np.unique(np.ldexp(self.vertices, -exponent), axis=0, return_inverse=True)
         merged_faces = inverse.reshape(-1)[self.faces]
         corners = merged[merged_faces]
-        distance_only = _degenerate(corners) | _repeated(merged_faces)
+        no_area = _degenerate(corners)
+        distance_only = no_area | _repeated(merged_faces) | _tiny(corners)
+        role = np.where(no_area, _AS_EDGES, np.where(distance_only, _DISTANCE_ONLY, _SIGNED)).astype(np.uint8)
         *tree, packs, order, boundary, frame = _backend.cpu().msdf_build(
-            merged, np.ascontiguousarray(merged_faces), distance_only.astype(np.uint8))
+            merged, np.ascontiguousarray(merged_faces), role)
         self._order = order
         # The kernels' arrays (see csrc/mesh_sdf/bvh.h): the tree, per triangle slot, the boundary, the frame.
         self._arrays = (
             *tree,
             packs,
             _per_slot(corners.reshape(-1, 9), order),
-            _per_slot(distance_only.astype(np.uint8), order),
+            _per_slot(role, order),
             _per_slot(_pseudonormals(corners, merged_faces, distance_only).reshape(-1, 21), order),
             boundary,
             np.append(frame, float(exponent)),
@@ -236,12 +244,25 @@ def _exponent(vertices: np.ndarray) -> int:
     return max(math.frexp(largest)[1] - 1, -1022)
 
 
+def _edges(corners: np.ndarray) -> np.ndarray:
+    """(F, 3, 3) edge vectors b - a, c - b, a - c of triangles (F, 3, 3)."""
+    return np.roll(corners, -1, axis=1) - corners
+
+
 def _degenerate(corners: np.ndarray) -> np.ndarray:
-    """(F,) True where a triangle (F, 3, 3), in mesh units, has (numerically) no area."""
-    a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
-    doubled_area = np.linalg.norm(np.cross(b - a, c - a), axis=1)
-    longest2 = np.max([((b - a) ** 2).sum(1), ((c - b) ** 2).sum(1), ((a - c) ** 2).sum(1)], axis=0)
-    return (doubled_area <= _DEGENERATE * longest2) | (longest2 < _TINY_EDGE ** 2)
+    """(F,) True where a triangle (F, 3, 3) has (numerically) no area, whatever its size: its edges
+    are scaled by a power of two (exact) that keeps their squares and cross products in range."""
+    edges = _edges(corners)
+    _, exponent = np.frexp(np.abs(edges).max(axis=(1, 2)))
+    edges = np.ldexp(edges, -exponent[:, None, None])
+    doubled_area = np.linalg.norm(np.cross(edges[:, 0], -edges[:, 2]), axis=1)
+    longest2 = (edges ** 2).sum(2).max(1)
+    return doubled_area <= _DEGENERATE * longest2
+
+
+def _tiny(corners: np.ndarray) -> np.ndarray:
+    """(F,) True where every edge of a triangle (F, 3, 3), in mesh units, is below _TINY_EDGE."""
+    return (np.abs(_edges(corners)).max(axis=(1, 2)) < _TINY_EDGE)
 
 
 def _repeated(faces: np.ndarray) -> np.ndarray:
