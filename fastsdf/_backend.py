@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 from types import ModuleType
+from typing import Any
+
+from fastsdf import _cuda_driver
 
 _BUILD_HINT = (
     "Build it from the source tree with `pip install -e .` (or `make test`), which compiles "
@@ -37,14 +41,48 @@ def cpu() -> ModuleType:
 
 
 def cuda() -> ModuleType:
-    """The CUDA kernels (fastsdf._cuda)."""
+    """The CUDA kernels (fastsdf._cuda), once its CUDA runtime has started on this machine's driver."""
     module = _load("_cuda")
     if isinstance(module, str):
-        raise BackendUnavailableError(
-            f"fastsdf._cuda (the CUDA kernels) is not built: {module}. It is built only where nvcc "
-            f"is found at install time. {_BUILD_HINT}"
-        )
+        spec = importlib.util.find_spec("fastsdf._cuda")
+        if spec is None or spec.origin is None:
+            raise BackendUnavailableError(
+                f"fastsdf._cuda (the CUDA kernels) is not built: {module}. It is built only where nvcc "
+                f"is found at install time. {_BUILD_HINT}"
+            )
+        raise BackendUnavailableError(_cuda_driver.explain(
+            f"the module {spec.origin} does not load ({module})", _cuda_driver.toolkit_in_file(spec.origin),
+            _torch_cuda()))
+    problem = _runtime_problem(module)
+    if problem is not None:
+        raise BackendUnavailableError(problem)
     return module
+
+
+@functools.cache
+def _runtime_problem(module: ModuleType) -> str | None:
+    """Why the module's CUDA runtime does not start (its first call, made once), None when it does."""
+    code, name, _ = module.runtime_status()
+    if code == 0:
+        return None
+    cause = "the NVIDIA driver is older than its CUDA runtime needs" if code == _cuda_driver.INSUFFICIENT_DRIVER \
+        else "its CUDA runtime does not start"
+    return _cuda_driver.explain(f"{cause} ({name})", module.cuda_toolkit, _torch_cuda())
+
+
+def _torch_cuda() -> str | None:
+    import torch
+
+    return torch.version.cuda
+
+
+def cuda_target(tensor: Any) -> tuple[int, int]:
+    """(stream, device index) for a fastsdf._cuda call on ``tensor``'s device: torch's current
+    stream of that device, and the device, which the call makes current while it launches (the
+    current one may be another GPU's)."""
+    import torch
+
+    return torch.cuda.current_stream(tensor.device).cuda_stream, tensor.device.index
 
 
 def has_cpu() -> bool:

@@ -212,7 +212,7 @@ class MeshSDF:
             _pointers(arrays[:-1]), self._frame(), arrays[-1].data_ptr(), len(self._order), len(arrays[1]),
             len(arrays[9]), points.data_ptr(),
             int(points.dtype == torch.float64), n, sign, _BETA, distance.data_ptr(),
-            *(0 if t is None else t.data_ptr() for t in (closest, face, bary)), _stream(points))
+            *(0 if t is None else t.data_ptr() for t in (closest, face, bary)), *_backend.cuda_target(points))
         return distance, closest, face, bary
 
     def _cuda_winding(self, points: Any, exact: bool) -> Any:
@@ -223,7 +223,7 @@ class MeshSDF:
         _backend.cuda().msdf_winding(_pointers(arrays[:-1]), self._frame(), len(self._order), len(arrays[1]),
                                      len(arrays[9]), points.data_ptr(),
                                      int(points.dtype == torch.float64), len(points), bool(exact), _BETA,
-                                     out.data_ptr(), _stream(points))
+                                     out.data_ptr(), *_backend.cuda_target(points))
         return out
 
 
@@ -352,9 +352,3 @@ def _check_points(shape: tuple[int, ...], largest: float) -> None:
 
 def _pointers(arrays: Sequence[Any]) -> tuple[int, ...]:
     return tuple(a.data_ptr() for a in arrays)
-
-
-def _stream(tensor: Any) -> int:
-    import torch
-
-    return torch.cuda.current_stream(tensor.device).cuda_stream

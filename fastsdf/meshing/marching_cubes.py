@@ -167,7 +167,7 @@ class CudaKernels:
         seg = torch.empty((3, n_segments), dtype=torch.int32, device=volume.device)
         nonfinite = torch.zeros(1, dtype=torch.int32, device=volume.device)
         module.mc_count(*_device_volume(volume), level, _device_tables(volume.device), seg.data_ptr(),
-                        nonfinite.data_ptr(), _stream(volume), *_device_mask(cube_mask))
+                        nonfinite.data_ptr(), *_backend.cuda_target(volume), *_device_mask(cube_mask))
         if nonfinite.item():
             raise ValueError(_nonfinite_message(volume))
         per_layer = seg.view(3, volume.shape[0], -1).sum(dim=2, dtype=torch.int64).cpu().numpy()
@@ -199,7 +199,7 @@ class CudaKernels:
         _backend.cuda().mc_fill(*_device_volume(volume), level, _device_tables(volume.device),
                                 counts.device_counts.data_ptr(), offsets.data_ptr(), (0, layers),
                                 (0, layers), vertex_base, index_offset, origin, spacing, verts.data_ptr(),
-                                n_verts, faces.data_ptr(), n_tris, _stream(volume),
+                                n_verts, faces.data_ptr(), n_tris, *_backend.cuda_target(volume),
                                 normals.data_ptr() if attributes else 0, values.data_ptr() if attributes else 0,
                                 *_device_mask(cube_mask))
         return (verts, faces, normals, values) if attributes else (verts, faces)
@@ -342,9 +342,3 @@ def _tables_on(device: str):
 def _device_tables(device) -> int:
     """Device address of the triangulation tables, copied once per device and kept."""
     return _tables_on(str(device)).data_ptr()
-
-
-def _stream(volume) -> int:
-    import torch
-
-    return torch.cuda.current_stream(volume.device).cuda_stream

@@ -18,9 +18,8 @@ in one go.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -151,26 +150,93 @@ def _sine(name: str) -> siren_reference.SineFn:
     return sine
 
 
-@contextlib.contextmanager
-def _tf32(enabled: bool) -> Iterator[None]:
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
+# --- precision of the composed path's products ---------------------------------------------------
+# torch rounds float32 GEMMs as process-wide settings say (allow_tf32, set_float32_matmul_precision,
+# and the fp32_precision settings that replace them from torch 2.9): they are the user's, and other
+# threads read them, so fastsdf never writes them. Each mode gets its numerics whatever they say:
+# - "tf32" (CUDA): the operands rounded to TF32 first. Products of TF32 numbers are exact in float32,
+#   so the GEMM gives the TF32 result whether the hardware rounds again or not (it runs on tensor
+#   cores only where the user allows TF32; the fused kernels do not depend on it).
+# - "fp32", and the first layer in every mode (omega_0 magnifies its errors): a plain GEMM where the
+#   settings keep it IEEE; where they may round, on CUDA three products of TF32 parts (a = hi + lo,
+#   a W ~ lo W_hi + hi W_lo + hi W_hi, each exact under TF32 but for lo's last bits: errors ~2^-22
+#   of |a||W|, float32's class), and on the CPU, whose oneDNN may round to bf16, float64.
+# The backward's products, which autograd makes, follow the settings.
+
+_TF32_DROPPED_BITS = 13  # float32's 23 stored mantissa bits less TF32's 10
+_ROUNDING = ("tf32", "bf16")
+
+
+def _setting(read: Callable[[], Any]) -> str:
+    """A precision setting as text; "unreadable" where torch lacks it or refuses to say (it raises
+    when the old and the new API were both used)."""
     try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
+        return str(read()).lower()
+    except (AttributeError, RuntimeError):
+        return "unreadable"
+
+
+def _gemm_may_round(device: torch.device) -> bool:
+    """Whether float32 GEMMs on ``device`` may round their operands under the process-wide settings:
+    to TF32 on CUDA, to TF32 or bf16 in oneDNN on the CPU. The old API's flag (which torch may refuse
+    to read) or any of the new settings (absent before torch 2.9) can ask for it."""
+    backends = torch.backends
+    if device.type == "cuda":
+        old_api_ieee = _setting(lambda: backends.cuda.matmul.allow_tf32) == "false"
+        new_api = (lambda: backends.cuda.matmul.fp32_precision,)
+    elif device.type == "cpu":
+        old_api_ieee = _setting(torch.get_float32_matmul_precision) == "highest"
+        new_api = (lambda: backends.mkldnn.matmul.fp32_precision, lambda: backends.mkldnn.fp32_precision)
+    else:
+        return False
+    settings = [_setting(read) for read in (*new_api, lambda: backends.fp32_precision)]
+    return not old_api_ieee or any(value in _ROUNDING for value in settings)
+
+
+def _round_tf32(x: torch.Tensor) -> torch.Tensor:
+    """float32 ``x`` rounded to TF32 (10 mantissa bits, float32's exponent range), to nearest with
+    ties to even; NaN and Inf kept, values past TF32's largest go to Inf."""
+    bits = x.contiguous().view(torch.int32)
+    half = (1 << (_TF32_DROPPED_BITS - 1)) - 1 + ((bits >> _TF32_DROPPED_BITS) & 1)
+    rounded = ((bits + half) & -(1 << _TF32_DROPPED_BITS)).view(torch.float32)
+    # A NaN's payload can carry into the sign bit: NaN stays itself.
+    return torch.where(torch.isnan(x), x, rounded)
+
+
+def _as_tf32(t: torch.Tensor) -> torch.Tensor:
+    """t rounded to TF32, with the gradient of t itself."""
+    return t + (_round_tf32(t.detach()) - t.detach())
+
+
+def _tf32_parts(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hi, lo): t rounded to TF32 and the exact rest, the gradient flowing through hi, so that the
+    parts' products have the gradients of t's."""
+    hi = _as_tf32(t)
+    return hi, (t - hi).detach()
+
+
+def _exact_linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, may_round: bool,
+                  device: torch.device) -> torch.Tensor:
+    if not may_round:
+        return F.linear(a, weight, bias)
+    if device.type != "cuda":
+        return F.linear(a.double(), weight.double(), None if bias is None else bias.double()).float()
+    (a_hi, a_lo), (w_hi, w_lo) = _tf32_parts(a), _tf32_parts(weight)
+    return (F.linear(a_lo, w_hi) + F.linear(a_hi, w_lo)) + F.linear(a_hi, w_hi, bias)
 
 
 def _linear(precision: str, device: torch.device) -> Callable[..., torch.Tensor]:
-    """F.linear at ``precision`` for the layers after the first, which stays exact fp32: its inputs
-    are few and omega_0 magnifies its errors."""
+    """F.linear at ``precision`` for the layers after the first, which stays exact fp32 (see above);
+    "tf32" rounds on CUDA only (on the CPU it is fp32, as in the fused CPU kernel)."""
+    may_round = _gemm_may_round(device)
 
     def linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, layer: int) -> torch.Tensor:
-        if layer == 0 or precision == "fp32" or a.dtype != torch.float32:
+        if a.dtype != torch.float32:
             return F.linear(a, weight, bias)
+        if layer == 0 or precision == "fp32" or (precision == "tf32" and device.type != "cuda"):
+            return _exact_linear(a, weight, bias, may_round, device)
         if precision == "tf32":
-            with _tf32(device.type == "cuda"):
-                return F.linear(a, weight, bias)
+            return F.linear(_as_tf32(a), _as_tf32(weight), bias)
         z = F.linear(a.to(torch.bfloat16), weight.to(torch.bfloat16)).float()
         return z if bias is None else z + bias
 
