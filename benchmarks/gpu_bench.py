@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gc
 import json
 import math
@@ -69,7 +70,7 @@ PARTS = ("siren", "marching_cubes", "mesh_sdf")
 SHARES = {"siren": 0.7, "marching_cubes": 0.12, "mesh_sdf": 0.18}  # of the budget left when a part starts
 PRECISIONS = ("fp32", "tf32", "bf16")
 CHECK_POINTS = 65_536  # SIREN outputs checked against float64 on this many points
-L2_MULTIPLE = 3  # the rotated inputs hold at least this many times the L2 cache
+L2_MULTIPLE = 2  # the rotated inputs hold at least this many times the L2 cache
 MAX_COPIES = 64
 TARGET_S = 0.4  # timed rounds per peer and size: about this long, 5 to 25 rounds
 # Relative errors above these (per precision) are flagged SUSPECT in the summary: fp32 lands far
@@ -93,9 +94,11 @@ class Bench:
 
     device: str
     dry_run: bool
+    out: Path | None = None  # rewritten after every result, so that a run killed midway keeps its numbers
     results: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
+    started: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat())
 
     @property
     def kind(self) -> str:
@@ -112,7 +115,8 @@ class Bench:
 
     def copies(self, nbytes: int) -> int:
         """Inputs of ``nbytes`` to rotate over so that together they exceed the L2 several times."""
-        return max(1, min(MAX_COPIES, math.ceil(L2_MULTIPLE * self.l2_bytes() / max(nbytes, 1))))
+        most = 2 if self.dry_run else MAX_COPIES  # a dry run only needs the rotation to happen
+        return max(1, min(most, math.ceil(L2_MULTIPLE * self.l2_bytes() / max(nbytes, 1))))
 
     def time(self, call: Callable[[Any], Any], inputs: Sequence[Any], deadline: Deadline) -> dict[str, Any] | None:
         """Warm-up, then timed rounds rotating over ``inputs``; None where the deadline leaves no room."""
@@ -124,7 +128,8 @@ class Bench:
         call(inputs[1 % len(inputs)])
         self.sync()
         one = time.perf_counter() - start
-        rounds = int(max(5, min(25, TARGET_S / max(one, 1e-6))))
+        target = TARGET_S / 10 if self.dry_run else TARGET_S  # a dry run tests the code, not the times
+        rounds = int(max(5, min(25, target / max(one, 1e-6))))
         if rounds * one > deadline.left():
             rounds = int(deadline.left() / max(one, 1e-6))
             if rounds < 3:
@@ -162,6 +167,18 @@ class Bench:
             extra["gpu"] = torch.cuda.get_device_name()
         self.results.append({"group": group, "name": f"{key}", "fullname": f"gpu_bench.py::{group}::{key}",
                              "params": {"key": key}, "extra_info": extra, "stats": stats})
+        self.save()
+
+    def save(self) -> None:
+        """Writes what has been measured so far (nothing before the first result)."""
+        if self.out is None or not self.results:
+            return
+        data = {"machine_info": machine_info(self), "commit_info": commit_info(), "datetime": self.started,
+                "version": "gpu_bench.py", "benchmarks": self.results, "skipped": self.skipped,
+                "errors": self.errors}
+        if self.dry_run:
+            data["dry_run"] = True
+        write_json(self.out, data)
 
     def attempt(self, what: str, run: Callable[[], None]) -> bool:
         """Runs one measurement; out of memory and errors are recorded, not raised. False on failure."""
@@ -205,13 +222,14 @@ def siren(bench: Bench, sizes: Sequence[int], deadline: Deadline) -> None:
         job_deadline = Deadline(deadline.left() * jobs[job] / sum(list(jobs.values())[i:]))
         peers = _siren_peers(job, official, bench)
         tasks = sorted(((key, n) for key in peers for n in order),
-                       key=lambda task: (_SIREN_TIER.get(task[0], 1), order.index(task[1])))
+                       key=lambda task: (_SIREN_ROUND[_SIREN_TIER.get(task[0], 2)], order.index(task[1]),
+                                         _SIREN_TIER.get(task[0], 2)))
         out_of_memory: dict[str, int] = {}  # key -> the smallest size that ran out of memory
         for key, n in tasks:
             what = f"siren {job} {key} at {n:,} points"
             if n >= out_of_memory.get(key, math.inf):
                 bench.skipped.append({"what": what, "why": f"out of GPU memory at {out_of_memory[key]:,} points"})
-            elif job_deadline.left() <= 0:
+            elif job_deadline.left() <= _SIREN_NEEDS_S.get(key, 0):
                 bench.skipped.append({"what": what, "why": "time budget"})
             elif not bench.attempt(what, lambda: _siren_one(bench, suite, reference, job, key, n, peers[key],
                                                            job_deadline, what)):
@@ -219,7 +237,11 @@ def siren(bench: Bench, sizes: Sequence[int], deadline: Deadline) -> None:
                     out_of_memory[key] = min(n, out_of_memory.get(key, n))
 
 
-_SIREN_TIER = {"fastsdf-fp32": 0, "eager": 0, "autograd": 0, "compile": 2}
+# Order within a job: fastsdf fp32 then the peer it must beat, size by size; then the other
+# precisions at every size; then torch.compile.
+_SIREN_TIER = {"fastsdf-fp32": 0, "eager": 1, "autograd": 1, "compile": 3}  # others 2
+_SIREN_ROUND = {0: 0, 1: 0, 2: 1, 3: 2}
+_SIREN_NEEDS_S = {"compile": 45.0}  # torch.compile's first call compiles: start it only with this much left
 
 
 def _siren_one(bench: Bench, suite: Any, reference: Any, job: str, key: str, n: int, peer: tuple,
@@ -424,6 +446,7 @@ def _version(module: str) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
 def commit_info() -> dict[str, Any]:
     def git(*args: str) -> str | None:
         try:
@@ -502,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if reason is not None:
             print(f"gpu_bench.py: {reason}; nothing measured (--dry-run tests the script on the CPU)", file=sys.stderr)
             return 2
-    bench = Bench("cpu" if args.dry_run else "cuda", args.dry_run)
+    bench = Bench("cpu" if args.dry_run else "cuda", args.dry_run, args.out)
     torch.manual_seed(0)
     deadline = Deadline(args.budget)
     runners = {
@@ -510,18 +533,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "marching_cubes": lambda d: marching_cubes(bench, DRY["marching_cubes"] if args.dry_run else MC_SIZES, d),
         "mesh_sdf": lambda d: mesh_sdf(bench, DRY["mesh_sdf"] if args.dry_run else MESH_POINTS, d),
     }
-    started = datetime.datetime.now(datetime.timezone.utc)
     for i, part in enumerate(args.parts):
         share = SHARES[part] / sum(SHARES[p] for p in args.parts[i:])
         print(f"{part}: {share * deadline.left():.0f} s", flush=True)
         bench.attempt(part, lambda: runners[part](Deadline(share * deadline.left())))
-    data = {"machine_info": machine_info(bench), "commit_info": commit_info(), "datetime": started.isoformat(),
-            "version": "gpu_bench.py", "benchmarks": bench.results, "skipped": bench.skipped,
-            "errors": bench.errors}
-    if args.dry_run:
-        data["dry_run"] = True
     if bench.results:
-        write_json(args.out, data)
+        bench.save()
         print(f"wrote {len(bench.results)} results to {args.out}")
     else:
         print("nothing was measured: no file written", file=sys.stderr)

@@ -149,8 +149,8 @@ def test_siren_dry_run_checks_outputs_against_float64(tmp_path: Path) -> None:
     gpu_bench.main(["--dry-run", "--out", str(out), "--budget", "4", "--parts", "siren"])
     rows = json.loads(out.read_text())["benchmarks"]
     assert rows and all(r["group"].startswith("siren-dryrun-") for r in rows)
-    fastsdf_fp32 = [r for r in rows if r["extra_info"].get("variant") == "fp32" and "rel_error_y" in r["extra_info"]]
-    assert fastsdf_fp32 and all(r["extra_info"]["rel_error_y"] < 1e-5 for r in fastsdf_fp32)
+    checked = [r["extra_info"]["rel_error_y"] for r in rows if "rel_error_y" in r["extra_info"]]
+    assert checked and all(error < 1e-5 for error in checked)  # float32 on the CPU, against float64
 
 
 def test_model_section_says_it_is_a_model(tmp_path: Path) -> None:
