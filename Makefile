@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastsdf-installed
 BUILD_INPUTS := pyproject.toml setup.py $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: demo test bench sanitize clean
+.PHONY: demo test bench sanitize clean gpu-check gpu-wheels
 
 demo: $(STAMP)
 	$(PY) -m fastsdf.cli demo --out outputs/demo
@@ -48,6 +48,45 @@ sanitize: $(STAMP)
 	cd $(SANITIZE_DIR) && $(SANITIZE_RUN) $(abspath $(PY)) -c "import fastsdf._C as m, sys; \
 		sys.exit(0 if '$(SANITIZE_DIR)' in m.__file__ else 'not the sanitized module: ' + m.__file__)"
 	$(SANITIZE_RUN) $(VENV)/bin/pytest -p no:cacheprovider --capture=sys $(SANITIZE_TESTS)
+
+# On a machine with a CUDA GPU (benchmarks/GPU.md has the device tool's command): $(PYTHON) as it
+# is, no venv and no download. Builds the modules in place for GPU_ARCHS, runs the tests marked
+# cuda, benchmarks/gpu_bench.py (GPU_BUDGET seconds of timing) and make_results.py. Each step has a
+# time limit and a failed step does not stop the next; the target fails at the end if any failed.
+# Logs go to GPU_LOGS and, with gpu.json and RESULTS.md, to $$OUT when it is set. Wheels carried in
+# .whl/ (make gpu-wheels) are installed into GPU_SITE first.
+GPU_ARCHS ?= 90
+GPU_BUDGET ?= 180
+GPU_LOGS ?= build/gpu-check
+GPU_SITE ?= $(CURDIR)/build/gpu-site
+GPU_WHEELS ?= trimesh==5.2.0
+GPU_RUN = PYTHONUNBUFFERED=1 PYTHONPATH=$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH} timeout -k 10
+
+gpu-check: SHELL := /bin/bash
+gpu-check:
+	@$(PYTHON) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null || { echo \
+		"make gpu-check: no CUDA GPU visible to $(PYTHON) (no torch, or torch.cuda.is_available() is False); nothing run" >&2; \
+		exit 2; }
+	rm -rf $(GPU_LOGS) && mkdir -p $(GPU_LOGS)
+	if [ -d .whl ]; then $(PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+		--target $(GPU_SITE) .whl/*.whl; fi
+	set -o pipefail; FASTSDF_CUDA=1 FASTSDF_CUDA_ARCHS="$(GPU_ARCHS)" $(GPU_RUN) 120 $(PYTHON) setup.py build_ext --inplace -j 4 \
+		2>&1 | tee $(GPU_LOGS)/build.log; echo "build $$?" >> $(GPU_LOGS)/status
+	set -o pipefail; $(GPU_RUN) 120 $(PYTHON) -m pytest -m cuda tests -q -rs -p no:cacheprovider \
+		2>&1 | tee $(GPU_LOGS)/pytest-cuda.log; echo "pytest-cuda $$?" >> $(GPU_LOGS)/status
+	set -o pipefail; $(GPU_RUN) $$(($(GPU_BUDGET) + 60)) $(PYTHON) benchmarks/gpu_bench.py --budget $(GPU_BUDGET) \
+		2>&1 | tee $(GPU_LOGS)/gpu-bench.log; echo "gpu-bench $$?" >> $(GPU_LOGS)/status
+	set -o pipefail; $(GPU_RUN) 60 $(PYTHON) benchmarks/make_results.py benchmarks/results/*.json \
+		2>&1 | tee $(GPU_LOGS)/results.log; echo "results $$?" >> $(GPU_LOGS)/status
+	if [ -n "$$OUT" ]; then cp $(GPU_LOGS)/*.log benchmarks/RESULTS.md "$$OUT"/ && \
+		{ [ ! -f benchmarks/results/gpu.json ] || cp benchmarks/results/gpu.json "$$OUT"/; }; fi
+	@echo "make gpu-check: exit status of each step (0 = passed)"; cat $(GPU_LOGS)/status; \
+		! grep -qv ' 0$$' $(GPU_LOGS)/status
+
+# The wheels gpu-check needs that the GPU machine lacks (it has no network), into .whl/ to carry.
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -1,0 +1,771 @@
+"""A cost model of the SIREN kernels on an H100 / H200: counted on the CPU, not measured on a GPU.
+
+Per point, for each way of running a SIREN (fastsdf's Triton kernels, through ``fastsdf.SirenMLP``
+with FASTSDF_BACKEND=triton, and eager PyTorch: ``fastsdf.ops.siren_reference`` with autograd), it
+counts what every kernel of the call does:
+
+- global-memory bytes loaded and stored. Triton kernels run in Triton's CPU interpreter
+  (TRITON_INTERPRET=1) with its load and store instructions wrapped: each counts the bytes its mask
+  lets through, and which kernel argument (buffer) they fall in. PyTorch ops run under a
+  TorchDispatchMode: an op reads its inputs and writes its outputs (a broadcast dimension read
+  once); views and allocations move nothing;
+- tensor-core FLOPs (2 M N K per ``tl.dot`` or matrix product), by precision: the dot's
+  ``input_precision`` (tf32x3 costs three TF32 products), bf16 where the operands are bf16 or hold
+  bf16 values only (how the interpreter emulates a bf16 dot), fp32 for PyTorch's float32 products
+  (``allow_tf32`` is off by default: they run on the CUDA cores);
+- float adds, multiplies, FMAs and divisions on blocks (CUDA-core instructions, masked lanes
+  included; Triton's index arithmetic is not counted), and sines and cosines.
+
+Per point means the difference between two batch sizes over the difference in points: weights read
+once per call drop out, weights read once per tile of points stay (amortised over the tile).
+
+From the counts it gives the roofline bound of each kernel, the largest of bytes / HBM bandwidth,
+tensor FLOPs / tensor-core rate, CUDA-core instructions / their rate and sines / the special-function
+units' rate (MUFU, 16 per clock per SM, which ``sin.approx`` uses; libdevice's ``sinf`` costs about
+28 FP32 instructions instead, not counted here), summed over the call's kernels, as points per
+second on an H100 SXM and an H200 (datasheet rates) and on an H200 with the ceilings measured on
+this workplace's machine (KINDS.md: 4.3 TB/s copy, 790 TFLOP/s bf16; the rest from the datasheet).
+All global traffic is taken at HBM bandwidth: what L2 would serve makes a kernel faster than its
+bound says. It is a bound, not a prediction, and no GPU has measured it.
+
+Usage (from the repository root; a few minutes on a CPU):
+
+    python benchmarks/gpu_model.py                  # table on stdout, benchmarks/results/gpu_model.json
+    python benchmarks/gpu_model.py --networks siren256 --precisions fp32 --out /tmp/model.json
+    python benchmarks/make_results.py benchmarks/results/*.json   # the RESULTS.md section
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __name__ == "__main__":
+    # Triton's interpreter must be chosen before triton is imported (torch imports it): the
+    # @triton.jit functions of triton.language itself are defined then.
+    os.environ["TRITON_INTERPRET"] = "1"
+    os.environ["FASTSDF_BACKEND"] = "triton"
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import flop_registry
+from torch.utils._python_dispatch import TorchDispatchMode
+
+BENCH_DIR = Path(__file__).resolve().parent
+if __name__ == "__main__":
+    sys.path.insert(0, str(BENCH_DIR.parent))  # this checkout's fastsdf, installed or not
+DEFAULT_OUT = BENCH_DIR / "results" / "gpu_model.json"
+KIND = "fastsdf-gpu-model"  # make_results.py renders files with this "kind" as the model's section
+TARGET_BYTES = {"forward": 256, "train": 1024}  # issue 12: global bytes per point
+
+
+# --- the chips ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Chip:
+    """Peak rates: bytes/s, FLOP/s (an FMA is 2 FLOPs) and special-function results/s."""
+
+    name: str
+    hbm: float
+    tf32: float
+    bf16: float
+    fp32: float
+    mufu: float
+    source: str
+
+
+_MUFU = 16 * 132 * 1.98e9  # 16 per clock per SM, 132 SMs, 1.98 GHz boost
+CHIPS = (
+    Chip("H100 SXM", 3.35e12, 494.7e12, 989.4e12, 66.9e12, _MUFU, "datasheet (dense)"),
+    Chip("H200", 4.8e12, 494.7e12, 989.4e12, 66.9e12, _MUFU, "datasheet (dense)"),
+    Chip("H200 measured", 4.3e12, 494.7e12, 790e12, 66.9e12, _MUFU,
+         "measured here (KINDS.md): 4.3 TB/s device copy, 790 TFLOP/s bf16 GEMM; TF32, FP32 and MUFU from the "
+         "datasheet"),
+)
+
+# Tensor-core precision classes: the rate each runs at, as a fraction of a chip's rate.
+_TENSOR_RATE = {"tf32": ("tf32", 1.0), "tf32x3": ("tf32", 1 / 3), "bf16": ("bf16", 1.0), "fp16": ("bf16", 1.0),
+                "bf16x3": ("bf16", 1 / 3), "bf16x6": ("bf16", 1 / 6)}
+_CORE_CLASSES = ("fp32", "ieee")  # products on the CUDA cores
+
+
+# --- counts ---------------------------------------------------------------------------------------------
+
+@dataclass
+class KernelCount:
+    """What one kernel (a Triton launch or a PyTorch op) did."""
+
+    name: str
+    kind: str  # "triton" or "torch"
+    load: float = 0.0  # bytes
+    store: float = 0.0
+    mma: dict[str, float] = field(default_factory=dict)  # precision class -> FLOPs
+    lanes: float = 0.0  # CUDA-core float instructions (per lane)
+    sines: float = 0.0  # sin and cos results
+    buffers: dict[str, list[float]] = field(default_factory=dict)  # argument -> [load, store] bytes
+
+    @property
+    def bytes(self) -> float:
+        return self.load + self.store
+
+    def add_mma(self, precision: str, flops: float) -> None:
+        self.mma[precision] = self.mma.get(precision, 0.0) + flops
+
+    def times(self, chip: Chip) -> dict[str, float]:
+        """Seconds on ``chip`` per resource."""
+        tensor = sum(flops / (getattr(chip, _TENSOR_RATE[p][0]) * _TENSOR_RATE[p][1])
+                     for p, flops in self.mma.items() if p not in _CORE_CLASSES)
+        core_flops = sum(flops for p, flops in self.mma.items() if p in _CORE_CLASSES)
+        return {"HBM": self.bytes / chip.hbm, "tensor cores": tensor,
+                "FP32 cores": (core_flops + 2 * self.lanes) / chip.fp32, "MUFU": self.sines / chip.mufu}
+
+    def minus(self, other: "KernelCount", scale: float) -> "KernelCount":
+        """(self - other) * scale, field by field."""
+        def diff(a: dict, b: dict) -> dict:
+            return {k: (a.get(k, 0.0) - b.get(k, 0.0)) * scale for k in {*a, *b}}
+
+        buffers = {k: [(self.buffers.get(k, [0, 0])[i] - other.buffers.get(k, [0, 0])[i]) * scale for i in (0, 1)]
+                   for k in {*self.buffers, *other.buffers}}
+        return KernelCount(self.name, self.kind, (self.load - other.load) * scale, (self.store - other.store) * scale,
+                           diff(self.mma, other.mma), (self.lanes - other.lanes) * scale,
+                           (self.sines - other.sines) * scale, buffers)
+
+
+class Recorder:
+    """Collects a KernelCount per Triton launch (interpreted) and per PyTorch op inside ``with``.
+
+    Triton must run in its interpreter: TRITON_INTERPRET=1 set before the kernels are defined."""
+
+    def __init__(self) -> None:
+        self.kernels: list[KernelCount] = []
+        self._launch: KernelCount | None = None
+        self._buffers: tuple[np.ndarray, np.ndarray, list[str]] | None = None
+
+    @contextlib.contextmanager
+    def triton_only(self) -> Iterator["Recorder"]:
+        with _patched_interpreter(self):
+            yield self
+
+    @contextlib.contextmanager
+    def everything(self) -> Iterator["Recorder"]:
+        with _patched_interpreter(self), _TorchOps(self):
+            yield self
+
+    # -- called from the interpreter's patched builder --
+
+    def begin_launch(self, name: str, arguments: dict[str, Any]) -> None:
+        self._launch = KernelCount(name, "triton")
+        ranges = []
+        for arg, value in arguments.items():
+            if isinstance(value, torch.Tensor) and value.numel():
+                storage = value.untyped_storage()
+                ranges.append((storage.data_ptr(), storage.data_ptr() + storage.nbytes(), arg))
+        ranges.sort()
+        self._buffers = (np.array([r[0] for r in ranges], dtype=np.uint64),
+                         np.array([r[1] for r in ranges], dtype=np.uint64), [r[2] for r in ranges])
+
+    def end_launch(self) -> None:
+        self.kernels.append(self._launch)
+        self._launch = None
+
+    def memory(self, addresses: np.ndarray, mask: np.ndarray, itemsize: int, slot: int) -> None:
+        """``slot`` 0 for a load, 1 for a store."""
+        launch = self._launch
+        if launch is None:
+            return
+        addresses = np.broadcast_to(addresses, np.broadcast_shapes(addresses.shape, mask.shape))
+        touched = addresses[np.broadcast_to(mask, addresses.shape)].astype(np.uint64)
+        nbytes = float(touched.size * itemsize)
+        if slot == 0:
+            launch.load += nbytes
+        else:
+            launch.store += nbytes
+        starts, ends, names = self._buffers
+        index = np.searchsorted(starts, touched, side="right").astype(np.int64) - 1
+        inside = (index >= 0) & (touched < ends[np.maximum(index, 0)])
+        counts = np.bincount(index[inside], minlength=len(names))
+        for i, name in enumerate(names):
+            if counts[i]:
+                launch.buffers.setdefault(name, [0.0, 0.0])[slot] += float(counts[i] * itemsize)
+        outside = touched.size - int(inside.sum())
+        if outside:
+            launch.buffers.setdefault("(outside the arguments)", [0.0, 0.0])[slot] += float(outside * itemsize)
+
+    def dot(self, a: np.ndarray, b: np.ndarray, a_type: Any, b_type: Any, precision: Any) -> None:
+        if self._launch is None:
+            return
+        flops = 2.0 * a.shape[-2] * a.shape[-1] * b.shape[-1] * (int(np.prod(a.shape[:-2])) if a.ndim > 2 else 1)
+        self._launch.add_mma(_dot_class(a, b, a_type, b_type, precision), flops)
+
+    def lanes(self, count: int) -> None:
+        if self._launch is not None:
+            self._launch.lanes += count
+
+    def sines(self, count: int) -> None:
+        if self._launch is not None:
+            self._launch.sines += count
+
+    # -- called from the dispatch mode --
+
+    def torch_op(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        if self._launch is not None or func.is_view or func in _NO_TRAFFIC:
+            return
+        outputs = [t for t in _tensors(out)]
+        if not outputs:
+            return
+        inputs = [t for t in _tensors((args, {k: v for k, v in kwargs.items() if k != "out"}))]
+        count = KernelCount(str(func.overloadpacket.__name__), "torch",
+                            load=float(sum(_tensor_bytes(t) for t in inputs)),
+                            store=float(sum(_tensor_bytes(t) for t in outputs)))
+        packet = func.overloadpacket
+        if packet in flop_registry:
+            flops = float(flop_registry[packet](*args, **kwargs, out_val=out))
+            dtype = inputs[0].dtype if inputs else torch.float32
+            count.add_mma("bf16" if dtype in (torch.bfloat16, torch.float16) else "fp32", flops)
+        elif packet in _SINES:
+            count.sines = float(sum(t.numel() for t in outputs))
+        else:
+            count.lanes = float(max(t.numel() for t in [*inputs, *outputs] if t.is_floating_point())
+                                if any(t.is_floating_point() for t in [*inputs, *outputs]) else 0)
+        self.kernels.append(count)
+
+
+def _tensors(tree: Any) -> Iterator[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, (list, tuple)):
+        for item in tree:
+            yield from _tensors(item)
+    elif isinstance(tree, dict):
+        for item in tree.values():
+            yield from _tensors(item)
+
+
+def _tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes an op moves for ``t``: a broadcast (stride 0) dimension once."""
+    elements = 1
+    for size, stride in zip(t.shape, t.stride()):
+        if stride != 0:
+            elements *= size
+    return elements * t.element_size() if t.numel() else 0
+
+
+_aten = torch.ops.aten
+_NO_TRAFFIC = {_aten.empty.memory_format, _aten.empty_strided.default, _aten.empty_like.default,
+               _aten.new_empty.default, _aten.new_empty_strided.default, _aten.lift_fresh.default}
+_SINES = {_aten.sin, _aten.cos}
+
+
+class _TorchOps(TorchDispatchMode):
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.recorder.torch_op(func, args, kwargs, out)
+        return out
+
+
+def _bf16_valued(x: np.ndarray) -> bool:
+    return x.dtype == np.float32 and not np.any(x.view(np.uint32) & np.uint32(0xFFFF))
+
+
+def _dot_class(a: np.ndarray, b: np.ndarray, a_type: Any, b_type: Any, precision: Any) -> str:
+    names = {str(a_type), str(b_type)}
+    if names & {"bf16", "fp16"}:
+        return "fp16" if "fp16" in names else "bf16"
+    name = getattr(precision, "name", str(precision)).lower()
+    if name == "ieee" and _bf16_valued(a) and _bf16_valued(b):
+        return "bf16"  # bf16 operands widened to fp32 (the interpreter has no bf16 dot)
+    return name
+
+
+@contextlib.contextmanager
+def _patched_interpreter(recorder: Recorder) -> Iterator[None]:
+    """Wraps the interpreter's memory, dot and math builders and its launcher while inside."""
+    from triton.runtime import interpreter
+
+    builder = interpreter.interpreter_builder
+    cls = type(builder)
+    originals: dict[str, Any] = {}
+
+    def wrap(name: str, make: Callable[[Callable], Callable]) -> None:
+        original = getattr(cls, name, None)
+        if original is None:
+            return
+        originals[name] = original
+        setattr(builder, name, make(original.__get__(builder)))
+
+    def itemsize(handle: Any) -> int:
+        return max(1, handle.get_element_ty().primitive_bitwidth // 8)
+
+    def masked_load(f: Callable) -> Callable:
+        def load(ptrs: Any, mask: Any, other: Any, *rest: Any) -> Any:
+            recorder.memory(ptrs.data, mask.data, itemsize(ptrs), 0)
+            return f(ptrs, mask, other, *rest)
+        return load
+
+    def masked_store(f: Callable) -> Callable:
+        def store(ptrs: Any, value: Any, mask: Any, *rest: Any) -> Any:
+            recorder.memory(ptrs.data, mask.data, itemsize(ptrs), 1)
+            return f(ptrs, value, mask, *rest)
+        return store
+
+    def atomic_rmw(f: Callable) -> Callable:
+        def rmw(op: Any, ptr: Any, val: Any, mask: Any, *rest: Any) -> Any:
+            for slot in (0, 1):
+                recorder.memory(ptr.data, mask.data, itemsize(ptr), slot)
+            return f(op, ptr, val, mask, *rest)
+        return rmw
+
+    def dot(f: Callable) -> Callable:
+        def run(a: Any, b: Any, d: Any, precision: Any, *rest: Any) -> Any:
+            recorder.dot(a.data, b.data, a.dtype.scalar, b.dtype.scalar, precision)
+            return f(a, b, d, precision, *rest)
+        return run
+
+    def counted(kind: str) -> Callable[[Callable], Callable]:
+        def make(f: Callable) -> Callable:
+            def run(*args: Any) -> Any:
+                out = f(*args)
+                if np.issubdtype(out.data.dtype, np.floating):
+                    getattr(recorder, kind)(int(out.data.size))
+                return out
+            return run
+        return make
+
+    wrap("create_masked_load", masked_load)
+    wrap("create_masked_store", masked_store)
+    wrap("create_atomic_rmw", atomic_rmw)
+    wrap("create_dot", dot)
+    for name in ("create_sin", "create_cos"):
+        wrap(name, counted("sines"))
+    for name in ("create_fadd", "create_fsub", "create_fmul", "create_fdiv", "create_precise_divf",
+                 "create_fma", "create_fneg"):
+        wrap(name, counted("lanes"))
+
+    executor = interpreter.GridExecutor
+    launch = executor.__call__
+
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        arguments = dict(zip(self.arg_names, args))
+        arguments.update(kwargs)
+        recorder.begin_launch(getattr(self.fn, "__name__", "kernel"), arguments)
+        try:
+            return launch(self, *args, **kwargs)
+        finally:
+            recorder.end_launch()
+
+    executor.__call__ = call
+    try:
+        yield
+    finally:
+        executor.__call__ = launch
+        for name in originals:
+            delattr(builder, name)
+
+
+# --- the workloads ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Network:
+    key: str
+    text: str
+    hidden: int
+    hidden_layers: int
+    latent: int = 0
+
+
+NETWORKS = {
+    "siren256": Network("siren256", "3 -> 256 x 4 sine layers -> 1 (SirenMLP(3, 256, 3, 1), the SIREN SDF network)",
+                        256, 3),
+    "siren512": Network("siren512", "3 -> 512 x 4 sine layers -> 1 (SirenMLP(3, 512, 3, 1))", 512, 3),
+    "latent256": Network("latent256", "DeepSDF-like: latent 256 + xyz 3 -> 256 x 4 sine layers -> 1 "
+                                      "(SirenMLP(3, 256, 3, 1, latent_features=256), code per point)", 256, 3, 256),
+    "deepsdf512": Network("deepsdf512", "train_deepsdf's SIREN: latent 256 + xyz 3 -> 512 x 8 sine layers -> 1 "
+                                        "(SirenMLP(3, 512, 7, 1, latent_features=256)); slow in the interpreter",
+                          512, 7, 256),
+}
+DEFAULT_NETWORKS = ("siren256", "siren512", "latent256")
+JOBS = ("forward", "gradient", "train")
+JOB_TEXT = {"forward": "forward", "gradient": "forward + input gradient",
+            "train": "training step (L1 + eikonal, backward to the parameters; no optimiser)"}
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def _model(network: Network, precision: str) -> Any:
+    from fastsdf.nn import SirenMLP
+
+    torch.manual_seed(0)
+    return SirenMLP(3, network.hidden, network.hidden_layers, 1, latent_features=network.latent,
+                    precision=precision)
+
+
+def _inputs(network: Network, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    generator = torch.Generator().manual_seed(n)
+    x = torch.rand(n, 3, generator=generator) * 2 - 1
+    latent = torch.randn(n, network.latent, generator=generator) * 0.01 if network.latent else None
+    return x, latent
+
+
+def _loss(y: torch.Tensor, jacobian: torch.Tensor) -> torch.Tensor:
+    """The benchmarks' training loss: |y| (an L1 on the SDF) plus the eikonal term | |grad| - 1 |."""
+    return y.abs().mean() + (jacobian[:, 0].norm(dim=-1) - 1).abs().mean()
+
+
+def fastsdf_call(network: Network, job: str, precision: str) -> Callable[[int], Callable[[], None]]:
+    """n -> the call of ``job`` through SirenMLP (FASTSDF_BACKEND=triton)."""
+    model = _model(network, precision)
+
+    def make(n: int) -> Callable[[], None]:
+        x, latent = _inputs(network, n)
+        if job == "forward":
+            return lambda: _no_grad(model, x, latent)
+        if job == "gradient":
+            return lambda: _no_grad(model.forward_with_gradient, x, latent)
+
+        def step() -> None:
+            model.zero_grad(set_to_none=True)
+            _loss(*model.forward_with_gradient(x, latent)).backward()
+
+        return step
+
+    return make
+
+
+def _no_grad(fn: Callable, *args: Any) -> None:
+    with torch.no_grad():
+        fn(*args)
+
+
+def eager_call(network: Network, job: str) -> Callable[[int], Callable[[], None]]:
+    """n -> ``job`` in eager PyTorch: fastsdf.ops.siren_reference's forward (the official SIREN's
+    ops), the input gradient by torch.autograd.grad (create_graph for the training step)."""
+    from fastsdf.ops import siren_reference
+
+    model = _model(network, "fp32")
+    weights, biases, omegas = list(model.weights), list(model.biases), model.omegas
+
+    def net(x: torch.Tensor, latent: torch.Tensor | None) -> torch.Tensor:
+        points = x if latent is None else torch.cat([latent, x], dim=-1)
+        return siren_reference.forward(points, weights, biases, omegas)
+
+    def make(n: int) -> Callable[[], None]:
+        x, latent = _inputs(network, n)
+        if job == "forward":
+            return lambda: _no_grad(net, x, latent)
+
+        def gradient() -> None:
+            xg = x.detach().requires_grad_(True)
+            y = net(xg, latent)
+            torch.autograd.grad(y, xg, torch.ones_like(y))
+
+        def step() -> None:
+            for p in weights + biases:
+                p.grad = None
+            xg = x.detach().requires_grad_(True)
+            y = net(xg, latent)
+            grad = torch.autograd.grad(y, xg, torch.ones_like(y), create_graph=True)[0]
+            _loss(y, grad[:, None, :]).backward()
+
+        return gradient if job == "gradient" else step
+
+    return make
+
+
+def count_call(make: Callable[[int], Callable[[], None]], n: int) -> list[KernelCount]:
+    call = make(n)
+    recorder = Recorder()
+    with recorder.everything():
+        call()
+    return recorder.kernels
+
+
+# --- per point and the bounds --------------------------------------------------------------------------
+
+def per_point(small: list[KernelCount], large: list[KernelCount], points: int) -> list[KernelCount]:
+    """What each kernel adds per point between two batches ``points`` apart (kernels paired in order;
+    where the two calls launched different kernels, the call as one)."""
+    scale = 1.0 / points
+    if [k.name for k in small] == [k.name for k in large]:
+        return [b.minus(a, scale) for a, b in zip(small, large)]
+    return [_merged(large).minus(_merged(small), scale)]
+
+
+def _merged(kernels: list[KernelCount]) -> KernelCount:
+    total = KernelCount("call", "mixed")
+    for k in kernels:
+        total.load += k.load
+        total.store += k.store
+        total.lanes += k.lanes
+        total.sines += k.sines
+        for p, flops in k.mma.items():
+            total.add_mma(p, flops)
+        for name, (load, store) in k.buffers.items():
+            slot = total.buffers.setdefault(f"{k.name}.{name}", [0.0, 0.0])
+            slot[0] += load
+            slot[1] += store
+    return total
+
+
+def bound(kernels: list[KernelCount], chip: Chip) -> dict[str, Any]:
+    """Points per second when each kernel runs at its roofline and they run one after another,
+    and the resource that binds most of that time."""
+    seconds = 0.0
+    by_resource: dict[str, float] = {}
+    for k in kernels:
+        times = k.times(chip)
+        resource = max(times, key=times.get)
+        seconds += times[resource]
+        by_resource[resource] = by_resource.get(resource, 0.0) + times[resource]
+    if seconds <= 0:
+        return {"points_per_s": None, "binds": "nothing", "share": 0.0}
+    resource = max(by_resource, key=by_resource.get)
+    return {"points_per_s": 1.0 / seconds, "binds": resource, "share": by_resource[resource] / seconds}
+
+
+def summary(kernels: list[KernelCount]) -> dict[str, Any]:
+    total = _merged(kernels)
+    return {"bytes": total.bytes, "load": total.load, "store": total.store,
+            "flops": sum(total.mma.values()) + 2 * total.lanes, "mma_flops": dict(sorted(total.mma.items())),
+            "lanes": total.lanes, "sines": total.sines}
+
+
+def _on_tf32(kernels: list[KernelCount]) -> list[KernelCount]:
+    """The same kernels with their float32 products on TF32 tensor cores (PyTorch's allow_tf32=True)."""
+    out = []
+    for k in kernels:
+        copy = k.minus(KernelCount(k.name, k.kind), 1.0)
+        copy.mma = {("tf32" if p == "fp32" else p): v for p, v in k.mma.items()}
+        out.append(copy)
+    return out
+
+
+def model_rows(network: Network, job: str, impl: str, precision: str, make: Callable[[int], Callable[[], None]],
+               batches: tuple[int, int]) -> tuple[list[dict[str, Any]], list[KernelCount]]:
+    """The rows of one way of running ``job`` (two for eager: its float32 products on the CUDA cores,
+    PyTorch's default, and on TF32 tensor cores), and its kernels per point."""
+    small, large = (count_call(make, n) for n in batches)
+    points = per_point(small, large, batches[1] - batches[0])
+    buffers: dict[str, list[float]] = {}
+    for k in points:
+        for name, values in k.buffers.items():
+            key = f"{k.name}.{name}"
+            buffers[key] = [a + b for a, b in zip(buffers.get(key, [0.0, 0.0]), values)]
+    variants = [(precision, points)] if impl == "fastsdf" else [("fp32", points), ("tf32", _on_tf32(points))]
+    rows = [_row(network, job, impl, name, kernels, kernels_per_call=len(large),
+                 triton_launches=sum(k.kind == "triton" for k in large),
+                 at_batch={str(n): {**summary(ks), "bytes_per_point": _merged(ks).bytes / n}
+                           for n, ks in zip(batches, (small, large))},
+                 buffers_per_point={k: v for k, v in sorted(buffers.items(), key=lambda kv: -sum(kv[1]))
+                                    if sum(v) > 0})
+            for name, kernels in variants]
+    return rows, points
+
+
+NOTES = [
+    "Targets (issue 12, global bytes per point: forward <= 256, training step <= 1 KB) apply to the networks of "
+    "points alone: with a latent code per point, its 1 KB of input already exceeds them.",
+    "Per point: the counts' difference between the two batches over the difference in points (weights read once "
+    "per call drop out; weights read once per tile of points stay).",
+    "Bounds: each kernel at the largest of bytes / HBM bandwidth (all global traffic, as if L2 served none), "
+    "tensor FLOPs / tensor-core rate, CUDA-core instructions / their rate and sines / MUFU rate; summed over the "
+    "call's kernels. Launch overheads and the optimiser are left out.",
+    "Sines are costed on the MUFU (sin.approx); libdevice's sinf, which the kernels may compile to, costs about "
+    "28 FP32 instructions each instead.",
+    "eager: PyTorch ops (fastsdf.ops.siren_reference, the official SIREN's ops), input gradient by "
+    "torch.autograd.grad (create_graph for the training step); fp32 = float32 products on the CUDA cores "
+    "(PyTorch's default), tf32 = the same kernels with allow_tf32.",
+    "fastsdf: SirenMLP with FASTSDF_BACKEND=triton; its training step runs what the backend runs when autograd "
+    "records. PyTorch products in it are counted as float32 on the CUDA cores (on CUDA its tf32 mode runs the "
+    "forward's hidden products in TF32).",
+]
+
+FLOOR_TEXT = ("floor: one kernel that keeps everything on chip (reads the points, writes the outputs), eager "
+              "PyTorch's products on tensor cores at this precision (fp32: three TF32 products), one sine per "
+              "neuron (and one cosine where a derivative is needed) on the MUFU")
+
+
+def floor_rows(network: Network, job: str, eager: list[KernelCount], precisions: Sequence[str]) -> list[dict[str, Any]]:
+    """The hardware floor of ``job``: what no implementation can beat by much."""
+    flops = sum(sum(k.mma.values()) for k in eager)
+    inputs = 4.0 * (3 + network.latent)
+    outputs = {"forward": 4.0, "gradient": 4.0 + 12.0, "train": 0.0}[job]
+    sines = (network.hidden_layers + 1) * network.hidden * (1 if job == "forward" else 2)
+    rows = []
+    for precision in precisions:
+        kernel = KernelCount("floor", "ideal", load=inputs, store=outputs,
+                             mma={{"fp32": "tf32x3"}.get(precision, precision): flops}, sines=sines)
+        rows.append(_row(network, job, "floor", precision, [kernel], kernels_per_call=1, triton_launches=0))
+    return rows
+
+
+def _row(network: Network, job: str, impl: str, precision: str, kernels: list[KernelCount],
+         **extra: Any) -> dict[str, Any]:
+    row = {"network": network.key, "network_text": network.text, "job": job, "impl": impl, "precision": precision,
+           **extra, "per_point": summary(kernels), "bounds": {chip.name: bound(kernels, chip) for chip in CHIPS}}
+    target = TARGET_BYTES.get(job)
+    if target is not None and impl == "fastsdf" and not network.latent:
+        row["target_bytes"] = target
+        row["target_met"] = row["per_point"]["bytes"] <= target
+    return row
+
+
+def run_model(networks: Sequence[str], precisions: Sequence[str], batches: tuple[int, int],
+              jobs: Sequence[str] = JOBS, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    rows = []
+    for key in networks:
+        network = NETWORKS[key]
+        for job in jobs:
+            for precision in precisions:
+                log(f"  {key}: {job}, fastsdf {precision}")
+                rows += model_rows(network, job, "fastsdf", precision, fastsdf_call(network, job, precision),
+                                   batches)[0]
+            log(f"  {key}: {job}, eager")
+            eager_rows, eager = model_rows(network, job, "eager", "fp32", eager_call(network, job), batches)
+            rows += eager_rows + floor_rows(network, job, eager, precisions)
+    return rows
+
+
+# --- output ----------------------------------------------------------------------------------------------
+
+def fmt(value: float | None) -> str:
+    """About three significant digits; large values as a power of ten."""
+    if value is None:
+        return "-"
+    if value >= 1e6:
+        mantissa, exponent = f"{value:.2e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """A plain-text table per network: per point, and the bound on each chip."""
+    chips = " ".join(f"{chip.name:>14}" for chip in CHIPS)
+    header = (f"{'job':<9} {'impl':<8} {'prec':<5} {'B/pt':>9} {'FLOP/pt':>9} {'sin+cos':>8} {'kernels':>7} "
+              f"{chips}  {'binds (H200)':<24} target")
+    lines = []
+    for key in dict.fromkeys(r["network"] for r in rows):
+        lines += ["", rows_of(rows, key)[0]["network_text"], "  points/s bounds below: roofline per kernel, summed",
+                  header, "-" * len(header)]
+        for r in rows_of(rows, key):
+            p = r["per_point"]
+            h200 = r["bounds"]["H200"]
+            binds = f"{h200['binds']} ({100 * h200['share']:.0f}%)"
+            target = ""
+            if "target_met" in r:
+                target = f"{'met' if r['target_met'] else 'MISSED'} (<= {r['target_bytes']} B)"
+            bounds = " ".join(f"{fmt(r['bounds'][chip.name]['points_per_s']):>14}" for chip in CHIPS)
+            lines.append(f"{r['job']:<9} {r['impl']:<8} {r['precision']:<5} {fmt(p['bytes']):>9} {fmt(p['flops']):>9} "
+                         f"{fmt(p['sines']):>8} {r['kernels_per_call']:>7} {bounds}  {binds:<24} {target}")
+    return lines
+
+
+def rows_of(rows: list[dict[str, Any]], network: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["network"] == network]
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+    os.replace(f.name, path)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--networks", default=",".join(DEFAULT_NETWORKS),
+                        help=f"comma-separated, of {', '.join(NETWORKS)} (default: %(default)s)")
+    parser.add_argument("--precisions", default=",".join(PRECISIONS), help="fastsdf's (default: %(default)s)")
+    parser.add_argument("--jobs", default=",".join(JOBS), help="(default: %(default)s)")
+    parser.add_argument("--batches", default="128,256",
+                        help="two batch sizes, multiples of the kernels' tile (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON to write (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    def listed(name: str, known: Sequence[str]) -> list[str]:
+        values = [v.strip() for v in getattr(args, name).split(",") if v.strip()]
+        unknown = [v for v in values if v not in known]
+        if not values or unknown:
+            parser.error(f"--{name}: unknown {unknown or 'empty list'}; known: {', '.join(known)}")
+        return values
+
+    args.networks = listed("networks", tuple(NETWORKS))
+    args.precisions = listed("precisions", PRECISIONS)
+    args.jobs = listed("jobs", JOBS)
+    try:
+        batches = tuple(int(v) for v in args.batches.split(","))
+    except ValueError:
+        batches = ()
+    if len(batches) != 2 or not 0 < batches[0] < batches[1]:
+        parser.error(f"--batches must be two increasing positive integers, got {args.batches!r}")
+    args.batches = batches
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    if os.environ.get("TRITON_INTERPRET") != "1" or os.environ.get("FASTSDF_BACKEND") != "triton":
+        raise SystemExit("run gpu_model.py as a script: it sets TRITON_INTERPRET=1 before triton is imported")
+    torch.set_num_threads(1)  # the counts do not depend on it; the interpreter's numpy does the work
+    print(f"counting at batches {args.batches} (Triton interpreter + PyTorch dispatcher; a model, no GPU):",
+          flush=True)
+    rows = run_model(args.networks, args.precisions, args.batches, args.jobs,
+                     log=lambda line: print(line, flush=True))
+    data = {
+        "kind": KIND,
+        "note": ("A cost model, not a measurement: counts from Triton's CPU interpreter and PyTorch's dispatcher, "
+                 "bounds from peak rates. No GPU has measured these numbers."),
+        "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _commit(),
+        "torch": torch.__version__,
+        "triton": _triton_version(),
+        "batches": list(args.batches),
+        "chips": [asdict(chip) for chip in CHIPS],
+        "jobs": {job: JOB_TEXT[job] for job in args.jobs},
+        "floor_text": FLOOR_TEXT + ".",
+        "notes": NOTES,
+        "rows": rows,
+    }
+    write_json(args.out, data)
+    print("\n".join(table_lines(rows)))
+    print("\n".join(["", f"- {FLOOR_TEXT}.", *(f"- {note}" for note in NOTES)]))
+    print(f"\nA MODEL, NOT A MEASUREMENT (no GPU ran this). Wrote {args.out}")
+    return 0
+
+
+def _triton_version() -> str | None:
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

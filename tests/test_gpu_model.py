@@ -1,0 +1,167 @@
+"""benchmarks/gpu_model.py's counters: exact on kernels and ops whose traffic is known by hand.
+
+The Triton kernels here are interpreted whatever TRITON_INTERPRET says (an InterpretedFunction
+made directly), so the test runs the same on a machine with a GPU. Without one, TRITON_INTERPRET=1
+is set before triton is imported, as test_siren_triton.py does: the @triton.jit functions of
+triton.language itself are defined at that import, and the interpreter cannot call compiled ones.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+triton = pytest.importorskip("triton")
+import triton.language as tl  # noqa: E402
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import gpu_model  # noqa: E402
+
+
+def _copy(src, dst, n, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = offsets < n
+    tl.store(dst + offsets, tl.load(src + offsets, mask=inside), mask=inside)
+
+
+def _dot_and_sines(a, b, c, s, omega, M: tl.constexpr, K: tl.constexpr, N: tl.constexpr):
+    rm = tl.arange(0, M)
+    rk = tl.arange(0, K)
+    rn = tl.arange(0, N)
+    x = tl.load(a + rm[:, None] * K + rk[None, :])
+    w = tl.load(b + rk[:, None] * N + rn[None, :])
+    z = tl.dot(x, w, input_precision="tf32x3") * omega + 1.0
+    tl.store(c + rm[:, None] * N + rn[None, :], tl.sin(z))
+    tl.store(s + rm[:, None] * N + rn[None, :], tl.cos(z))
+
+
+copy_kernel = InterpretedFunction(_copy)
+dot_kernel = InterpretedFunction(_dot_and_sines)
+
+
+def test_copy_kernel_counts_the_bytes_its_masks_let_through(rng: np.random.Generator) -> None:
+    n = int(rng.integers(1, 300))
+    block = 32
+    src = torch.from_numpy(rng.standard_normal(n).astype(np.float32))
+    dst = torch.zeros(n)
+    recorder = gpu_model.Recorder()
+    with recorder.triton_only():
+        copy_kernel[(triton.cdiv(n, block),)](src, dst, n, BLOCK=block)
+    assert torch.equal(dst, src)
+    (launch,) = recorder.kernels
+    assert (launch.name, launch.load, launch.store) == ("_copy", 4 * n, 4 * n)  # the tail masked off
+    assert launch.buffers == {"src": [4 * n, 0], "dst": [0, 4 * n]}
+    assert launch.mma == {} and launch.sines == 0
+
+
+def test_dot_flops_sines_and_float_instructions() -> None:
+    m, k, n = 16, 32, 16
+    a, b = torch.rand(m, k), torch.rand(k, n)
+    c, s = torch.empty(m, n), torch.empty(m, n)
+    recorder = gpu_model.Recorder()
+    with recorder.triton_only():
+        dot_kernel[(1,)](a, b, c, s, 2.0, M=m, K=k, N=n)
+    torch.testing.assert_close(c, torch.sin((a @ b) * 2 + 1), rtol=1e-5, atol=1e-5)
+    (launch,) = recorder.kernels
+    assert launch.mma == {"tf32x3": 2 * m * k * n}
+    assert launch.sines == 2 * m * n
+    assert launch.lanes >= 2 * m * n  # the multiply and the add, at least (the dot's accumulate may count)
+    assert (launch.load, launch.store) == (4 * (m * k + k * n), 2 * 4 * m * n)
+
+
+def test_torch_ops_read_inputs_write_outputs_and_views_move_nothing() -> None:
+    n, k, m = 50, 7, 9
+    x, w, row = torch.rand(n, k), torch.rand(m, k), torch.rand(1, m)
+    recorder = gpu_model.Recorder()
+    with recorder.everything():
+        y = x @ w.t()  # w.t() is a view
+        z = y + row.expand(n, m)  # the broadcast row is read once
+        z.reshape(-1)
+    mm, add = recorder.kernels
+    assert mm.mma == {"fp32": 2 * n * k * m} and (mm.load, mm.store) == (4 * (n * k + m * k), 4 * n * m)
+    assert (add.load, add.store, add.lanes) == (4 * (n * m + m), 4 * n * m, n * m)
+
+
+def test_per_point_drops_what_a_call_reads_once() -> None:
+    def kernels(points: int) -> list:
+        return [gpu_model.KernelCount("k", "triton", load=1000 + 12 * points, store=4 * points,
+                                      mma={"bf16": 10.0 * points}, sines=3.0 * points)]
+
+    (k,) = gpu_model.per_point(kernels(128), kernels(256), 128)
+    assert (k.load, k.store, k.mma, k.sines) == (12, 4, {"bf16": 10}, 3)
+    chip = gpu_model.CHIPS[1]
+    result = gpu_model.bound([k], chip)
+    assert result["binds"] == "HBM" and result["points_per_s"] == pytest.approx(chip.hbm / 16)
+
+
+def test_eager_gradient_counts_the_backward_too() -> None:
+    network = gpu_model.Network("tiny", "3 -> 16 x 2 -> 1", 16, 1)
+    forward = gpu_model.count_call(gpu_model.eager_call(network, "forward"), 8)
+    gradient = gpu_model.count_call(gpu_model.eager_call(network, "gradient"), 8)
+    products = [k for k in gradient if k.mma]
+    assert sum(bool(k.mma) for k in forward) == 3 and len(products) > 3
+    assert sum(k.sines for k in gradient) == 2 * sum(k.sines for k in forward) == 2 * 8 * 32
+
+
+# --- benchmarks/gpu_bench.py and make_results.py: what can be checked without a GPU ---------------
+
+import json  # noqa: E402
+
+import gpu_bench  # noqa: E402
+import make_results  # noqa: E402
+
+
+def test_dry_run_is_labelled_and_never_rendered(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "dry.json"
+    assert gpu_bench.main(["--dry-run", "--out", str(out), "--budget", "10", "--parts", "marching_cubes,mesh_sdf"]) == 0
+    data = json.loads(out.read_text())
+    assert data["dry_run"] and data["machine_info"]["fastsdf"]["dry_run"] and data["benchmarks"]
+    for bench in data["benchmarks"]:
+        assert "-dryrun-" in bench["group"] and "[DRY RUN]" in bench["extra_info"]["peer"]
+        assert gpu_bench.DRY_RUN_NOTE in bench["extra_info"]["notes"]
+        assert bench["stats"]["rounds"] >= 3 and 0 < bench["stats"]["min"] <= bench["stats"]["median"]
+    assert "NOT GPU NUMBERS" in capsys.readouterr().out
+    assert make_results.split_inputs([out]) == ([], [])  # skipped with a warning
+
+
+@pytest.mark.parametrize("argv", [["--dry-run"], ["--dry-run", "--out", str(gpu_bench.RESULTS_DIR / "x.json")],
+                                  ["--parts", "siren,nope"], ["--budget", "0"]])
+def test_bench_arguments_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        gpu_bench._parse(argv)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no GPU is visible")
+def test_bench_without_a_gpu_measures_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    assert gpu_bench.main(["--out", str(out)]) == 2 and not out.exists()
+
+
+def test_siren_dry_run_checks_outputs_against_float64(tmp_path: Path) -> None:
+    pytest.importorskip("pytest_benchmark")  # benchmarks/test_bench_siren.py, whose peers it times, needs it
+    out = tmp_path / "dry.json"
+    gpu_bench.main(["--dry-run", "--out", str(out), "--budget", "4", "--parts", "siren"])
+    rows = json.loads(out.read_text())["benchmarks"]
+    assert rows and all(r["group"].startswith("siren-dryrun-") for r in rows)
+    checked = [r["extra_info"]["rel_error_y"] for r in rows if "rel_error_y" in r["extra_info"]]
+    assert checked and all(error < 1e-5 for error in checked)  # float32 on the CPU, against float64
+
+
+def test_model_section_says_it_is_a_model(tmp_path: Path) -> None:
+    network = gpu_model.Network("tiny", "3 -> 16 x 2 -> 1", 16, 1)
+    eager = [gpu_model.KernelCount("mm", "torch", load=40, store=4, mma={"fp32": 1000.0})]
+    rows = gpu_model.floor_rows(network, "forward", eager, ["bf16"])
+    model = tmp_path / "gpu_model.json"
+    model.write_text(json.dumps({"kind": gpu_model.KIND, "chips": [vars(c) for c in gpu_model.CHIPS], "rows": rows,
+                                 "batches": [128, 256], "notes": ["a note"], "floor_text": "the floor."}))
+    results = tmp_path / "RESULTS.md"
+    assert make_results.main([str(model), "--results", str(results), "--no-readme"]) == 0
+    text = results.read_text()
+    assert "<!-- gpu_model:begin -->" in text and "<!-- gpu_model:end -->" in text
+    assert "This is a model, not a measurement" in text and "| forward | floor | bf16 | 16 |" in text
