@@ -38,13 +38,15 @@ product: the numerics the tests see are the GPU's, up to summation order.
 Offsets that scale with the batch (points x IN, points x OUT, the Jacobian's) are 64-bit, and every
 launch runs under ``torch.cuda.device`` of its tensors.
 
-Configurations (``_CONFIGS``): per width and number of tangent tiles, BLOCK_M, BLOCK_N and the warp
-count, chosen so that the live tiles fit the register file without spills up to width 256
-(``tests/test_triton_compile.py`` compiles each for sm_80 and sm_90 and checks spills, shared
-memory and the MUFU sine; the numbers are in its docstring). Live state at a layer boundary is the
-previous tiles plus the ones being assembled, 2 (1 + TANGENTS) BLOCK_M H floats per program: at
-width 256 that allows BLOCK_M 64 for the forward and 16 with three tangents (at 8 warps); width
-512 runs with BLOCK_M 32 / 16 and may spill.
+Configurations (``_CONFIGS``): per width and number of tangent tiles, BLOCK_M, BLOCK_N, the warp
+count and no software pipelining of the layer loop (Triton's default 3 stages held three copies of
+a layer's weights in shared memory). ``tests/test_triton_compile.py`` compiles them for sm_80 and
+sm_90: up to width 64 no spills and at most 36 KB of shared memory in every precision (e.g. width
+64, fp32: forward BLOCK_M 64, 4 warps, 184 registers; three tangents BLOCK_M 32, 8 warps, 180).
+From width 128 on the live state, 2 (1 + TANGENTS) BLOCK_M H floats per program at a layer boundary
+(previous tiles plus those being assembled, times two in fp32 mode for the big/small operands),
+exceeds the register file and the tilings spill (width 256 fp32 forward, BLOCK_M 64, 8 warps:
+~15 KB per thread, 192 KB shared on sm_90; bf16: none on sm_90, 844 B on sm_80): still open.
 
 Why Triton ``tl.dot`` on register tiles and not Gluon or CUDA C++: Gluon (explicit shared memory,
 ``wgmma`` descriptors, warp specialisation) is the way to BLOCK_M 128 tiles held in shared memory
