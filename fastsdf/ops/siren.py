@@ -281,8 +281,8 @@ def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], bias
 
 def _fused(name: str, weights: Sequence[torch.Tensor], omegas: Sequence[float | None]) -> Any:
     """The module with the backend's fused forward and forward_with_gradient, None where it has none
-    for this network (the reference backend; Triton's kernels take square power-of-two widths and
-    one omega for the hidden layers)."""
+    for this network (the reference backend; Triton's kernels take square power-of-two widths of
+    16-512, at most 16 outputs and one omega for the hidden layers: ``kernels.supports``)."""
     if name == "cpu":
         from fastsdf.ops import siren_cpu
 
