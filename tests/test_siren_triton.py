@@ -270,14 +270,6 @@ def test_every_launch_runs_on_its_tensors_device(monkeypatch: pytest.MonkeyPatch
     assert inside == [True, True, True]
 
 
-def test_tile_order_is_a_permutation_of_the_units() -> None:
-    for width in (32, 64, 256):
-        for block_n in (16, 32, width):
-            if block_n <= width:
-                assert sorted(kernels._tile_order(width, block_n)) == list(range(width))
-    assert kernels._tile_order(4, 1) == [0, 2, 1, 3]
-
-
 @pytest.mark.cuda
 @pytest.mark.parametrize("width", [64, 256, 512])
 def test_large_batches_on_cuda(width: int, poisoned: None) -> None:

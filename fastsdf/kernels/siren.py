@@ -6,19 +6,30 @@ Design
 of BLOCK_M points. The tile's activations (BLOCK_M x H, fp32) stay in registers from the first
 layer to the last: nothing but x, y and the Jacobian touches global memory per point (12 + 4 OUT
 bytes forward, + 12 OUT with the xyz Jacobian); the weights are streamed (from L2) once per tile.
-A layer is ``tl.dot`` of the register tile with the weights in chunks of BLOCK_N output columns, so
-that the weight chunk Triton stages in shared memory (H x BLOCK_N) fits every target; each chunk
-gets its bias and sine at once and the chunks are reassembled into the next tile by ``tl.join`` +
-``tl.reshape``, which interleaves their columns. The kernel never permutes registers to undo that:
-the host hands it the weights with their hidden units in the tile's order (``_tile_order``), the
-rows of every weight matrix and the columns of the first one permuted to match.
+A layer is one (BLOCK_M, N) accumulator, summed over chunks of BLOCK_K inputs: the input tile is
+cut into its column halves recursively (``_halves``: reshape, permute, split, which moves no data
+where the top column bits are register bits of the accumulator layout), and each chunk is
+multiplied by the matching BLOCK_K rows of W^T. So only a BLOCK_M x BLOCK_K chunk is ever in the
+MMA operand layout, which Triton replicates over the warps that split N, or split into TF32 big
+and small parts; the previous design converted the whole tile (three copies in fp32 mode) and
+spilled from width 128 on.
 
-The input Jacobian is forward mode: the tangents dz/dx_j of the TANGENTS (<= 3) requested inputs
-ride along as BLOCK_M x H tiles, multiplied by the same weight chunk as the activations (loaded
-once) and by omega cos(omega z) after it. Reverse mode would need every layer's cos factors
-(L x BLOCK_M x H) kept for the backward sweep, which is what forced the previous design into a
-global scratch buffer and into spills; forward mode keeps 1 + TANGENTS tiles live and stores
-nothing. More than 3 requested columns (a latent code's) take ceil(G / 3) launches.
+The input Jacobian is forward mode: the tangents dz/dx_j of the requested inputs ride along as
+BLOCK_M x H tiles, multiplied by the same weight chunk as the activations (loaded once) and by
+omega cos(omega z) after it. Reverse mode would need every layer's cos factors kept for the
+backward sweep; forward mode keeps 1 + TANGENTS tiles and their accumulators live and stores
+nothing. A launch takes up to 3 columns (``_tangents_per_launch``: 1 from width 256 on); more
+take several launches, each computing y too.
+
+Register budget (fp32 words per thread): a BLOCK_M x H tile costs BLOCK_M H / (32 num_warps); a
+layer holds 2 (1 + TANGENTS) of them (inputs and accumulators) plus the chunk's operands (the
+A chunk replicated over the N warps, its big/small parts, the weight chunk's, and the loads ptxas
+prefetches for the next chunks, ~100-140 registers measured). Width 256, fp32 forward: BLOCK_M 32,
+8 warps, 2 x 32 tile registers, 206 in all, no spill; BLOCK_M 64 (2 x 64) spills 428-624 B. The
+Jacobian at 256 with 3 tangents (8 tiles) spills even at BLOCK_M 16 (408-808 B), with 1 tangent
+per launch at BLOCK_M 16 it is 12-24 B. Small tiles cost tensor-core efficiency: sm_90's wgmma
+needs M >= 64 per warpgroup, so with BLOCK_M < 64 Triton issues mma.sync (HMMA m16n8k8), and the
+weights are re-read from L2 per BLOCK_M points; spill-free was preferred to larger tiles.
 
 Sine and cosine: an explicit range reduction to [-pi, pi] (k = floor(phase / 2 pi + 1/2), then
 phase - k 2 pi with a three-constant Cody-Waite split, fused multiply-adds), then the special
@@ -38,15 +49,26 @@ product: the numerics the tests see are the GPU's, up to summation order.
 Offsets that scale with the batch (points x IN, points x OUT, the Jacobian's) are 64-bit, and every
 launch runs under ``torch.cuda.device`` of its tensors.
 
-Configurations (``_CONFIGS``): per width and number of tangent tiles, BLOCK_M, BLOCK_N, the warp
-count and no software pipelining of the layer loop (Triton's default 3 stages held three copies of
-a layer's weights in shared memory). ``tests/test_triton_compile.py`` compiles them for sm_80 and
-sm_90: up to width 64 no spills and at most 36 KB of shared memory in every precision (e.g. width
-64, fp32: forward BLOCK_M 64, 4 warps, 184 registers; three tangents BLOCK_M 32, 8 warps, 180).
-From width 128 on the live state, 2 (1 + TANGENTS) BLOCK_M H floats per program at a layer boundary
-(previous tiles plus those being assembled, times two in fp32 mode for the big/small operands),
-exceeds the register file and the tilings spill (width 256 fp32 forward, BLOCK_M 64, 8 warps:
-~15 KB per thread, 192 KB shared on sm_90; bf16: none on sm_90, 844 B on sm_80): still open.
+Configurations (``_CONFIGS``, BLOCK_M / BLOCK_K / warps, no software pipelining of the layer loop)
+measured with Triton 3.9 and its ptxas (registers / spill bytes / shared memory, sm_80 ; sm_90),
+fp32 unless said:
+
+=====  ==========  ===========  ==============================  ===============================
+width  tangents    tiling       sm_80                           sm_90
+=====  ==========  ===========  ==============================  ===============================
+16     0 / 3       64,32 /16/4  56 / 0 / 4 KB; 96 / 0 / 2 KB    42 / 0 / 2 KB; 96 / 0 / 2 KB
+32     0 / 3       64,32 /16/4  76 / 0 / 4 KB; 205 / 0 / 2 KB   64 / 0 / 4 KB; 174 / 0 / 2 KB
+64     0           64/16/4      163 / 0 / 4 KB (tf32, bf16 128)  119 / 0 / 8 KB (tf32 124, bf16 96)
+64     3           16/16/4      168 / 0 / 4 KB (tf32 166,        168 / 36 B / 4 KB (tf32 166 / 0,
+                                bf16 128, no spill)              bf16 146 / 0)
+128    0 / 3       32,16 /16/8  not measured                     not measured
+256    0           32/16/8      202 / 0 / 32 KB                  206 / 0 / 32 KB
+256    1 per call  16/16/8      255 / 12 B / 16 KB               255 / 24 B / 16 KB
+512    0 / 1       16/16/8      not measured                     not measured
+=====  ==========  ===========  ==============================  ===============================
+
+Still open: the Jacobian at width 256 (and width 64 fp32 on sm_90) spills a few words; widths 128
+and 512 and the tf32/bf16 variants at 256 are compiled only by the slow test.
 
 Why Triton ``tl.dot`` on register tiles and not Gluon or CUDA C++: Gluon (explicit shared memory,
 ``wgmma`` descriptors, warp specialisation) is the way to BLOCK_M 128 tiles held in shared memory
@@ -54,8 +76,8 @@ at width 256, but its API is experimental and differs between Triton 3.6 (the GP
 3.9 (this one's), and neither it nor a CUDA C++ kernel can run under the interpreter, which is the
 only place these kernels are tested until a GPU is lent. The register design reaches the tensor
 cores and the MUFU with no global traffic beyond inputs and outputs; its cost is the small
-BLOCK_M of the Jacobian at widths >= 256 (weights re-read from L2 per 16 points), the first thing
-to revisit with a profiler.
+BLOCK_M from width 256 on (weights re-read from L2 per 16-32 points), the first thing to
+revisit with a profiler.
 
 ``sincos`` is the elementwise (sin(omega z), omega cos(omega z)) of the autograd path.
 """
@@ -97,32 +119,33 @@ _C3 = tl.constexpr(float(np.float32(2.0 * math.pi - 6.28125 - float(np.float32(2
 
 @dataclass(frozen=True)
 class Config:
-    """A tiling: points per program, output columns per weight chunk, warps, and Triton's software
-    pipelining of the loop over hidden layers (1: none; more prefetches the next layers' weights
-    into shared memory, one copy of a layer's weights per stage)."""
+    """A tiling: points per program, rows of a weight chunk (the K of each ``tl.dot``), warps, and
+    Triton's software pipelining of the loop over hidden layers (1: none; more prefetches the next
+    layers' weights into shared memory, one copy of a layer's weights per stage)."""
 
     block_m: int
-    block_n: int
+    block_k: int
     num_warps: int
     num_stages: int = 1
 
 
-# (width, tangent tiles) -> Config, measured by tests/test_triton_compile.py (Triton 3.9's compiler,
-# ptxas 12.9): up to width 64 every precision compiles without spills on sm_80 and sm_90; from 128
-# on the tiles below are the best found so far and still spill (numbers in that test's module).
+def _tangents_per_launch(width: int) -> int:
+    """Jacobian columns one launch computes (each costs two tiles of registers)."""
+    return _MAX_TANGENTS if width <= 128 else 1
+
+
+# (width, tangent tiles) -> Config, measured by tests/test_triton_compile.py (the table above).
 _CONFIGS: dict[tuple[int, int], Config] = {}
 for _w in _WIDTHS:
-    for _t in range(_MAX_TANGENTS + 1):
+    for _t in range(_tangents_per_launch(_w) + 1):
         if _w <= 32:
-            _CONFIGS[_w, _t] = Config(64 if _t == 0 else 32, _w, 4)
+            _CONFIGS[_w, _t] = Config(64 if _t == 0 else 32, 16, 4)
         elif _w == 64:
-            _CONFIGS[_w, _t] = Config(64, 64, 4) if _t == 0 else Config(32, 64, 8)
-        elif _w == 128:
-            _CONFIGS[_w, _t] = Config(64 if _t == 0 else 32, 64, 8)
-        elif _w == 256:
-            _CONFIGS[_w, _t] = Config(64 if _t == 0 else 16, 64 if _t == 0 else 32, 8)
+            _CONFIGS[_w, _t] = Config(64 if _t == 0 else 16, 16, 4)
+        elif _w <= 256:
+            _CONFIGS[_w, _t] = Config(32 if _t == 0 else 16, 16, 8)
         else:
-            _CONFIGS[_w, _t] = Config(32 if _t == 0 else 16, 32, 8)
+            _CONFIGS[_w, _t] = Config(16, 16, 8)
 
 
 # --- device functions ------------------------------------------------------------------------------
@@ -170,11 +193,10 @@ def _dot_tf32(a, b, acc):
 
 
 @triton.jit
-def _dot(a, b, PRECISION: tl.constexpr):
-    """a (fp32) times b (fp32, bf16 for PRECISION 2), fp32 result. tf32x3 is written out (big and
-    small parts, the small one's product left out) rather than left to Triton's TF32x3, whose
-    operand copies in shared memory do not fit at widths >= 128."""
-    acc = tl.zeros((a.shape[0], b.shape[1]), dtype=tl.float32)
+def _dot(a, b, acc, PRECISION: tl.constexpr):
+    """acc + a b: a fp32, b fp32 (bf16 for PRECISION 2), fp32 accumulation. tf32x3 is written out
+    (big and small parts, the small ones' product left out) rather than left to Triton's TF32x3,
+    whose operand copies in shared memory do not fit at widths >= 128."""
     if PRECISION == 2:
         if _NATIVE:
             return tl.dot(a.to(tl.bfloat16), b, acc)
@@ -191,50 +213,52 @@ def _dot(a, b, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _interleave(x, y):
-    """(BLOCK_M, 2 N) from two (BLOCK_M, N): columns x0 y0 x1 y1 ... (see ``_tile_order``)."""
-    return tl.reshape(tl.join(x, y), (x.shape[0], 2 * x.shape[1]))
+def _halves(x):
+    """x's first and second half of columns. The top column bits of a dot's accumulator are
+    register bits of each thread (repetitions of the MMA tile), so this moves no data."""
+    return tl.split(tl.permute(tl.reshape(x, (x.shape[0], 2, x.shape[1] // 2)), (0, 2, 1)))
 
 
 @triton.jit
-def _chunk(a, t0, t1, t2, x_rows, valid, w_ptr, b_ptr, omega, first_column, N0: tl.constexpr, K: tl.constexpr,
-           LDW: tl.constexpr, IN: tl.constexpr, SINE: tl.constexpr, HAS_BIAS: tl.constexpr,
-           TANGENTS: tl.constexpr, FROM_X: tl.constexpr, EXACT: tl.constexpr, BLOCK_M: tl.constexpr,
-           BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
-    """Columns N0..N0 + BLOCK_N of one layer: z = a W^T + b, W^T (K, LDW) row-major at w_ptr, the
-    tangents' dz = t W^T (t0..t2, TANGENTS of them), and with SINE (sin(omega z), omega cos(omega z)
-    dz). FROM_X: the first layer, whose input is x (x_rows: row pointers, IN columns) and whose
-    tangents start as the weights' rows first_column..; EXACT: by fp32 multiply-adds, else by
-    tf32x3 products over blocks of BLOCK_K inputs (K: IN padded to BLOCK_K, padding rows zero)."""
-    rn = N0 + tl.arange(0, BLOCK_N)
-    if FROM_X:
-        z = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        if EXACT:
-            for k in tl.static_range(IN):
-                z += tl.load(x_rows + k, mask=valid, other=0.0)[:, None] * tl.load(w_ptr + k * LDW + rn)[None, :]
-        else:
-            rk = tl.arange(0, BLOCK_K)
-            for k0 in tl.static_range(0, K, BLOCK_K):
-                xk = tl.load(x_rows[:, None] + (k0 + rk)[None, :], mask=valid[:, None] & (k0 + rk < IN)[None, :],
-                             other=0.0)
-                z = z + _dot(xk, tl.load(w_ptr + (k0 + rk)[:, None] * LDW + rn[None, :]), 0)
+def _products(a, t0, t1, t2, z, u0, u1, u2, w_ptr, K0: tl.constexpr, K: tl.constexpr, LDW: tl.constexpr,
+              TANGENTS: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """z += a W^T[K0:K0 + K] and u_i += t_i W^T[K0:K0 + K] (a, t_i: columns K0..K0 + K of the
+    layer's input; W^T (in, LDW) row-major at w_ptr), in chunks of BLOCK_K rows: each chunk of the
+    weights is loaded once for the activations and the tangents, and only a chunk of an operand is
+    ever in the MMA operand layout (or split into TF32 big and small parts) at a time."""
+    if K == BLOCK_K:
+        # The chunk's offset is added to the scalar pointer: one offset tile serves every chunk and
+        # layer, where per-chunk offset tiles would be hoisted out of the layer loop, all live.
+        b = tl.load((w_ptr + K0 * LDW) + (tl.arange(0, BLOCK_K)[:, None] * LDW + tl.arange(0, LDW)[None, :]))
+        z = _dot(a, b, z, PRECISION)
         if TANGENTS > 0:
-            t0 = tl.broadcast_to(tl.load(w_ptr + first_column * LDW + rn)[None, :], (BLOCK_M, BLOCK_N))
+            u0 = _dot(t0, b, u0, PRECISION)
         if TANGENTS > 1:
-            t1 = tl.broadcast_to(tl.load(w_ptr + (first_column + 1) * LDW + rn)[None, :], (BLOCK_M, BLOCK_N))
+            u1 = _dot(t1, b, u1, PRECISION)
         if TANGENTS > 2:
-            t2 = tl.broadcast_to(tl.load(w_ptr + (first_column + 2) * LDW + rn)[None, :], (BLOCK_M, BLOCK_N))
+            u2 = _dot(t2, b, u2, PRECISION)
     else:
-        b = tl.load(w_ptr + tl.arange(0, K)[:, None] * LDW + rn[None, :])
-        z = _dot(a, b, PRECISION)
+        a_lo, a_hi = _halves(a)
+        t0_lo, t0_hi, t1_lo, t1_hi, t2_lo, t2_hi = t0, t0, t1, t1, t2, t2
         if TANGENTS > 0:
-            t0 = _dot(t0, b, PRECISION)
+            t0_lo, t0_hi = _halves(t0)
         if TANGENTS > 1:
-            t1 = _dot(t1, b, PRECISION)
+            t1_lo, t1_hi = _halves(t1)
         if TANGENTS > 2:
-            t2 = _dot(t2, b, PRECISION)
+            t2_lo, t2_hi = _halves(t2)
+        z, u0, u1, u2 = _products(a_lo, t0_lo, t1_lo, t2_lo, z, u0, u1, u2, w_ptr, K0, K // 2, LDW, TANGENTS,
+                                  BLOCK_K, PRECISION)
+        z, u0, u1, u2 = _products(a_hi, t0_hi, t1_hi, t2_hi, z, u0, u1, u2, w_ptr, K0 + K // 2, K // 2, LDW,
+                                  TANGENTS, BLOCK_K, PRECISION)
+    return z, u0, u1, u2
+
+
+@triton.jit
+def _activate(z, t0, t1, t2, b_ptr, omega, N: tl.constexpr, SINE: tl.constexpr, HAS_BIAS: tl.constexpr,
+              TANGENTS: tl.constexpr):
+    """z + b and, with SINE, (sin(omega (z + b)), omega cos(omega (z + b)) t_i)."""
     if HAS_BIAS:
-        z += tl.load(b_ptr + rn)[None, :]
+        z += tl.load(b_ptr + tl.arange(0, N))[None, :]
     if SINE:
         z, c = _sincos(z * omega)
         c = c * omega
@@ -248,27 +272,41 @@ def _chunk(a, t0, t1, t2, x_rows, valid, w_ptr, b_ptr, omega, first_column, N0: 
 
 
 @triton.jit
-def _layer(a, t0, t1, t2, x_rows, valid, w_ptr, b_ptr, omega, first_column, N0: tl.constexpr, N: tl.constexpr,
-           K: tl.constexpr, LDW: tl.constexpr, IN: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr,
-           FROM_X: tl.constexpr, EXACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-           BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
-    """A sine layer's columns N0..N0 + N: chunks of BLOCK_N, halves interleaved (``_tile_order``)."""
-    if N == BLOCK_N:
-        z, t0, t1, t2 = _chunk(a, t0, t1, t2, x_rows, valid, w_ptr, b_ptr, omega, first_column, N0, K, LDW, IN, True,
-                               HAS_BIAS, TANGENTS, FROM_X, EXACT, BLOCK_M, BLOCK_K, BLOCK_N, PRECISION)
+def _layer(a, t0, t1, t2, w_ptr, b_ptr, omega, K: tl.constexpr, N: tl.constexpr, SINE: tl.constexpr,
+           HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+           PRECISION: tl.constexpr):
+    """A layer after the first: K inputs, N outputs, the whole (BLOCK_M, N) result one accumulator."""
+    z = tl.zeros((BLOCK_M, N), dtype=tl.float32)
+    z, u0, u1, u2 = _products(a, t0, t1, t2, z, z, z, z, w_ptr, 0, K, N, TANGENTS, BLOCK_K, PRECISION)
+    return _activate(z, u0, u1, u2, b_ptr, omega, N, SINE, HAS_BIAS, TANGENTS)
+
+
+@triton.jit
+def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, IN: tl.constexpr, K: tl.constexpr,
+                 H: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, EXACT: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The first layer from x (x_rows: row pointers, IN columns); its tangents start as the weights'
+    rows first_column... EXACT: by fp32 multiply-adds, else by tf32x3 products over blocks of
+    BLOCK_K inputs (K: IN padded to BLOCK_K, padding rows zero)."""
+    rn = tl.arange(0, H)
+    z = tl.zeros((BLOCK_M, H), dtype=tl.float32)
+    if EXACT:
+        for k in tl.static_range(IN):
+            z += tl.load(x_rows + k, mask=valid, other=0.0)[:, None] * tl.load(w_ptr + k * H + rn)[None, :]
     else:
-        z, u0, u1, u2 = _layer(a, t0, t1, t2, x_rows, valid, w_ptr, b_ptr, omega, first_column, N0, N // 2, K, LDW,
-                               IN, HAS_BIAS, TANGENTS, FROM_X, EXACT, BLOCK_M, BLOCK_K, BLOCK_N, PRECISION)
-        z2, v0, v1, v2 = _layer(a, t0, t1, t2, x_rows, valid, w_ptr, b_ptr, omega, first_column, N0 + N // 2, N // 2,
-                                K, LDW, IN, HAS_BIAS, TANGENTS, FROM_X, EXACT, BLOCK_M, BLOCK_K, BLOCK_N, PRECISION)
-        z = _interleave(z, z2)
-        if TANGENTS > 0:
-            t0 = _interleave(u0, v0)
-        if TANGENTS > 1:
-            t1 = _interleave(u1, v1)
-        if TANGENTS > 2:
-            t2 = _interleave(u2, v2)
-    return z, t0, t1, t2
+        rk = tl.arange(0, BLOCK_K)
+        for k0 in tl.static_range(0, K, BLOCK_K):
+            xk = tl.load(x_rows[:, None] + (k0 + rk)[None, :], mask=valid[:, None] & (k0 + rk < IN)[None, :],
+                         other=0.0)
+            z = _dot(xk, tl.load(w_ptr + (k0 + rk)[:, None] * H + rn[None, :]), z, 0)
+    t0, t1, t2 = z, z, z
+    if TANGENTS > 0:
+        t0 = tl.broadcast_to(tl.load(w_ptr + first_column * H + rn)[None, :], (BLOCK_M, H))
+    if TANGENTS > 1:
+        t1 = tl.broadcast_to(tl.load(w_ptr + (first_column + 1) * H + rn)[None, :], (BLOCK_M, H))
+    if TANGENTS > 2:
+        t2 = tl.broadcast_to(tl.load(w_ptr + (first_column + 2) * H + rn)[None, :], (BLOCK_M, H))
+    return _activate(z, t0, t1, t2, b_ptr, omega, H, True, HAS_BIAS, TANGENTS)
 
 
 @triton.jit
@@ -277,27 +315,23 @@ def _siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b
                   IN: tl.constexpr, K_FIRST: tl.constexpr, H: tl.constexpr, OUT: tl.constexpr,
                   GRAD_COLUMNS: tl.constexpr, TANGENTS: tl.constexpr, SINE_LAST: tl.constexpr,
                   HAS_BIAS: tl.constexpr, EXACT_FIRST: tl.constexpr, PRECISION: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_N_FIRST: tl.constexpr,
-                  BLOCK_K_FIRST: tl.constexpr):
+                  BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_K_FIRST: tl.constexpr):
     """y (and TANGENTS columns of the Jacobian from jac_column on) of BLOCK_M points. Weights
-    transposed (in, out), rows in the previous layer's tile order; the output layer padded to
-    _OUT_PAD columns."""
+    transposed (in, out); the output layer padded to _OUT_PAD columns."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     valid = rows < n_points
     x_rows = x_ptr + rows * IN
-    a, t0, t1, t2 = _layer(x_rows, x_rows, x_rows, x_rows, x_rows, valid, w_first, b_first, omega_first, first_column,
-                           0, H, K_FIRST, H, IN, HAS_BIAS, TANGENTS, True, EXACT_FIRST, BLOCK_M, BLOCK_K_FIRST,
-                           BLOCK_N_FIRST, 0)
+    a, t0, t1, t2 = _first_layer(x_rows, valid, w_first, b_first, omega_first, first_column, IN, K_FIRST, H,
+                                 HAS_BIAS, TANGENTS, EXACT_FIRST, BLOCK_M, BLOCK_K_FIRST)
     w = w_hidden
     bias = b_hidden
     for _ in range(hidden_layers):
-        a, t0, t1, t2 = _layer(a, t0, t1, t2, x_rows, valid, w, bias, omega_hidden, first_column, 0, H, H, H, IN,
-                               HAS_BIAS, TANGENTS, False, False, BLOCK_M, BLOCK_K_FIRST, BLOCK_N, PRECISION)
+        a, t0, t1, t2 = _layer(a, t0, t1, t2, w, bias, omega_hidden, H, H, True, HAS_BIAS, TANGENTS, BLOCK_M,
+                               BLOCK_K, PRECISION)
         w += H * H
         bias += H
-    y, t0, t1, t2 = _chunk(a, t0, t1, t2, x_rows, valid, w_last, b_last, omega_last, first_column, 0, H, _OUT_PAD,
-                           IN, SINE_LAST, HAS_BIAS, TANGENTS, False, False, BLOCK_M, BLOCK_K_FIRST, _OUT_PAD,
-                           PRECISION)
+    y, t0, t1, t2 = _layer(a, t0, t1, t2, w_last, b_last, omega_last, H, _OUT_PAD, SINE_LAST, HAS_BIAS, TANGENTS,
+                           BLOCK_M, BLOCK_K, PRECISION)
     ro = tl.arange(0, _OUT_PAD)
     inside = valid[:, None] & (ro < OUT)[None, :]
     tl.store(y_ptr + rows[:, None] * OUT + ro[None, :], y, mask=inside)
@@ -357,23 +391,9 @@ def config(width: int, tangents: int) -> Config:
     return _CONFIGS[width, tangents]
 
 
-def _tile_order(width: int, block_n: int) -> list[int]:
-    """Which hidden unit each column of the register tile holds when a layer is computed in chunks
-    of block_n units whose halves ``_interleave`` joins (column 2i of a join from its first half's
-    column i, 2i + 1 from its second's)."""
-    if width == block_n:
-        return list(range(width))
-    half = _tile_order(width // 2, block_n)
-    return [unit for pair in zip(half, [u + width // 2 for u in half]) for unit in pair]
-
-
-def _first_block_n(width: int, inputs: int, cfg: Config) -> int:
-    return width if inputs <= _EXACT_FIRST_LAYER else cfg.block_n
-
-
 def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
                  precision: str, cfg: Config) -> tuple[list[torch.Tensor], dict]:
-    """The weights as the kernel reads them (transposed, rows in the tile order, hidden and output
+    """The weights as the kernel reads them (transposed, hidden and output
     layers in the precision's operand type: converted once per call) and the shape constants."""
     inputs = x.shape[1]
     width, outputs = weights[0].shape[0], weights[-1].shape[0]
@@ -383,12 +403,10 @@ def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Seque
     device = x.device
     w_first = torch.zeros((k_first, width), dtype=torch.float32, device=device)
     w_first[:inputs] = weights[0].detach().t()
-    orders = [_tile_order(width, _first_block_n(width, inputs, cfg))]
-    orders += [_tile_order(width, cfg.block_n)] * (len(weights) - 2)
-    hidden = [w.detach().t()[order].to(operand) for w, order in zip(weights[1:-1], orders)]
+    hidden = [w.detach().t().to(operand) for w in weights[1:-1]]
     w_hidden = torch.stack(hidden).contiguous() if hidden else torch.zeros(1, dtype=operand, device=device)
     w_last = torch.zeros((width, _OUT_PAD.value), dtype=operand, device=device)
-    w_last[:, :outputs] = weights[-1].detach().t()[orders[-1]].to(operand)
+    w_last[:, :outputs] = weights[-1].detach().t().to(operand)
     has_bias = biases[0] is not None
     empty = torch.zeros(1, dtype=torch.float32, device=device)
     b_first = biases[0].detach().float().contiguous() if has_bias else empty
@@ -398,8 +416,8 @@ def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Seque
     if has_bias:
         b_last[:outputs] = biases[-1].detach()
     constants = dict(IN=inputs, K_FIRST=k_first, H=width, OUT=outputs, HAS_BIAS=has_bias, EXACT_FIRST=exact,
-                     PRECISION=_PRECISION_CODES[precision], BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-                     BLOCK_N_FIRST=_first_block_n(width, inputs, cfg), BLOCK_K_FIRST=_BLOCK_K_FIRST)
+                     PRECISION=_PRECISION_CODES[precision], BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+                     BLOCK_K_FIRST=_BLOCK_K_FIRST)
     return [w_first, b_first, w_hidden, b_hidden, w_last, b_last], constants
 
 
@@ -414,9 +432,10 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torc
                                                              device=x.device)
     if n == 0:
         return y, jacobian
-    # Launches of up to _MAX_TANGENTS Jacobian columns each (a forward alone without a Jacobian).
+    # Launches of up to _tangents_per_launch Jacobian columns each (a forward alone without a Jacobian).
     columns = grad_columns or 0
-    groups = [(c, min(_MAX_TANGENTS, columns - c)) for c in range(0, columns, _MAX_TANGENTS)] or [(0, 0)]
+    per_launch = _tangents_per_launch(width)
+    groups = [(c, min(per_launch, columns - c)) for c in range(0, columns, per_launch)] or [(0, 0)]
     with _on_device(x):
         for start, tangents in groups:
             cfg = config(width, tangents)
