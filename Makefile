@@ -54,7 +54,8 @@ sanitize: $(STAMP)
 # cuda, benchmarks/gpu_bench.py (GPU_BUDGET seconds of timing) and make_results.py. Each step has a
 # time limit and a failed step does not stop the next; the target fails at the end if any failed.
 # Logs go to GPU_LOGS and, with gpu.json and RESULTS.md, to $$OUT when it is set. Wheels carried in
-# .whl/ (make gpu-wheels) are installed into GPU_SITE first.
+# .whl/ (make gpu-wheels) are installed into GPU_SITE first; the shared meshes carried in
+# .whl/meshes stand in for ../shared/meshes where that is missing (it does not travel).
 GPU_ARCHS ?= 90
 GPU_BUDGET ?= 180
 GPU_LOGS ?= build/gpu-check
@@ -70,9 +71,10 @@ gpu-check:
 	rm -rf $(GPU_LOGS) && mkdir -p $(GPU_LOGS)
 	if [ -d .whl ]; then $(PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 		--target $(GPU_SITE) .whl/*.whl; fi
+	if [ ! -d ../shared/meshes ] && [ -d .whl/meshes ]; then mkdir -p ../shared && ln -s $(CURDIR)/.whl/meshes ../shared/meshes; fi
 	set -o pipefail; FASTSDF_CUDA=1 FASTSDF_CUDA_ARCHS="$(GPU_ARCHS)" $(GPU_RUN) 120 $(PYTHON) setup.py build_ext --inplace -j 4 \
 		2>&1 | tee $(GPU_LOGS)/build.log; echo "build $$?" >> $(GPU_LOGS)/status
-	set -o pipefail; $(GPU_RUN) 120 $(PYTHON) -m pytest -m cuda tests -q -rs -p no:cacheprovider \
+	set -o pipefail; $(GPU_RUN) 180 $(PYTHON) -m pytest -m cuda tests -q -rs -p no:cacheprovider --timeout 90 \
 		2>&1 | tee $(GPU_LOGS)/pytest-cuda.log; echo "pytest-cuda $$?" >> $(GPU_LOGS)/status
 	set -o pipefail; $(GPU_RUN) $$(($(GPU_BUDGET) + 60)) $(PYTHON) benchmarks/gpu_bench.py --budget $(GPU_BUDGET) \
 		2>&1 | tee $(GPU_LOGS)/gpu-bench.log; echo "gpu-bench $$?" >> $(GPU_LOGS)/status
@@ -83,10 +85,12 @@ gpu-check:
 	@echo "make gpu-check: exit status of each step (0 = passed)"; cat $(GPU_LOGS)/status; \
 		! grep -qv ' 0$$' $(GPU_LOGS)/status
 
-# The wheels gpu-check needs that the GPU machine lacks (it has no network), into .whl/ to carry.
+# What gpu-check needs that the GPU machine lacks (it has no network), into .whl/ to carry: wheels,
+# and the shared meshes the tests and benchmarks read.
 gpu-wheels:
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	rm -rf .whl/meshes && cp -r ../shared/meshes .whl/meshes
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -745,8 +745,10 @@ def test_cuda_meshes_of_any_magnitude_match_cpu(factor: float, rng, seed) -> Non
     verts, faces = bumpy_sphere(rng)
     near = sample_points(rng, verts, faces, 2001)
     directions = rng.normal(size=(50, 3))
-    far = directions * np.exp(rng.uniform(np.log(1e3), np.log(1e300 / factor), (50, 1)))
-    points = np.concatenate([near, far]) * factor
+    # From 1e3 mesh sizes out to 1e300 (1e307 for meshes past 1e297), drawn in logs: the bounds in
+    # mesh sizes would overflow float64 for the smallest factors.
+    log_far = rng.uniform(np.log(1e3) + np.log(factor), np.log(1e300 if factor < 1e297 else 1e307), (50, 1))
+    points = np.concatenate([near * factor, directions * np.exp(log_far)])
     cpu, gpu = torch.from_numpy(points), torch.from_numpy(points).cuda()
     for sign in SIGNS:
         sdf = MeshSDF(verts * factor, faces, sign=sign)

@@ -298,3 +298,18 @@ def test_hidden_layers_with_different_omegas_are_computed_with_theirs(poisoned: 
     error_y, error_j = output_errors(model.cpu(), x.cpu(), y.cpu(), j.cpu())
     tol_y, tol_j = RTOL["fp32"]
     assert error_y <= tol_y and error_j <= tol_j
+
+
+def test_the_jacobian_runs_fused_only_where_it_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chosen by the dispatcher (no FASTSDF_BACKEND), forward_with_gradient runs the fused kernel in
+    the precisions measured faster than the composed path, and the composed path in the others."""
+    calls = []
+    monkeypatch.setattr(kernels, "forward_with_gradient", lambda *args: calls.append(args[4]) or (None, None))
+    monkeypatch.setattr(siren_ops, "backend", lambda x: "triton")
+    monkeypatch.delenv("FASTSDF_BACKEND")
+    x = torch.rand(5, 3)
+    for precision in siren_ops.PRECISIONS:
+        model = SirenMLP(3, 32, 1, 1, precision=precision)
+        with torch.no_grad():
+            siren_ops.forward_with_gradient(x, list(model.weights), list(model.biases), model.omegas, precision, 3)
+    assert calls == [p for p in siren_ops.PRECISIONS if kernels.jacobian_pays(p)] == ["tf32"]

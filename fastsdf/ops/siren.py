@@ -13,7 +13,8 @@ in one pass, a backward written in differentiable ops, so gradients of gradients
 ``forward_with_gradient`` on the CPU, which runs the fused kernel forward and backward
 (``siren_cpu.FusedSiren``: first-order gradients of y and of the Jacobian, which is what an eikonal
 loss needs; FASTSDF_BACKEND=reference for more). Elsewhere the fused kernels run the whole network
-in one go.
+in one go, except Triton's ``forward_with_gradient`` in the precisions where it was measured slower
+than the composed path (``kernels.siren.jacobian_pays``), unless FASTSDF_BACKEND=triton asks for it.
 """
 
 from __future__ import annotations
@@ -273,6 +274,8 @@ def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], bias
     _check_precision(precision)
     name = backend(x)
     fused = _fused(name, weights, omegas)
+    if name == "triton" and fused is not None and not (os.environ.get(_ENV) or fused.jacobian_pays(precision)):
+        fused = None
     if fused is None or (name != "cpu" and _records_graph([x, *weights, *biases])):
         return siren_reference.forward_with_gradient(x, weights, biases, omegas, grad_columns, _sine(name),
                                                      _linear(precision, x.device))
