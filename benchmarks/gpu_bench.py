@@ -40,7 +40,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -60,6 +59,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import fastsdf  # noqa: E402
+from fastsdf.io import atomic_write  # noqa: E402
 
 DRY_RUN_NOTE = "CPU DRY RUN of benchmarks/gpu_bench.py: NOT GPU NUMBERS, only a test of the script."
 SIREN_SIZES = tuple(2**k for k in range(18, 23))
@@ -460,12 +460,9 @@ def commit_info() -> dict[str, Any]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as f:
+    with atomic_write(path, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")
-    os.replace(f.name, path)
 
 
 def summary_lines(bench: Bench) -> list[str]:

@@ -44,7 +44,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -688,12 +687,11 @@ def _commit() -> str | None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as f:
+    from fastsdf.io import atomic_write
+
+    with atomic_write(path, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")
-    os.replace(f.name, path)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
