@@ -68,13 +68,18 @@ width  tangents    tiling       sm_80                           sm_90
 =====  ==========  ===========  ==============================  ===============================
 
 Still open: the Jacobian at width 256 (and width 64 fp32 on sm_90) spills a few words; widths 128
-and 512 and the tf32/bf16 variants at 256 are compiled only by the slow test.
+and 512 and the tf32/bf16 variants at 256 are compiled only with FASTSDF_COMPILE_ALL=1
+(tests/test_triton_compile.py).
+
+Measured on one H200 (2026-11-29, width 256, benchmarks/RESULTS.md): forward 107M points/s in fp32
+(eager PyTorch 77M), 152M in tf32, 198M in bf16; the Jacobian 19M (fp32), 26M (tf32), 34M (bf16),
+slower than the composed path except in tf32 (``jacobian_pays``).
 
 Why Triton ``tl.dot`` on register tiles and not Gluon or CUDA C++: Gluon (explicit shared memory,
 ``wgmma`` descriptors, warp specialisation) is the way to BLOCK_M 128 tiles held in shared memory
 at width 256, but its API is experimental and differs between Triton 3.6 (the GPU machine's) and
-3.9 (this one's), and neither it nor a CUDA C++ kernel can run under the interpreter, which is the
-only place these kernels are tested until a GPU is lent. The register design reaches the tensor
+3.9 (this one's), and neither it nor a CUDA C++ kernel can run under the interpreter, which is
+where CI tests these kernels (it has no GPU). The register design reaches the tensor
 cores and the MUFU with no global traffic beyond inputs and outputs; its cost is the small
 BLOCK_M from width 256 on (weights re-read from L2 per 16-32 points), the first thing to
 revisit with a profiler.
