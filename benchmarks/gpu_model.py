@@ -9,10 +9,15 @@ counts what every kernel of the call does:
   lets through, and which kernel argument (buffer) they fall in. PyTorch ops run under a
   TorchDispatchMode: an op reads its inputs and writes its outputs (a broadcast dimension read
   once); views and allocations move nothing;
-- tensor-core FLOPs (2 M N K per ``tl.dot`` or matrix product), by precision: the dot's
-  ``input_precision`` (tf32x3 costs three TF32 products), bf16 where the operands are bf16 or hold
-  bf16 values only (how the interpreter emulates a bf16 dot), fp32 for PyTorch's float32 products
-  (``allow_tf32`` is off by default: they run on the CUDA cores);
+- which of those bytes L2 serves: those of a Triton kernel's arguments whose whole tensor, at
+  NOMINAL_BATCH points, takes at most half of L2 (the weights every tile re-reads), less each
+  tensor's first touch; the rest (points, outputs, anything bigger, all of PyTorch's ops) is HBM's;
+- tensor-core FLOPs (2 M N K per ``tl.dot`` or matrix product), by the hardware they run on: the
+  dot's ``input_precision`` (tf32x3 costs three TF32 products); for the IEEE dots through which the
+  interpreted kernels emulate their tensor-core products (rounded operands), the operands' values:
+  bf16 where both hold bf16 values only, TF32 where both hold TF32 values (the fp32 mode's three
+  products of big and small parts); fp32 (CUDA cores) for other IEEE dots and PyTorch's float32
+  products (``allow_tf32`` is off by default);
 - float adds, multiplies, FMAs and divisions on blocks (CUDA-core instructions, masked lanes
   included; Triton's index arithmetic is not counted), and sines and cosines.
 
@@ -22,11 +27,12 @@ once per call drop out, weights read once per tile of points stay (amortised ove
 From the counts it gives the roofline bound of each kernel, the largest of bytes / HBM bandwidth,
 tensor FLOPs / tensor-core rate, CUDA-core instructions / their rate and sines / the special-function
 units' rate (MUFU, 16 per clock per SM, which ``sin.approx`` uses; libdevice's ``sinf`` costs about
-28 FP32 instructions instead, not counted here), summed over the call's kernels, as points per
-second on an H100 SXM and an H200 (datasheet rates) and on an H200 with the ceilings measured on
-this workplace's machine (KINDS.md: 4.3 TB/s copy, 790 TFLOP/s bf16; the rest from the datasheet).
-All global traffic is taken at HBM bandwidth: what L2 would serve makes a kernel faster than its
-bound says. It is a bound, not a prediction, and no GPU has measured it.
+28 FP32 instructions instead, not counted here), and all global bytes / L2 bandwidth and the bytes
+L2 does not serve / HBM bandwidth, summed over the call's kernels, as points per second on an H100
+SXM and an H200 (datasheet rates) and on an H200 with the ceilings measured on this workplace's
+machine (KINDS.md: 4.3 TB/s copy, 790 TFLOP/s bf16; the rest from the datasheet). L2's size and
+bandwidth are leads (50 / 60 MB, 12 TB/s), not measured here. It is a bound, not a prediction,
+and no GPU has measured it.
 
 Usage (from the repository root; a few minutes on a CPU):
 
@@ -72,7 +78,8 @@ TARGET_BYTES = {"forward": 256, "train": 1024}  # issue 12: global bytes per poi
 
 @dataclass(frozen=True)
 class Chip:
-    """Peak rates: bytes/s, FLOP/s (an FMA is 2 FLOPs) and special-function results/s."""
+    """Peak rates: bytes/s, FLOP/s (an FMA is 2 FLOPs) and special-function results/s; L2's size in
+    bytes (``l2_size``) and read bandwidth (``l2``, bytes/s)."""
 
     name: str
     hbm: float
@@ -81,16 +88,31 @@ class Chip:
     fp32: float
     mufu: float
     source: str
+    l2_size: float
+    l2: float
 
 
 _MUFU = 16 * 132 * 1.98e9  # 16 per clock per SM, 132 SMs, 1.98 GHz boost
+# L2 bandwidth: a lead, not measured here (published H100 microbenchmarks: about 2.5-3x HBM,
+# 10-12 TB/s; the H200 is the same die). The upper end, as a bound should be.
+_L2_BANDWIDTH = 12e12
+_L2_SOURCE = "; L2 size and bandwidth are leads, not measured here"
 CHIPS = (
-    Chip("H100 SXM", 3.35e12, 494.7e12, 989.4e12, 66.9e12, _MUFU, "datasheet (dense)"),
-    Chip("H200", 4.8e12, 494.7e12, 989.4e12, 66.9e12, _MUFU, "datasheet (dense)"),
+    Chip("H100 SXM", 3.35e12, 494.7e12, 989.4e12, 66.9e12, _MUFU, "datasheet (dense)" + _L2_SOURCE,
+         50e6, _L2_BANDWIDTH),
+    Chip("H200", 4.8e12, 494.7e12, 989.4e12, 66.9e12, _MUFU, "datasheet (dense); L2 size as PyTorch reports it "
+         "(KINDS.md)" + _L2_SOURCE, 60e6, _L2_BANDWIDTH),
     Chip("H200 measured", 4.3e12, 494.7e12, 790e12, 66.9e12, _MUFU,
          "measured here (KINDS.md): 4.3 TB/s device copy, 790 TFLOP/s bf16 GEMM; TF32, FP32 and MUFU from the "
-         "datasheet"),
+         "datasheet" + _L2_SOURCE, 60e6, _L2_BANDWIDTH),
 )
+# A kernel argument whose whole tensor takes at most this share of L2 is read from L2 after its first
+# touch (the weights re-read per tile); the rest of the traffic (points, outputs, activations that
+# grow with the batch, PyTorch's ops) comes from HBM.
+L2_RESIDENT_SHARE = 0.5
+# The batch at which the arguments' sizes are judged against L2: the GPU benchmarks' middle
+# (gpu_bench.py times 2^18-2^22 points), not the interpreter's small batches.
+NOMINAL_BATCH = 2 ** 20
 
 # Tensor-core precision classes: the rate each runs at, as a fraction of a chip's rate.
 _TENSOR_RATE = {"tf32": ("tf32", 1.0), "tf32x3": ("tf32", 1 / 3), "bf16": ("bf16", 1.0), "fp16": ("bf16", 1.0),
@@ -112,10 +134,21 @@ class KernelCount:
     lanes: float = 0.0  # CUDA-core float instructions (per lane)
     sines: float = 0.0  # sin and cos results
     buffers: dict[str, list[float]] = field(default_factory=dict)  # argument -> [load, store] bytes
+    footprint: dict[str, float] = field(default_factory=dict)  # argument -> bytes of its whole tensor
+    growth: dict[str, float] = field(default_factory=dict)  # argument -> its tensor's bytes per point (per_point)
 
     @property
     def bytes(self) -> float:
         return self.load + self.store
+
+    def l2_resident(self, chip: Chip) -> float:
+        """Bytes ``chip``'s L2 serves: those moved to and from arguments small enough to stay there,
+        less each tensor's first touch, which comes from (or goes back to) HBM: the points and
+        outputs of a batch that fits in L2 still cross HBM once. PyTorch ops' traffic is all HBM's:
+        their operands that grow with the batch do not fit."""
+        limit = chip.l2_size * L2_RESIDENT_SHARE
+        return sum(max(0.0, sum(moved) - self.growth.get(name, 0.0)) for name, moved in self.buffers.items()
+                   if self.footprint.get(name, float("inf")) <= limit)
 
     def add_mma(self, precision: str, flops: float) -> None:
         self.mma[precision] = self.mma.get(precision, 0.0) + flops
@@ -125,11 +158,13 @@ class KernelCount:
         tensor = sum(flops / (getattr(chip, _TENSOR_RATE[p][0]) * _TENSOR_RATE[p][1])
                      for p, flops in self.mma.items() if p not in _CORE_CLASSES)
         core_flops = sum(flops for p, flops in self.mma.items() if p in _CORE_CLASSES)
-        return {"HBM": self.bytes / chip.hbm, "tensor cores": tensor,
-                "FP32 cores": (core_flops + 2 * self.lanes) / chip.fp32, "MUFU": self.sines / chip.mufu}
+        # Every global access passes through L2; only what is not resident there also costs HBM.
+        return {"HBM": (self.bytes - self.l2_resident(chip)) / chip.hbm, "L2": self.bytes / chip.l2,
+                "tensor cores": tensor, "FP32 cores": (core_flops + 2 * self.lanes) / chip.fp32,
+                "MUFU": self.sines / chip.mufu}
 
     def minus(self, other: "KernelCount", scale: float) -> "KernelCount":
-        """(self - other) * scale, field by field."""
+        """(self - other) * scale, field by field; the footprints and growths are self's."""
         def diff(a: dict, b: dict) -> dict:
             return {k: (a.get(k, 0.0) - b.get(k, 0.0)) * scale for k in {*a, *b}}
 
@@ -137,7 +172,7 @@ class KernelCount:
                    for k in {*self.buffers, *other.buffers}}
         return KernelCount(self.name, self.kind, (self.load - other.load) * scale, (self.store - other.store) * scale,
                            diff(self.mma, other.mma), (self.lanes - other.lanes) * scale,
-                           (self.sines - other.sines) * scale, buffers)
+                           (self.sines - other.sines) * scale, buffers, dict(self.footprint), dict(self.growth))
 
 
 class Recorder:
@@ -167,6 +202,7 @@ class Recorder:
         ranges = []
         for arg, value in arguments.items():
             if isinstance(value, torch.Tensor) and value.numel():
+                self._launch.footprint[arg] = float(value.numel() * value.element_size())
                 storage = value.untyped_storage()
                 ranges.append((storage.data_ptr(), storage.data_ptr() + storage.nbytes(), arg))
         ranges.sort()
@@ -277,17 +313,26 @@ class _TorchOps(TorchDispatchMode):
         return out
 
 
-def _bf16_valued(x: np.ndarray) -> bool:
-    return x.dtype == np.float32 and not np.any(x.view(np.uint32) & np.uint32(0xFFFF))
+def _mantissa_cleared(x: np.ndarray, low_bits: int) -> bool:
+    """Whether float32 ``x`` has the low ``low_bits`` of every mantissa zero."""
+    return x.dtype == np.float32 and not np.any(x.view(np.uint32) & np.uint32((1 << low_bits) - 1))
 
 
 def _dot_class(a: np.ndarray, b: np.ndarray, a_type: Any, b_type: Any, precision: Any) -> str:
+    """The hardware a dot runs on. Under the interpreter the kernels emulate their tensor-core
+    products with IEEE dots on rounded operands (kernels.siren's _NATIVE), so the operands' values
+    tell the precision: bf16 keeps 7 mantissa bits (the low 16 of fp32's zero), TF32 10 (the low 13
+    zero; the fp32 mode's big and small parts are both TF32). A bf16-valued pair is taken as bf16
+    (a TF32 dot of such operands, a tile of zeros say, would be costed at bf16's rate)."""
     names = {str(a_type), str(b_type)}
     if names & {"bf16", "fp16"}:
         return "fp16" if "fp16" in names else "bf16"
     name = getattr(precision, "name", str(precision)).lower()
-    if name == "ieee" and _bf16_valued(a) and _bf16_valued(b):
-        return "bf16"  # bf16 operands widened to fp32 (the interpreter has no bf16 dot)
+    if name == "ieee":
+        if _mantissa_cleared(a, 16) and _mantissa_cleared(b, 16):
+            return "bf16"
+        if _mantissa_cleared(a, 13) and _mantissa_cleared(b, 13):
+            return "tf32"
     return name
 
 
@@ -494,13 +539,21 @@ def count_call(make: Callable[[int], Callable[[], None]], n: int) -> list[Kernel
 
 # --- per point and the bounds --------------------------------------------------------------------------
 
-def per_point(small: list[KernelCount], large: list[KernelCount], points: int) -> list[KernelCount]:
-    """What each kernel adds per point between two batches ``points`` apart (kernels paired in order;
-    where the two calls launched different kernels, the call as one)."""
-    scale = 1.0 / points
-    if [k.name for k in small] == [k.name for k in large]:
-        return [b.minus(a, scale) for a, b in zip(small, large)]
-    return [_merged(large).minus(_merged(small), scale)]
+def per_point(small: list[KernelCount], large: list[KernelCount], batches: tuple[int, int],
+              at: int = NOMINAL_BATCH) -> list[KernelCount]:
+    """What each kernel adds per point between the calls at two batches (kernels paired in order;
+    where the two calls launched different kernels, the call as one), with its arguments' sizes
+    extrapolated (linearly in the batch) to ``at`` points."""
+    scale = 1.0 / (batches[1] - batches[0])
+    if [k.name for k in small] != [k.name for k in large]:
+        small, large = [_merged(small)], [_merged(large)]
+    points = []
+    for a, b in zip(small, large):
+        k = b.minus(a, scale)
+        k.growth = {name: (size - a.footprint.get(name, size)) * scale for name, size in b.footprint.items()}
+        k.footprint = {name: size + k.growth[name] * (at - batches[1]) for name, size in b.footprint.items()}
+        points.append(k)
+    return points
 
 
 def _merged(kernels: list[KernelCount]) -> KernelCount:
@@ -516,6 +569,9 @@ def _merged(kernels: list[KernelCount]) -> KernelCount:
             slot = total.buffers.setdefault(f"{k.name}.{name}", [0.0, 0.0])
             slot[0] += load
             slot[1] += store
+        for name, size in k.footprint.items():
+            key = f"{k.name}.{name}"
+            total.footprint[key] = max(total.footprint.get(key, 0.0), size)
     return total
 
 
@@ -529,10 +585,12 @@ def bound(kernels: list[KernelCount], chip: Chip) -> dict[str, Any]:
         resource = max(times, key=times.get)
         seconds += times[resource]
         by_resource[resource] = by_resource.get(resource, 0.0) + times[resource]
+    l2 = sum(k.l2_resident(chip) for k in kernels)
+    traffic = {"hbm_bytes": sum(k.bytes for k in kernels) - l2, "l2_bytes": l2}
     if seconds <= 0:
-        return {"points_per_s": None, "binds": "nothing", "share": 0.0}
+        return {"points_per_s": None, "binds": "nothing", "share": 0.0, **traffic}
     resource = max(by_resource, key=by_resource.get)
-    return {"points_per_s": 1.0 / seconds, "binds": resource, "share": by_resource[resource] / seconds}
+    return {"points_per_s": 1.0 / seconds, "binds": resource, "share": by_resource[resource] / seconds, **traffic}
 
 
 def summary(kernels: list[KernelCount]) -> dict[str, Any]:
@@ -557,7 +615,7 @@ def model_rows(network: Network, job: str, impl: str, precision: str, make: Call
     """The rows of one way of running ``job`` (two for eager: its float32 products on the CUDA cores,
     PyTorch's default, and on TF32 tensor cores), and its kernels per point."""
     small, large = (count_call(make, n) for n in batches)
-    points = per_point(small, large, batches[1] - batches[0])
+    points = per_point(small, large, batches)
     buffers: dict[str, list[float]] = {}
     for k in points:
         for name, values in k.buffers.items():
@@ -579,9 +637,18 @@ NOTES = [
     "points alone: with a latent code per point, its 1 KB of input already exceeds them.",
     "Per point: the counts' difference between the two batches over the difference in points (weights read once "
     "per call drop out; weights read once per tile of points stay).",
-    "Bounds: each kernel at the largest of bytes / HBM bandwidth (all global traffic, as if L2 served none), "
-    "tensor FLOPs / tensor-core rate, CUDA-core instructions / their rate and sines / MUFU rate; summed over the "
-    "call's kernels. Launch overheads and the optimiser are left out.",
+    "Bounds: each kernel at the largest of HBM bytes / HBM bandwidth, all global bytes / L2 bandwidth, tensor "
+    "FLOPs / tensor-core rate, CUDA-core instructions / their rate and sines / MUFU rate; summed over the call's "
+    "kernels. Launch overheads and the optimiser are left out.",
+    f"L2: a Triton kernel's traffic to an argument whose whole tensor, at {NOMINAL_BATCH:,} points, takes at most "
+    f"{L2_RESIDENT_SHARE:.0%} of L2 (the weights re-read by every tile) is served by L2, less the tensor's first "
+    "touch (a batch's points and outputs cross HBM once); the rest (and all of PyTorch's ops' traffic) by HBM. "
+    "L2 sizes (H100 50 MB, H200 60 MB as PyTorch reports it) and the L2 bandwidth "
+    f"({_L2_BANDWIDTH / 1e12:.0f} TB/s, about 2.5-3x HBM in published H100 microbenchmarks) are leads, not measured "
+    "here. HBM B/pt and L2 B/pt: the H200's split of the global bytes.",
+    "Dots: the kernels' products are costed on the hardware they run on: in the CPU interpreter they are IEEE dots "
+    "of operands rounded to TF32 or bf16, recognised by their values (fp32 mode: three TF32 products per layer, "
+    "big and small parts; tf32: one; bf16: one bf16).",
     "Sines are costed on the MUFU (sin.approx); libdevice's sinf, which the kernels may compile to, costs about "
     "28 FP32 instructions each instead.",
     "eager: PyTorch ops (fastsdf.ops.siren_reference, the official SIREN's ops), input gradient by "
@@ -655,8 +722,8 @@ def fmt(value: float | None) -> str:
 def table_lines(rows: list[dict[str, Any]]) -> list[str]:
     """A plain-text table per network: per point, and the bound on each chip."""
     chips = " ".join(f"{chip.name:>14}" for chip in CHIPS)
-    header = (f"{'job':<9} {'impl':<8} {'prec':<5} {'B/pt':>9} {'FLOP/pt':>9} {'sin+cos':>8} {'kernels':>7} "
-              f"{chips}  {'binds (H200)':<24} target")
+    header = (f"{'job':<9} {'impl':<8} {'prec':<5} {'B/pt':>9} {'HBM B/pt':>9} {'L2 B/pt':>9} {'FLOP/pt':>9} "
+              f"{'sin+cos':>8} {'kernels':>7} {chips}  {'binds (H200)':<24} target")
     lines = []
     for key in dict.fromkeys(r["network"] for r in rows):
         lines += ["", rows_of(rows, key)[0]["network_text"], "  points/s bounds below: roofline per kernel, summed",
@@ -669,7 +736,8 @@ def table_lines(rows: list[dict[str, Any]]) -> list[str]:
             if "target_met" in r:
                 target = f"{'met' if r['target_met'] else 'MISSED'} (<= {r['target_bytes']} B)"
             bounds = " ".join(f"{fmt(r['bounds'][chip.name]['points_per_s']):>14}" for chip in CHIPS)
-            lines.append(f"{r['job']:<9} {r['impl']:<8} {r['precision']:<5} {fmt(p['bytes']):>9} {fmt(p['flops']):>9} "
+            lines.append(f"{r['job']:<9} {r['impl']:<8} {r['precision']:<5} {fmt(p['bytes']):>9} "
+                         f"{fmt(h200['hbm_bytes']):>9} {fmt(h200['l2_bytes']):>9} {fmt(p['flops']):>9} "
                          f"{fmt(p['sines']):>8} {r['kernels_per_call']:>7} {bounds}  {binds:<24} {target}")
     return lines
 
@@ -738,7 +806,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = {
         "kind": KIND,
         "note": ("A cost model, not a measurement: counts from Triton's CPU interpreter and PyTorch's dispatcher, "
-                 "bounds from peak rates. No GPU has measured these numbers."),
+                 "bounds from peak rates (L2's size and bandwidth: leads). No GPU has measured these numbers."),
+        "nominal_batch": NOMINAL_BATCH,
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": _commit(),
         "torch": torch.__version__,

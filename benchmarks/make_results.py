@@ -457,6 +457,10 @@ def fmt_bytes(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
+def _optional(value: float | None, unit: float, spec: str) -> str:
+    return "-" if value is None else format(value / unit, spec)
+
+
 def render_model_section(path: Path, data: dict[str, Any], level: int) -> str:
     """The cost model's section: per network, its rows and bounds, and what they mean."""
     chips = [chip["name"] for chip in data.get("chips", [])]
@@ -471,16 +475,18 @@ def render_model_section(path: Path, data: dict[str, Any], level: int) -> str:
         "`benchmarks/gpu_model.py` counted, per point, the global-memory bytes, FLOPs and sines of every "
         "kernel a call runs (Triton's kernels in its CPU interpreter with their loads, stores and dots "
         "instrumented; PyTorch's ops through its dispatcher), and turns them into roofline bounds from "
-        "peak rates. A bound is the best a design can do, not what it will do.",
+        "peak rates (L2's size and bandwidth are leads, not measured). A bound is the best a design can do, not "
+        "what it will do.",
         "",
         f"Counted {fmt_date(str(data.get('generated', '')))} at commit {str(data.get('commit') or '?')[:7]} "
         f"(torch {data.get('torch', '?')}, Triton {data.get('triton', '?')}), batches "
         f"{' and '.join(str(b) for b in data.get('batches', []))} points. Jobs: "
         + "; ".join(f"{job}: {text}" for job, text in data.get("jobs", {}).items()) + ".",
         "",
-        *table(["chip", "HBM TB/s", "TF32 TFLOP/s", "BF16 TFLOP/s", "FP32 TFLOP/s", "MUFU G/s", "rates from"],
-               "lrrrrrl",
-               [[c["name"], f"{c['hbm'] / 1e12:.2f}", f"{c['tf32'] / 1e12:.0f}", f"{c['bf16'] / 1e12:.0f}",
+        *table(["chip", "HBM TB/s", "L2 MB", "L2 TB/s", "TF32 TFLOP/s", "BF16 TFLOP/s", "FP32 TFLOP/s", "MUFU G/s",
+                "rates from"], "lrrrrrrrl",
+               [[c["name"], f"{c['hbm'] / 1e12:.2f}", _optional(c.get("l2_size"), 1e6, ".0f"),
+                 _optional(c.get("l2"), 1e12, ".1f"), f"{c['tf32'] / 1e12:.0f}", f"{c['bf16'] / 1e12:.0f}",
                  f"{c['fp32'] / 1e12:.1f}", f"{c['mufu'] / 1e9:,.0f}", c["source"]] for c in data.get("chips", [])]),
     ]
     rows = data.get("rows", [])
@@ -494,13 +500,16 @@ def render_model_section(path: Path, data: dict[str, Any], level: int) -> str:
             target = ""
             if "target_met" in r:
                 target = f"{'met' if r['target_met'] else '**missed**'} (<= {r['target_bytes']:,} B)"
-            body.append([r["job"], r["impl"], r["precision"], fmt_bytes(p["bytes"]), fmt_rate(p["flops"]),
+            body.append([r["job"], r["impl"], r["precision"], fmt_bytes(p["bytes"]),
+                         *(fmt_bytes(binds[key]) if key in binds else "-" for key in ("hbm_bytes", "l2_bytes")),
+                         fmt_rate(p["flops"]),
                          fmt_bytes(p["sines"]), str(r.get("kernels_per_call", "?")),
                          *(fmt_rate(r["bounds"].get(chip, {}).get("points_per_s")) for chip in chips),
                          f"{binds.get('binds', '?')} ({100 * binds.get('share', 0):.0f}%)", target])
-        lines += table(["job", "impl", "precision", "bytes/point", "FLOP/point", "sin+cos/point", "kernels/call",
+        lines += table(["job", "impl", "precision", "bytes/point", "HBM bytes/point (H200)",
+                        "L2-resident bytes/point (H200)", "FLOP/point", "sin+cos/point", "kernels/call",
                         *(f"bound {chip} (points/s)" for chip in chips), "binds on H200", "target (bytes/point)"],
-                       "lllrrrr" + "r" * len(chips) + "ll", body)
+                       "lllrrrrrr" + "r" * len(chips) + "ll", body)
     notes = [data["floor_text"]] if data.get("floor_text") else []
     lines += ["", *(f"- {note}" for note in notes + list(data.get("notes", []))), f"<!-- {MODEL_OP}:end -->"]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ is set before triton is imported, as test_siren_triton.py does: the @triton.jit 
 triton.language itself are defined at that import, and the interpreter cannot call compiled ones.
 """
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -41,8 +42,29 @@ def _dot_and_sines(a, b, c, s, omega, M: tl.constexpr, K: tl.constexpr, N: tl.co
     tl.store(s + rm[:, None] * N + rn[None, :], tl.cos(z))
 
 
+def _weighted(x, w, y, BLOCK: tl.constexpr, N: tl.constexpr):
+    """y = x * w per block: w (N values) re-read by every program, as the SIREN kernels re-read
+    their weights for every tile."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(y + offsets, tl.load(x + offsets) * tl.load(w + offsets % N))
+
+
+def _rounded_dot(a, b, c, M: tl.constexpr, K: tl.constexpr, N: tl.constexpr, LOW_BITS: tl.constexpr):
+    """c = a b with the operands' low mantissa bits cleared: how kernels.siren emulates tensor-core
+    products under the interpreter (an IEEE dot of TF32- or bf16-valued operands)."""
+    rm = tl.arange(0, M)
+    rk = tl.arange(0, K)
+    rn = tl.arange(0, N)
+    mask = -(1 << LOW_BITS)
+    x = (tl.load(a + rm[:, None] * K + rk[None, :]).to(tl.int32, bitcast=True) & mask).to(tl.float32, bitcast=True)
+    w = (tl.load(b + rk[:, None] * N + rn[None, :]).to(tl.int32, bitcast=True) & mask).to(tl.float32, bitcast=True)
+    tl.store(c + rm[:, None] * N + rn[None, :], tl.dot(x, w, input_precision="ieee"))
+
+
 copy_kernel = InterpretedFunction(_copy)
 dot_kernel = InterpretedFunction(_dot_and_sines)
+weighted_kernel = InterpretedFunction(_weighted)
+rounded_dot_kernel = InterpretedFunction(_rounded_dot)
 
 
 def test_copy_kernel_counts_the_bytes_its_masks_let_through(rng: np.random.Generator) -> None:
@@ -75,6 +97,51 @@ def test_dot_flops_sines_and_float_instructions() -> None:
     assert (launch.load, launch.store) == (4 * (m * k + k * n), 2 * 4 * m * n)
 
 
+@pytest.mark.parametrize("low_bits, expected", [(0, "ieee"), (13, "tf32"), (16, "bf16")])
+def test_emulated_tensor_core_dots_are_classified_by_their_operands(low_bits: int, expected: str) -> None:
+    m, k, n = 16, 16, 16
+    a, b = torch.rand(m, k) + 0.5, torch.rand(k, n) + 0.5  # no zeros: random mantissas, all bits used
+    c = torch.empty(m, n)
+    recorder = gpu_model.Recorder()
+    with recorder.triton_only():
+        rounded_dot_kernel[(1,)](a, b, c, M=m, K=k, N=n, LOW_BITS=low_bits)
+    (launch,) = recorder.kernels
+    assert launch.mma == {expected: 2 * m * k * n}
+    chip = gpu_model.CHIPS[1]
+    on_tensor_cores = launch.times(chip)["tensor cores"] > 0
+    assert on_tensor_cores == (expected != "ieee")  # TF32 and bf16 values: tensor-core work, not FP32 cores
+
+
+def test_small_arguments_are_served_by_l2_big_ones_by_hbm() -> None:
+    weights = 64
+    block = 32
+    recorder = gpu_model.Recorder()
+    calls = []
+    batches = (128, 256)
+    for n in batches:
+        x, w, y = torch.rand(n), torch.rand(weights), torch.empty(n)
+        with recorder.triton_only():
+            weighted_kernel[(n // block,)](x, w, y, BLOCK=block, N=weights)
+        torch.testing.assert_close(y, x * w.repeat(n // weights))
+        calls.append([recorder.kernels.pop()])
+    (k,) = gpu_model.per_point(*calls, batches)
+    assert k.buffers == {"x": [4, 0], "w": [4, 0], "y": [0, 4]}  # w re-read per block: 4 B per point
+    # x and y grow with the batch: at NOMINAL_BATCH points; w stays 256 bytes.
+    assert k.footprint == {"x": 4 * gpu_model.NOMINAL_BATCH, "y": 4 * gpu_model.NOMINAL_BATCH, "w": 4 * weights}
+    assert k.growth == {"x": 4, "y": 4, "w": 0}
+    chip = gpu_model.Chip("test", hbm=1e12, tf32=1e15, bf16=1e15, fp32=1e15, mufu=1e15, source="",
+                          l2_size=6 * gpu_model.NOMINAL_BATCH, l2=4e12)  # x fits in L2, but not in half of it
+    assert k.l2_resident(chip) == 4
+    # In a bigger L2 x and y are resident too, yet cross HBM once: their first touch.
+    bigger = dataclasses.replace(chip, l2_size=1e9)
+    assert k.l2_resident(bigger) == 4
+    times = k.times(chip)
+    assert times["HBM"] == pytest.approx(8 / 1e12) and times["L2"] == pytest.approx(12 / 4e12)
+    result = gpu_model.bound([k], chip)
+    assert (result["hbm_bytes"], result["l2_bytes"], result["binds"]) == (8, 4, "HBM")
+    assert result["points_per_s"] == pytest.approx(1e12 / 8)
+
+
 def test_torch_ops_read_inputs_write_outputs_and_views_move_nothing() -> None:
     n, k, m = 50, 7, 9
     x, w, row = torch.rand(n, k), torch.rand(m, k), torch.rand(1, m)
@@ -93,7 +160,7 @@ def test_per_point_drops_what_a_call_reads_once() -> None:
         return [gpu_model.KernelCount("k", "triton", load=1000 + 12 * points, store=4 * points,
                                       mma={"bf16": 10.0 * points}, sines=3.0 * points)]
 
-    (k,) = gpu_model.per_point(kernels(128), kernels(256), 128)
+    (k,) = gpu_model.per_point(kernels(128), kernels(256), (128, 256))
     assert (k.load, k.store, k.mma, k.sines) == (12, 4, {"bf16": 10}, 3)
     chip = gpu_model.CHIPS[1]
     result = gpu_model.bound([k], chip)
