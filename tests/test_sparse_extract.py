@@ -117,15 +117,22 @@ def test_narrow_band_states_against_brute_force(rng, seed) -> None:
 
 
 def test_sparse_on_a_fitted_siren_matches_dense(seed) -> None:
-    """A learned field is not exactly 1-Lipschitz: with the default safety the mesh is still the dense one."""
+    """A learned field is not exactly 1-Lipschitz: with a safety above its gradient norm (the largest
+    on 100,000 points, with a margin of 1.5) the mesh is still the dense one. The default 2 is not
+    always enough after 150 steps: seed 310952192869829205 reached 3.3, and 2 grid points of 96^3
+    got their stand-in values."""
     verts, faces = bumpy_sphere(np.random.default_rng(seed))
     torch.manual_seed(seed % 2**31)
     model, _ = fastsdf.fit((verts, faces), fastsdf.SirenMLP(3, 64, 2, 1, double_backward=False), steps=150,
                            pool_points=20_000, batch_size=1024, seed=seed % 2**31, progress=False)
     bounds = model.bounds()
+    lo, hi = (np.asarray(b, dtype=np.float32) for b in bounds)
+    probe = torch.from_numpy(np.random.default_rng(seed).uniform(lo, hi, (100_000, 3)).astype(np.float32))
+    with torch.no_grad():
+        gradient = model.forward_with_gradient(probe)[1].reshape(len(probe), -1).norm(dim=1).max().item()
     dense = extract_mesh(model, 96, bounds=bounds)
-    sparse = extract_mesh(model, 96, bounds=bounds, method="sparse")
-    assert_identical_mesh(sparse, dense, context=f"seed={seed}")
+    sparse = extract_mesh(model, 96, bounds=bounds, method="sparse", safety=max(2.0, 1.5 * gradient))
+    assert_identical_mesh(sparse, dense, context=f"seed={seed} gradient norm {gradient:.3g}")
 
 
 def test_a_thin_feature_below_the_safety_bound_is_missed_and_documented() -> None:
