@@ -8,6 +8,7 @@ in seconds, whose truth is known everywhere (|p| - r).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -311,6 +312,58 @@ def test_two_processes_train_what_one_trains(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(ddp.decoder(points, ddp.codes[1]), single.decoder(points, single.codes[1]),
                                    rtol=0, atol=1e-4)
+
+
+# One process in a gloo group of one: prints its thread count before the group, after training in
+# it and destroy_process_group, and the warnings training gave.
+GROUP_SCRIPT = """
+import json, os, sys, warnings
+import torch, torch.distributed as dist
+import fastsdf
+from fastsdf.training.shapes import load_shapes
+
+def train():
+    decoder = fastsdf.DeepSDFDecoder(latent_size=4, hidden_features=16, hidden_layers=2, latent_in=(), dropout=0.0)
+    fastsdf.train_deepsdf(load_shapes(sys.argv[1]), decoder, epochs=2, shapes_per_batch=5, samples_per_shape=64,
+                          progress=False)
+
+{before_group}
+torch.ones(500, 500) @ torch.ones(500, 500)  # the pools' threads exist before the count
+before = len(os.listdir("/proc/self/task"))
+dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+{in_group}
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    train()
+dist.destroy_process_group()
+print(json.dumps([before, len(os.listdir("/proc/self/task")), [str(w.message) for w in caught]]))
+"""
+
+
+def train_in_a_group(tmp_path: Path, import_first: bool) -> tuple[int, int, list[str]]:
+    for i, (name, radius) in enumerate(zip(sphere_family(0).names, RADII)):
+        fastsdf.save_npz(tmp_path / f"{name}.npz", sphere_samples(radius, np.random.default_rng(i)))
+    load = "from fastsdf import train_deepsdf"  # what a script does first (the docstring says so)
+    script = GROUP_SCRIPT.format(before_group=load if import_first else "", in_group="" if import_first else load)
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    before, after, warned = json.loads(result.stdout.strip().splitlines()[-1])
+    return before, after, warned
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc/self/task")
+def test_training_leaves_no_gloo_threads_after_destroy_process_group(tmp_path: Path) -> None:
+    """torch.distributed.nn, imported after init_process_group, would keep the group and its gloo
+    threads alive past destroy_process_group; one of them then aborted about 1 torchrun run in 40 at exit."""
+    before, after, warned = train_in_a_group(tmp_path, import_first=True)
+    assert after == before and warned == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc/self/task")
+def test_training_warns_when_fastsdf_came_after_the_process_group(tmp_path: Path) -> None:
+    _, _, warned = train_in_a_group(tmp_path, import_first=False)
+    assert len(warned) == 1 and "imported after init_process_group" in warned[0]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ DistributedDataParallel: every batch's shapes are dealt out to the processes, ea
 its share of the batch's sum scaled so that DDP's gradient average is exactly the whole batch's
 mean gradient, and which points a shape gives does not depend on the process, so 1 and N processes
 train the same model (up to floating-point summation order, and to dropout masks, which each
-process draws for itself).
+process draws for itself). A script of its own imports this module (``from fastsdf import
+train_deepsdf``) before ``init_process_group``, as ``fastsdf train-deepsdf`` does: see the import of
+``torch.distributed.nn.functional`` below; training warns otherwise.
 """
 
 from __future__ import annotations
@@ -18,10 +20,21 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+if torch.distributed.is_available():
+    # Imported here, before a script's init_process_group, on purpose: this torch module takes the
+    # default process group as its functions' default arguments when it is imported (torch 2.13),
+    # and torch imports it lazily (the first optimiser step imports torch._dynamo, which imports
+    # it). Imported after init_process_group it keeps the group alive: destroy_process_group then
+    # leaves gloo's worker threads running, and one that frees a finished collective's tensor while
+    # the interpreter shuts down aborts the process (SIGABRT after a run that finished: about 1
+    # two-process run in 40 on 2 cores).
+    import torch.distributed.nn.functional  # noqa: F401
 
 from fastsdf.geometry.sampling import NormalizationTransform
 from fastsdf.training.checkpoint import Checkpoint
@@ -178,8 +191,19 @@ def _world() -> tuple[int, int]:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if _holds_a_process_group(torch.distributed.nn.functional.broadcast):
+            warnings.warn("torch.distributed.nn was imported after init_process_group, so the process group "
+                          "outlives destroy_process_group and gloo processes may abort at exit: import "
+                          "fastsdf.training.autodecoder (or `from fastsdf import train_deepsdf`) first",
+                          RuntimeWarning, stacklevel=3)
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
+
+
+def _holds_a_process_group(function: Any) -> bool:
+    import torch.distributed as dist
+
+    return any(isinstance(value, dist.ProcessGroup) for value in function.__defaults__ or ())
 
 
 def _count(name: str, value: Any) -> int:
