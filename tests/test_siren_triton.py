@@ -313,3 +313,93 @@ def test_the_jacobian_runs_fused_only_where_it_pays(monkeypatch: pytest.MonkeyPa
         with torch.no_grad():
             siren_ops.forward_with_gradient(x, list(model.weights), list(model.biases), model.omegas, precision, 3)
     assert calls == [p for p in siren_ops.PRECISIONS if kernels.jacobian_pays(p)] == ["tf32"]
+
+
+# --- training: the fused backward ----------------------------------------------------------------
+
+# Each width, 0-5 hidden layers, each precision, batches of 1, 7, 1000 (not a multiple of the tile),
+# with and without bias, linear and sine output layers, latent codes (exact and tf32x3 first layers).
+BACKWARD_CASES = [
+    # width, hidden, outputs, outermost_linear, bias, latent, precision, points
+    (16, 0, 1, True, True, 0, "fp32", 1000),
+    (32, 5, 2, False, False, 0, "fp32", 7),
+    (64, 2, 1, True, True, 4, "bf16", 1),
+    (128, 1, 3, False, True, 0, "tf32", 33),
+    (256, 3, 1, True, True, 0, "fp32", 17),
+    (512, 1, 1, True, False, 0, "bf16", 5),
+    (32, 1, 1, True, True, 17, "fp32", 40),  # 20 inputs: dL/dx over a padded first layer
+]
+
+
+def _backward_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = kernels.backward
+    monkeypatch.setattr(kernels, "backward", lambda *args: calls.append(1) or real(*args))
+    return calls
+
+
+@pytest.mark.parametrize("width, hidden, outputs, outermost_linear, bias, latent_features, precision, points",
+                         BACKWARD_CASES)
+def test_training_backward_matches_reference(width: int, hidden: int, outputs: int, outermost_linear: bool,
+                                             bias: bool, latent_features: int, precision: str, points: int,
+                                             monkeypatch: pytest.MonkeyPatch, poisoned: None) -> None:
+    """A recorded forward runs the fused forward and backward: the gradients of a loss on y with
+    respect to every parameter, x and the latent code match float64 autograd on the reference."""
+    model = SirenMLP(3, width, hidden, outputs, outermost_linear=outermost_linear, bias=bias,
+                     latent_features=latent_features, precision=precision).to(DEVICE)
+    twin = double_copy(model.cpu()).to(DEVICE)
+    x = torch.rand(points, 3, device=DEVICE) * 2 - 1
+    latent = torch.randn(points, latent_features, device=DEVICE) * 0.1 if latent_features else None
+    # A loss linear in y: dL/dy is the same for both, so the comparison measures the backward (and
+    # the tape's sines), not the forward's error in y (relative to y, unbounded where y is small).
+    direction = torch.randn(points, outputs, device=DEVICE)
+    calls = _backward_calls(monkeypatch)
+
+    def grads(m: SirenMLP, dtype: torch.dtype, rows: slice) -> list[torch.Tensor]:
+        xx = x.to(dtype).requires_grad_()
+        leaves = [*m.parameters(), xx]
+        code = None
+        if latent is not None:
+            code = latent.to(dtype).requires_grad_()
+            leaves.append(code)
+        y = m(xx[rows], None if code is None else code[rows])
+        loss = (y * direction[rows].to(dtype)).sum() / points
+        return [g.cpu() for g in torch.autograd.grad(loss, leaves)]
+
+    got = grads(model, torch.float32, slice(None))
+    assert calls == [1] and all(torch.isfinite(g).all() for g in got)
+    monkeypatch.setenv("FASTSDF_BACKEND", "reference")
+    errors = gradient_errors(got, lambda rows: grads(twin, torch.float64, rows), points)
+    assert max(errors) <= RTOL[precision][1], errors
+
+
+def test_gradients_of_gradients_take_the_composed_path(monkeypatch: pytest.MonkeyPatch, poisoned: None) -> None:
+    """create_graph through the fused call (an eikonal loss by torch.autograd.grad of forward):
+    that backward runs the composed path, whose gradients autograd differentiates again."""
+    model = SirenMLP(3, 32, 2, 1).to(DEVICE)
+    twin = double_copy(model.cpu()).to(DEVICE)
+    n = 13
+    x = torch.rand(n, 3, device=DEVICE) * 2 - 1
+    calls = _backward_calls(monkeypatch)
+
+    def grads(m: SirenMLP, dtype: torch.dtype, rows: slice) -> list[torch.Tensor]:
+        xx = x.to(dtype).requires_grad_()
+        y = m(xx[rows])
+        (j,) = torch.autograd.grad(y.sum(), xx, create_graph=True)
+        return [g.cpu() for g in torch.autograd.grad(training_loss(y, j[rows][:, None, :], n), [*m.parameters(), xx])]
+
+    got = grads(model, torch.float32, slice(None))
+    assert calls == [1]  # the loss's y term, first order; the create_graph backward was composed
+    monkeypatch.setenv("FASTSDF_BACKEND", "reference")
+    for error in gradient_errors(got, lambda rows: grads(twin, torch.float64, rows), n):
+        assert error <= RTOL["fp32"][1]
+
+
+def test_fused_backward_runs_again_with_retain_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = SirenMLP(3, 16, 1, 2).to(DEVICE)
+    x = (torch.rand(9, 3, device=DEVICE) * 2 - 1).requires_grad_()
+    calls = _backward_calls(monkeypatch)
+    loss = model(x).pow(2).sum()
+    first = torch.autograd.grad(loss, [*model.parameters(), x], retain_graph=True)
+    second = torch.autograd.grad(loss, [*model.parameters(), x])
+    assert calls == [1, 1] and all(torch.equal(a, b) for a, b in zip(first, second))

@@ -102,7 +102,8 @@ import triton.language as tl
 
 from fastsdf.ops.siren import KernelCache
 
-__all__ = ["forward", "forward_with_gradient", "jacobian_pays", "sincos", "supports"]
+__all__ = ["Tape", "backward", "backward_config", "forward", "forward_taped", "forward_with_gradient", "jacobian_pays",
+           "sincos", "supports"]
 
 _PRECISION_CODES = {"fp32": 0, "tf32": 1, "bf16": 2}
 _EXACT_FIRST_LAYER = 16  # inputs up to which the first layer is a loop of fp32 multiply-adds
@@ -259,11 +260,15 @@ def _products(a, t0, t1, t2, z, u0, u1, u2, w_ptr, K0: tl.constexpr, K: tl.const
 
 
 @triton.jit
-def _activate(z, t0, t1, t2, b_ptr, omega, N: tl.constexpr, SINE: tl.constexpr, HAS_BIAS: tl.constexpr,
-              TANGENTS: tl.constexpr):
-    """z + b and, with SINE, (sin(omega (z + b)), omega cos(omega (z + b)) t_i)."""
+def _activate(z, t0, t1, t2, b_ptr, omega, tape_rows, valid, N: tl.constexpr, SINE: tl.constexpr,
+              HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr):
+    """z + b and, with SINE, (sin(omega (z + b)), omega cos(omega (z + b)) t_i). TAPED > 0 stores the
+    first TAPED columns of z + b at tape_rows (row pointers) for the backward."""
     if HAS_BIAS:
         z += tl.load(b_ptr + tl.arange(0, N))[None, :]
+    if TAPED > 0:
+        columns = tl.arange(0, N)
+        tl.store(tape_rows[:, None] + columns[None, :], z, mask=valid[:, None] & (columns < TAPED)[None, :])
     if SINE:
         z, c = _sincos(z * omega)
         c = c * omega
@@ -277,19 +282,19 @@ def _activate(z, t0, t1, t2, b_ptr, omega, N: tl.constexpr, SINE: tl.constexpr, 
 
 
 @triton.jit
-def _layer(a, t0, t1, t2, w_ptr, b_ptr, omega, K: tl.constexpr, N: tl.constexpr, SINE: tl.constexpr,
-           HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-           PRECISION: tl.constexpr):
+def _layer(a, t0, t1, t2, w_ptr, b_ptr, omega, tape_rows, valid, K: tl.constexpr, N: tl.constexpr,
+           SINE: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr,
+           BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     """A layer after the first: K inputs, N outputs, the whole (BLOCK_M, N) result one accumulator."""
     z = tl.zeros((BLOCK_M, N), dtype=tl.float32)
     z, u0, u1, u2 = _products(a, t0, t1, t2, z, z, z, z, w_ptr, 0, K, N, TANGENTS, BLOCK_K, PRECISION)
-    return _activate(z, u0, u1, u2, b_ptr, omega, N, SINE, HAS_BIAS, TANGENTS)
+    return _activate(z, u0, u1, u2, b_ptr, omega, tape_rows, valid, N, SINE, HAS_BIAS, TANGENTS, TAPED)
 
 
 @triton.jit
-def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, IN: tl.constexpr, K: tl.constexpr,
-                 H: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, EXACT: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, tape_rows, IN: tl.constexpr, K: tl.constexpr,
+                 H: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr,
+                 EXACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     """The first layer from x (x_rows: row pointers, IN columns); its tangents start as the weights'
     rows first_column... EXACT: by fp32 multiply-adds, else by tf32x3 products over blocks of
     BLOCK_K inputs (K: IN padded to BLOCK_K, padding rows zero)."""
@@ -311,32 +316,37 @@ def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, IN: tl.conste
         t1 = tl.broadcast_to(tl.load(w_ptr + (first_column + 1) * H + rn)[None, :], (BLOCK_M, H))
     if TANGENTS > 2:
         t2 = tl.broadcast_to(tl.load(w_ptr + (first_column + 2) * H + rn)[None, :], (BLOCK_M, H))
-    return _activate(z, t0, t1, t2, b_ptr, omega, H, True, HAS_BIAS, TANGENTS)
+    return _activate(z, t0, t1, t2, b_ptr, omega, tape_rows, valid, H, True, HAS_BIAS, TANGENTS, TAPED)
 
 
 @triton.jit
 def _siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_hidden, w_last, b_last,
-                  omega_first, omega_hidden, omega_last, hidden_layers, first_column, jac_column,
-                  IN: tl.constexpr, K_FIRST: tl.constexpr, H: tl.constexpr, OUT: tl.constexpr,
+                  omega_first, omega_hidden, omega_last, hidden_layers, first_column, jac_column, tape_ptr,
+                  tape_last_ptr, IN: tl.constexpr, K_FIRST: tl.constexpr, H: tl.constexpr, OUT: tl.constexpr,
                   GRAD_COLUMNS: tl.constexpr, TANGENTS: tl.constexpr, SINE_LAST: tl.constexpr,
-                  HAS_BIAS: tl.constexpr, EXACT_FIRST: tl.constexpr, PRECISION: tl.constexpr,
+                  HAS_BIAS: tl.constexpr, EXACT_FIRST: tl.constexpr, PRECISION: tl.constexpr, TAPE: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_K_FIRST: tl.constexpr):
     """y (and TANGENTS columns of the Jacobian from jac_column on) of BLOCK_M points. Weights
-    transposed (in, out); the output layer padded to _OUT_PAD columns."""
+    transposed (in, out); the output layer padded to _OUT_PAD columns. With TAPE, the sine layers'
+    pre-activations too: (layers, n_points, H) at tape_ptr, a sine output layer's (n_points, OUT) at
+    tape_last_ptr."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     valid = rows < n_points
     x_rows = x_ptr + rows * IN
-    a, t0, t1, t2 = _first_layer(x_rows, valid, w_first, b_first, omega_first, first_column, IN, K_FIRST, H,
-                                 HAS_BIAS, TANGENTS, EXACT_FIRST, BLOCK_M, BLOCK_K_FIRST)
+    tape_rows = tape_ptr + rows * H
+    a, t0, t1, t2 = _first_layer(x_rows, valid, w_first, b_first, omega_first, first_column, tape_rows, IN, K_FIRST,
+                                 H, HAS_BIAS, TANGENTS, H if TAPE else 0, EXACT_FIRST, BLOCK_M, BLOCK_K_FIRST)
     w = w_hidden
     bias = b_hidden
     for _ in range(hidden_layers):
-        a, t0, t1, t2 = _layer(a, t0, t1, t2, w, bias, omega_hidden, H, H, True, HAS_BIAS, TANGENTS, BLOCK_M,
-                               BLOCK_K, PRECISION)
+        tape_rows += n_points.to(tl.int64) * H
+        a, t0, t1, t2 = _layer(a, t0, t1, t2, w, bias, omega_hidden, tape_rows, valid, H, H, True, HAS_BIAS, TANGENTS,
+                               H if TAPE else 0, BLOCK_M, BLOCK_K, PRECISION)
         w += H * H
         bias += H
-    y, t0, t1, t2 = _layer(a, t0, t1, t2, w_last, b_last, omega_last, H, _OUT_PAD, SINE_LAST, HAS_BIAS, TANGENTS,
-                           BLOCK_M, BLOCK_K, PRECISION)
+    y, t0, t1, t2 = _layer(a, t0, t1, t2, w_last, b_last, omega_last, tape_last_ptr + rows * OUT, valid, H,
+                           _OUT_PAD, SINE_LAST, HAS_BIAS, TANGENTS, OUT if TAPE and SINE_LAST else 0, BLOCK_M,
+                           BLOCK_K, PRECISION)
     ro = tl.arange(0, _OUT_PAD)
     inside = valid[:, None] & (ro < OUT)[None, :]
     tl.store(y_ptr + rows[:, None] * OUT + ro[None, :], y, mask=inside)
@@ -347,6 +357,54 @@ def _siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b
         tl.store(at + 1, t1, mask=inside)
     if TANGENTS > 2:
         tl.store(at + 2, t2, mask=inside)
+
+
+@triton.jit
+def _backward_product(g, w_ptr, K: tl.constexpr, N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                      PRECISION: tl.constexpr):
+    """g W: g (BLOCK_M, K), W (K, N) row-major at w_ptr (a layer's weights as they are, out x in)."""
+    acc = tl.zeros((BLOCK_M, N), dtype=tl.float32)
+    acc, _, _, _ = _products(g, g, g, g, acc, acc, acc, acc, w_ptr, 0, K, N, 0, BLOCK_K, PRECISION)
+    return acc
+
+
+@triton.jit
+def _backward_kernel(dy_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, delta_ptr, delta_last_ptr, w_first,
+                     w_hidden, w_last, omega_first, omega_hidden, omega_last, hidden_layers, IN: tl.constexpr,
+                     IN_PAD: tl.constexpr, H: tl.constexpr, OUT: tl.constexpr, SINE_LAST: tl.constexpr,
+                     NEED_DX: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_K: tl.constexpr):
+    """The backward sweep of BLOCK_M points from dL/dy: each layer's dL/dz (delta, written to
+    delta_ptr as the tape is laid out, the output layer's to delta_last_ptr) and dL/dx. The
+    derivatives omega cos(omega z) come from the forward's tape of pre-activations; dL/da_{l-1} =
+    delta_l W_l stays in registers. Weights as they are (out, in): the output layer's padded to
+    _OUT_PAD rows, the first layer's to IN_PAD columns."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    valid = rows < n_points
+    ro = tl.arange(0, _OUT_PAD)
+    inside = valid[:, None] & (ro < OUT)[None, :]
+    at_out = rows[:, None] * OUT + ro[None, :]
+    g = tl.load(dy_ptr + at_out, mask=inside, other=0.0)
+    if SINE_LAST:
+        _, c = _sincos(tl.load(tape_last_ptr + at_out, mask=inside, other=0.0) * omega_last)
+        g = g * (c * omega_last)
+    tl.store(delta_last_ptr + at_out, g, mask=inside)
+    g = _backward_product(g, w_last, _OUT_PAD, H, BLOCK_M, BLOCK_K, PRECISION)
+    at = rows[:, None] * H + tl.arange(0, H)[None, :]
+    layer_stride = n_points.to(tl.int64) * H
+    for j in range(hidden_layers):
+        layer = hidden_layers - j
+        _, c = _sincos(tl.load(tape_ptr + layer * layer_stride + at, mask=valid[:, None], other=0.0) * omega_hidden)
+        g = g * (c * omega_hidden)
+        tl.store(delta_ptr + layer * layer_stride + at, g, mask=valid[:, None])
+        g = _backward_product(g, w_hidden + (layer - 1) * H * H, H, H, BLOCK_M, BLOCK_K, PRECISION)
+    _, c = _sincos(tl.load(tape_ptr + at, mask=valid[:, None], other=0.0) * omega_first)
+    g = g * (c * omega_first)
+    tl.store(delta_ptr + at, g, mask=valid[:, None])
+    if NEED_DX:
+        dx = _backward_product(g, w_first, H, IN_PAD, BLOCK_M, BLOCK_K, 0)
+        ri = tl.arange(0, IN_PAD)
+        tl.store(dx_ptr + rows[:, None] * IN + ri[None, :], dx, mask=valid[:, None] & (ri < IN)[None, :])
 
 
 @triton.jit
@@ -402,6 +460,11 @@ def supports(weights: Sequence[torch.Tensor]) -> bool:
             and weights[-1].shape[0] <= _MAX_OUTPUTS)
 
 
+def backward_config(width: int) -> Config:
+    """The tiling of ``backward`` at this width: the forward's (two tiles live, as there)."""
+    return _CONFIGS[width, 0]
+
+
 def config(width: int, tangents: int) -> Config:
     """The tiling the kernels run a network of this width with, ``tangents`` Jacobian columns per
     launch (0 for the forward)."""
@@ -439,8 +502,8 @@ def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Seque
 
 
 def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
-         omegas: Sequence[float | None], precision: str, grad_columns: int | None) -> tuple[torch.Tensor,
-                                                                                        torch.Tensor | None]:
+         omegas: Sequence[float | None], precision: str, grad_columns: int | None,
+         tape: Tape | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     x = x.detach().contiguous()
     n, inputs = x.shape
     width, outputs, hidden = weights[0].shape[0], weights[-1].shape[0], len(weights) - 2
@@ -460,10 +523,63 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torc
             _siren_kernel[(triton.cdiv(n, cfg.block_m),)](
                 x, n, y, y if jacobian is None else jacobian, *tensors,
                 float(omegas[0]), float(omegas[1] if hidden else omegas[0]), float(omegas[-1] or 0.0), hidden,
-                inputs - columns + start, start,
+                inputs - columns + start, start, y if tape is None else tape.pre, y if tape is None else tape.last,
                 GRAD_COLUMNS=max(columns, 1), TANGENTS=tangents, SINE_LAST=omegas[-1] is not None,
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages, **constants)
+                TAPE=tape is not None, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **constants)
     return y, jacobian
+
+
+@dataclass
+class Tape:
+    """What ``forward_taped`` keeps for ``backward``: the sine layers' pre-activations z = W a + b,
+    ``pre`` (layers, N, width) and ``last`` (N, out; written for a sine output layer only)."""
+
+    pre: torch.Tensor
+    last: torch.Tensor
+
+
+def forward_taped(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
+                  omegas: Sequence[float | None], precision: str) -> tuple[torch.Tensor, Tape]:
+    """The network at x (N, in) -> (N, out), and the tape ``backward`` reads (one launch)."""
+    n, width, outputs = x.shape[0], weights[0].shape[0], weights[-1].shape[0]
+    tape = Tape(torch.empty((len(weights) - 1, n, width), dtype=torch.float32, device=x.device),
+                torch.empty((n, outputs), dtype=torch.float32, device=x.device))
+    return _run(x, weights, biases, omegas, precision, None, tape)[0], tape
+
+
+def backward(dy: torch.Tensor, x: torch.Tensor, tape: Tape, weights: Sequence[torch.Tensor],
+             omegas: Sequence[float | None], precision: str,
+             need_dx: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(dL/dx or None, dL/dz of the sine layers (layers, N, width), dL/dz of the output layer (N, out))
+    from dL/dy (N, out), by one launch over tiles of points; the products after the first layer at
+    ``precision``, dL/dx's in fp32 (tf32x3)."""
+    dy = dy.detach().contiguous().float()
+    n, inputs = x.shape
+    width, outputs, hidden = weights[0].shape[0], weights[-1].shape[0], len(weights) - 2
+    device = x.device
+    delta = torch.empty_like(tape.pre)
+    delta_last = torch.empty((n, outputs), dtype=torch.float32, device=device)
+    dx = torch.empty((n, inputs), dtype=torch.float32, device=device) if need_dx else None
+    if n == 0:
+        return dx, delta, delta_last
+    operand = torch.bfloat16 if precision == "bf16" else torch.float32
+    in_pad = max(_OUT_PAD.value, triton.next_power_of_2(inputs))
+    w_first = torch.zeros((width, in_pad), dtype=torch.float32, device=device)
+    w_first[:, :inputs] = weights[0].detach()
+    hidden_weights = [w.detach().to(operand) for w in weights[1:-1]]
+    w_hidden = (torch.stack(hidden_weights).contiguous() if hidden_weights
+                else torch.zeros(1, dtype=operand, device=device))
+    w_last = torch.zeros((_OUT_PAD.value, width), dtype=operand, device=device)
+    w_last[:outputs] = weights[-1].detach().to(operand)
+    cfg = backward_config(width)
+    with _on_device(x):
+        _backward_kernel[(triton.cdiv(n, cfg.block_m),)](
+            dy, n, delta_last if dx is None else dx, tape.pre, tape.last, delta, delta_last, w_first, w_hidden,
+            w_last, float(omegas[0]), float(omegas[1] if hidden else omegas[0]), float(omegas[-1] or 0.0), hidden,
+            IN=inputs, IN_PAD=in_pad, H=width, OUT=outputs, SINE_LAST=omegas[-1] is not None, NEED_DX=need_dx,
+            PRECISION=_PRECISION_CODES[precision], BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return dx, delta, delta_last
 
 
 def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
