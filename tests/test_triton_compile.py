@@ -55,9 +55,15 @@ def _fast(width: int, tangents: int, precision: str) -> bool:
     return most and width in (16, 32, 64, 256) and precision == "fp32"
 
 
+# The training kernels in the fast set: the backward of the default network's width and the taped
+# forward at the width whose tiling had to shrink for it (10-20 s a target); the others are slow.
+FAST_TRAINING = {("backward", 256), ("taped", 64)}
+
+
 def _cases(slow: bool) -> list[dict]:
-    """Fast: ``_fast``. Slow: every other tiling, and a latent code's first
-    layer (259 inputs)."""
+    """Fast: ``_fast`` and ``FAST_TRAINING`` in fp32. Slow: every other tiling, the training kernels
+    (the backward, the forward that writes its tape) in every other width and precision, and a
+    latent code's first layer (259 inputs)."""
     from fastsdf.kernels import siren as kernels
 
     cases = []
@@ -65,6 +71,9 @@ def _cases(slow: bool) -> list[dict]:
         for tangents in range(kernels._tangents_per_launch(width) + 1):
             cases += [dict(width=width, tangents=tangents, precision=p, inputs=3) for p in PRECISIONS
                       if _fast(width, tangents, p) != slow]
+        for kernel in ("backward", "taped"):
+            cases += [dict(kernel=kernel, width=width, tangents=0, precision=p, inputs=3) for p in PRECISIONS
+                      if ((kernel, width) in FAST_TRAINING and p == "fp32") != slow]
         if slow:
             cases.append(dict(width=width, tangents=0, precision="fp32", inputs=259))
     return cases
@@ -78,20 +87,52 @@ def _compile(case: dict, arch: int, workdir: str) -> dict:
 
     from fastsdf.kernels import siren as kernels
 
+    if case.get("kernel") == "backward":
+        return _compile_backward(case, arch, workdir)
     width, tangents, precision, inputs = case["width"], case["tangents"], case["precision"], case["inputs"]
-    cfg = kernels.config(width, tangents)
+    cfg = kernels.config(width, tangents, case.get("kernel") == "taped")
     exact = inputs <= kernels._EXACT_FIRST_LAYER
     operand = "*bf16" if precision == "bf16" else "*fp32"
     signature = dict(x_ptr="*fp32", n_points="i32", y_ptr="*fp32", jac_ptr="*fp32", w_first="*fp32",
                      b_first="*fp32", w_hidden=operand, b_hidden="*fp32", w_last=operand, b_last="*fp32",
                      omega_first="fp32", omega_hidden="fp32", omega_last="fp32", hidden_layers="i32",
-                     first_column="i32", jac_column="i32")
+                     first_column="i32", jac_column="i32", tape_ptr="*fp32", tape_last_ptr="*fp32",
+                     tape_u_ptr="*fp32", tape_u_last_ptr="*fp32")
     constants = dict(IN=inputs, K_FIRST=inputs if exact else triton.cdiv(inputs, 32) * 32, H=width, OUT=1,
                      GRAD_COLUMNS=3, TANGENTS=tangents, SINE_LAST=False, HAS_BIAS=True, EXACT_FIRST=exact,
-                     PRECISION=kernels._PRECISION_CODES[precision], BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
-                     BLOCK_K_FIRST=kernels._BLOCK_K_FIRST)
+                     PRECISION=kernels._PRECISION_CODES[precision], TAPE=case.get("kernel") == "taped",
+                     BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_K_FIRST=kernels._BLOCK_K_FIRST)
     signature.update({name: "constexpr" for name in constants})
     compiled = triton.compile(ASTSource(kernels._siren_kernel, signature, constants),
+                              target=GPUTarget("cuda", arch, 32),
+                              options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+    return {**case, **_measure(compiled, arch, workdir), "arch": arch, "block_m": cfg.block_m,
+            "block_k": cfg.block_k, "num_warps": cfg.num_warps}
+
+
+def _compile_backward(case: dict, arch: int, workdir: str) -> dict:
+    """The training backward (``kernels._backward_kernel``) for xyz inputs and one output."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from fastsdf.kernels import siren as kernels
+
+    width, precision, tangents = case["width"], case["precision"], case["tangents"]
+    cfg = kernels.backward_config(width, tangents)
+    operand = "*bf16" if precision == "bf16" else "*fp32"
+    pointers = ("dy_ptr", "dj_ptr", "dx_ptr", "tape_ptr", "tape_last_ptr", "tape_u_ptr", "tape_u_last_ptr", "delta_ptr",
+                "delta_last_ptr", "delta_u_ptr", "delta_u_last_ptr", "w_first")
+    signature = dict({name: "*fp32" for name in pointers}, n_points="i32", w_hidden=operand, w_last=operand,
+                     omega_first="fp32", omega_hidden="fp32", omega_last="fp32", hidden_layers="i32",
+                     jac_column="i32")
+    # A later launch of the Jacobian's columns (FIRST False) adds to the earlier ones' results: the
+    # larger kernel.
+    constants = dict(IN=3, IN_PAD=16, H=width, OUT=1, GRAD_COLUMNS=3, TANGENTS=tangents, FIRST=tangents == 0,
+                     SINE_LAST=False, NEED_DX=True, PRECISION=kernels._PRECISION_CODES[precision],
+                     BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k)
+    signature.update({name: "constexpr" for name in constants})
+    compiled = triton.compile(ASTSource(kernels._backward_kernel, signature, constants),
                               target=GPUTarget("cuda", arch, 32),
                               options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
     return {**case, **_measure(compiled, arch, workdir), "arch": arch, "block_m": cfg.block_m,
@@ -117,7 +158,8 @@ def _measure(compiled, arch: int, workdir: str) -> dict:
     ttir = compiled.asm["ttir"]
     pid = re.search(r"(%\S+) = tt.get_program_id x : i32", ttir).group(1)
     return dict(registers=registers, spill_bytes=spills, shared=compiled.metadata.shared,
-                sin_approx="sin.approx.f32" in ptx, mufu_sin="MUFU.SIN" in sass, sass_read=bool(sass),
+                sin_approx="sin.approx.f32" in ptx, mufu_sin="MUFU.SIN" in sass, cos_approx="cos.approx.f32" in ptx,
+                mufu_cos="MUFU.COS" in sass, sass_read=bool(sass),
                 pid_int64=f"arith.extsi {pid} : i32 to i64" in ttir)
 
 
@@ -151,9 +193,11 @@ def _check(results: list[dict]) -> None:
         if r.get("width", 0) <= SPILLS_UP_TO:
             known = KNOWN_SPILLS.get((r.get("width"), r.get("tangents"), r.get("precision"), r["arch"]), 0)
             assert r["spill_bytes"] <= known, r
-        assert r["sin_approx"] and r["pid_int64"], r
+        # The backward needs the cosine only (its sine is compiled away).
+        sine = "cos" if r.get("kernel") == "backward" else "sin"
+        assert r[f"{sine}_approx"] and r["pid_int64"], r
         if r["sass_read"]:
-            assert r["mufu_sin"], r
+            assert r[f"mufu_{sine}"], r
 
 
 def test_every_tiling_compiles_for_sm80_and_sm90() -> None:
