@@ -403,9 +403,12 @@ def test_a_jacobian_the_loss_leaves_out_sweeps_no_tangents(monkeypatch: pytest.M
     assert max(gradient_errors(got, lambda rows: grads(twin, torch.float64, rows), 11)) <= RTOL["fp32"][1]
 
 
-def test_gradients_of_gradients_take_the_composed_path(monkeypatch: pytest.MonkeyPatch, poisoned: None) -> None:
-    """create_graph through the fused call (an eikonal loss by torch.autograd.grad of forward):
-    that backward runs the composed path, whose gradients autograd differentiates again."""
+@pytest.mark.parametrize("jacobian", [False, True])
+def test_gradients_of_gradients_take_the_composed_path(jacobian: bool, monkeypatch: pytest.MonkeyPatch,
+                                                       poisoned: None) -> None:
+    """create_graph through the fused call (an eikonal loss by torch.autograd.grad of forward, or a
+    loss on the gradient of forward_with_gradient's Jacobian): that backward runs the composed path,
+    whose gradients autograd differentiates again."""
     model = SirenMLP(3, 32, 2, 1).to(DEVICE)
     twin = double_copy(model.cpu()).to(DEVICE)
     n = 13
@@ -414,12 +417,20 @@ def test_gradients_of_gradients_take_the_composed_path(monkeypatch: pytest.Monke
 
     def grads(m: SirenMLP, dtype: torch.dtype, rows: slice) -> list[torch.Tensor]:
         xx = x.to(dtype).requires_grad_()
-        y = m(xx[rows])
-        (j,) = torch.autograd.grad(y.sum(), xx, create_graph=True)
-        return [g.cpu() for g in torch.autograd.grad(training_loss(y, j[rows][:, None, :], n), [*m.parameters(), xx])]
+        if jacobian:
+            y, j = m.forward_with_gradient(xx[rows])
+            (g,) = torch.autograd.grad(j.sum(), xx, create_graph=True)
+            loss = y.pow(2).sum() + g[rows].pow(2).sum()
+        else:
+            y = m(xx[rows])
+            (g,) = torch.autograd.grad(y.sum(), xx, create_graph=True)
+            loss = training_loss(y, g[rows][:, None, :], n) * n
+        return [g.cpu() for g in torch.autograd.grad(loss / n, [*m.parameters(), xx])]
 
     got = grads(model, torch.float32, slice(None))
-    assert calls == [0]  # the loss's y term, first order; the create_graph backward was composed
+    # The loss's y term, first order, on the kernels (with the Jacobian, which the y term leaves out,
+    # no tangent swept); the create_graph backward was composed.
+    assert calls == [0]
     monkeypatch.setenv("FASTSDF_BACKEND", "reference")
     for error in gradient_errors(got, lambda rows: grads(twin, torch.float64, rows), n):
         assert error <= RTOL["fp32"][1]

@@ -86,16 +86,37 @@ revisit with a profiler.
 
 Training (``forward_taped``, ``backward``; the autograd Function and why this design:
 ``fastsdf.ops.siren_triton``): the forward kernel with TAPE also stores each sine layer's
-pre-activations (the tape), and ``_backward_kernel`` walks a tile's layers down from dL/dy with
-dL/da in registers: per layer the tape's z gives omega cos(omega z) (MUFU), dL/dz is stored, and
-dL/dz W (the weights as they are, out x in, through the same ``_products``) is the next dL/da; at
-the bottom dL/dx (tf32x3). The parameter gradients are GEMMs on the host side. Tilings
-(``_BACKWARD_CONFIGS``, ``_TAPED_CONFIGS`` where they differ from the forward's), fp32, registers /
-spill bytes / shared memory, sm_80 ; sm_90 (Triton 3.9): backward width 16 64/16/4 93/0/4 KB ;
-104/0/4 KB, 32 64/16/4 164/0/8 KB ; 236/0/8 KB, 64 32/16/4 180/0/8 KB ; 242/0/8 KB, 256 16/16/8
-254/0/16 KB ; 255/0/16 KB; the taped forward at 64 32/16/4 160/0/8 KB ; 216/0/8 KB (at BLOCK_M 64
-it spilled 188 B on sm_90), at 256 32/16/8 206/0/32 KB ; 208/0/32 KB. tests/test_triton_compile.py
-has the other widths and precisions.
+pre-activations and, with the Jacobian, the tangents each layer receives (the tape), and
+``_backward_kernel`` walks a tile's layers down from dL/dy and dL/dJ with dL/da and dL/dt in
+registers: per layer the tape gives omega cos(omega z) and its derivative (MUFU), dL/dz and dL/du
+are stored, and they are multiplied by the weights as they are (out x in, through the same
+``_products``, one weight chunk for all) into the next dL/da and dL/dt; at the bottom dL/dx (tf32x3).
+Jacobian columns go in the forward's groups (3 a launch to width 128, 1 from 256), each launch after
+the first adding its share. The parameter gradients are GEMMs on the host side. Tilings
+(``_BACKWARD_CONFIGS``, ``_TAPED_CONFIGS`` where they differ from the forward's; measured by
+tests/test_triton_compile.py, which compiles the other precisions too), fp32, registers / spill
+bytes / shared memory:
+
+========  ======  ===========  ==========================  ===============================
+kernel    width   tangents     sm_80                       sm_90
+========  ======  ===========  ==========================  ===============================
+backward  16      0 / 3        96/0/4 KB; 168/0/2 KB       96/0/4 KB; 158/0/2 KB
+backward  32      0 / 3        156/0/8 KB; 166/0/2 KB      236/0/8 KB; 149/0/2 KB
+backward  64      0 / 3        168/0/8 KB; 254/0/4 KB      244/0/8 KB; 254/0/4 KB
+backward  128     0 / 3        169/0/8 KB; 255/36 B/8 KB   172/0/8 KB; 255/12 B/8 KB
+backward  256     0 / 1        251/0/16 KB; 255/1424 B     254/0/16 KB; 255/1552 B
+backward  512     0 / 1        255/560 B; 255/7968 B       255/684 B; 255/11100 B
+taped     16, 32  3            136/0; 255/0                143/0; 255/0
+taped     128     0 / 3        199/0/16 KB; 255/0/8 KB     255/0/16 KB; 255/0/8 KB
+taped     256     0 / 1        206/0/32 KB; 255/0/16 KB    208/0/32 KB; 255/60 B/16 KB
+========  ======  ===========  ==========================  ===============================
+
+(the backward's tilings: those of the forward's launch with as many tangents, except BLOCK_M 32 at
+width 64 and 16 at 128-256 without tangents, and 16 at width 32 with 3; the taped forward's: the
+forward's, except BLOCK_M 32 at width 64, where 64 spilled 188 B on sm_90). Still open: the
+Jacobian's backward at width 256 spills 1.4-1.6 KB (dL/da, dL/dt, their accumulators and the
+tape's z, u and derivative live at once at BLOCK_M 16, the smallest ``tl.dot`` tile; 16 warps cap
+the registers at 128 and spill 8 KB), and width 512 spills throughout.
 
 ``sincos`` is the elementwise (sin(omega z), omega cos(omega z)) of the autograd path.
 """
