@@ -136,8 +136,8 @@ import triton.language as tl
 
 from fastsdf.ops.siren import KernelCache
 
-__all__ = ["Deltas", "Tape", "backward", "backward_config", "forward", "forward_taped", "forward_with_gradient", "jacobian_pays",
-           "sincos", "supports"]
+__all__ = ["Deltas", "Tape", "backward", "backward_config", "forward", "forward_taped", "forward_with_gradient",
+           "jacobian_pays", "sincos", "supports"]
 
 _PRECISION_CODES = {"fp32": 0, "tf32": 1, "bf16": 2}
 _EXACT_FIRST_LAYER = 16  # inputs up to which the first layer is a loop of fp32 multiply-adds
@@ -374,10 +374,10 @@ def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, tape_rows, ta
 @triton.jit
 def _siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_hidden, w_last, b_last,
                   omega_first, omega_hidden, omega_last, hidden_layers, first_column, jac_column, tape_ptr,
-                  tape_last_ptr, tape_u_ptr, tape_u_last_ptr, IN: tl.constexpr, K_FIRST: tl.constexpr, H: tl.constexpr, OUT: tl.constexpr,
-                  GRAD_COLUMNS: tl.constexpr, TANGENTS: tl.constexpr, SINE_LAST: tl.constexpr,
-                  HAS_BIAS: tl.constexpr, EXACT_FIRST: tl.constexpr, PRECISION: tl.constexpr, TAPE: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_K_FIRST: tl.constexpr):
+                  tape_last_ptr, tape_u_ptr, tape_u_last_ptr, IN: tl.constexpr, K_FIRST: tl.constexpr,
+                  H: tl.constexpr, OUT: tl.constexpr, GRAD_COLUMNS: tl.constexpr, TANGENTS: tl.constexpr,
+                  SINE_LAST: tl.constexpr, HAS_BIAS: tl.constexpr, EXACT_FIRST: tl.constexpr, PRECISION: tl.constexpr,
+                  TAPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_K_FIRST: tl.constexpr):
     """y (and TANGENTS columns of the Jacobian from jac_column on) of BLOCK_M points. Weights
     transposed (in, out); the output layer padded to _OUT_PAD columns. With TAPE, what the backward
     reads too: the sine layers' pre-activations (layers, n_points, H) at tape_ptr (written by the

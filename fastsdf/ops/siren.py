@@ -15,8 +15,8 @@ in one pass, a backward written in differentiable ops, so gradients of gradients
 loss needs; FASTSDF_BACKEND=reference for more), and Triton's ``forward`` and (where it runs
 fused, below) ``forward_with_gradient``, which run the fused kernels forward and backward
 (``siren_triton.FusedSiren``: first-order gradients of y and of the Jacobian) and, for a backward
-that must itself be differentiable (create_graph), the composed path's backward on the saved inputs. Elsewhere the fused kernels run the whole network
-in one go, except Triton's ``forward_with_gradient`` in the precisions where it was measured slower
+that must itself be differentiable (create_graph), the composed path's backward on the saved
+inputs. Elsewhere the fused kernels run the whole network in one go, except Triton's ``forward_with_gradient`` in the precisions where it was measured slower
 than the composed path (``kernels.siren.jacobian_pays``), unless FASTSDF_BACKEND=triton asks for it.
 """
 

@@ -53,7 +53,8 @@ class FusedSiren(torch.autograd.Function):
 
         weights, biases = _split(layers, params)
         y, jacobian, tape = kernels.forward_taped(x, weights, biases, omegas, precision, grad_columns)
-        ctx.layers, ctx.omegas, ctx.precision, ctx.grad_columns, ctx.tape = layers, omegas, precision, grad_columns, tape
+        ctx.layers, ctx.omegas, ctx.precision = layers, omegas, precision
+        ctx.grad_columns, ctx.tape = grad_columns, tape
         ctx.save_for_backward(x, *params)
         ctx.set_materialize_grads(False)  # a Jacobian the loss leaves out: None, and no tangent swept
         return y, jacobian
