@@ -52,7 +52,12 @@ KNOWN_SPILLS = {("forward", 64, 3, "fp32", 90): 36, ("forward", 256, 1, "fp32", 
                 # 256 (1 column a launch): 4-8 tiles live, as the forward's Jacobian, plus the tape's.
                 ("backward", 128, 3, "fp32", 80): 36, ("backward", 128, 3, "fp32", 90): 12,
                 ("backward", 256, 1, "fp32", 80): 1424, ("backward", 256, 1, "fp32", 90): 1552,
-                ("taped", 256, 1, "fp32", 90): 60}
+                ("taped", 256, 1, "fp32", 90): 60,
+                # tf32 and bf16 training kernels (the slow set), measured the same way.
+                ("backward", 128, 0, "bf16", 80): 32, ("backward", 128, 0, "bf16", 90): 40,
+                ("backward", 128, 3, "bf16", 80): 48, ("backward", 128, 3, "bf16", 90): 24,
+                ("taped", 128, 3, "tf32", 90): 60, ("taped", 256, 0, "tf32", 90): 96,
+                ("taped", 256, 1, "tf32", 80): 24, ("taped", 256, 1, "tf32", 90): 36}
 TARGETS = (80, 90)
 PRECISIONS = ("fp32", "tf32", "bf16")
 
