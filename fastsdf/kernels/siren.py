@@ -114,9 +114,11 @@ taped     256     0 / 1        206/0/32 KB; 255/0/16 KB    208/0/32 KB; 255/60 B
 (the backward's tilings: those of the forward's launch with as many tangents, except BLOCK_M 32 at
 width 64 and 16 at 128-256 without tangents, and 16 at width 32 with 3; the taped forward's: the
 forward's, except BLOCK_M 32 at width 64, where 64 spilled 188 B on sm_90). Still open: the
-Jacobian's backward at width 256 spills 1.4-1.6 KB (dL/da, dL/dt, their accumulators and the
-tape's z, u and derivative live at once at BLOCK_M 16, the smallest ``tl.dot`` tile; 16 warps cap
-the registers at 128 and spill 8 KB), and width 512 spills throughout.
+Jacobian's backward at width 256 spills 1.4-1.6 KB in fp32 (dL/da, dL/dt, their accumulators,
+the tf32x3 split's big and small parts and the tape's z, u and derivative live at once at BLOCK_M
+16, the smallest ``tl.dot`` tile; 16 warps cap the registers at 128 and spill 8 KB), none in tf32
+or bf16; tf32/bf16 variants at widths 128-256 spill 24-96 B (tests/test_triton_compile.py's
+``KNOWN_SPILLS``); width 512 spills throughout.
 
 ``sincos`` is the elementwise (sin(omega z), omega cos(omega z)) of the autograd path.
 """
