@@ -71,7 +71,7 @@ if __name__ == "__main__":
     sys.path.insert(0, str(BENCH_DIR.parent))  # this checkout's fastsdf, installed or not
 DEFAULT_OUT = BENCH_DIR / "results" / "gpu_model.json"
 KIND = "fastsdf-gpu-model"  # make_results.py renders files with this "kind" as the model's section
-TARGET_BYTES = {"forward": 256, "train": 1024}  # issue 12: global bytes per point
+TARGET_BYTES = {"forward": 256, "train": 1024, "train_y": 1024}  # issue 12: global bytes per point
 
 
 # --- the chips ----------------------------------------------------------------------------------------
@@ -443,9 +443,10 @@ NETWORKS = {
                           512, 7, 256),
 }
 DEFAULT_NETWORKS = ("siren256", "siren512", "latent256")
-JOBS = ("forward", "gradient", "train")
+JOBS = ("forward", "gradient", "train", "train_y")
 JOB_TEXT = {"forward": "forward", "gradient": "forward + input gradient",
-            "train": "training step (L1 + eikonal, backward to the parameters; no optimiser)"}
+            "train": "training step (L1 + eikonal, backward to the parameters; no optimiser)",
+            "train_y": "training step on y alone (L1, backward to the parameters; no optimiser)"}
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
@@ -482,7 +483,10 @@ def fastsdf_call(network: Network, job: str, precision: str) -> Callable[[int], 
 
         def step() -> None:
             model.zero_grad(set_to_none=True)
-            _loss(*model.forward_with_gradient(x, latent)).backward()
+            if job == "train_y":
+                model(x, latent).abs().mean().backward()
+            else:
+                _loss(*model.forward_with_gradient(x, latent)).backward()
 
         return step
 
@@ -519,6 +523,9 @@ def eager_call(network: Network, job: str) -> Callable[[int], Callable[[], None]
         def step() -> None:
             for p in weights + biases:
                 p.grad = None
+            if job == "train_y":
+                net(x, latent).abs().mean().backward()
+                return
             xg = x.detach().requires_grad_(True)
             y = net(xg, latent)
             grad = torch.autograd.grad(y, xg, torch.ones_like(y), create_graph=True)[0]
@@ -668,7 +675,7 @@ def floor_rows(network: Network, job: str, eager: list[KernelCount], precisions:
     """The hardware floor of ``job``: what no implementation can beat by much."""
     flops = sum(sum(k.mma.values()) for k in eager)
     inputs = 4.0 * (3 + network.latent)
-    outputs = {"forward": 4.0, "gradient": 4.0 + 12.0, "train": 0.0}[job]
+    outputs = {"forward": 4.0, "gradient": 4.0 + 12.0, "train": 0.0, "train_y": 0.0}[job]
     sines = (network.hidden_layers + 1) * network.hidden * (1 if job == "forward" else 2)
     rows = []
     for precision in precisions:

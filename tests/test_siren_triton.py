@@ -313,3 +313,134 @@ def test_the_jacobian_runs_fused_only_where_it_pays(monkeypatch: pytest.MonkeyPa
         with torch.no_grad():
             siren_ops.forward_with_gradient(x, list(model.weights), list(model.biases), model.omegas, precision, 3)
     assert calls == [p for p in siren_ops.PRECISIONS if kernels.jacobian_pays(p)] == ["tf32"]
+
+
+# --- training: the fused backward ----------------------------------------------------------------
+
+# Each width, 0-5 hidden layers, each precision, batches of 1, 7, 1000 (not a multiple of the tile),
+# with and without bias, linear and sine output layers, latent codes (exact and tf32x3 first layers),
+# a loss on y alone (``model(x)``) and on y and the Jacobian (``forward_with_gradient``: at widths >= 256
+# one column per launch, the later launches adding their share).
+BACKWARD_CASES = [
+    # width, hidden, outputs, outermost_linear, bias, latent, precision, points, jacobian
+    (16, 0, 1, True, True, 0, "fp32", 1000, False),
+    (16, 2, 2, False, True, 0, "tf32", 100, True),
+    (32, 5, 2, False, False, 0, "fp32", 7, True),
+    (64, 2, 1, True, True, 4, "bf16", 1, True),
+    (128, 1, 3, False, True, 0, "tf32", 33, False),
+    (256, 3, 1, True, True, 0, "fp32", 17, False),
+    (256, 1, 1, True, True, 0, "fp32", 6, True),
+    (256, 1, 2, False, False, 0, "bf16", 9, True),
+    (512, 1, 1, True, False, 0, "bf16", 5, False),
+    (32, 1, 1, True, True, 17, "fp32", 40, True),  # 20 inputs: dL/dx over a padded first layer
+]
+
+
+def _backward_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The fused backward's launches of tangents, recorded per call (0: dL/dy alone)."""
+    calls: list[int] = []
+    real = kernels.backward
+    monkeypatch.setattr(kernels, "backward",
+                        lambda dy, dj, *args: calls.append(0 if dj is None else dj.shape[-1]) or real(dy, dj, *args))
+    return calls
+
+
+@pytest.mark.parametrize("width, hidden, outputs, outermost_linear, bias, latent_features, precision, points, jacobian",
+                         BACKWARD_CASES)
+def test_training_backward_matches_reference(width: int, hidden: int, outputs: int, outermost_linear: bool,
+                                             bias: bool, latent_features: int, precision: str, points: int,
+                                             jacobian: bool, monkeypatch: pytest.MonkeyPatch, poisoned: None) -> None:
+    """A recorded forward (or forward with the Jacobian) runs the fused kernels forward and backward:
+    the gradients of a loss on y (and J) with respect to every parameter, x and the latent code match
+    float64 autograd on the reference."""
+    model = SirenMLP(3, width, hidden, outputs, outermost_linear=outermost_linear, bias=bias,
+                     latent_features=latent_features, precision=precision).to(DEVICE)
+    twin = double_copy(model.cpu()).to(DEVICE)
+    x = torch.rand(points, 3, device=DEVICE) * 2 - 1
+    latent = torch.randn(points, latent_features, device=DEVICE) * 0.1 if latent_features else None
+    # A loss linear in y and J: dL/dy and dL/dJ are the same for both, so the comparison measures the
+    # backward (and the tape), not the forward's error in y (relative to y, unbounded where y is small).
+    direction = torch.randn(points, outputs, device=DEVICE)
+    direction_j = torch.randn(points, outputs, 3, device=DEVICE)
+    calls = _backward_calls(monkeypatch)
+
+    def grads(m: SirenMLP, dtype: torch.dtype, rows: slice) -> list[torch.Tensor]:
+        xx = x.to(dtype).requires_grad_()
+        leaves = [*m.parameters(), xx]
+        code = None
+        if latent is not None:
+            code = latent.to(dtype).requires_grad_()
+            leaves.append(code)
+        code = None if code is None else code[rows]
+        if jacobian:
+            y, j = m.forward_with_gradient(xx[rows], code)
+            loss = (y * direction[rows].to(dtype)).sum() + (j * direction_j[rows].to(dtype)).sum()
+        else:
+            loss = (m(xx[rows], code) * direction[rows].to(dtype)).sum()
+        return [g.cpu() for g in torch.autograd.grad(loss / points, leaves)]
+
+    got = grads(model, torch.float32, slice(None))
+    assert calls == [3 if jacobian else 0] and all(torch.isfinite(g).all() for g in got)
+    monkeypatch.setenv("FASTSDF_BACKEND", "reference")
+    errors = gradient_errors(got, lambda rows: grads(twin, torch.float64, rows), points)
+    assert max(errors) <= RTOL[precision][1], errors
+
+
+def test_a_jacobian_the_loss_leaves_out_sweeps_no_tangents(monkeypatch: pytest.MonkeyPatch, poisoned: None) -> None:
+    model = SirenMLP(3, 16, 1, 1).to(DEVICE)
+    twin = double_copy(model.cpu()).to(DEVICE)
+    x = torch.rand(11, 3, device=DEVICE) * 2 - 1
+    calls = _backward_calls(monkeypatch)
+
+    def grads(m: SirenMLP, dtype: torch.dtype, rows: slice) -> list[torch.Tensor]:
+        xx = x.to(dtype).requires_grad_()
+        y, _ = m.forward_with_gradient(xx[rows])
+        return [g.cpu() for g in torch.autograd.grad(y.sum(), [*m.parameters(), xx])]
+
+    got = grads(model, torch.float32, slice(None))
+    assert calls == [0]
+    monkeypatch.setenv("FASTSDF_BACKEND", "reference")
+    assert max(gradient_errors(got, lambda rows: grads(twin, torch.float64, rows), 11)) <= RTOL["fp32"][1]
+
+
+@pytest.mark.parametrize("jacobian", [False, True])
+def test_gradients_of_gradients_take_the_composed_path(jacobian: bool, monkeypatch: pytest.MonkeyPatch,
+                                                       poisoned: None) -> None:
+    """create_graph through the fused call (an eikonal loss by torch.autograd.grad of forward, or a
+    loss on the gradient of forward_with_gradient's Jacobian): that backward runs the composed path,
+    whose gradients autograd differentiates again."""
+    model = SirenMLP(3, 32, 2, 1).to(DEVICE)
+    twin = double_copy(model.cpu()).to(DEVICE)
+    n = 13
+    x = torch.rand(n, 3, device=DEVICE) * 2 - 1
+    calls = _backward_calls(monkeypatch)
+
+    def grads(m: SirenMLP, dtype: torch.dtype, rows: slice) -> list[torch.Tensor]:
+        xx = x.to(dtype).requires_grad_()
+        if jacobian:
+            y, j = m.forward_with_gradient(xx[rows])
+            (g,) = torch.autograd.grad(j.sum(), xx, create_graph=True)
+            loss = y.pow(2).sum() + g[rows].pow(2).sum()
+        else:
+            y = m(xx[rows])
+            (g,) = torch.autograd.grad(y.sum(), xx, create_graph=True)
+            loss = training_loss(y, g[rows][:, None, :], n) * n
+        return [g.cpu() for g in torch.autograd.grad(loss / n, [*m.parameters(), xx])]
+
+    got = grads(model, torch.float32, slice(None))
+    # The loss's y term, first order, on the kernels (with the Jacobian, which the y term leaves out,
+    # no tangent swept); the create_graph backward was composed.
+    assert calls == [0]
+    monkeypatch.setenv("FASTSDF_BACKEND", "reference")
+    for error in gradient_errors(got, lambda rows: grads(twin, torch.float64, rows), n):
+        assert error <= RTOL["fp32"][1]
+
+
+def test_fused_backward_runs_again_with_retain_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = SirenMLP(3, 16, 1, 2).to(DEVICE)
+    x = (torch.rand(9, 3, device=DEVICE) * 2 - 1).requires_grad_()
+    calls = _backward_calls(monkeypatch)
+    loss = model(x).pow(2).sum()
+    first = torch.autograd.grad(loss, [*model.parameters(), x], retain_graph=True)
+    second = torch.autograd.grad(loss, [*model.parameters(), x])
+    assert calls == [0, 0] and all(torch.equal(a, b) for a, b in zip(first, second))

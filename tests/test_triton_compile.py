@@ -17,9 +17,14 @@ minutes on two shared cores (the width-256 kernels most of it) and runs in the s
 of minutes: widths >= 128 take 10-70 s each, too long for the suite), and ``python
 tests/test_triton_compile.py [--slow]`` prints the measurements as JSON lines.
 
+The training kernels (``_backward_kernel``, plain and with the Jacobian's tangents, and the forward
+that writes the tape, ``kernel`` "backward" and "taped") are compiled the same way, three in the fast
+set (``FAST_TRAINING``), the rest in the slow one.
+
 Measured: the table in ``fastsdf.kernels.siren``'s docstring. Zero spills is asserted for widths
 <= 256 except the configurations in ``KNOWN_SPILLS`` (measured bytes, asserted not to grow): the
-Jacobian at width 256 (one tangent per launch) and width 64 fp32 on sm_90, the open item of issue 12.
+Jacobian at width 256 (one tangent per launch) and width 64 fp32 on sm_90, and the Jacobian's
+backward at widths 128 and 256, the open items of issue 12.
 """
 
 from __future__ import annotations
@@ -41,7 +46,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_LIMIT = {80: 166912, 90: 232448}
 SPILLS_UP_TO = 256  # widths whose tilings must not spill
 # (width, tangents, precision, arch) -> spill bytes measured (Triton 3.9, ptxas 12.9): still open.
-KNOWN_SPILLS = {(64, 3, "fp32", 90): 36, (256, 1, "fp32", 80): 12, (256, 1, "fp32", 90): 24}
+KNOWN_SPILLS = {("forward", 64, 3, "fp32", 90): 36, ("forward", 256, 1, "fp32", 80): 12,
+                ("forward", 256, 1, "fp32", 90): 24,
+                # The training backward of the Jacobian (eikonal) at widths 128 (3 columns a launch) and
+                # 256 (1 column a launch): 4-8 tiles live, as the forward's Jacobian, plus the tape's.
+                ("backward", 128, 3, "fp32", 80): 36, ("backward", 128, 3, "fp32", 90): 12,
+                ("backward", 256, 1, "fp32", 80): 1424, ("backward", 256, 1, "fp32", 90): 1552,
+                ("taped", 256, 1, "fp32", 90): 60,
+                # tf32 and bf16 training kernels (the slow set), measured the same way.
+                ("backward", 128, 0, "bf16", 80): 32, ("backward", 128, 0, "bf16", 90): 40,
+                ("backward", 128, 3, "bf16", 80): 48, ("backward", 128, 3, "bf16", 90): 24,
+                ("taped", 128, 3, "tf32", 90): 60, ("taped", 256, 0, "tf32", 90): 96,
+                ("taped", 256, 1, "tf32", 80): 24, ("taped", 256, 1, "tf32", 90): 36}
 TARGETS = (80, 90)
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -55,9 +71,16 @@ def _fast(width: int, tangents: int, precision: str) -> bool:
     return most and width in (16, 32, 64, 256) and precision == "fp32"
 
 
+# The training kernels in the fast set (kernel, width, tangents), fp32: the backward of the default
+# network's width and the Jacobian's backward at 64, and the taped forward at the width whose tiling
+# had to shrink for it (5-20 s a target); the others are slow.
+FAST_TRAINING = {("backward", 256, 0), ("backward", 64, 3), ("taped", 64, 0)}
+
+
 def _cases(slow: bool) -> list[dict]:
-    """Fast: ``_fast``. Slow: every other tiling, and a latent code's first
-    layer (259 inputs)."""
+    """Fast: ``_fast`` and ``FAST_TRAINING`` in fp32. Slow: every other tiling, the training kernels
+    (the backward, the forward that writes its tape) in every other width and precision, and a
+    latent code's first layer (259 inputs)."""
     from fastsdf.kernels import siren as kernels
 
     cases = []
@@ -65,6 +88,10 @@ def _cases(slow: bool) -> list[dict]:
         for tangents in range(kernels._tangents_per_launch(width) + 1):
             cases += [dict(width=width, tangents=tangents, precision=p, inputs=3) for p in PRECISIONS
                       if _fast(width, tangents, p) != slow]
+        for kernel in ("backward", "taped"):
+            for tangents in (0, kernels._tangents_per_launch(width)):
+                cases += [dict(kernel=kernel, width=width, tangents=tangents, precision=p, inputs=3)
+                          for p in PRECISIONS if ((kernel, width, tangents) in FAST_TRAINING and p == "fp32") != slow]
         if slow:
             cases.append(dict(width=width, tangents=0, precision="fp32", inputs=259))
     return cases
@@ -78,20 +105,52 @@ def _compile(case: dict, arch: int, workdir: str) -> dict:
 
     from fastsdf.kernels import siren as kernels
 
+    if case.get("kernel") == "backward":
+        return _compile_backward(case, arch, workdir)
     width, tangents, precision, inputs = case["width"], case["tangents"], case["precision"], case["inputs"]
-    cfg = kernels.config(width, tangents)
+    cfg = kernels.config(width, tangents, case.get("kernel") == "taped")
     exact = inputs <= kernels._EXACT_FIRST_LAYER
     operand = "*bf16" if precision == "bf16" else "*fp32"
     signature = dict(x_ptr="*fp32", n_points="i32", y_ptr="*fp32", jac_ptr="*fp32", w_first="*fp32",
                      b_first="*fp32", w_hidden=operand, b_hidden="*fp32", w_last=operand, b_last="*fp32",
                      omega_first="fp32", omega_hidden="fp32", omega_last="fp32", hidden_layers="i32",
-                     first_column="i32", jac_column="i32")
+                     first_column="i32", jac_column="i32", tape_ptr="*fp32", tape_last_ptr="*fp32",
+                     tape_u_ptr="*fp32", tape_u_last_ptr="*fp32")
     constants = dict(IN=inputs, K_FIRST=inputs if exact else triton.cdiv(inputs, 32) * 32, H=width, OUT=1,
                      GRAD_COLUMNS=3, TANGENTS=tangents, SINE_LAST=False, HAS_BIAS=True, EXACT_FIRST=exact,
-                     PRECISION=kernels._PRECISION_CODES[precision], BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
-                     BLOCK_K_FIRST=kernels._BLOCK_K_FIRST)
+                     PRECISION=kernels._PRECISION_CODES[precision], TAPE=case.get("kernel") == "taped",
+                     BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_K_FIRST=kernels._BLOCK_K_FIRST)
     signature.update({name: "constexpr" for name in constants})
     compiled = triton.compile(ASTSource(kernels._siren_kernel, signature, constants),
+                              target=GPUTarget("cuda", arch, 32),
+                              options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+    return {**case, **_measure(compiled, arch, workdir), "arch": arch, "block_m": cfg.block_m,
+            "block_k": cfg.block_k, "num_warps": cfg.num_warps}
+
+
+def _compile_backward(case: dict, arch: int, workdir: str) -> dict:
+    """The training backward (``kernels._backward_kernel``) for xyz inputs and one output."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from fastsdf.kernels import siren as kernels
+
+    width, precision, tangents = case["width"], case["precision"], case["tangents"]
+    cfg = kernels.backward_config(width, tangents)
+    operand = "*bf16" if precision == "bf16" else "*fp32"
+    pointers = ("dy_ptr", "dj_ptr", "dx_ptr", "tape_ptr", "tape_last_ptr", "tape_u_ptr", "tape_u_last_ptr", "delta_ptr",
+                "delta_last_ptr", "delta_u_ptr", "delta_u_last_ptr", "w_first")
+    signature = dict({name: "*fp32" for name in pointers}, n_points="i32", w_hidden=operand, w_last=operand,
+                     omega_first="fp32", omega_hidden="fp32", omega_last="fp32", hidden_layers="i32",
+                     jac_column="i32")
+    # A later launch of the Jacobian's columns (FIRST False) adds to the earlier ones' results: the
+    # larger kernel.
+    constants = dict(IN=3, IN_PAD=16, H=width, OUT=1, GRAD_COLUMNS=3, TANGENTS=tangents, FIRST=tangents == 0,
+                     SINE_LAST=False, NEED_DX=True, PRECISION=kernels._PRECISION_CODES[precision],
+                     BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k)
+    signature.update({name: "constexpr" for name in constants})
+    compiled = triton.compile(ASTSource(kernels._backward_kernel, signature, constants),
                               target=GPUTarget("cuda", arch, 32),
                               options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
     return {**case, **_measure(compiled, arch, workdir), "arch": arch, "block_m": cfg.block_m,
@@ -117,7 +176,8 @@ def _measure(compiled, arch: int, workdir: str) -> dict:
     ttir = compiled.asm["ttir"]
     pid = re.search(r"(%\S+) = tt.get_program_id x : i32", ttir).group(1)
     return dict(registers=registers, spill_bytes=spills, shared=compiled.metadata.shared,
-                sin_approx="sin.approx.f32" in ptx, mufu_sin="MUFU.SIN" in sass, sass_read=bool(sass),
+                sin_approx="sin.approx.f32" in ptx, mufu_sin="MUFU.SIN" in sass, cos_approx="cos.approx.f32" in ptx,
+                mufu_cos="MUFU.COS" in sass, sass_read=bool(sass),
                 pid_int64=f"arith.extsi {pid} : i32 to i64" in ttir)
 
 
@@ -149,11 +209,14 @@ def _check(results: list[dict]) -> None:
     for r in results:
         assert r["shared"] <= SHARED_LIMIT[r["arch"]], r
         if r.get("width", 0) <= SPILLS_UP_TO:
-            known = KNOWN_SPILLS.get((r.get("width"), r.get("tangents"), r.get("precision"), r["arch"]), 0)
+            key = (r.get("kernel", "forward"), r.get("width"), r.get("tangents"), r.get("precision"), r["arch"])
+            known = KNOWN_SPILLS.get(key, 0)
             assert r["spill_bytes"] <= known, r
-        assert r["sin_approx"] and r["pid_int64"], r
+        # The backward needs the cosine only (its sine is compiled away).
+        sine = "cos" if r.get("kernel") == "backward" else "sin"
+        assert r[f"{sine}_approx"] and r["pid_int64"], r
         if r["sass_read"]:
-            assert r["mufu_sin"], r
+            assert r[f"mufu_{sine}"], r
 
 
 def test_every_tiling_compiles_for_sm80_and_sm90() -> None:

@@ -84,6 +84,42 @@ cores and the MUFU with no global traffic beyond inputs and outputs; its cost is
 BLOCK_M from width 256 on (weights re-read from L2 per 16-32 points), the first thing to
 revisit with a profiler.
 
+Training (``forward_taped``, ``backward``; the autograd Function and why this design:
+``fastsdf.ops.siren_triton``): the forward kernel with TAPE also stores each sine layer's
+pre-activations and, with the Jacobian, the tangents each layer receives (the tape), and
+``_backward_kernel`` walks a tile's layers down from dL/dy and dL/dJ with dL/da and dL/dt in
+registers: per layer the tape gives omega cos(omega z) and its derivative (MUFU), dL/dz and dL/du
+are stored, and they are multiplied by the weights as they are (out x in, through the same
+``_products``, one weight chunk for all) into the next dL/da and dL/dt; at the bottom dL/dx (tf32x3).
+Jacobian columns go in the forward's groups (3 a launch to width 128, 1 from 256), each launch after
+the first adding its share. The parameter gradients are GEMMs on the host side. Tilings
+(``_BACKWARD_CONFIGS``, ``_TAPED_CONFIGS`` where they differ from the forward's; measured by
+tests/test_triton_compile.py, which compiles the other precisions too), fp32, registers / spill
+bytes / shared memory:
+
+========  ======  ===========  ==========================  ===============================
+kernel    width   tangents     sm_80                       sm_90
+========  ======  ===========  ==========================  ===============================
+backward  16      0 / 3        96/0/4 KB; 168/0/2 KB       96/0/4 KB; 158/0/2 KB
+backward  32      0 / 3        156/0/8 KB; 166/0/2 KB      236/0/8 KB; 149/0/2 KB
+backward  64      0 / 3        168/0/8 KB; 254/0/4 KB      244/0/8 KB; 254/0/4 KB
+backward  128     0 / 3        169/0/8 KB; 255/36 B/8 KB   172/0/8 KB; 255/12 B/8 KB
+backward  256     0 / 1        251/0/16 KB; 255/1424 B     254/0/16 KB; 255/1552 B
+backward  512     0 / 1        255/560 B; 255/7968 B       255/684 B; 255/11100 B
+taped     16, 32  3            136/0; 255/0                143/0; 255/0
+taped     128     0 / 3        199/0/16 KB; 255/0/8 KB     255/0/16 KB; 255/0/8 KB
+taped     256     0 / 1        206/0/32 KB; 255/0/16 KB    208/0/32 KB; 255/60 B/16 KB
+========  ======  ===========  ==========================  ===============================
+
+(the backward's tilings: those of the forward's launch with as many tangents, except BLOCK_M 32 at
+width 64 and 16 at 128-256 without tangents, and 16 at width 32 with 3; the taped forward's: the
+forward's, except BLOCK_M 32 at width 64, where 64 spilled 188 B on sm_90). Still open: the
+Jacobian's backward at width 256 spills 1.4-1.6 KB in fp32 (dL/da, dL/dt, their accumulators,
+the tf32x3 split's big and small parts and the tape's z, u and derivative live at once at BLOCK_M
+16, the smallest ``tl.dot`` tile; 16 warps cap the registers at 128 and spill 8 KB), none in tf32
+or bf16; tf32/bf16 variants at widths 128-256 spill 24-96 B (tests/test_triton_compile.py's
+``KNOWN_SPILLS``); width 512 spills throughout.
+
 ``sincos`` is the elementwise (sin(omega z), omega cos(omega z)) of the autograd path.
 """
 
@@ -102,7 +138,8 @@ import triton.language as tl
 
 from fastsdf.ops.siren import KernelCache
 
-__all__ = ["forward", "forward_with_gradient", "jacobian_pays", "sincos", "supports"]
+__all__ = ["Deltas", "Tape", "backward", "backward_config", "forward", "forward_taped", "forward_with_gradient",
+           "jacobian_pays", "sincos", "supports"]
 
 _PRECISION_CODES = {"fp32": 0, "tf32": 1, "bf16": 2}
 _EXACT_FIRST_LAYER = 16  # inputs up to which the first layer is a loop of fp32 multiply-adds
@@ -151,6 +188,11 @@ for _w in _WIDTHS:
             _CONFIGS[_w, _t] = Config(32 if _t == 0 else 16, 16, 8)
         else:
             _CONFIGS[_w, _t] = Config(16, 16, 8)
+
+# Where the training kernels need smaller tiles than the forward's (measured as the table above).
+_BACKWARD_CONFIGS: dict[tuple[int, int], Config] = {(64, 0): Config(32, 16, 4), (128, 0): Config(16, 16, 8),
+                                                    (256, 0): Config(16, 16, 8), (32, 3): Config(16, 16, 4)}
+_TAPED_CONFIGS: dict[tuple[int, int], Config] = {(64, 0): Config(32, 16, 4)}
 
 
 # --- device functions ------------------------------------------------------------------------------
@@ -259,11 +301,24 @@ def _products(a, t0, t1, t2, z, u0, u1, u2, w_ptr, K0: tl.constexpr, K: tl.const
 
 
 @triton.jit
-def _activate(z, t0, t1, t2, b_ptr, omega, N: tl.constexpr, SINE: tl.constexpr, HAS_BIAS: tl.constexpr,
-              TANGENTS: tl.constexpr):
-    """z + b and, with SINE, (sin(omega (z + b)), omega cos(omega (z + b)) t_i)."""
+def _activate(z, t0, t1, t2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, N: tl.constexpr,
+              SINE: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr):
+    """z + b and, with SINE, (sin(omega (z + b)), omega cos(omega (z + b)) t_i). TAPED > 0 stores the
+    first TAPED columns of z + b at tape_rows (row pointers; rows where store_z) and of the tangents t_i
+    as they come in (W t of the layer below) at tape_u_rows + i u_stride, for the backward."""
     if HAS_BIAS:
         z += tl.load(b_ptr + tl.arange(0, N))[None, :]
+    if TAPED > 0:
+        columns = tl.arange(0, N)
+        inside = valid[:, None] & (columns < TAPED)[None, :]
+        tl.store(tape_rows[:, None] + columns[None, :], z, mask=inside & store_z[:, None])
+        at = tape_u_rows[:, None] + columns[None, :]
+        if TANGENTS > 0:
+            tl.store(at, t0, mask=inside)
+        if TANGENTS > 1:
+            tl.store(at + u_stride, t1, mask=inside)
+        if TANGENTS > 2:
+            tl.store(at + 2 * u_stride, t2, mask=inside)
     if SINE:
         z, c = _sincos(z * omega)
         c = c * omega
@@ -277,19 +332,22 @@ def _activate(z, t0, t1, t2, b_ptr, omega, N: tl.constexpr, SINE: tl.constexpr, 
 
 
 @triton.jit
-def _layer(a, t0, t1, t2, w_ptr, b_ptr, omega, K: tl.constexpr, N: tl.constexpr, SINE: tl.constexpr,
-           HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-           PRECISION: tl.constexpr):
+def _layer(a, t0, t1, t2, w_ptr, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, K: tl.constexpr,
+           N: tl.constexpr,
+           SINE: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr,
+           BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     """A layer after the first: K inputs, N outputs, the whole (BLOCK_M, N) result one accumulator."""
     z = tl.zeros((BLOCK_M, N), dtype=tl.float32)
     z, u0, u1, u2 = _products(a, t0, t1, t2, z, z, z, z, w_ptr, 0, K, N, TANGENTS, BLOCK_K, PRECISION)
-    return _activate(z, u0, u1, u2, b_ptr, omega, N, SINE, HAS_BIAS, TANGENTS)
+    return _activate(z, u0, u1, u2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, N, SINE,
+                     HAS_BIAS, TANGENTS, TAPED)
 
 
 @triton.jit
-def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, IN: tl.constexpr, K: tl.constexpr,
-                 H: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, EXACT: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, tape_rows, tape_u_rows, u_stride, store_z,
+                 IN: tl.constexpr, K: tl.constexpr,
+                 H: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr,
+                 EXACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     """The first layer from x (x_rows: row pointers, IN columns); its tangents start as the weights'
     rows first_column... EXACT: by fp32 multiply-adds, else by tf32x3 products over blocks of
     BLOCK_K inputs (K: IN padded to BLOCK_K, padding rows zero)."""
@@ -311,32 +369,47 @@ def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, IN: tl.conste
         t1 = tl.broadcast_to(tl.load(w_ptr + (first_column + 1) * H + rn)[None, :], (BLOCK_M, H))
     if TANGENTS > 2:
         t2 = tl.broadcast_to(tl.load(w_ptr + (first_column + 2) * H + rn)[None, :], (BLOCK_M, H))
-    return _activate(z, t0, t1, t2, b_ptr, omega, H, True, HAS_BIAS, TANGENTS)
+    return _activate(z, t0, t1, t2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, H, True,
+                     HAS_BIAS, TANGENTS, TAPED)
 
 
 @triton.jit
 def _siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_hidden, w_last, b_last,
-                  omega_first, omega_hidden, omega_last, hidden_layers, first_column, jac_column,
-                  IN: tl.constexpr, K_FIRST: tl.constexpr, H: tl.constexpr, OUT: tl.constexpr,
-                  GRAD_COLUMNS: tl.constexpr, TANGENTS: tl.constexpr, SINE_LAST: tl.constexpr,
-                  HAS_BIAS: tl.constexpr, EXACT_FIRST: tl.constexpr, PRECISION: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_K_FIRST: tl.constexpr):
+                  omega_first, omega_hidden, omega_last, hidden_layers, first_column, jac_column, tape_ptr,
+                  tape_last_ptr, tape_u_ptr, tape_u_last_ptr, IN: tl.constexpr, K_FIRST: tl.constexpr,
+                  H: tl.constexpr, OUT: tl.constexpr, GRAD_COLUMNS: tl.constexpr, TANGENTS: tl.constexpr,
+                  SINE_LAST: tl.constexpr, HAS_BIAS: tl.constexpr, EXACT_FIRST: tl.constexpr, PRECISION: tl.constexpr,
+                  TAPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_K_FIRST: tl.constexpr):
     """y (and TANGENTS columns of the Jacobian from jac_column on) of BLOCK_M points. Weights
-    transposed (in, out); the output layer padded to _OUT_PAD columns."""
+    transposed (in, out); the output layer padded to _OUT_PAD columns. With TAPE, what the backward
+    reads too: the sine layers' pre-activations (layers, n_points, H) at tape_ptr (written by the
+    launch of column 0) and their incoming tangents (layers, GRAD_COLUMNS, n_points, H) at
+    tape_u_ptr; a sine output layer's (n_points, OUT) and (GRAD_COLUMNS, n_points, OUT) at
+    tape_last_ptr and tape_u_last_ptr."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     valid = rows < n_points
     x_rows = x_ptr + rows * IN
-    a, t0, t1, t2 = _first_layer(x_rows, valid, w_first, b_first, omega_first, first_column, IN, K_FIRST, H,
-                                 HAS_BIAS, TANGENTS, EXACT_FIRST, BLOCK_M, BLOCK_K_FIRST)
+    plane = n_points.to(tl.int64) * H
+    store_z = (tl.zeros_like(rows) + jac_column) == 0  # a block: the interpreter takes no scalar in a mask
+    tape_rows = tape_ptr + rows * H
+    tape_u_rows = tape_u_ptr + jac_column * plane + rows * H
+    a, t0, t1, t2 = _first_layer(x_rows, valid, w_first, b_first, omega_first, first_column, tape_rows, tape_u_rows,
+                                 plane, store_z, IN, K_FIRST, H, HAS_BIAS, TANGENTS, H if TAPE else 0, EXACT_FIRST,
+                                 BLOCK_M, BLOCK_K_FIRST)
     w = w_hidden
     bias = b_hidden
     for _ in range(hidden_layers):
-        a, t0, t1, t2 = _layer(a, t0, t1, t2, w, bias, omega_hidden, H, H, True, HAS_BIAS, TANGENTS, BLOCK_M,
-                               BLOCK_K, PRECISION)
+        tape_rows += plane
+        tape_u_rows += GRAD_COLUMNS * plane
+        a, t0, t1, t2 = _layer(a, t0, t1, t2, w, bias, omega_hidden, tape_rows, tape_u_rows, plane, store_z, valid,
+                               H, H, True, HAS_BIAS, TANGENTS, H if TAPE else 0, BLOCK_M, BLOCK_K, PRECISION)
         w += H * H
         bias += H
-    y, t0, t1, t2 = _layer(a, t0, t1, t2, w_last, b_last, omega_last, H, _OUT_PAD, SINE_LAST, HAS_BIAS, TANGENTS,
-                           BLOCK_M, BLOCK_K, PRECISION)
+    out_plane = n_points.to(tl.int64) * OUT
+    y, t0, t1, t2 = _layer(a, t0, t1, t2, w_last, b_last, omega_last, tape_last_ptr + rows * OUT,
+                           tape_u_last_ptr + jac_column * out_plane + rows * OUT, out_plane, store_z, valid, H,
+                           _OUT_PAD, SINE_LAST, HAS_BIAS, TANGENTS, OUT if TAPE and SINE_LAST else 0, BLOCK_M,
+                           BLOCK_K, PRECISION)
     ro = tl.arange(0, _OUT_PAD)
     inside = valid[:, None] & (ro < OUT)[None, :]
     tl.store(y_ptr + rows[:, None] * OUT + ro[None, :], y, mask=inside)
@@ -347,6 +420,129 @@ def _siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b
         tl.store(at + 1, t1, mask=inside)
     if TANGENTS > 2:
         tl.store(at + 2, t2, mask=inside)
+
+
+@triton.jit
+def _sine_backward(abar, tbar0, tbar1, tbar2, z_rows, u_rows, u_stride, delta_rows, delta_u_rows, valid, omega,
+                   N: tl.constexpr, COLUMNS: tl.constexpr, TANGENTS: tl.constexpr, FIRST: tl.constexpr):
+    """Through a = sin(omega z), t_i = c u_i (c = omega cos(omega z), u_i the incoming tangents, read
+    from the tape as z is): from dL/da and dL/dt_i to dL/dz (stored, added to what earlier launches
+    stored unless FIRST) and dL/du_i (stored at delta_u_rows + i u_stride). The *_rows are row
+    pointers (BLOCK_M): the (BLOCK_M, N) offsets are made here, where they are used, not kept live
+    across the layers (64-bit, a tile's worth of registers each)."""
+    columns = tl.arange(0, N)
+    inside = valid[:, None] & (columns < COLUMNS)[None, :]
+    s, c = _sincos(tl.load(z_rows[:, None] + columns[None, :], mask=inside, other=0.0) * omega)
+    c = c * omega
+    dc = s * (-omega * omega)
+    zbar = abar * c
+    ubar0, ubar1, ubar2 = tbar0, tbar1, tbar2
+    u_at = u_rows[:, None] + columns[None, :]
+    du_at = delta_u_rows[:, None] + columns[None, :]
+    if TANGENTS > 0:
+        zbar += tbar0 * tl.load(u_at, mask=inside, other=0.0) * dc
+        ubar0 = tbar0 * c
+        tl.store(du_at, ubar0, mask=inside)
+    if TANGENTS > 1:
+        zbar += tbar1 * tl.load(u_at + u_stride, mask=inside, other=0.0) * dc
+        ubar1 = tbar1 * c
+        tl.store(du_at + u_stride, ubar1, mask=inside)
+    if TANGENTS > 2:
+        zbar += tbar2 * tl.load(u_at + 2 * u_stride, mask=inside, other=0.0) * dc
+        ubar2 = tbar2 * c
+        tl.store(du_at + 2 * u_stride, ubar2, mask=inside)
+    _store_delta(delta_rows, zbar, valid, N, COLUMNS, FIRST)
+    return zbar, ubar0, ubar1, ubar2
+
+
+@triton.jit
+def _store_delta(delta_rows, zbar, valid, N: tl.constexpr, COLUMNS: tl.constexpr, FIRST: tl.constexpr):
+    """zbar stored at delta_rows (row pointers), or added to what is there unless FIRST."""
+    columns = tl.arange(0, N)
+    inside = valid[:, None] & (columns < COLUMNS)[None, :]
+    at = delta_rows[:, None] + columns[None, :]
+    if FIRST:
+        tl.store(at, zbar, mask=inside)
+    else:
+        tl.store(at, zbar + tl.load(at, mask=inside, other=0.0), mask=inside)
+
+
+@triton.jit
+def _backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, tape_u_ptr, tape_u_last_ptr,
+                     delta_ptr, delta_last_ptr, delta_u_ptr, delta_u_last_ptr, w_first, w_hidden, w_last, omega_first,
+                     omega_hidden, omega_last, hidden_layers, jac_column, IN: tl.constexpr, IN_PAD: tl.constexpr,
+                     H: tl.constexpr, OUT: tl.constexpr, GRAD_COLUMNS: tl.constexpr, TANGENTS: tl.constexpr,
+                     FIRST: tl.constexpr, SINE_LAST: tl.constexpr, NEED_DX: tl.constexpr, PRECISION: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The backward sweep of BLOCK_M points from dL/dy and dL/dJ (TANGENTS columns of the Jacobian
+    from jac_column on): each layer's dL/dz (delta, laid out as the tape) and dL/du_i (the incoming
+    tangents' gradients, delta_u), and dL/dx. The launch of the first columns (FIRST) takes dL/dy
+    and writes delta and dL/dx, the others add their share: the sweep is linear in (dL/dy, dL/dJ).
+    omega cos(omega z) and the tangents come from the forward's tape; dL/da and dL/dt_i stay in
+    registers and are multiplied by W as it is (out, in: the output layer's padded to _OUT_PAD
+    rows, the first layer's to IN_PAD columns), one weight chunk for all of them."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    valid = rows < n_points
+    ro = tl.arange(0, _OUT_PAD)
+    inside = valid[:, None] & (ro < OUT)[None, :]
+    out_rows = rows * OUT
+    out_plane = n_points.to(tl.int64) * OUT
+    if FIRST:
+        abar = tl.load(dy_ptr + out_rows[:, None] + ro[None, :], mask=inside, other=0.0)
+    else:
+        abar = tl.zeros((BLOCK_M, _OUT_PAD), dtype=tl.float32)
+    dj_at = dj_ptr + (out_rows[:, None] + ro[None, :]) * GRAD_COLUMNS + jac_column
+    tbar0, tbar1, tbar2 = abar, abar, abar
+    if TANGENTS > 0:
+        tbar0 = tl.load(dj_at, mask=inside, other=0.0)
+    if TANGENTS > 1:
+        tbar1 = tl.load(dj_at + 1, mask=inside, other=0.0)
+    if TANGENTS > 2:
+        tbar2 = tl.load(dj_at + 2, mask=inside, other=0.0)
+    u_rows = jac_column * out_plane + out_rows
+    if SINE_LAST:
+        abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_last_ptr + out_rows,
+                                                   tape_u_last_ptr + u_rows, out_plane, delta_last_ptr + out_rows,
+                                                   delta_u_last_ptr + u_rows, valid, omega_last, _OUT_PAD, OUT,
+                                                   TANGENTS, FIRST)
+    else:
+        _store_delta(delta_last_ptr + out_rows, abar, valid, _OUT_PAD, OUT, FIRST)
+        du_at = delta_u_last_ptr + u_rows[:, None] + ro[None, :]
+        if TANGENTS > 0:
+            tl.store(du_at, tbar0, mask=inside)
+        if TANGENTS > 1:
+            tl.store(du_at + out_plane, tbar1, mask=inside)
+        if TANGENTS > 2:
+            tl.store(du_at + 2 * out_plane, tbar2, mask=inside)
+    acc = tl.zeros((BLOCK_M, H), dtype=tl.float32)
+    abar, tbar0, tbar1, tbar2 = _products(abar, tbar0, tbar1, tbar2, acc, acc, acc, acc, w_last, 0, _OUT_PAD, H,
+                                          TANGENTS, BLOCK_K, PRECISION)
+    hidden_rows = rows * H
+    plane = n_points.to(tl.int64) * H
+    for j in range(hidden_layers):
+        layer = hidden_layers - j
+        z_rows = layer * plane + hidden_rows
+        u_layer = (layer * GRAD_COLUMNS + jac_column) * plane + hidden_rows
+        abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_ptr + z_rows, tape_u_ptr + u_layer,
+                                                   plane, delta_ptr + z_rows, delta_u_ptr + u_layer, valid,
+                                                   omega_hidden, H, H, TANGENTS, FIRST)
+        acc = tl.zeros((BLOCK_M, H), dtype=tl.float32)
+        abar, tbar0, tbar1, tbar2 = _products(abar, tbar0, tbar1, tbar2, acc, acc, acc, acc,
+                                              w_hidden + (layer - 1) * H * H, 0, H, H, TANGENTS, BLOCK_K, PRECISION)
+    u_first = jac_column * plane + hidden_rows
+    abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_ptr + hidden_rows, tape_u_ptr + u_first,
+                                               plane, delta_ptr + hidden_rows, delta_u_ptr + u_first, valid,
+                                               omega_first, H, H, TANGENTS, FIRST)
+    if NEED_DX:
+        # The first layer's tangents are constant rows of W: only dL/dz reaches x.
+        dx = tl.zeros((BLOCK_M, IN_PAD), dtype=tl.float32)
+        dx, _, _, _ = _products(abar, abar, abar, abar, dx, dx, dx, dx, w_first, 0, H, IN_PAD, 0, BLOCK_K, 0)
+        ri = tl.arange(0, IN_PAD)
+        dx_at = dx_ptr + rows[:, None] * IN + ri[None, :]
+        dx_inside = valid[:, None] & (ri < IN)[None, :]
+        if not FIRST:
+            dx += tl.load(dx_at, mask=dx_inside, other=0.0)
+        tl.store(dx_at, dx, mask=dx_inside)
 
 
 @triton.jit
@@ -402,10 +598,15 @@ def supports(weights: Sequence[torch.Tensor]) -> bool:
             and weights[-1].shape[0] <= _MAX_OUTPUTS)
 
 
-def config(width: int, tangents: int) -> Config:
+def backward_config(width: int, tangents: int = 0) -> Config:
+    """The tiling of ``backward`` at this width, ``tangents`` Jacobian columns per launch."""
+    return _BACKWARD_CONFIGS.get((width, tangents)) or _CONFIGS[width, tangents]
+
+
+def config(width: int, tangents: int, taped: bool = False) -> Config:
     """The tiling the kernels run a network of this width with, ``tangents`` Jacobian columns per
-    launch (0 for the forward)."""
-    return _CONFIGS[width, tangents]
+    launch (0 for the forward); ``taped``: the forward that writes the backward's tape."""
+    return (taped and _TAPED_CONFIGS.get((width, tangents))) or _CONFIGS[width, tangents]
 
 
 def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
@@ -439,8 +640,8 @@ def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Seque
 
 
 def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
-         omegas: Sequence[float | None], precision: str, grad_columns: int | None) -> tuple[torch.Tensor,
-                                                                                        torch.Tensor | None]:
+         omegas: Sequence[float | None], precision: str, grad_columns: int | None,
+         tape: Tape | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     x = x.detach().contiguous()
     n, inputs = x.shape
     width, outputs, hidden = weights[0].shape[0], weights[-1].shape[0], len(weights) - 2
@@ -455,15 +656,112 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torc
     groups = [(c, min(per_launch, columns - c)) for c in range(0, columns, per_launch)] or [(0, 0)]
     with _on_device(x):
         for start, tangents in groups:
-            cfg = config(width, tangents)
+            cfg = config(width, tangents, tape is not None)
             tensors, constants = _launch_args(x, weights, biases, precision, cfg)
             _siren_kernel[(triton.cdiv(n, cfg.block_m),)](
                 x, n, y, y if jacobian is None else jacobian, *tensors,
                 float(omegas[0]), float(omegas[1] if hidden else omegas[0]), float(omegas[-1] or 0.0), hidden,
-                inputs - columns + start, start,
+                inputs - columns + start, start, *(4 * [y] if tape is None else tape.tensors()),
                 GRAD_COLUMNS=max(columns, 1), TANGENTS=tangents, SINE_LAST=omegas[-1] is not None,
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages, **constants)
+                TAPE=tape is not None, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **constants)
     return y, jacobian
+
+
+@dataclass
+class Tape:
+    """What ``forward_taped`` keeps for ``backward``: the sine layers' pre-activations z = W a + b,
+    ``pre`` (layers, N, width), and with the Jacobian their incoming tangents u (W t of the layer
+    below; the first layer's: W's columns), ``tangents`` (layers, columns, N, width); a sine output
+    layer's in ``last`` (N, out) and ``tangents_last`` (columns, N, out)."""
+
+    pre: torch.Tensor
+    last: torch.Tensor
+    tangents: torch.Tensor
+    tangents_last: torch.Tensor
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.pre, self.last, self.tangents, self.tangents_last
+
+
+def forward_taped(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
+                  omegas: Sequence[float | None], precision: str,
+                  grad_columns: int | None) -> tuple[torch.Tensor, torch.Tensor | None, Tape]:
+    """(y (N, out), the Jacobian of the last ``grad_columns`` inputs or None, the tape ``backward``
+    reads): the launches of ``forward`` or ``forward_with_gradient``, storing the tape too."""
+    n, width, outputs = x.shape[0], weights[0].shape[0], weights[-1].shape[0]
+    columns, layers = grad_columns or 0, len(weights) - 1
+    sine_last = omegas[-1] is not None
+
+    def empty(*shape: int) -> torch.Tensor:
+        return torch.empty(shape, dtype=torch.float32, device=x.device)
+
+    unused = empty(1)  # pointers the kernels never follow
+    tape = Tape(empty(layers, n, width), empty(n, outputs) if sine_last else unused,
+                empty(layers, columns, n, width) if columns else unused,
+                empty(columns, n, outputs) if columns and sine_last else unused)
+    y, jacobian = _run(x, weights, biases, omegas, precision, grad_columns, tape)
+    return y, jacobian, tape
+
+
+@dataclass
+class Deltas:
+    """What ``backward`` gives: dL/dx (N, in) or None; dL/dz of the sine layers ``pre`` (layers, N,
+    width) and of the output layer ``last`` (N, out); with the Jacobian's gradient, dL/du of the
+    incoming tangents, ``tangents`` (layers, columns, N, width) and ``tangents_last`` (columns, N, out)."""
+
+    dx: torch.Tensor | None
+    pre: torch.Tensor
+    last: torch.Tensor
+    tangents: torch.Tensor | None
+    tangents_last: torch.Tensor | None
+
+
+def backward(dy: torch.Tensor | None, dj: torch.Tensor | None, x: torch.Tensor, tape: Tape,
+             weights: Sequence[torch.Tensor], omegas: Sequence[float | None], precision: str,
+             need_dx: bool) -> Deltas:
+    """The backward sweep from dL/dy (N, out) and dL/dJ (N, out, columns; None: not used by the loss,
+    and no tangent is swept), one launch per group of Jacobian columns as the forward's (launches
+    after the first add their share); the products after the first layer at ``precision``, dL/dx's
+    in fp32 (tf32x3)."""
+    n, inputs = x.shape
+    width, outputs, hidden = weights[0].shape[0], weights[-1].shape[0], len(weights) - 2
+    device = x.device
+    columns = 0 if dj is None else dj.shape[-1]
+    if dy is None:
+        dy = torch.zeros((n, outputs), dtype=torch.float32, device=device)
+    dy = dy.detach().contiguous().float()
+    dj = dy if dj is None else dj.detach().contiguous().float()
+    out = Deltas(torch.empty((n, inputs), dtype=torch.float32, device=device) if need_dx else None,
+                 torch.empty_like(tape.pre), torch.empty((n, outputs), dtype=torch.float32, device=device),
+                 torch.empty_like(tape.tangents) if columns else None,
+                 torch.empty((columns, n, outputs), dtype=torch.float32, device=device) if columns else None)
+    if n == 0:
+        return out
+    operand = torch.bfloat16 if precision == "bf16" else torch.float32
+    in_pad = max(_OUT_PAD.value, triton.next_power_of_2(inputs))
+    w_first = torch.zeros((width, in_pad), dtype=torch.float32, device=device)
+    w_first[:, :inputs] = weights[0].detach()
+    hidden_weights = [w.detach().to(operand) for w in weights[1:-1]]
+    w_hidden = (torch.stack(hidden_weights).contiguous() if hidden_weights
+                else torch.zeros(1, dtype=operand, device=device))
+    w_last = torch.zeros((_OUT_PAD.value, width), dtype=operand, device=device)
+    w_last[:outputs] = weights[-1].detach().to(operand)
+    per_launch = _tangents_per_launch(width)
+    groups = [(c, min(per_launch, columns - c)) for c in range(0, columns, per_launch)] or [(0, 0)]
+    spare = out.last
+    with _on_device(x):
+        for start, tangents in groups:
+            cfg = backward_config(width, tangents)
+            _backward_kernel[(triton.cdiv(n, cfg.block_m),)](
+                dy, dj, n, spare if out.dx is None else out.dx, *tape.tensors(), out.pre, out.last,
+                spare if out.tangents is None else out.tangents,
+                spare if out.tangents_last is None else out.tangents_last, w_first, w_hidden, w_last,
+                float(omegas[0]), float(omegas[1] if hidden else omegas[0]), float(omegas[-1] or 0.0), hidden, start,
+                IN=inputs, IN_PAD=in_pad, H=width, OUT=outputs, GRAD_COLUMNS=max(columns, 1), TANGENTS=tangents,
+                FIRST=start == 0, SINE_LAST=omegas[-1] is not None, NEED_DX=need_dx,
+                PRECISION=_PRECISION_CODES[precision], BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return out
 
 
 def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],

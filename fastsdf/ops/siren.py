@@ -12,8 +12,11 @@ backends run the reference algorithm with their own fused sine (``SineFunction``
 in one pass, a backward written in differentiable ops, so gradients of gradients work), except for
 ``forward_with_gradient`` on the CPU, which runs the fused kernel forward and backward
 (``siren_cpu.FusedSiren``: first-order gradients of y and of the Jacobian, which is what an eikonal
-loss needs; FASTSDF_BACKEND=reference for more). Elsewhere the fused kernels run the whole network
-in one go, except Triton's ``forward_with_gradient`` in the precisions where it was measured slower
+loss needs; FASTSDF_BACKEND=reference for more), and Triton's ``forward`` and (where it runs
+fused, below) ``forward_with_gradient``, which run the fused kernels forward and backward
+(``siren_triton.FusedSiren``: first-order gradients of y and of the Jacobian) and, for a backward
+that must itself be differentiable (create_graph), the composed path's backward on the saved
+inputs. Elsewhere the fused kernels run the whole network in one go, except Triton's ``forward_with_gradient`` in the precisions where it was measured slower
 than the composed path (``kernels.siren.jacobian_pays``), unless FASTSDF_BACKEND=triton asks for it.
 """
 
@@ -263,7 +266,12 @@ def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[t
     name = backend(x)
     fused = _fused(name, weights, omegas)
     first_order_cpu = name == "cpu" and not double_backward
-    if fused is None or (not first_order_cpu and _records_graph([x, *weights, *biases])):
+    recorded = _records_graph([x, *weights, *biases])
+    if name == "triton" and fused is not None and recorded:
+        from fastsdf.ops import siren_triton
+
+        return siren_triton.forward(x, weights, biases, omegas, precision, cache or KernelCache())
+    if fused is None or (not first_order_cpu and recorded):
         return siren_reference.forward(x, weights, biases, omegas, _sine(name), _linear(precision, x.device))
     return fused.forward(x, weights, biases, omegas, precision, cache or KernelCache())
 
@@ -277,7 +285,13 @@ def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], bias
     fused = _fused(name, weights, omegas)
     if name == "triton" and fused is not None and not (os.environ.get(_ENV) or fused.jacobian_pays(precision)):
         fused = None
-    if fused is None or (name != "cpu" and _records_graph([x, *weights, *biases])):
+    recorded = _records_graph([x, *weights, *biases])
+    if name == "triton" and fused is not None and recorded:
+        from fastsdf.ops import siren_triton
+
+        return siren_triton.forward_with_gradient(x, weights, biases, omegas, precision, grad_columns,
+                                                  cache or KernelCache())
+    if fused is None or (name != "cpu" and recorded):
         return siren_reference.forward_with_gradient(x, weights, biases, omegas, grad_columns, _sine(name),
                                                      _linear(precision, x.device))
     return fused.forward_with_gradient(x, weights, biases, omegas, precision, grad_columns, cache or KernelCache())

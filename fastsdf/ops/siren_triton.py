@@ -1,0 +1,133 @@
+"""The fused Triton kernels' autograd (``fastsdf.kernels.siren``) behind ``fastsdf.ops.siren``: training
+on CUDA runs the fused forward (or forward with the Jacobian) and a fused backward.
+
+``FusedSiren``'s forward is the fused forward kernel, which also writes a tape: each sine layer's
+pre-activations z = W a + b (4 bytes per neuron and point) and, with the Jacobian, the tangents
+each layer receives (u = W t of the layer below, 4 bytes per neuron, point and column). Its backward
+is one launch over tiles of points per group of Jacobian columns (as the forward's), walking the
+layers down from dL/dy and dL/dJ with dL/da and dL/dt in registers: per layer it reads z (and u)
+from the tape, applies omega cos(omega z) and its derivative (the MUFU), writes dL/dz and dL/du and
+multiplies by W on the tensor cores; then dL/dx. The sweep is linear in (dL/dy, dL/dJ), so the
+launches after the first add their share. The parameter gradients are whole-batch products after
+it, dL/dW_l = dL/dz_l^T a_{l-1} + sum_i dL/du_{l,i}^T t_{l-1,i} (a = sin(omega z), t = omega cos(omega z) u,
+from the tape) and dL/db_l = sum dL/dz_l, as GEMMs and reductions: deterministic (no atomics) and on
+the tensor cores at full tile sizes, the split tiny-cuda-nn's fully fused MLPs use too.
+
+Why a tape and not recomputation on chip: with the register tiles of the forward (16-32 points a
+program at width 256), every layer a tile recomputes re-reads that layer's weights from L2, 8-16 KB a
+point at width 256 (benchmarks/gpu_model.py), where the tape costs 1 KB written and 1 KB read per
+layer and point (times 1 + columns with the Jacobian); recomputing in the backward would also cost
+L(L-1)/2 layers of products for the L layers' inputs. Why GEMMs for dL/dW and not per-tile partial
+sums in the kernel: a tile's share of one layer's dL/dW is width^2 floats, 256 KB at width 256,
+written (or added atomically) for every 16-32 points, 8-16 KB a point a layer; the GEMMs read their
+operands once, 2 KB a point a layer (times 1 + columns).
+
+Gradients of gradients (``torch.autograd.grad(..., create_graph=True)`` through this call): the
+backward then runs the composed path (``fastsdf.ops.siren_reference`` with the Triton sine) on the
+saved inputs and parameters and returns its gradients, which autograd can differentiate again; only
+first-order backwards run on the kernels. The eikonal loss on ``forward_with_gradient``'s Jacobian
+needs only those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from fastsdf.ops import siren_reference
+from fastsdf.ops.siren import KernelCache, _linear, _sine
+
+__all__ = ["FusedSiren", "forward", "forward_with_gradient"]
+
+
+class FusedSiren(torch.autograd.Function):
+    """(y, Jacobian of the last ``grad_columns`` inputs or None) = network(x) on the fused kernels;
+    ``params`` are the ``layers`` weights, then the biases that exist."""
+
+    @staticmethod
+    def forward(ctx: Any, layers: int, omegas: tuple, precision: str, grad_columns: int | None, x: torch.Tensor,
+                *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        from fastsdf.kernels import siren as kernels
+
+        weights, biases = _split(layers, params)
+        y, jacobian, tape = kernels.forward_taped(x, weights, biases, omegas, precision, grad_columns)
+        ctx.layers, ctx.omegas, ctx.precision = layers, omegas, precision
+        ctx.grad_columns, ctx.tape = grad_columns, tape
+        ctx.save_for_backward(x, *params)
+        ctx.set_materialize_grads(False)  # a Jacobian the loss leaves out: None, and no tangent swept
+        return y, jacobian
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor | None, dj: torch.Tensor | None) -> tuple:
+        x, *params = ctx.saved_tensors
+        needs = ctx.needs_input_grad[4:]
+        if torch.is_grad_enabled():
+            return (None, None, None, None, *_composed_gradients(ctx, dy, dj, x, params, needs))
+        from fastsdf.kernels import siren as kernels
+
+        layers, omegas, tape = ctx.layers, ctx.omegas, ctx.tape
+        weights = params[:layers]
+        deltas = kernels.backward(dy, dj, x, tape, weights, omegas, ctx.precision, needs[0])
+        phases = [omegas[layer] * tape.pre[layer] for layer in range(layers - 1)]
+        inputs = [x.detach().float()] + [torch.sin(p) for p in phases]
+        by_layer = [*deltas.pre, deltas.last]
+        weight_grads = [d.T @ a if need else None for d, a, need in zip(by_layer, inputs, needs[1:])]
+        if deltas.tangents is not None:
+            columns = deltas.tangents.shape[1]
+            # The first layer's tangents are W's last columns: their gradient lands there.
+            if weight_grads[0] is not None:
+                weight_grads[0][:, x.shape[1] - columns:] += deltas.tangents[0].sum(1).T
+            tangent_grads = [*deltas.tangents[1:], deltas.tangents_last]
+            for layer, (du, phase) in enumerate(zip(tangent_grads, phases), start=1):
+                if weight_grads[layer] is not None:
+                    t = (omegas[layer - 1] * torch.cos(phase)) * tape.tangents[layer - 1]  # (columns, N, width)
+                    weight_grads[layer] += du.reshape(-1, du.shape[-1]).T @ t.reshape(-1, t.shape[-1])
+        bias_grads = [d.sum(0) if need else None for d, need in zip(by_layer, needs[1 + layers:])]
+        return (None, None, None, None, deltas.dx, *weight_grads, *bias_grads)
+
+
+def _split(layers: int, params: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    weights = list(params[:layers])
+    biases = list(params[layers:]) or [None] * layers
+    return weights, biases
+
+
+def _composed_gradients(ctx: Any, dy: torch.Tensor | None, dj: torch.Tensor | None, x: torch.Tensor,
+                        params: Sequence[torch.Tensor], needs: Sequence[bool]) -> list[torch.Tensor | None]:
+    """The gradients of <dy, y> + <dj, J> by the composed path, themselves differentiable."""
+    weights, biases = _split(ctx.layers, params)
+    wanted = [t for t, need in zip((x, *params), needs) if need]
+    sine, linear = _sine("triton"), _linear(ctx.precision, x.device)
+    if ctx.grad_columns is None:
+        outputs = [siren_reference.forward(x, weights, biases, ctx.omegas, sine, linear)]
+    else:
+        outputs = list(siren_reference.forward_with_gradient(x, weights, biases, ctx.omegas, ctx.grad_columns, sine,
+                                                             linear))
+    pairs = [(out, g) for out, g in zip(outputs, (dy, dj)) if g is not None]
+    grads = iter(torch.autograd.grad([p[0] for p in pairs], wanted, [p[1] for p in pairs], create_graph=True,
+                                     allow_unused=True))
+    return [next(grads) if need else None for need in needs]
+
+
+def _apply(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
+           omegas: Sequence[float | None], precision: str,
+           grad_columns: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    params = [*weights, *(b for b in biases if b is not None)]
+    return FusedSiren.apply(len(weights), tuple(omegas), precision, grad_columns, x, *params)
+
+
+def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
+            omegas: Sequence[float | None], precision: str, cache: KernelCache) -> torch.Tensor:
+    """The network at x (N, in) -> (N, out), recorded for autograd (``FusedSiren``)."""
+    return _apply(x, weights, biases, omegas, precision, None)[0]
+
+
+def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
+                          omegas: Sequence[float | None], precision: str, grad_columns: int,
+                          cache: KernelCache) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y (N, out), dy/dx (N, out, grad_columns)) recorded for autograd (``FusedSiren``)."""
+    y, jacobian = _apply(x, weights, biases, omegas, precision, grad_columns)
+    assert jacobian is not None
+    return y, jacobian
