@@ -444,3 +444,25 @@ def test_fused_backward_runs_again_with_retain_graph(monkeypatch: pytest.MonkeyP
     first = torch.autograd.grad(loss, [*model.parameters(), x], retain_graph=True)
     second = torch.autograd.grad(loss, [*model.parameters(), x])
     assert calls == [0, 0] and all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+@pytest.mark.parametrize("jacobian", [False, True])
+def test_a_tape_too_large_for_memory_takes_the_composed_path(jacobian: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastsdf import _memory
+
+    model = SirenMLP(3, 16, 1, 1).to(DEVICE)
+    twin = double_copy(model.cpu()).to(DEVICE)
+    x = torch.rand(9, 3, device=DEVICE) * 2 - 1
+    # The tape: 9 points x 33 neurons x 4 bytes (x 4 with 3 tangents); a quarter of the memory is less.
+    monkeypatch.setattr(_memory, "available_bytes", lambda device=None: 4 * 9 * 33 * 4 * (4 if jacobian else 1) - 4)
+    calls = _backward_calls(monkeypatch)
+
+    def grads(m: SirenMLP, dtype: torch.dtype, rows: slice) -> list[torch.Tensor]:
+        xx = x.to(dtype).requires_grad_()
+        loss = sum(t.sum() for t in m.forward_with_gradient(xx[rows])) if jacobian else m(xx[rows]).sum()
+        return [g.cpu() for g in torch.autograd.grad(loss, [*m.parameters(), xx])]
+
+    got = grads(model, torch.float32, slice(None))
+    assert calls == []
+    monkeypatch.setenv("FASTSDF_BACKEND", "reference")
+    assert max(gradient_errors(got, lambda rows: grads(twin, torch.float64, rows), 9)) <= RTOL["fp32"][1]

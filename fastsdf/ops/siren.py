@@ -14,10 +14,12 @@ in one pass, a backward written in differentiable ops, so gradients of gradients
 (``siren_cpu.FusedSiren``: first-order gradients of y and of the Jacobian, which is what an eikonal
 loss needs; FASTSDF_BACKEND=reference for more), and Triton's ``forward`` and (where it runs
 fused, below) ``forward_with_gradient``, which run the fused kernels forward and backward
-(``siren_triton.FusedSiren``: first-order gradients of y and of the Jacobian) and, for a backward
-that must itself be differentiable (create_graph), the composed path's backward on the saved
-inputs. Elsewhere the fused kernels run the whole network in one go, except Triton's ``forward_with_gradient`` in the precisions where it was measured slower
-than the composed path (``kernels.siren.jacobian_pays``), unless FASTSDF_BACKEND=triton asks for it.
+(``siren_triton.FusedSiren``: first-order gradients of y and of the Jacobian; the composed path
+where its tape would take more than a quarter of the free memory) and, for a backward that must
+itself be differentiable (create_graph), the composed path's backward on the saved inputs.
+Elsewhere the fused kernels run the whole network in one go, except Triton's
+``forward_with_gradient`` in the precisions where it was measured slower than the composed path
+(``kernels.siren.jacobian_pays``), unless FASTSDF_BACKEND=triton asks for it.
 """
 
 from __future__ import annotations
@@ -270,7 +272,8 @@ def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[t
     if name == "triton" and fused is not None and recorded:
         from fastsdf.ops import siren_triton
 
-        return siren_triton.forward(x, weights, biases, omegas, precision, cache or KernelCache())
+        if siren_triton.tape_fits(x, weights, None):
+            return siren_triton.forward(x, weights, biases, omegas, precision, cache or KernelCache())
     if fused is None or (not first_order_cpu and recorded):
         return siren_reference.forward(x, weights, biases, omegas, _sine(name), _linear(precision, x.device))
     return fused.forward(x, weights, biases, omegas, precision, cache or KernelCache())
@@ -289,8 +292,9 @@ def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], bias
     if name == "triton" and fused is not None and recorded:
         from fastsdf.ops import siren_triton
 
-        return siren_triton.forward_with_gradient(x, weights, biases, omegas, precision, grad_columns,
-                                                  cache or KernelCache())
+        if siren_triton.tape_fits(x, weights, grad_columns):
+            return siren_triton.forward_with_gradient(x, weights, biases, omegas, precision, grad_columns,
+                                                      cache or KernelCache())
     if fused is None or (name != "cpu" and recorded):
         return siren_reference.forward_with_gradient(x, weights, biases, omegas, grad_columns, _sine(name),
                                                      _linear(precision, x.device))

@@ -36,10 +36,19 @@ from typing import Any
 
 import torch
 
+from fastsdf import _memory
 from fastsdf.ops import siren_reference
 from fastsdf.ops.siren import KernelCache, _linear, _sine
 
-__all__ = ["FusedSiren", "forward", "forward_with_gradient"]
+__all__ = ["FusedSiren", "forward", "forward_with_gradient", "tape_fits"]
+
+
+def tape_fits(x: torch.Tensor, weights: Sequence[torch.Tensor], grad_columns: int | None) -> bool:
+    """Whether the tape (each sine layer's pre-activations, and with the Jacobian the tangents it
+    receives) takes at most a quarter of the device's free memory; else the dispatcher takes the
+    composed path, which keeps less (as the CPU kernel runs the network again)."""
+    neurons = sum(w.shape[0] for w in weights)
+    return 4 * x.shape[0] * neurons * (1 + (grad_columns or 0)) <= _memory.available_bytes(x.device) // 4
 
 
 class FusedSiren(torch.autograd.Function):
