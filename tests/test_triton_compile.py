@@ -100,8 +100,6 @@ def _cases(slow: bool) -> list[dict]:
 def _compile(case: dict, arch: int, workdir: str) -> dict:
     """Compile one case for sm_<arch> and measure it (runs in the subprocess)."""
     import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
     from fastsdf.kernels import siren as kernels
 
@@ -120,20 +118,11 @@ def _compile(case: dict, arch: int, workdir: str) -> dict:
                      GRAD_COLUMNS=3, TANGENTS=tangents, SINE_LAST=False, HAS_BIAS=True, EXACT_FIRST=exact,
                      PRECISION=kernels._PRECISION_CODES[precision], TAPE=case.get("kernel") == "taped",
                      BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_K_FIRST=kernels._BLOCK_K_FIRST)
-    signature.update({name: "constexpr" for name in constants})
-    compiled = triton.compile(ASTSource(kernels._siren_kernel, signature, constants),
-                              target=GPUTarget("cuda", arch, 32),
-                              options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
-    return {**case, **_measure(compiled, arch, workdir), "arch": arch, "block_m": cfg.block_m,
-            "block_k": cfg.block_k, "num_warps": cfg.num_warps}
+    return _compiled(kernels._siren_kernel, signature, constants, cfg, case, arch, workdir)
 
 
 def _compile_backward(case: dict, arch: int, workdir: str) -> dict:
     """The training backward (``kernels._backward_kernel``) for xyz inputs and one output."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from fastsdf.kernels import siren as kernels
 
     width, precision, tangents = case["width"], case["precision"], case["tangents"]
@@ -149,9 +138,17 @@ def _compile_backward(case: dict, arch: int, workdir: str) -> dict:
     constants = dict(IN=3, IN_PAD=16, H=width, OUT=1, GRAD_COLUMNS=3, TANGENTS=tangents, FIRST=tangents == 0,
                      SINE_LAST=False, NEED_DX=True, PRECISION=kernels._PRECISION_CODES[precision],
                      BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k)
-    signature.update({name: "constexpr" for name in constants})
-    compiled = triton.compile(ASTSource(kernels._backward_kernel, signature, constants),
-                              target=GPUTarget("cuda", arch, 32),
+    return _compiled(kernels._backward_kernel, signature, constants, cfg, case, arch, workdir)
+
+
+def _compiled(kernel, signature: dict, constants: dict, cfg, case: dict, arch: int, workdir: str) -> dict:
+    """``kernel`` compiled for sm_``arch`` at ``constants`` and ``cfg``'s warps and stages, measured."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature = {**signature, **{name: "constexpr" for name in constants}}
+    compiled = triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", arch, 32),
                               options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
     return {**case, **_measure(compiled, arch, workdir), "arch": arch, "block_m": cfg.block_m,
             "block_k": cfg.block_k, "num_warps": cfg.num_warps}

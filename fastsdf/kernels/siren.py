@@ -312,13 +312,7 @@ def _activate(z, t0, t1, t2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, sto
         columns = tl.arange(0, N)
         inside = valid[:, None] & (columns < TAPED)[None, :]
         tl.store(tape_rows[:, None] + columns[None, :], z, mask=inside & store_z[:, None])
-        at = tape_u_rows[:, None] + columns[None, :]
-        if TANGENTS > 0:
-            tl.store(at, t0, mask=inside)
-        if TANGENTS > 1:
-            tl.store(at + u_stride, t1, mask=inside)
-        if TANGENTS > 2:
-            tl.store(at + 2 * u_stride, t2, mask=inside)
+        _store_tangents(tape_u_rows[:, None] + columns[None, :], t0, t1, t2, u_stride, inside, TANGENTS)
     if SINE:
         z, c = _sincos(z * omega)
         c = c * omega
@@ -413,13 +407,19 @@ def _siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b
     ro = tl.arange(0, _OUT_PAD)
     inside = valid[:, None] & (ro < OUT)[None, :]
     tl.store(y_ptr + rows[:, None] * OUT + ro[None, :], y, mask=inside)
-    at = jac_ptr + (rows[:, None] * OUT + ro[None, :]) * GRAD_COLUMNS + jac_column
+    _store_tangents(jac_ptr + (rows[:, None] * OUT + ro[None, :]) * GRAD_COLUMNS + jac_column, t0, t1, t2, 1, inside,
+                    TANGENTS)
+
+
+@triton.jit
+def _store_tangents(at, t0, t1, t2, stride, mask, TANGENTS: tl.constexpr):
+    """The first TANGENTS of t0, t1, t2 stored at ``at``, ``at + stride`` and ``at + 2 stride``."""
     if TANGENTS > 0:
-        tl.store(at, t0, mask=inside)
+        tl.store(at, t0, mask=mask)
     if TANGENTS > 1:
-        tl.store(at + 1, t1, mask=inside)
+        tl.store(at + stride, t1, mask=mask)
     if TANGENTS > 2:
-        tl.store(at + 2, t2, mask=inside)
+        tl.store(at + 2 * stride, t2, mask=mask)
 
 
 @triton.jit
@@ -507,13 +507,8 @@ def _backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, 
                                                    TANGENTS, FIRST)
     else:
         _store_delta(delta_last_ptr + out_rows, abar, valid, _OUT_PAD, OUT, FIRST)
-        du_at = delta_u_last_ptr + u_rows[:, None] + ro[None, :]
-        if TANGENTS > 0:
-            tl.store(du_at, tbar0, mask=inside)
-        if TANGENTS > 1:
-            tl.store(du_at + out_plane, tbar1, mask=inside)
-        if TANGENTS > 2:
-            tl.store(du_at + 2 * out_plane, tbar2, mask=inside)
+        _store_tangents(delta_u_last_ptr + u_rows[:, None] + ro[None, :], tbar0, tbar1, tbar2, out_plane, inside,
+                        TANGENTS)
     acc = tl.zeros((BLOCK_M, H), dtype=tl.float32)
     abar, tbar0, tbar1, tbar2 = _products(abar, tbar0, tbar1, tbar2, acc, acc, acc, acc, w_last, 0, _OUT_PAD, H,
                                           TANGENTS, BLOCK_K, PRECISION)
