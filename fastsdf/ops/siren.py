@@ -273,7 +273,7 @@ def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[t
         from fastsdf.ops import siren_triton
 
         if siren_triton.tape_fits(x, weights, None):
-            return siren_triton.forward(x, weights, biases, omegas, precision, cache or KernelCache())
+            return siren_triton.forward(x, weights, biases, omegas, precision)
     if fused is None or (not first_order_cpu and recorded):
         return siren_reference.forward(x, weights, biases, omegas, _sine(name), _linear(precision, x.device))
     return fused.forward(x, weights, biases, omegas, precision, cache or KernelCache())
@@ -293,8 +293,7 @@ def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], bias
         from fastsdf.ops import siren_triton
 
         if siren_triton.tape_fits(x, weights, grad_columns):
-            return siren_triton.forward_with_gradient(x, weights, biases, omegas, precision, grad_columns,
-                                                      cache or KernelCache())
+            return siren_triton.forward_with_gradient(x, weights, biases, omegas, precision, grad_columns)
     if fused is None or (name != "cpu" and recorded):
         return siren_reference.forward_with_gradient(x, weights, biases, omegas, grad_columns, _sine(name),
                                                      _linear(precision, x.device))

@@ -38,7 +38,7 @@ import torch
 
 from fastsdf import _memory
 from fastsdf.ops import siren_reference
-from fastsdf.ops.siren import KernelCache, _linear, _sine
+from fastsdf.ops.siren import _linear, _sine
 
 __all__ = ["FusedSiren", "forward", "forward_with_gradient", "tape_fits"]
 
@@ -128,14 +128,14 @@ def _apply(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[to
 
 
 def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
-            omegas: Sequence[float | None], precision: str, cache: KernelCache) -> torch.Tensor:
+            omegas: Sequence[float | None], precision: str) -> torch.Tensor:
     """The network at x (N, in) -> (N, out), recorded for autograd (``FusedSiren``)."""
     return _apply(x, weights, biases, omegas, precision, None)[0]
 
 
 def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
-                          omegas: Sequence[float | None], precision: str, grad_columns: int,
-                          cache: KernelCache) -> tuple[torch.Tensor, torch.Tensor]:
+                          omegas: Sequence[float | None], precision: str,
+                          grad_columns: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(y (N, out), dy/dx (N, out, grad_columns)) recorded for autograd (``FusedSiren``)."""
     y, jacobian = _apply(x, weights, biases, omegas, precision, grad_columns)
     assert jacobian is not None
