@@ -9,14 +9,9 @@ from typing import Any
 from fastsdf._backend import BackendUnavailableError
 from fastsdf.geometry.analytic import Box, Difference, Intersection, Sphere, Torus, Union
 from fastsdf.geometry.mesh_sdf import MeshSDF
-from fastsdf.geometry.sampling import (
-    NormalizationTransform,
-    SdfSamples,
-    load_npz,
-    normalize,
-    sample_sdf,
-    save_npz,
-)
+from fastsdf.geometry.normalization import NormalizationTransform, normalize
+from fastsdf.geometry.samples_npz import load_npz, save_npz
+from fastsdf.geometry.sampling import SdfSamples, sample_sdf
 from fastsdf.meshing.extract import extract_mesh
 from fastsdf.meshing.marching_cubes import marching_cubes
 from fastsdf import measure

@@ -165,8 +165,8 @@ class PlyWriter:
 
 
 def _mesh_arrays(verts: Any, faces: Any) -> tuple[np.ndarray, np.ndarray]:
-    verts = np.ascontiguousarray(_to_numpy(verts), dtype="<f4")
-    faces = _to_numpy(faces)
+    verts = np.ascontiguousarray(to_numpy(verts), dtype="<f4")
+    faces = to_numpy(faces)
     if verts.ndim != 2 or verts.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"expected verts (V, 3) and faces (F, 3), got {verts.shape} and {faces.shape}")
     if len(faces) and faces.min() < 0:
@@ -197,7 +197,9 @@ def _face_records(faces: np.ndarray) -> np.ndarray:
     return records
 
 
-def _to_numpy(x: Any) -> np.ndarray:
+def to_numpy(x: Any) -> np.ndarray:
+    """``x`` as a NumPy array: a tensor detached and copied to the host, anything else through
+    ``np.asarray``."""
     if hasattr(x, "detach"):
         return x.detach().cpu().numpy()
     return np.asarray(x)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fastsdf.meshing.marching_cubes import _finite_scalar, _is_tensor, _nonfinite_message, _prepare, _triple
+from fastsdf.meshing.marching_cubes import finite_scalar, is_tensor, nonfinite_message, prepare_volume, triple
 
 __all__ = ["marching_cubes"]
 
@@ -82,17 +82,17 @@ def marching_cubes(
     if gradient_direction not in _DIRECTIONS:
         raise ValueError(f"gradient_direction must be one of {_DIRECTIONS}, got {gradient_direction!r}")
     step = _step_size(step_size)
-    spacing = _triple(spacing, "spacing", positive=True)
+    spacing = triple(spacing, "spacing", positive=True)
     shape = _shape_of(volume)
     if len(shape) != 3 or min(shape) < 2:
         raise ValueError(f"volume must be 3-D with at least 2 samples along every axis, got shape {shape}")
-    if not _is_tensor(volume):
+    if not is_tensor(volume):
         volume = np.asarray(volume)
     stepped = volume[::step, ::step, ::step]
     if min(stepped.shape) < 2:
         raise RuntimeError(f"No surface found: step_size {step} leaves fewer than 2 samples along an axis "
                            f"of a volume of shape {shape}")
-    kernels, data, wrap = _prepare(stepped)
+    kernels, data, wrap = prepare_volume(stepped)
     kernels.check_working_memory(data)  # before the level's pass over a volume too large to mesh
     level = _level(volume, data.dtype, level)
     cube_mask = _cube_mask(mask, shape, step, data)
@@ -111,7 +111,7 @@ def marching_cubes(
 
 
 def _shape_of(volume: Any) -> tuple[int, ...]:
-    return tuple(volume.shape) if _is_tensor(volume) else np.shape(volume)
+    return tuple(volume.shape) if is_tensor(volume) else np.shape(volume)
 
 
 def _step_size(value: Any) -> int:
@@ -130,11 +130,11 @@ def _level(volume: Any, dtype: Any, level: float | None) -> float:
     must lie in that range."""
     low, high = (float(volume.min()), float(volume.max()))
     if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(_nonfinite_message(volume))
+        raise ValueError(nonfinite_message(volume))
     if level is None:
         real = np.float32 if str(dtype).endswith("float32") else np.float64
         return float((real(low) + real(high)) * real(0.5))
-    level = _finite_scalar(level, "level")
+    level = finite_scalar(level, "level")
     if not low <= level <= high:
         raise ValueError(f"Surface level must be within volume data range: {level} is outside [{low}, {high}]")
     return level
@@ -145,10 +145,10 @@ def _cube_mask(mask: Any, shape: tuple[int, ...], step: int, data: Any) -> Any:
     ``mask`` is true at its far corner."""
     if mask is None:
         return None
-    if _is_tensor(data) and data.device.type == "cuda":
-        if not _is_tensor(mask) or mask.device != data.device:
+    if is_tensor(data) and data.device.type == "cuda":
+        if not is_tensor(mask) or mask.device != data.device:
             raise ValueError(f"mask must be a tensor on the volume's device ({data.device})")
-    elif _is_tensor(mask):
+    elif is_tensor(mask):
         if mask.device.type != "cpu":
             raise ValueError(f"mask on {mask.device} but the volume is on the CPU")
         mask = mask.detach().numpy()
@@ -160,7 +160,7 @@ def _cube_mask(mask: Any, shape: tuple[int, ...], step: int, data: Any) -> Any:
     if name not in ("bool", "uint8"):
         raise TypeError(f"mask must be bool or uint8, got dtype {mask.dtype}")
     cubes = mask[step::step, step::step, step::step]
-    if _is_tensor(cubes):
+    if is_tensor(cubes):
         import torch
 
         return cubes.view(torch.uint8)
@@ -172,7 +172,7 @@ def _remove_degenerate(verts: Any, faces: Any, normals: Any, values: Any) -> tup
     them (to the lowest index at that position) and drops the vertices welded away."""
     import torch
 
-    tensors = _is_tensor(verts)
+    tensors = is_tensor(verts)
     v, f, n, val = (x if tensors else torch.from_numpy(x) for x in (verts, faces, normals, values))
     corners = v[f]
     pairs = [(a, b) for a, b in ((0, 1), (1, 2), (0, 2))]

@@ -21,7 +21,8 @@ import numpy as np
 
 from fastsdf.geometry.mesh_io import mesh_arrays
 from fastsdf.geometry.mesh_sdf import MeshSDF
-from fastsdf.geometry.sampling import NormalizationTransform, _surface_points, normalize
+from fastsdf.geometry.normalization import NormalizationTransform, normalize
+from fastsdf.geometry.sampling import sample_surface
 
 __all__ = ["f1_score", "iou", "model_size_kb", "occupancy_metrics", "surface_metrics"]
 
@@ -81,7 +82,7 @@ def occupancy_metrics(field: Callable[[np.ndarray], Any], mesh: Any, transform: 
         transform = normalize((vertices, faces))[1]
     rng = np.random.default_rng(seed)
     normalised = transform.apply(vertices)
-    surface, _ = _surface_points(normalised, faces, n_points, rng)
+    surface, _ = sample_surface(normalised, faces, n_points, rng)
     near = surface + rng.normal(0.0, near_std, surface.shape)
     volume = rng.uniform(-1.0, 1.0, (n_points, 3))
     truth = MeshSDF(vertices, faces, sign=sign)
@@ -111,7 +112,7 @@ def surface_metrics(reconstruction: Any, reference: Any, n_points: int = N_POINT
     distances, agreement = [], []
     for (v, f), other, other_faces_normals in (((rec_v, rec_f), ref_sdf, _face_normals(ref_v, ref_f)),
                                                ((ref_v, ref_f), rec_sdf, _face_normals(rec_v, rec_f))):
-        points, normals = _surface_points(v, f, n_points, rng)
+        points, normals = sample_surface(v, f, n_points, rng)
         closest, face, _ = other.closest(points)
         distances.append(np.linalg.norm(points - closest, axis=1))
         agreement.append(np.abs((normals * other_faces_normals[face]).sum(axis=1)))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fastsdf.io import _to_numpy, atomic_write
+from fastsdf.io import atomic_write, to_numpy
 
 __all__ = ["render_mesh", "render_sdf"]
 
@@ -32,8 +32,8 @@ def render_mesh(verts: Any, faces: Any, path: str | os.PathLike | None = None, s
 
     Returns the (size, size, 3) float image in [0, 1] and writes it as PNG to ``path`` if given.
     """
-    v = _to_numpy(verts).astype(np.float64)
-    f = _to_numpy(faces).astype(np.int64)
+    v = to_numpy(verts).astype(np.float64)
+    f = to_numpy(faces).astype(np.int64)
     if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
         raise ValueError(f"expected verts (V, 3) and faces (F, 3), got {v.shape} and {f.shape}")
     if not 16 <= int(size) <= 8192:

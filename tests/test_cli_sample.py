@@ -16,7 +16,8 @@ import pytest
 from fastsdf.cli import main
 from fastsdf.geometry import sampling
 from fastsdf.geometry.mesh_io import load_mesh
-from fastsdf.geometry.sampling import NormalizationTransform, load_npz, normalize
+from fastsdf.geometry.normalization import NormalizationTransform, normalize
+from fastsdf.geometry.samples_npz import load_npz
 
 MESHES = Path(__file__).resolve().parents[2] / "shared" / "meshes"
 SMALL = ["--n-near", "200", "--n-uniform", "50", "--quiet"]

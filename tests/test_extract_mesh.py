@@ -13,6 +13,7 @@ import fastsdf
 import fastsdf._memory
 import fastsdf.meshing.extract as extract_module
 from fastsdf import extract_mesh, marching_cubes
+from fastsdf.geometry.grid import Grid
 
 from conftest import (
     assert_closed_oriented_manifold,
@@ -347,6 +348,22 @@ def test_bad_resolution(resolution: Any) -> None:
 def test_bad_bounds(bounds: Any) -> None:
     with pytest.raises(ValueError):
         extract_mesh(fastsdf.Sphere(0.5), 8, bounds=bounds)
+
+
+def test_grid_points_are_the_samples_and_stay_inside_the_grid(rng: np.random.Generator) -> None:
+    """The shared grid type: its points are the hand-built grid's, in C order from any layer, and
+    an index outside the grid raises instead of wrapping around."""
+    res = tuple(int(r) for r in rng.integers(2, 7, 3))
+    lo = tuple(rng.uniform(-2, 0, 3))
+    hi = tuple(l + rng.uniform(0.5, 2) for l in lo)
+    grid = Grid(res, (lo, hi))
+    expected = grid_points(res, lo, hi).reshape(-1, 3)
+    np.testing.assert_allclose(grid.points(0, 0, len(expected)), expected, rtol=0, atol=1e-6 * max(map(abs, lo + hi)))
+    first = res[1] * res[2]
+    np.testing.assert_array_equal(grid.points(1, 0, first), grid.points(0, first, 2 * first))
+    for first_layer, flat in ((-1, [0]), (0, [-1]), (0, [len(expected)])):
+        with pytest.raises(IndexError):
+            grid.points_at(first_layer, np.array(flat, np.int64))
 
 
 @pytest.mark.parametrize("method", ["Dense", "narrow", "", None])

@@ -18,7 +18,8 @@ import trimesh
 
 import fastsdf
 from fastsdf import metrics
-from fastsdf.geometry.sampling import NormalizationTransform, sample_sdf
+from fastsdf.geometry.normalization import NormalizationTransform
+from fastsdf.geometry.sampling import sample_sdf
 from fastsdf.nn import SirenMLP
 from fastsdf.training import losses
 from fastsdf.training.fitted import FittedSDF

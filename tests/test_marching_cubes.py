@@ -19,7 +19,7 @@ import torch
 import fastsdf
 import fastsdf._memory
 from fastsdf import marching_cubes
-from fastsdf.meshing.reference import marching_cubes_reference
+from fastsdf.meshing.marching_cubes_reference import marching_cubes_reference
 
 from conftest import (
     assert_closed_oriented_manifold,

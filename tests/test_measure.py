@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fastsdf.measure import marching_cubes
-from fastsdf.meshing.reference import marching_cubes_reference
+from fastsdf.meshing.marching_cubes_reference import marching_cubes_reference
 
 from conftest import (
     assert_closed_oriented_manifold,

@@ -1,4 +1,4 @@
-"""fastsdf.MeshSDF against the float64 brute-force twin (fastsdf.geometry.mesh_reference).
+"""fastsdf.MeshSDF against the float64 brute-force twin (fastsdf.geometry.mesh_sdf_reference).
 
 Every mesh is first normalised into the unit sphere (bounding-box centre at the origin, largest
 vertex norm 1/1.03), so absolute tolerances mean the same thing on every mesh. Query points are
@@ -28,7 +28,7 @@ import torch
 import trimesh
 
 import fastsdf
-from fastsdf.geometry.mesh_reference import (
+from fastsdf.geometry.mesh_sdf_reference import (
     closest_points_reference,
     pseudonormal_sign_reference,
     sign_mesh,

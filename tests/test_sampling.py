@@ -20,16 +20,10 @@ import trimesh
 
 import fastsdf
 from fastsdf.geometry import sampling
-from fastsdf.geometry.mesh_reference import signed_distance_reference
-from fastsdf.geometry.sampling import (
-    DEEPSDF_NEAR_STD,
-    NormalizationTransform,
-    SdfSamples,
-    load_npz,
-    normalize,
-    sample_sdf,
-    save_npz,
-)
+from fastsdf.geometry.mesh_sdf_reference import signed_distance_reference
+from fastsdf.geometry.normalization import NormalizationTransform, normalize
+from fastsdf.geometry.samples_npz import load_npz, save_npz
+from fastsdf.geometry.sampling import DEEPSDF_NEAR_STD, SdfSamples, sample_sdf
 
 MESHES = Path(__file__).resolve().parents[2] / "shared" / "meshes"
 R = 1 / 1.03  # DeepSDF's radius after normalisation

@@ -14,7 +14,7 @@ import torch
 import fastsdf
 from fastsdf.cli import main
 from fastsdf.cli.demo import bundled_mesh
-from fastsdf.geometry.sampling import NormalizationTransform
+from fastsdf.geometry.normalization import NormalizationTransform
 from fastsdf.nn import DeepSDFDecoder, SirenMLP
 from fastsdf.training.autodecoder import AutoDecoder
 from fastsdf.training.fitted import FittedSDF

@@ -42,7 +42,7 @@ def _bench(args: argparse.Namespace) -> int:
     import fastsdf
     from fastsdf.cli.demo import bundled_mesh
     from fastsdf.geometry.mesh_io import load_mesh
-    from fastsdf.geometry.sampling import normalize
+    from fastsdf.geometry.normalization import normalize
 
     mesh, _ = normalize(load_mesh(bundled_mesh()))
     rng = np.random.default_rng(0)

@@ -36,7 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from fastsdf.geometry.mesh_io import load_mesh
-    from fastsdf.geometry.sampling import normalize, sample_sdf, save_npz
+    from fastsdf.geometry.normalization import normalize
+    from fastsdf.geometry.samples_npz import save_npz
+    from fastsdf.geometry.sampling import sample_sdf
     from fastsdf.training.fit import DEFAULT_BATCH, DEFAULT_LEARNING_RATE
 
     out = Path(args.out)

@@ -98,7 +98,7 @@ def _mesh(shape: Any, path: Path, picture: Path | None, grid: int) -> int:
 
 def _reconstruct(args: argparse.Namespace) -> int:
     from fastsdf.cli.common import load_model_of
-    from fastsdf.geometry.sampling import load_npz
+    from fastsdf.geometry.samples_npz import load_npz
     from fastsdf.training.autodecoder import AutoDecoder
     from fastsdf.training.progress import progress_bar
     from fastsdf.training.reconstruct import partial_view, reconstruct

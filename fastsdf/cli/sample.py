@@ -62,10 +62,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _stds(text: str) -> tuple[float, ...]:
-    from fastsdf.geometry.sampling import _near_stds
+    from fastsdf.geometry.sampling import near_stds
 
     try:
-        return _near_stds([float(v) for v in text.split(",")])
+        return near_stds([float(v) for v in text.split(",")])
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be one or two positive numbers like 0.07 or 0.07,0.02, "
                                          f"got {text!r}") from None
@@ -78,7 +78,8 @@ def _sample(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from fastsdf.geometry.mesh_io import MESH_SUFFIXES
-    from fastsdf.geometry.sampling import DEEPSDF_NEAR_STD, save_npz
+    from fastsdf.geometry.samples_npz import save_npz
+    from fastsdf.geometry.sampling import DEEPSDF_NEAR_STD
 
     if args.n_uniform + args.n_near + args.n_surface == 0:
         raise UsageError("nothing to sample: --n-uniform, --n-near and --n-surface are all 0")
@@ -136,13 +137,13 @@ def _sample_one(path: Path, normalize: str, seed: Any, options: dict[str, Any]) 
     """Loads, normalises and samples one mesh; the samples carry the normalisation transform."""
     import dataclasses
 
-    from fastsdf.geometry import sampling
+    from fastsdf.geometry import normalization, sampling
     from fastsdf.geometry.mesh_io import load_mesh
 
     mesh = load_mesh(path)
     if normalize == "none":
-        transform = sampling.NormalizationTransform.identity()
+        transform = normalization.NormalizationTransform.identity()
     else:
-        mesh, transform = sampling.normalize(mesh, method=normalize)
+        mesh, transform = normalization.normalize(mesh, method=normalize)
     samples = sampling.sample_sdf(mesh, seed=seed, **options)
     return dataclasses.replace(samples, transform=transform)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fastsdf.io import _to_numpy
+from fastsdf.io import to_numpy
 
 __all__ = ["MESH_SUFFIXES", "load_mesh", "mesh_arrays"]
 
@@ -85,8 +85,8 @@ def mesh_arrays(mesh: Any, name: str = "mesh") -> tuple[np.ndarray, np.ndarray]:
         except (TypeError, ValueError):
             raise ValueError(
                 f"{name} must be a trimesh.Trimesh or a (vertices, faces) pair, got {type(mesh).__name__}") from None
-    vertices = _to_numpy(vertices)
-    faces = _to_numpy(faces)
+    vertices = to_numpy(vertices)
+    faces = to_numpy(faces)
     if vertices.ndim != 2 or vertices.shape[1] != 3 or vertices.dtype.kind not in "fiu":
         raise ValueError(f"{name} vertices must be a real (V, 3) array, got {vertices.dtype} {vertices.shape}")
     if faces.ndim != 2 or faces.shape[1] != 3 or (faces.size and faces.dtype.kind not in "iu"):

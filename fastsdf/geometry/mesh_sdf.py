@@ -40,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fastsdf import _backend, _memory
+from fastsdf.geometry.grid import UNIT_BOUNDS, Bounds, Grid
 from fastsdf.geometry.mesh_io import load_mesh, mesh_arrays
 
 __all__ = ["MeshSDF"]
@@ -157,16 +158,12 @@ class MeshSDF:
             out = _backend.cpu().msdf_winding(self._arrays, data, bool(exact), _BETA)
         return wrap(out)
 
-    def grid(self, resolution: int | Sequence[int],
-             bounds: tuple[Sequence[float], Sequence[float]] = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))) -> np.ndarray:
-        """Signed distances on the grid ``fastsdf.extract_mesh`` samples, as a float32 (R0, R1, R2)
-        NumPy volume computed in batches: ready for ``fastsdf.marching_cubes``. MemoryError, before
-        allocating, when the volume would not fit."""
-        from fastsdf.meshing.extract import _bounds, _Grid, _resolution
-
-        res = _resolution(resolution)
-        lo, hi = _bounds(bounds)
-        grid = _Grid(res, lo, tuple((h - l) / (r - 1) for l, h, r in zip(lo, hi, res)))
+    def grid(self, resolution: int | Sequence[int], bounds: Bounds = UNIT_BOUNDS) -> np.ndarray:
+        """Signed distances on the grid ``fastsdf.extract_mesh`` samples (``fastsdf.geometry.grid.Grid``),
+        as a float32 (R0, R1, R2) NumPy volume computed in batches: ready for ``fastsdf.marching_cubes``.
+        MemoryError, before allocating, when the volume would not fit."""
+        grid = Grid(resolution, bounds)
+        res = grid.resolution
         _memory.check_fits(4 * math.prod(res), f"a {res[0]}x{res[1]}x{res[2]} float32 distance grid",
                            hint="use fastsdf.extract_mesh(sdf, resolution, method='chunked') to mesh it")
         volume = np.empty(res, np.float32)

@@ -1,7 +1,8 @@
 """``extract_mesh``: evaluate any SDF on a regular grid, in batches, and mesh it.
 
-The grid's coordinates are generated per batch from flat indices, so no (R^3, 3) array ever
-exists. ``method="dense"`` fills one volume and meshes it; ``method="chunked"`` walks slabs of
+The grid's coordinates (``fastsdf.geometry.grid.Grid``) are generated per batch from flat indices,
+so no (R^3, 3) array ever exists; ``fastsdf.meshing.evaluator`` calls the SDF on them, on one device
+or several. ``method="dense"`` fills one volume and meshes it; ``method="chunked"`` walks slabs of
 point layers along axis 0, meshing each with the next slab's first vertices referenced by id, so
 peak memory stays bounded at any resolution and the mesh is the dense one, vertex for vertex.
 ``method="sparse"`` walks the same slabs but evaluates only the narrow band around the surface
@@ -13,18 +14,18 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from fastsdf import _memory
-from fastsdf.io import PlyWriter, _to_numpy, write_ply
-from fastsdf.meshing.marching_cubes import _finite_scalar, _prepare
+from fastsdf.geometry.grid import UNIT_BOUNDS, Bounds, Grid
+from fastsdf.io import PlyWriter, write_ply
+from fastsdf.meshing.evaluator import Evaluator
+from fastsdf.meshing.marching_cubes import finite_scalar, prepare_volume
 from fastsdf.meshing.narrow_band import DEFAULT_SAFETY, NarrowBand
 
 __all__ = ["extract_mesh"]
-
-Bounds = tuple[Sequence[float], Sequence[float]]
 
 _DEFAULT_BATCH = 1 << 18
 # Values kept per slab in chunked mode; bounds its memory whatever the resolution.
@@ -36,7 +37,7 @@ _PROGRESS_POINTS = 1 << 24
 def extract_mesh(
     sdf: Callable[[Any], Any],
     resolution: int | Sequence[int],
-    bounds: Bounds = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0)),
+    bounds: Bounds = UNIT_BOUNDS,
     level: float = 0.0,
     method: str = "dense",
     batch_size: int | None = None,
@@ -99,18 +100,16 @@ def extract_mesh(
         TypeError: ``sdf`` not callable, or returning complex or non-numeric values.
         MemoryError: a dense volume or the mesh would not fit in the memory available.
     """
-    res = _resolution(resolution)
-    lo, hi = _bounds(bounds)
-    level = _finite_scalar(level, "level")
+    grid = Grid(resolution, bounds)
+    level = finite_scalar(level, "level")
     if method not in ("dense", "chunked", "sparse"):
         raise ValueError(f"method must be 'dense', 'chunked' or 'sparse', got {method!r}")
-    safety = _finite_scalar(safety, "safety")
+    safety = finite_scalar(safety, "safety")
     if safety < 1:
         raise ValueError(f"safety must be at least 1 (the gradient norm of a true SDF), got {safety!r}")
     batch = _DEFAULT_BATCH if batch_size is None else _positive_int(batch_size, "batch_size")
-    step = tuple((h - l) / (r - 1) for l, h, r in zip(lo, hi, res))
-    grid = _Grid(res, lo, step)
-    evaluator = _Evaluator(sdf, grid, device, batch, devices)
+    evaluator = Evaluator(sdf, grid, device, batch, devices)
+    res = grid.resolution
     total = math.prod(res)
     show = progress if progress is not None else (total >= _PROGRESS_POINTS and sys.stderr.isatty())
     with _progress_bar(total, show, f"extract_mesh {res[0]}x{res[1]}x{res[2]}") as bar:
@@ -124,7 +123,7 @@ def extract_mesh(
             def fill(*slab: Any) -> None:
                 _fill_layers(evaluator, grid, *slab, batch, bar)
         else:
-            band = NarrowBand(evaluator, res, lo, step, level, safety, batch)
+            band = NarrowBand(evaluator, res, grid.lo, grid.step, level, safety, batch)
 
             def fill(*slab: Any) -> None:
                 _fill_band(evaluator, grid, band, *slab, batch, bar)
@@ -135,166 +134,7 @@ def extract_mesh(
         return ply.vertices, ply.faces
 
 
-class _Grid:
-    def __init__(self, res: tuple[int, int, int], lo: tuple[float, ...], step: tuple[float, ...]):
-        self.res, self.lo, self.step = res, lo, step
-        self.layer_points = res[1] * res[2]
-        # Sample n along axis a sits at lo[a] + n * step[a] (float64, then rounded to float32).
-        self.axes = [(lo[a] + np.arange(res[a]) * step[a]).astype(np.float32) for a in range(3)]
-
-    def points(self, first_layer: int, start: int, stop: int) -> np.ndarray:
-        """float32 coordinates of flat points [start, stop) of the layers from ``first_layer`` on."""
-        return self.points_at(first_layer, np.arange(start, stop, dtype=np.int64))
-
-    def points_at(self, first_layer: int, flat: np.ndarray) -> np.ndarray:
-        """float32 coordinates of the given flat points of the layers from ``first_layer`` on."""
-        layer, rem = np.divmod(flat, self.layer_points)
-        row, col = np.divmod(rem, self.res[2])
-        out = np.empty((len(flat), 3), np.float32)
-        out[:, 0] = self.axes[0][layer + first_layer]
-        out[:, 1] = self.axes[1][row]
-        out[:, 2] = self.axes[2][col]
-        return out
-
-
-class _Evaluator:
-    """Calls the user's SDF on NumPy batches or on tensors of one or several devices, and checks
-    what it gives."""
-
-    def __init__(self, sdf: Callable, grid: _Grid, device: Any, batch: int, devices: Any = None):
-        if not callable(sdf):
-            raise TypeError(f"sdf must be callable, got {type(sdf).__name__}")
-        self.sdf = sdf
-        self.torch_device = None
-        self.torch_dtype = None
-        if _is_module(sdf) and any(t.is_meta for t in (*sdf.parameters(), *sdf.buffers())):
-            _meta("sdf has parameters or buffers on")
-        if devices is not None:
-            self.replicas = _replicas(sdf, devices)
-            device = self.replicas[0][0]
-        if device is not None or _is_module(sdf):
-            import torch
-
-            params = [*sdf.parameters(), *sdf.buffers()] if _is_module(sdf) else []
-            self.torch_device = torch.device(device) if device is not None else (
-                params[0].device if params else torch.device("cpu"))
-            floats = [p.dtype for p in params if p.is_floating_point()]
-            self.torch_dtype = floats[0] if floats else torch.float32
-        else:
-            self._probe(grid.points(0, 0, min(2, batch)))
-        if devices is None:
-            self.replicas = [(self.torch_device, sdf)]
-        if any(where is not None and where.type == "meta" for where, _ in self.replicas):
-            _meta("evaluating on")
-
-    def _probe(self, sample: np.ndarray) -> None:
-        try:
-            out = self.sdf(sample)
-            if not (hasattr(out, "data_ptr") and type(out).__module__.startswith("torch")):
-                return
-        except Exception:  # noqa: BLE001 - a function on tensors fails on arrays in any way
-            pass
-        import torch
-
-        self.torch_device, self.torch_dtype = torch.device("cpu"), torch.float32
-
-    @property
-    def on_torch(self) -> bool:
-        return self.torch_device is not None
-
-    def new_volume(self, shape: tuple[int, ...]) -> Any:
-        if self.on_torch:
-            import torch
-
-            return torch.empty(shape, dtype=torch.float32, device=self.torch_device)
-        return np.empty(shape, np.float32)
-
-    def each(self, keys: Sequence[Any], points: Callable[[Any], np.ndarray], store: Callable[[Any, Any], None]) -> None:
-        """``store(key, values at points(key))`` for every key: in turn on one device, or with the
-        keys dealt out to the devices, one thread each (``store`` writes disjoint parts)."""
-        if len(self.replicas) == 1:
-            for key in keys:
-                store(key, self(points(key)))
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        def work(replica: int) -> None:
-            for key in keys[replica::len(self.replicas)]:
-                store(key, self(points(key), replica))
-
-        with ThreadPoolExecutor(len(self.replicas)) as pool:
-            for done in [pool.submit(work, r) for r in range(len(self.replicas))]:
-                done.result()
-
-    def __call__(self, points: np.ndarray, replica: int = 0) -> Any:
-        if self.on_torch:
-            import torch
-
-            where, sdf = self.replicas[replica]
-            x = torch.from_numpy(points).to(device=where, dtype=self.torch_dtype)
-            with torch.no_grad():
-                values = sdf(x)
-            if not isinstance(values, torch.Tensor):
-                raise TypeError(f"sdf returned {type(values).__name__}, expected a tensor")
-            if values.is_complex() or values.is_quantized:
-                raise TypeError(f"sdf must return real numbers, got a tensor of {values.dtype}")
-            if values.is_meta:
-                _meta("sdf returned a tensor on")
-            finite = torch.isfinite
-        else:
-            values = np.asarray(self.sdf(points))
-            if values.dtype.kind not in "fiub":  # as marching_cubes: complex would lose its imaginary part
-                raise TypeError(f"sdf must return real numbers, got an array of {values.dtype}")
-            finite = np.isfinite
-        if tuple(values.shape) not in ((len(points),), (len(points), 1)):
-            raise ValueError(f"sdf must map (N, 3) points to (N,) or (N, 1) values; got shape "
-                             f"{tuple(values.shape)} for N = {len(points)}")
-        values = values.reshape(-1)
-        ok = finite(values)
-        if not bool(ok.all()):
-            bad = int(np.flatnonzero(~_to_numpy(ok))[0])
-            raise ValueError(f"sdf returned NaN or Inf at point {points[bad].tolist()}")
-        return values
-
-
-def _meta(what: str) -> NoReturn:
-    """The error for the meta device, whose tensors have shapes but no values to mesh."""
-    raise ValueError(f"{what} the meta device, whose tensors hold no values (a module must be materialised "
-                     "first: module.to_empty(device='cpu'), then load_state_dict)")
-
-
-def _replicas(sdf: Any, devices: Any) -> list[tuple[Any, Any]]:
-    """(device, the SDF there) per device: a module is copied to each device it is not on."""
-    import copy
-
-    import torch
-
-    if isinstance(devices, str) and devices == "cuda":
-        devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        if not devices:
-            raise ValueError("devices='cuda' but no GPU is visible")
-    try:
-        devices = [torch.device(d) for d in devices]
-    except (TypeError, RuntimeError):
-        raise ValueError(f"devices must be a list of torch devices or 'cuda', got {devices!r}") from None
-    if not devices:
-        raise ValueError("devices must name at least one device")
-    if not _is_module(sdf):
-        return [(d, sdf) for d in devices]
-    own = next(iter([*sdf.parameters(), *sdf.buffers()]), None)
-    home = own.device if own is not None else torch.device("cpu")
-    return [(d, sdf if d == home else copy.deepcopy(sdf).to(d)) for d in devices]
-
-
-def _is_module(sdf: Any) -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return isinstance(sdf, torch.nn.Module)
-
-
-def _fill_layers(evaluator: _Evaluator, grid: _Grid, volume: Any, first_layer: int, start_layer: int,
+def _fill_layers(evaluator: Evaluator, grid: Grid, volume: Any, first_layer: int, start_layer: int,
                  batch: int, bar) -> None:
     """Evaluates layers [first_layer + start_layer, first_layer + len(volume)) into volume[start_layer:]."""
     flat = volume.reshape(-1)
@@ -308,7 +148,7 @@ def _fill_layers(evaluator: _Evaluator, grid: _Grid, volume: Any, first_layer: i
     evaluator.each(range(start, stop, batch), lambda s: grid.points(first_layer, s, min(s + batch, stop)), store)
 
 
-def _fill_band(evaluator: _Evaluator, grid: _Grid, band: NarrowBand, volume: Any, first_layer: int,
+def _fill_band(evaluator: Evaluator, grid: Grid, band: NarrowBand, volume: Any, first_layer: int,
                start_layer: int, batch: int, bar) -> None:
     """Like ``_fill_layers``, evaluating only the band's samples and filling in the others."""
     layers = np.arange(first_layer + start_layer, first_layer + volume.shape[0])
@@ -340,23 +180,24 @@ def _fill_band(evaluator: _Evaluator, grid: _Grid, band: NarrowBand, volume: Any
     bar.update(len(layers) * grid.layer_points)
 
 
-def _dense(evaluator: _Evaluator, grid: _Grid, level: float, batch: int, bar):
+def _dense(evaluator: Evaluator, grid: Grid, level: float, batch: int, bar):
     from fastsdf.meshing.marching_cubes import marching_cubes
 
+    res = grid.resolution
     _memory.check_fits(
-        4 * math.prod(grid.res), f"a dense {grid.res[0]}x{grid.res[1]}x{grid.res[2]} float32 volume",
+        4 * math.prod(res), f"a dense {res[0]}x{res[1]}x{res[2]} float32 volume",
         evaluator.torch_device, "use method='chunked', which needs memory for a few layers only")
-    volume = evaluator.new_volume(grid.res)
+    volume = evaluator.new_volume(res)
     _fill_layers(evaluator, grid, volume, 0, 0, batch, bar)
     return marching_cubes(volume, level, spacing=grid.step, origin=grid.lo)
 
 
-def _chunked(evaluator: _Evaluator, grid: _Grid, level: float, fill: Callable[[Any, int, int], None],
+def _chunked(evaluator: Evaluator, grid: Grid, level: float, fill: Callable[[Any, int, int], None],
              ply: PlyWriter | None = None):
     """Meshes slab after slab; ``fill(volume, first_layer, start_layer)`` puts the values of
     layers ``first_layer + start_layer ...`` into ``volume[start_layer:]``. Returns the mesh, or
     with ``ply`` adds each slab's part to it and returns None."""
-    nx = grid.res[0]
+    nx = grid.resolution[0]
     layer_bytes = 4 * grid.layer_points
     # Each slab owns `owned` point layers and cube layers and also holds the next two layers: the
     # first of them has the vertices its last cubes use, and the second decides which of that
@@ -373,12 +214,12 @@ def _chunked(evaluator: _Evaluator, grid: _Grid, level: float, fill: Callable[[A
         if nx - b == 1:
             b = nx  # a slab of one layer has no cubes; its layer joins this one
         stop = min(b + 2, nx)
-        volume = evaluator.new_volume((stop - a, grid.res[1], grid.res[2]))
+        volume = evaluator.new_volume((stop - a, grid.resolution[1], grid.resolution[2]))
         reused = 0 if carry is None else len(carry)
         if reused:
             volume[:reused] = carry
         fill(volume, a, reused)
-        kernels, data, wrap = _prepare(volume)
+        kernels, data, wrap = prepare_volume(volume)
         counts = kernels.count(data, level)
         layers = b - a
         v, f = kernels.fill(data, level, counts, vertex_base=vertex_base, layers=layers,
@@ -410,23 +251,6 @@ def _positive_int(value: Any, name: str) -> int:
     if not ok:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def _resolution(resolution: int | Sequence[int]) -> tuple[int, int, int]:
-    values = (resolution,) * 3 if np.ndim(resolution) == 0 else tuple(resolution)
-    if len(values) != 3 or not all(float(r).is_integer() and r >= 2 for r in values):
-        raise ValueError(f"resolution must be an int >= 2 or three of them, got {resolution!r}")
-    return tuple(int(r) for r in values)  # type: ignore[return-value]
-
-
-def _bounds(bounds: Bounds) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    try:
-        lo, hi = (tuple(float(v) for v in b) for b in bounds)
-    except (TypeError, ValueError):
-        raise ValueError(f"bounds must be ((x0, y0, z0), (x1, y1, z1)), got {bounds!r}") from None
-    if len(lo) != 3 or len(hi) != 3 or not all(map(math.isfinite, lo + hi)) or any(l >= h for l, h in zip(lo, hi)):
-        raise ValueError(f"bounds must be two finite 3-vectors with lo < hi, got {bounds!r}")
-    return lo, hi
 
 
 class _progress_bar:

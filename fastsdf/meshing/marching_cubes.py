@@ -2,7 +2,8 @@
 
 This module validates input, picks the backend from where the data lives, and allocates outputs;
 the counting and filling happen in ``fastsdf._C`` (csrc/marching_cubes/*_cpu.cpp) or
-``fastsdf._cuda`` (csrc/marching_cubes/*.cu). ``fastsdf.meshing.reference`` is the plain NumPy twin.
+``fastsdf._cuda`` (csrc/marching_cubes/*.cu). ``fastsdf.meshing.marching_cubes_reference`` is the
+plain NumPy twin.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -73,10 +74,10 @@ def marching_cubes(
             would not fit in the memory available, checked before allocating.
         BackendUnavailableError: the compiled module for the volume's device is not built.
     """
-    level = _finite_scalar(level, "level")
-    spacing = _triple(spacing, "spacing", positive=True)
-    origin = _triple(origin, "origin")
-    kernels, data, wrap = _prepare(volume)
+    level = finite_scalar(level, "level")
+    spacing = triple(spacing, "spacing", positive=True)
+    origin = triple(origin, "origin")
+    kernels, data, wrap = prepare_volume(volume)
     counts = kernels.count(data, level)
     verts, faces = kernels.fill(data, level, counts, vertex_base=0, layers=data.shape[0],
                                 index_offset=(0, 0, 0), origin=origin, spacing=spacing)
@@ -126,7 +127,7 @@ class CpuKernels:
         self.check_working_memory(volume)
         vertices, triangles, centres, finite = _backend.cpu().mc_count(volume, level, cube_mask)
         if not finite:
-            raise ValueError(_nonfinite_message(volume))
+            raise ValueError(nonfinite_message(volume))
         return LayerCounts(vertices, triangles, centres)
 
     def fill(self, volume, level, counts, *, vertex_base, layers, index_offset, origin, spacing,
@@ -169,7 +170,7 @@ class CudaKernels:
         module.mc_count(*_device_volume(volume), level, _device_tables(volume.device), seg.data_ptr(),
                         nonfinite.data_ptr(), *_backend.cuda_target(volume), *_device_mask(cube_mask))
         if nonfinite.item():
-            raise ValueError(_nonfinite_message(volume))
+            raise ValueError(nonfinite_message(volume))
         per_layer = seg.view(3, volume.shape[0], -1).sum(dim=2, dtype=torch.int64).cpu().numpy()
         return LayerCounts(per_layer[0], per_layer[1][:-1], per_layer[2][:-1], device_counts=seg)
 
@@ -205,10 +206,10 @@ class CudaKernels:
         return (verts, faces, normals, values) if attributes else (verts, faces)
 
 
-def _prepare(volume: Any):
+def prepare_volume(volume: Any) -> tuple[CpuKernels | CudaKernels, Any, Callable[[Any], Any]]:
     """Validates ``volume``; returns the kernels for its device, the data they take, and a function
     that turns NumPy outputs back into the caller's kind of array."""
-    if _is_tensor(volume):
+    if is_tensor(volume):
         import torch
 
         tensor = volume.detach()
@@ -236,7 +237,8 @@ def _prepare(volume: Any):
     return CpuKernels(), _native_array(array), lambda x: x
 
 
-def _is_tensor(x: Any) -> bool:
+def is_tensor(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor, told without importing torch."""
     return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
 
 
@@ -264,7 +266,8 @@ def _check_shape(shape: tuple[int, ...]) -> None:
         raise ValueError(f"volume needs at least 2 samples along every axis, got shape {shape}")
 
 
-def _finite_scalar(value: Any, name: str) -> float:
+def finite_scalar(value: Any, name: str) -> float:
+    """``value`` as a finite float; TypeError if it is not a real number, ValueError if NaN/Inf."""
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -274,7 +277,8 @@ def _finite_scalar(value: Any, name: str) -> float:
     return out
 
 
-def _triple(values: Sequence[float], name: str, positive: bool = False) -> tuple[float, float, float]:
+def triple(values: Sequence[float], name: str, positive: bool = False) -> tuple[float, float, float]:
+    """``values`` as three finite floats (all > 0 with ``positive``); TypeError or ValueError otherwise."""
     try:
         out = tuple(float(v) for v in values)
     except (TypeError, ValueError):
@@ -301,15 +305,15 @@ def _check_output_fits(n_verts: int, n_tris: int, device, attributes: bool = Fal
     )
 
 
-def _nonfinite_message(volume: Any) -> str:
+def nonfinite_message(volume: Any) -> str:
     """Says how many samples are NaN or Inf and where the first is. Layer by layer: a whole-volume
     mask would cost a byte per sample, which a broadcast volume does not have."""
     total, first = 0, None
     for i in range(volume.shape[0]):
-        bad = ~(volume[i].isfinite() if _is_tensor(volume) else np.isfinite(volume[i]))
+        bad = ~(volume[i].isfinite() if is_tensor(volume) else np.isfinite(volume[i]))
         n = int(bad.sum())
         if n and first is None:
-            rest = bad.nonzero()[0].tolist() if _is_tensor(bad) else [int(w[0]) for w in np.nonzero(bad)]
+            rest = bad.nonzero()[0].tolist() if is_tensor(bad) else [int(w[0]) for w in np.nonzero(bad)]
             first = (i, *rest)
         total += n
     return (f"volume holds {total:,} NaN or Inf values (first at index {first}); "

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fastsdf import _memory
-from fastsdf.io import _to_numpy
+from fastsdf.io import to_numpy
 
 __all__ = ["BLOCK", "COARSEST", "DEFAULT_SAFETY", "NarrowBand"]
 
@@ -74,7 +74,7 @@ class NarrowBand:
             centre, radius = self._boxes(todo, BLOCK << k)
             values = np.empty(len(centre), np.float64)
             for s in range(0, len(centre), batch):
-                values[s:s + batch] = _to_numpy(evaluate(centre[s:s + batch].astype(np.float32)))
+                values[s:s + batch] = to_numpy(evaluate(centre[s:s + batch].astype(np.float32)))
             offset = values - level
             far = np.abs(offset) > safety * radius * (1 + 1e-5) + slack
             state[todo] = np.where(far, np.sign(offset), ACTIVE).astype(np.int8)

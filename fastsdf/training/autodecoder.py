@@ -36,7 +36,7 @@ if torch.distributed.is_available():
     # two-process run in 40 on 2 cores).
     import torch.distributed.nn.functional  # noqa: F401
 
-from fastsdf.geometry.sampling import NormalizationTransform
+from fastsdf.geometry.normalization import NormalizationTransform
 from fastsdf.training.checkpoint import Checkpoint
 from fastsdf.training.fitted import FittedSDF
 from fastsdf.training.losses import clamped_l1

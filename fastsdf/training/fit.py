@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsdf.geometry.sampling import NormalizationTransform, SdfSamples, load_npz, normalize
+from fastsdf.geometry.normalization import NormalizationTransform, normalize
+from fastsdf.geometry.samples_npz import load_npz
+from fastsdf.geometry.sampling import SdfSamples
 from fastsdf.training import losses
 from fastsdf.training.checkpoint import Checkpoint
 from fastsdf.training.data import POOL_NEAR, POOL_UNIFORM, PointPool

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsdf.geometry.sampling import NormalizationTransform
+from fastsdf.geometry.normalization import NormalizationTransform
 from fastsdf.training.saved import field, network_from_state, network_state, transform_from_state, write_state
 
 __all__ = ["FittedSDF"]

@@ -39,7 +39,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from fastsdf.geometry.sampling import NormalizationTransform, SdfSamples, load_npz
+from fastsdf.geometry.normalization import NormalizationTransform
+from fastsdf.geometry.samples_npz import load_npz
+from fastsdf.geometry.sampling import SdfSamples
 from fastsdf.training.autodecoder import AutoDecoder, LatentShape
 from fastsdf.training.fitted import FittedSDF
 from fastsdf.training.losses import clamped_l1

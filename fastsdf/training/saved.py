@@ -78,7 +78,7 @@ def network_from_state(state: Any) -> nn.Module:
 
 def transform_from_state(state: Any, name: str) -> Any:
     """The ``NormalizationTransform`` ``to_dict`` wrote; ValueError naming the field ``name`` otherwise."""
-    from fastsdf.geometry.sampling import NormalizationTransform
+    from fastsdf.geometry.normalization import NormalizationTransform
 
     if not isinstance(state, dict):
         raise ValueError(f"{name!r} must be a dict with 'offset' and 'scale', got {describe(state)}")

@@ -17,7 +17,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fastsdf.geometry.sampling import NormalizationTransform, SdfSamples, load_npz
+from fastsdf.geometry.normalization import NormalizationTransform
+from fastsdf.geometry.samples_npz import load_npz
+from fastsdf.geometry.sampling import SdfSamples
 
 __all__ = ["ShapeSamples", "load_shapes"]
 

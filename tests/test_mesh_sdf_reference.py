@@ -1,4 +1,4 @@
-"""The NumPy mesh reference (fastsdf.geometry.mesh_reference) against hand-computed answers and
+"""The NumPy mesh reference (fastsdf.geometry.mesh_sdf_reference) against hand-computed answers and
 independent computations, so that the MeshSDF tests can trust it."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import trimesh
 
-import fastsdf.geometry.mesh_reference as mesh_reference
-from fastsdf.geometry.mesh_reference import (
+import fastsdf.geometry.mesh_sdf_reference as mesh_sdf_reference
+from fastsdf.geometry.mesh_sdf_reference import (
     closest_points_reference,
     pseudonormal_sign_reference,
     sign_mesh,
@@ -119,7 +119,7 @@ def test_mesh_closest_points_equal_all_pairs(n_faces: int, rng, seed, monkeypatc
                            - np.repeat(points, n_faces, axis=0), axis=1).reshape(len(points), n_faces)
     np.testing.assert_allclose(np.sqrt(d2_all), pairs, rtol=0, atol=1e-12, err_msg=f"seed={seed}")
     for chunk in (1 << 19, 1, 3 * n_faces + 1):
-        monkeypatch.setattr(mesh_reference, "_PAIRS_PER_CHUNK", chunk)
+        monkeypatch.setattr(mesh_sdf_reference, "_PAIRS_PER_CHUNK", chunk)
         dist, closest, fid, bary = closest_points_reference(verts, faces, points)
         np.testing.assert_allclose(dist, np.sqrt(d2_all.min(axis=1)), rtol=0, atol=1e-14, err_msg=f"seed={seed}")
         assert (fid == np.argmin(d2_all, axis=1)).mean() > 0.99  # ties only
