@@ -4,7 +4,7 @@ The public API lives here and nothing else: see the README for a tour. The netwo
 are imported on first use, so that ``import fastsdf`` stays light.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastsdf._backend import BackendUnavailableError
 from fastsdf.geometry.analytic import Box, Difference, Intersection, Sphere, Torus, Union
@@ -16,12 +16,21 @@ from fastsdf.meshing.extract import extract_mesh
 from fastsdf.meshing.marching_cubes import marching_cubes
 from fastsdf import measure
 
+if TYPE_CHECKING:  # the names __getattr__ imports on first use, spelled out for type checkers and IDEs
+    from fastsdf.nn import DeepSDFDecoder, Siren, SirenMLP
+    from fastsdf.training.autodecoder import AutoDecoder
+    from fastsdf.training.fit import fit
+    from fastsdf.training.fitted import FittedSDF
+    from fastsdf.training.loading import load_model
+    from fastsdf.training.reconstruct import partial_view, reconstruct
+    from fastsdf.training.train_deepsdf import train_deepsdf
+
 __version__ = "0.1.0"
 
-# Names whose modules import torch, and the modules they come from.
+# Names whose modules import torch, and the modules they come from (the TYPE_CHECKING imports above).
 _LAZY = {"Siren": "fastsdf.nn", "SirenMLP": "fastsdf.nn", "DeepSDFDecoder": "fastsdf.nn",
-         "FittedSDF": "fastsdf.training.fitted", "load_model": "fastsdf.training.saved", "fit": "fastsdf.training.fit",
-         "AutoDecoder": "fastsdf.training.autodecoder", "train_deepsdf": "fastsdf.training.autodecoder",
+         "FittedSDF": "fastsdf.training.fitted", "load_model": "fastsdf.training.loading", "fit": "fastsdf.training.fit",
+         "AutoDecoder": "fastsdf.training.autodecoder", "train_deepsdf": "fastsdf.training.train_deepsdf",
          "reconstruct": "fastsdf.training.reconstruct", "partial_view": "fastsdf.training.reconstruct"}
 
 

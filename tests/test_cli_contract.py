@@ -11,8 +11,10 @@ import pytest
 import torch
 
 import fastsdf
+import fastsdf.cli.fit
 import fastsdf.training.fit
 from fastsdf.cli import _parser, main
+from fastsdf.cli.common import UsageError
 from fastsdf.cli.demo import bundled_mesh
 from fastsdf.nn import DeepSDFDecoder, SirenMLP
 from fastsdf.training.autodecoder import AutoDecoder
@@ -86,6 +88,18 @@ def test_other_command_line_errors_are_one_line_too(argv: list[str], words: list
     argv = [w.replace("OUT", str(tmp_path)).replace("MESH", str(bundled_mesh())) for w in argv]
     assert main(argv) == 2
     _one_line(capsys, f"fastsdf {argv[0]}: error: ", *words)
+
+
+def test_a_usage_error_found_after_parsing_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Any command's UsageError (a ValueError) ends as a bad command line, not as a failed run."""
+    def refuse(*args: object) -> None:
+        raise UsageError("--steps and\n  --time-budget disagree")
+
+    monkeypatch.setattr(fastsdf.cli.fit, "run", refuse)
+    assert main(_argv("fit", out=tmp_path)) == 2
+    _one_line(capsys, "fastsdf fit: error: --steps and --time-budget disagree")
+    assert not any(tmp_path.iterdir())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -89,6 +89,17 @@ def test_existing_files_are_never_overwritten(tmp_path: Path, capsys: pytest.Cap
     assert sorted(p.name for p in out.iterdir()) == ["cow.npz", "keep.txt"]
 
 
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_progress_bar_on_a_terminal_unless_quiet(quiet: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    options = [option for option in SMALL if option != "--quiet"] + (["--quiet"] if quiet else [])
+    code, stdout, stderr = _run(capsys, MESHES / "cow.obj", tmp_path / "out", *options)
+    assert code == 0 and "wrote" in stdout and "1 written" in stdout
+    assert ("fastsdf sample" in stderr) != quiet and "Traceback" not in stderr, stderr
+    assert (tmp_path / "out" / "cow.npz").exists()
+
+
 def test_one_mesh_file_with_options(tmp_path: Path, capsys: pytest.CaptureFixture[str], seed: int) -> None:
     out = tmp_path / "out"
     code, stdout, stderr = _run(capsys, MESHES / "suzanne.obj", out, "--n-near", "120", "--n-uniform", "30",

@@ -7,7 +7,6 @@ import argparse
 import json
 import math
 import re
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, NoReturn
 
@@ -101,7 +100,10 @@ def refuse_to_overwrite(outputs: Iterable[Path], overwrite: bool) -> None:
 
 
 def progress_enabled(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty()
+    """Whether a command shows its progress bars: never with ``--quiet``, else by the rule of every bar."""
+    from fastsdf.training.progress import show_progress
+
+    return show_progress(False if quiet else None)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -120,7 +122,7 @@ def mesh_method(model: Any, requested: str = "sparse") -> str:
 
 def load_model_of(path: str, kind: type, what: str) -> Any:
     """The model saved at ``path`` if it is a ``kind`` (``what`` names it in the error), else ValueError."""
-    from fastsdf.training.saved import load_model
+    from fastsdf.training.loading import load_model
 
     model = load_model(path)
     if not isinstance(model, kind):

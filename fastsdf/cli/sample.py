@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastsdf.cli.common import UsageError, integer, seed
+from fastsdf.cli.common import UsageError, integer, progress_enabled, seed
 
 __all__ = ["add_parser"]
 
@@ -75,11 +75,11 @@ def _sample(args: argparse.Namespace) -> int:
     import zlib
 
     import numpy as np
-    from tqdm.auto import tqdm
 
     from fastsdf.geometry.mesh_io import MESH_SUFFIXES
     from fastsdf.geometry.samples_npz import save_npz
     from fastsdf.geometry.sampling import DEEPSDF_NEAR_STD
+    from fastsdf.training.progress import progress_bar
 
     if args.n_uniform + args.n_near + args.n_surface == 0:
         raise UsageError("nothing to sample: --n-uniform, --n-near and --n-surface are all 0")
@@ -101,11 +101,10 @@ def _sample(args: argparse.Namespace) -> int:
     failures: list[str] = []
     written = skipped = 0
     claimed: dict[str, Path] = {}
-    bar = tqdm(meshes, desc="fastsdf sample", unit="mesh", leave=False,
-               disable=args.quiet or not sys.stderr.isatty())
-    say = bar.write if not bar.disable else print
-    with bar:
-        for path in bar:
+    bar = progress_bar(progress_enabled(args.quiet), len(meshes), 0, "fastsdf sample", "mesh", meshes)
+    say = print if bar is None else bar.write
+    try:
+        for path in meshes if bar is None else bar:
             target = out_dir / f"{path.stem}.npz"
             if path.stem in claimed:
                 failures.append(f"{path}: same output {target.name} as {claimed[path.stem].name}; rename one")
@@ -127,6 +126,9 @@ def _sample(args: argparse.Namespace) -> int:
             written += 1
             say(f"wrote {target} ({len(samples.pos()):,} pos, {len(samples.neg()):,} neg) "
                 f"in {time.perf_counter() - start:.1f} s")
+    finally:
+        if bar is not None:
+            bar.close()
     print(f"{written} written, {skipped} skipped (output exists), {len(failures)} failed")
     for line in failures:
         print(f"fastsdf sample: failed: {line}", file=sys.stderr)

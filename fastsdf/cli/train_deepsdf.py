@@ -31,7 +31,7 @@ learning rates; on a CPU, a smaller --width and fewer --epochs make a first run 
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from fastsdf.training import autodecoder as ad
+    from fastsdf.training import train_deepsdf as ad
 
     train = sub.add_parser("train-deepsdf", help="train a DeepSDF auto-decoder on a folder of .npz samples",
                            description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,7 +80,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from fastsdf.cli.common import progress_enabled
     from fastsdf.plots import plot_history
-    from fastsdf.training.autodecoder import train_deepsdf
+    from fastsdf.training.train_deepsdf import train_deepsdf
     from fastsdf.training.shapes import load_shapes
 
     out = Path(args.out)

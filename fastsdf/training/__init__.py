@@ -1,2 +1,3 @@
-"""Training: single-shape fitting (``fit``), the fitted model (``FittedSDF``, ``load_model``), losses,
+"""Training: single-shape fitting (``fit``), the fitted model (``FittedSDF``), DeepSDF's auto-decoder
+(``train_deepsdf``, ``AutoDecoder``, ``reconstruct``), saved models (``load_model``), losses,
 training data and checkpoints."""

@@ -1,8 +1,10 @@
-"""Saved models: one file per model (``model.pt``), written atomically, read back by ``load_model``.
+"""Saved models' file format: one file per model (``model.pt``), written atomically, and the checks
+of its fields that every model's reader uses.
 
 A file is a ``torch.save``d dict of plain values and tensors (read with ``weights_only=True``, so a
 file from elsewhere cannot run code): ``format`` (what it holds), ``version``, and the networks as
-their class name, ``config()`` and state dict. ``load_model`` reads any of the formats:
+their class name, ``config()`` and state dict. The formats (``fastsdf.training.loading.load_model``
+reads them all, each with its class's ``from_state``):
 
     fastsdf.fitted        a FittedSDF (``fastsdf.fit``, ``fastsdf fit``)
     fastsdf.autodecoder   an AutoDecoder: a decoder and its shapes' codes (``fastsdf train-deepsdf``)
@@ -19,7 +21,7 @@ from torch import nn
 
 from fastsdf.io import atomic_write
 
-__all__ = ["MODEL_FILE", "describe", "field", "load_model", "network_from_state", "network_state", "read_state",
+__all__ = ["MODEL_FILE", "describe", "field", "network_from_state", "network_state", "read_state",
            "transform_from_state", "write_state"]
 
 MODEL_FILE = "model.pt"
@@ -145,23 +147,3 @@ def read_state(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     if version > VERSION:
         raise ValueError(f"{path} was written by a newer fastsdf (format {version}); upgrade to read it")
     return path, state
-
-
-def load_model(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
-    """A saved model: a file, or a folder holding ``model.pt``. ``fastsdf fit``'s models come back
-    as ``FittedSDF`` (``.sdf(points)`` in the mesh's units), ``fastsdf train-deepsdf``'s as
-    ``AutoDecoder``. Raises FileNotFoundError or ValueError (not a fastsdf model, damaged, or from a
-    newer version) with the path in the message."""
-    from fastsdf.training.autodecoder import AutoDecoder
-    from fastsdf.training.fitted import FittedSDF
-
-    readers = {"fastsdf.fitted": FittedSDF.from_state, "fastsdf.autodecoder": AutoDecoder.from_state}
-    path, state = read_state(path)
-    reader = readers.get(state["format"])
-    if reader is None:
-        raise ValueError(f"{path} holds a {state['format']}, not a model")
-    try:
-        model = reader(state)
-    except (TypeError, RuntimeError, ValueError) as exc:  # the readers check every field; this is their say
-        raise ValueError(f"{path} holds a damaged model: {' '.join(str(exc).split())}") from None
-    return model.to(device)

@@ -1,0 +1,221 @@
+"""Training DeepSDF's auto-decoder (``fastsdf.training.autodecoder.AutoDecoder``): one decoder for many
+shapes, each shape a latent code learned with it.
+
+``train_deepsdf`` follows the paper (Park et al. 2019) and its code: codes as an embedding initialised
+N(0, 1/latent_size), DeepSDF's clamped L1 plus the code prior (1/sigma^2) ||z||^2 on every sample,
+Adam with the decoder at 5e-4 and the codes at 1e-3, both halved every 500 epochs, batches of a few
+shapes with as many samples from inside as from outside each.
+
+Launched by torchrun (``torch.distributed`` initialised), training runs on PyTorch's
+DistributedDataParallel: every batch's shapes are dealt out to the processes, each process's loss is
+its share of the batch's sum scaled so that DDP's gradient average is exactly the whole batch's
+mean gradient, and which points a shape gives does not depend on the process, so 1 and N processes
+train the same model (up to floating-point summation order, and to dropout masks, which each
+process draws for itself). A script of its own imports this module (``from fastsdf import
+train_deepsdf``) before ``init_process_group``, as ``fastsdf train-deepsdf`` does: see the import of
+``torch.distributed.nn.functional`` below; training warns otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+if torch.distributed.is_available():
+    # Imported here, before a script's init_process_group, on purpose: this torch module takes the
+    # default process group as its functions' default arguments when it is imported (torch 2.13),
+    # and torch imports it lazily (the first optimiser step imports torch._dynamo, which imports
+    # it). Imported after init_process_group it keeps the group alive: destroy_process_group then
+    # leaves gloo's worker threads running, and one that frees a finished collective's tensor while
+    # the interpreter shuts down aborts the process (SIGABRT after a run that finished: about 1
+    # two-process run in 40 on 2 cores).
+    import torch.distributed.nn.functional  # noqa: F401
+
+from fastsdf.training.autodecoder import AutoDecoder
+from fastsdf.training.checkpoint import Checkpoint
+from fastsdf.training.losses import clamped_l1
+from fastsdf.training.progress import progress_bar
+from fastsdf.training.seeding import check_seed
+from fastsdf.training.shapes import ShapeSamples, load_shapes
+
+__all__ = ["train_deepsdf"]
+
+DEFAULT_EPOCHS = 2000
+DECODER_LEARNING_RATE = 5e-4
+CODE_LEARNING_RATE = 1e-3
+DECAY_EVERY = 500  # epochs between halvings of both learning rates
+CODE_REGULARIZATION = 1e-4  # 1 / sigma^2 of the code prior
+SHAPES_PER_BATCH = 16
+SAMPLES_PER_SHAPE = 4096
+
+
+class _Trainable(nn.Module):
+    """The decoder and the codes as one module, so that DDP reduces both."""
+
+    def __init__(self, decoder: nn.Module, codes: nn.Embedding):
+        super().__init__()
+        self.decoder = decoder
+        self.codes = codes
+
+    def forward(self, points: torch.Tensor, owners: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        latent = self.codes(owners)
+        return self.decoder(points, latent)[..., 0], latent
+
+
+def _world() -> tuple[int, int]:
+    """(process count, this process's rank): (1, 0) unless torch.distributed is initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if _holds_a_process_group(torch.distributed.nn.functional.broadcast):
+            warnings.warn("torch.distributed.nn was imported after init_process_group, so the process group "
+                          "outlives destroy_process_group and gloo processes may abort at exit: import "
+                          "fastsdf.training.train_deepsdf (or `from fastsdf import train_deepsdf`) first",
+                          RuntimeWarning, stacklevel=3)
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _holds_a_process_group(function: Any) -> bool:
+    import torch.distributed as dist
+
+    return any(isinstance(value, dist.ProcessGroup) for value in function.__defaults__ or ())
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _rate(name: str, value: Any, allow_zero: bool = False) -> float:
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+    return number
+
+
+def train_deepsdf(data: ShapeSamples | str | os.PathLike | Sequence[str | os.PathLike], decoder: nn.Module | None = None,
+                  *, epochs: int = DEFAULT_EPOCHS, latent_size: int = 256, shapes_per_batch: int = SHAPES_PER_BATCH,
+                  samples_per_shape: int = SAMPLES_PER_SHAPE, learning_rate: float = DECODER_LEARNING_RATE,
+                  code_learning_rate: float = CODE_LEARNING_RATE, decay_every: int = DECAY_EVERY,
+                  code_regularization: float = CODE_REGULARIZATION, code_init_std: float = 1.0, seed: int = 0,
+                  device: Any = None, checkpoint: str | os.PathLike | None = None, checkpoint_every: float = 60.0,
+                  progress: bool | None = None) -> tuple[AutoDecoder, dict[str, Any]]:
+    """Trains a decoder and one latent code per shape (DeepSDF's auto-decoder).
+
+    Args:
+        data: ``ShapeSamples``, a folder of DeepSDF ``.npz`` files or a list of them
+            (``fastsdf sample`` writes them).
+        decoder: ``decoder(points, latent)`` -> (..., 1) whose latent input has ``latent_size``
+            features (its ``latent_size`` or ``latent_features``); default ``DeepSDFDecoder(latent_size)``.
+            Trained in place.
+        epochs: passes over all shapes.
+        shapes_per_batch, samples_per_shape: a batch's shapes and points per shape (half inside,
+            half outside). Under DDP a batch's shapes are dealt out to the processes.
+        learning_rate, code_learning_rate, decay_every: Adam's rates for the decoder and the codes,
+            both halved every ``decay_every`` epochs.
+        code_regularization: 1/sigma^2 of the code prior, added per sample as ``reg * ||z||^2``.
+        code_init_std: codes start N(0, (code_init_std / sqrt(latent_size))^2), as DeepSDF.
+        seed: an integer in [0, 2^63): decoder (when built here) and code initialisation, batches
+            and points: the same seed gives the same run.
+        checkpoint: a file to save to every ``checkpoint_every`` seconds (at an epoch's end) and at
+            the end; when it exists, training resumes from it (the same settings required). Only
+            the first process writes it.
+        progress: a tqdm bar over epochs (default: when stderr is a terminal; first process only).
+
+    Returns:
+        The ``AutoDecoder`` and the history: per epoch ``epoch``, ``seconds``, ``loss`` (mean clamped
+        L1 over the epoch's samples), ``code_norm`` (mean ||z||), ``learning_rate`` (the decoder's);
+        ``training_seconds``, ``epochs``, ``settings``.
+    """
+    shapes = data if isinstance(data, ShapeSamples) else load_shapes(data)
+    epochs, shapes_per_batch = _count("epochs", epochs), _count("shapes_per_batch", shapes_per_batch)
+    samples_per_shape, decay_every = _count("samples_per_shape", samples_per_shape), _count("decay_every", decay_every)
+    learning_rate = _rate("learning_rate", learning_rate)
+    code_learning_rate = _rate("code_learning_rate", code_learning_rate)
+    code_regularization = _rate("code_regularization", code_regularization, allow_zero=True)
+    code_init_std = _rate("code_init_std", code_init_std)
+    world, rank = _world()
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    seed = check_seed(seed, allow_none=False)
+    torch.manual_seed(seed)
+    if decoder is None:
+        from fastsdf.nn import DeepSDFDecoder
+
+        decoder = DeepSDFDecoder(latent_size=_count("latent_size", latent_size))
+    latent_size = getattr(decoder, "latent_size", getattr(decoder, "latent_features", None))
+    if not latent_size:
+        raise ValueError("the decoder has no latent input (DeepSDFDecoder(latent_size=k) or SirenMLP(latent_features=k))")
+    codes = nn.Embedding(len(shapes), latent_size)
+    with torch.no_grad():
+        codes.weight.normal_(0.0, code_init_std / math.sqrt(latent_size),
+                             generator=torch.Generator().manual_seed(seed))
+    trainable = _Trainable(decoder, codes).to(device)
+    optimiser = torch.optim.Adam([{"params": decoder.parameters(), "lr": learning_rate},
+                                  {"params": codes.parameters(), "lr": code_learning_rate}])
+    settings = {"epochs": epochs, "shapes_per_batch": shapes_per_batch, "samples_per_shape": samples_per_shape,
+                "learning_rate": learning_rate, "code_learning_rate": code_learning_rate, "decay_every": decay_every,
+                "code_regularization": code_regularization, "seed": seed, "shapes": shapes.names}
+    saver = Checkpoint(checkpoint, settings, checkpoint_every) if checkpoint is not None else None
+    history: dict[str, Any] = {"epoch": [], "seconds": [], "loss": [], "code_norm": [], "learning_rate": []}
+    done, trained = 0, 0.0
+    if saver is not None and saver.exists():
+        done, trained, history = saver.restore(trainable, optimiser)
+    engine = trainable
+    if world > 1:
+        engine = nn.parallel.DistributedDataParallel(trainable, device_ids=[device] if device.type == "cuda" else None)
+
+    bar = progress_bar(progress if rank == 0 else False, epochs, done, "fastsdf train-deepsdf", "epoch")
+    trainable.train()
+    while done < epochs:
+        tick = time.perf_counter()
+        decay = 0.5 ** (done // decay_every)
+        for group, base in zip(optimiser.param_groups, (learning_rate, code_learning_rate)):
+            group["lr"] = base * decay
+        shuffle = torch.Generator().manual_seed((seed * 1_000_003 + done) % 2**63)
+        order = torch.randperm(len(shapes), generator=shuffle)
+        totals = torch.zeros(3, dtype=torch.float64)  # clamped L1 sum, code norm sum, samples
+        for start in range(0, len(shapes), shapes_per_batch):
+            batch = order[start:start + shapes_per_batch]
+            points, sdf, owners = shapes.batch(batch[rank::world].tolist(), samples_per_shape, seed, done)
+            points, sdf, owners = points.to(device), sdf.to(device), owners.to(device)
+            optimiser.zero_grad(set_to_none=True)
+            predicted, latent = engine(points, owners)
+            errors = clamped_l1(predicted, sdf, reduction="none")
+            prior = code_regularization * latent.square().sum(dim=-1)
+            # Each process's share of the batch sum over the batch's size per process: DDP's average
+            # of the processes' gradients is then the gradient of the whole batch's mean.
+            loss = (errors + prior).sum() * (world / (len(batch) * samples_per_shape))
+            loss.backward()
+            optimiser.step()
+            totals += torch.tensor([errors.detach().sum().item(), latent.detach().norm(dim=-1).sum().item(),
+                                    len(errors)], dtype=torch.float64)
+        if world > 1:
+            torch.distributed.all_reduce(totals)
+        done += 1
+        trained += time.perf_counter() - tick
+        for key, value in zip(("epoch", "seconds", "loss", "code_norm", "learning_rate"),
+                              (done, trained, totals[0].item() / totals[2].item(), totals[1].item() / totals[2].item(),
+                               learning_rate * decay)):
+            history[key].append(value)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{history['loss'][-1]:.2e}", refresh=False)
+        if saver is not None and rank == 0:
+            saver.maybe_save(trainable, optimiser, None, done, trained, history)
+    if bar is not None:
+        bar.close()
+    if saver is not None and rank == 0:
+        saver.save(trainable, optimiser, None, done, trained, history)
+    trainable.eval()
+    history.update(training_seconds=trained, epochs=done, settings={k: v for k, v in settings.items() if k != "shapes"})
+    model = AutoDecoder(decoder, codes.weight, shapes.names, [shapes.transform(i) for i in range(len(shapes))], history)
+    return model, history
