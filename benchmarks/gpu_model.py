@@ -320,7 +320,7 @@ def _mantissa_cleared(x: np.ndarray, low_bits: int) -> bool:
 
 def _dot_class(a: np.ndarray, b: np.ndarray, a_type: Any, b_type: Any, precision: Any) -> str:
     """The hardware a dot runs on. Under the interpreter the kernels emulate their tensor-core
-    products with IEEE dots on rounded operands (kernels.siren's _NATIVE), so the operands' values
+    products with IEEE dots on rounded operands (kernels.siren.device's _NATIVE), so the operands' values
     tell the precision: bf16 keeps 7 mantissa bits (the low 16 of fp32's zero), TF32 10 (the low 13
     zero; the fp32 mode's big and small parts are both TF32). A bf16-valued pair is taken as bf16
     (a TF32 dot of such operands, a tile of zeros say, would be costed at bf16's rate)."""

@@ -24,7 +24,7 @@ from official_siren import Siren as OfficialSiren
 
 # float64 against float64: the two differ only in how they round sums (matmul against addmm).
 RTOL_FLOAT64 = 1e-12
-# float32 fused kernels against float64 (as tests/test_siren.py's RTOL_Y).
+# float32 fused kernels against float64 (as tests/siren_helpers.py's RTOL_Y).
 RTOL_FLOAT32 = 2e-5
 
 

@@ -1,4 +1,4 @@
-"""The composed SIREN path's precision modes (fastsdf.ops.siren._linear): their numerics do not depend
+"""The composed SIREN path's precision modes (fastsdf.ops.siren_composed.linear): their numerics do not depend
 on torch's process-wide matmul settings, which fastsdf reads and never writes.
 
 No GPU here: a stand-in for F.linear rounds float32 operands to TF32 (or bf16) whenever the settings
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import fastsdf
 from fastsdf.ops import siren as siren_ops
+from fastsdf.ops import siren_composed
 
 CUDA = torch.device("cuda")
 CPU = torch.device("cpu")
@@ -53,7 +54,7 @@ def tf32_edge_cases(rng: np.random.Generator) -> np.ndarray:
 
 def test_round_tf32_matches_the_float64_reference(rng, seed) -> None:
     x = tf32_edge_cases(rng)
-    got = siren_ops._round_tf32(torch.from_numpy(x)).numpy()
+    got = siren_composed.round_tf32(torch.from_numpy(x)).numpy()
     want = tf32_reference(x)
     nan = np.isnan(x)
     np.testing.assert_array_equal(np.isnan(got), nan, err_msg=f"seed={seed}")
@@ -63,7 +64,7 @@ def test_round_tf32_matches_the_float64_reference(rng, seed) -> None:
 
 def test_round_tf32_keeps_shape_and_views(rng) -> None:
     x = torch.from_numpy(rng.standard_normal((5, 7)).astype(np.float32))
-    np.testing.assert_array_equal(siren_ops._round_tf32(x.t()).numpy(), tf32_reference(x.t().numpy()))
+    np.testing.assert_array_equal(siren_composed.round_tf32(x.t()).numpy(), tf32_reference(x.t().numpy()))
 
 
 # --- what the settings say ----------------------------------------------------------------------
@@ -104,9 +105,9 @@ MIXED = RuntimeError("you have used mix of the legacy and new APIs")
 ])
 def test_which_settings_may_round_a_float32_gemm(settings, change, cuda_rounds: bool, cpu_rounds: bool) -> None:
     settings.update(change)
-    assert siren_ops._gemm_may_round(CUDA) == cuda_rounds
-    assert siren_ops._gemm_may_round(CPU) == cpu_rounds
-    assert not siren_ops._gemm_may_round(torch.device("meta"))
+    assert siren_composed.gemm_may_round(CUDA) == cuda_rounds
+    assert siren_composed.gemm_may_round(CPU) == cpu_rounds
+    assert not siren_composed.gemm_may_round(torch.device("meta"))
 
 
 # --- numerics whatever the settings ------------------------------------------------------------------
@@ -121,7 +122,7 @@ def rounding_gemm(monkeypatch, settings) -> dict:
 
     def linear(a, weight, bias=None):
         if a.dtype == torch.float32:
-            rounds = siren_ops._gemm_may_round(torch.device(mode["device"]))
+            rounds = siren_composed.gemm_may_round(torch.device(mode["device"]))
             if rounds:
                 reference = tf32_reference if mode["device"] == "cuda" else bf16_reference
                 a = torch.from_numpy(reference(a.detach().numpy()))
@@ -162,7 +163,7 @@ def test_first_layer_is_float32_whatever_the_settings(rounding_gemm, settings, p
         results = []
         for change in ({}, setting):
             settings.update(change)
-            results.append(siren_ops._linear(precision, torch.device(device))(a, w, b, 0))
+            results.append(siren_composed.linear(precision, torch.device(device))(a, w, b, 0))
         for z, change in zip(results, ("default settings", setting)):
             assert_float32_accurate(z, a, w, b, f"seed={seed} {precision} {device} {change}")
         settings.update({"allow_tf32": False, ("cuda", "matmul"): "none", ("mkldnn", "matmul"): "none"})
@@ -172,7 +173,7 @@ def test_fp32_mode_is_float32_in_every_layer(rounding_gemm, settings, rng, seed)
     a, w, b = layer_inputs(rng, 200, 64, 48)
     settings["allow_tf32"] = True
     for layer in (0, 1, 3):
-        z = siren_ops._linear("fp32", CUDA)(a, w, b, layer)
+        z = siren_composed.linear("fp32", CUDA)(a, w, b, layer)
         assert_float32_accurate(z, a, w, b, f"seed={seed} layer {layer}")
 
 
@@ -180,9 +181,9 @@ def test_tf32_mode_follows_the_users_tf32_setting(rounding_gemm, settings, rng, 
     """After the first layer, "tf32" is the plain product: fp32 where the user has not allowed TF32,
     the TF32 product where they have (never less accurate than TF32, never slower than fp32)."""
     a, w, b = layer_inputs(rng, 200, 64, 48)
-    assert_float32_accurate(siren_ops._linear("tf32", CUDA)(a, w, b, 2), a, w, b, f"seed={seed} TF32 off")
+    assert_float32_accurate(siren_composed.linear("tf32", CUDA)(a, w, b, 2), a, w, b, f"seed={seed} TF32 off")
     settings["allow_tf32"] = True
-    assert_float32_accurate(siren_ops._linear("tf32", CUDA)(a, w, b, 2), a, w, b, f"seed={seed} TF32 on",
+    assert_float32_accurate(siren_composed.linear("tf32", CUDA)(a, w, b, 2), a, w, b, f"seed={seed} TF32 on",
                             operands=tf32_reference)
 
 
@@ -191,7 +192,7 @@ def test_split_products_have_the_plain_gradients(settings, rng, seed) -> None:
     a, w, b = (t.requires_grad_() for t in layer_inputs(rng, 50, 3, 16))
     settings["allow_tf32"] = True
     grad_out = torch.from_numpy(rng.standard_normal((50, 16)).astype(np.float32))
-    split = torch.autograd.grad((siren_ops._linear("fp32", CUDA)(a, w, b, 0) * grad_out).sum(), (a, w, b))
+    split = torch.autograd.grad((siren_composed.linear("fp32", CUDA)(a, w, b, 0) * grad_out).sum(), (a, w, b))
     plain = torch.autograd.grad((F.linear(a, w, b) * grad_out).sum(), (a, w, b))
     for name, s, p in zip("awb", split, plain):
         scale = p.abs().max().item() + 1
@@ -211,7 +212,7 @@ def test_no_precision_setting_is_ever_written(monkeypatch, rng) -> None:
     for precision in siren_ops.PRECISIONS:
         for device in (CPU, CUDA):
             for layer in (0, 1):
-                siren_ops._linear(precision, device)(a, w, b, layer)
+                siren_composed.linear(precision, device)(a, w, b, layer)
         model = fastsdf.SirenMLP(3, 16, 2, 1, precision=precision)
         x = torch.zeros(10, 3, requires_grad=True)
         model.forward_with_gradient(x)[1].sum().backward()  # the composed path on the CPU too

@@ -15,6 +15,7 @@ the same operand rounding and every sine and cosine off by the MUFU's documented
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import types
@@ -29,11 +30,13 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton")
 
 from fastsdf.kernels import siren as kernels  # noqa: E402
+from fastsdf.kernels.siren import elementwise, launch, network  # noqa: E402
 from fastsdf.nn import SirenMLP  # noqa: E402
 from fastsdf.ops import siren as siren_ops  # noqa: E402
-
-from test_siren import (RTOL_GRAD, RTOL_Y, double_copy, gradient_errors, magnitudes,  # noqa: E402,F401
-                        network_points, output_errors, poisoned, training_loss)
+from fastsdf.ops import siren_cpu, siren_triton  # noqa: E402
+from fastsdf.ops.siren_fused import FusedBackend  # noqa: E402
+from siren_helpers import (RTOL_GRAD, RTOL_Y, double_copy, gradient_errors, magnitudes,  # noqa: E402,F401
+                           network_points, output_errors, poisoned, training_loss)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Errors relative to ``magnitudes``: fp32 (tf32x3, the approximate sine) a few times float32's.
@@ -160,7 +163,7 @@ def test_more_jacobian_columns_than_one_launch_takes(rng: np.random.Generator, p
     model = SirenMLP(3, 32, 1, 2, latent_features=5).to(DEVICE)
     x = torch.as_tensor(rng.uniform(-1, 1, (11, 8)), dtype=torch.float32, device=DEVICE) * 0.5
     weights, biases = list(model.weights), list(model.biases)
-    y, j = kernels.forward_with_gradient(x, weights, biases, model.omegas, "fp32", 7, None)
+    y, j = kernels.forward_with_gradient(x, weights, biases, model.omegas, "fp32", 7)
     from fastsdf.ops import siren_reference
 
     twin = double_copy(model.cpu())
@@ -229,11 +232,11 @@ def test_sincos(rng: np.random.Generator, poisoned: None) -> None:
 def test_every_launch_runs_on_its_tensors_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """Triton launches on the current device: each launch must sit inside torch.cuda.device of its
     tensors (recorded here on the CPU, where the guard is a null context)."""
-    guard = kernels._on_device(types.SimpleNamespace(device=torch.device("cuda", 1)))
+    guard = launch.on_device(types.SimpleNamespace(device=torch.device("cuda", 1)))
     assert isinstance(guard, torch.cuda.device) and guard.idx == 1
     inside: list[bool] = []
     active = [False]
-    real_guard = kernels._on_device
+    real_guard = launch.on_device
 
     class Recorded:
         def __init__(self, t: torch.Tensor) -> None:
@@ -258,14 +261,15 @@ def test_every_launch_runs_on_its_tensors_device(monkeypatch: pytest.MonkeyPatch
 
         return Launcher()
 
-    monkeypatch.setattr(kernels, "_on_device", Recorded)
-    monkeypatch.setattr(kernels, "_siren_kernel", recorded(kernels._siren_kernel))
-    monkeypatch.setattr(kernels, "_sincos_kernel", recorded(kernels._sincos_kernel))
+    for module in (network, elementwise):
+        monkeypatch.setattr(module, "on_device", Recorded)
+    monkeypatch.setattr(network, "siren_kernel", recorded(network.siren_kernel))
+    monkeypatch.setattr(elementwise, "sincos_kernel", recorded(elementwise.sincos_kernel))
     model = SirenMLP(3, 16, 0, 1)
     x = torch.rand(5, 3)
     ws, bs = list(model.weights), list(model.biases)
-    kernels.forward(x, ws, bs, model.omegas, "fp32", None)
-    kernels.forward_with_gradient(x, ws, bs, model.omegas, "fp32", 3, None)
+    kernels.forward(x, ws, bs, model.omegas, "fp32")
+    kernels.forward_with_gradient(x, ws, bs, model.omegas, "fp32", 3)
     kernels.sincos(x, 30.0)
     assert inside == [True, True, True]
 
@@ -300,6 +304,18 @@ def test_hidden_layers_with_different_omegas_are_computed_with_theirs(poisoned: 
     assert error_y <= tol_y and error_j <= tol_j
 
 
+def test_the_fused_backends_take_the_dispatchers_calls() -> None:
+    """ops.siren calls the CPU and the Triton backend through ``FusedBackend``: each module has its
+    functions, with its parameters."""
+    calls = [name for name, member in vars(FusedBackend).items() if inspect.isfunction(member)
+             and not name.startswith("_")]
+    assert {"supports", "jacobian_pays", "serves_recorded", "forward", "forward_with_gradient"} <= set(calls)
+    for module in (siren_cpu, siren_triton):
+        for name in calls:
+            want = list(inspect.signature(getattr(FusedBackend, name)).parameters)[1:]  # less self
+            assert list(inspect.signature(getattr(module, name)).parameters) == want, (module.__name__, name)
+
+
 def test_the_jacobian_runs_fused_only_where_it_pays(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chosen by the dispatcher (no FASTSDF_BACKEND), forward_with_gradient runs the fused kernel in
     the precisions measured faster than the composed path, and the composed path in the others."""
@@ -312,7 +328,7 @@ def test_the_jacobian_runs_fused_only_where_it_pays(monkeypatch: pytest.MonkeyPa
         model = SirenMLP(3, 32, 1, 1, precision=precision)
         with torch.no_grad():
             siren_ops.forward_with_gradient(x, list(model.weights), list(model.biases), model.omegas, precision, 3)
-    assert calls == [p for p in siren_ops.PRECISIONS if kernels.jacobian_pays(p)] == ["tf32"]
+    assert calls == [p for p in siren_ops.PRECISIONS if siren_triton.jacobian_pays(p)] == ["tf32"]
 
 
 # --- training: the fused backward ----------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The Triton SIREN kernels compile for real GPUs: sm_80 (A100) and sm_90 (H100/H200), no GPU needed.
 
-Every tiling the dispatcher can choose (``fastsdf.kernels.siren.config``: each width and number of
+Every tiling the dispatcher can choose (``fastsdf.kernels.siren.launch.config``: each width and number of
 Jacobian columns per launch, each precision) is compiled with Triton's own compiler for an explicit
 ``GPUTarget``, and the result is checked: shared memory within the target's per-block limit, no
 register spills up to width 256 (Triton's bundled ``ptxas -v`` on the PTX), and the sine on the
@@ -17,11 +17,11 @@ minutes on two shared cores (the width-256 kernels most of it) and runs in the s
 of minutes: widths >= 128 take 10-70 s each, too long for the suite), and ``python
 tests/test_triton_compile.py [--slow]`` prints the measurements as JSON lines.
 
-The training kernels (``_backward_kernel``, plain and with the Jacobian's tangents, and the forward
+The training kernels (``training.backward_kernel``, plain and with the Jacobian's tangents, and the forward
 that writes the tape, ``kernel`` "backward" and "taped") are compiled the same way, three in the fast
 set (``FAST_TRAINING``), the rest in the slow one.
 
-Measured: the table in ``fastsdf.kernels.siren``'s docstring. Zero spills is asserted for widths
+Measured: the tables in ``fastsdf.kernels.siren.launch``'s docstring. Zero spills is asserted for widths
 <= 256 except the configurations in ``KNOWN_SPILLS`` (measured bytes, asserted not to grow): the
 Jacobian at width 256 (one tangent per launch) and width 64 fp32 on sm_90, and the Jacobian's
 backward at widths 128 and 256, the open items of issue 12.
@@ -65,9 +65,9 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 def _fast(width: int, tangents: int, precision: str) -> bool:
     """Widths 16, 32, 64 and the default network's 256 in fp32: the forward and the most Jacobian
     columns one launch takes."""
-    from fastsdf.kernels import siren as kernels
+    from fastsdf.kernels.siren import launch
 
-    most = tangents in (0, kernels._tangents_per_launch(width))
+    most = tangents in (0, launch.tangents_per_launch(width))
     return most and width in (16, 32, 64, 256) and precision == "fp32"
 
 
@@ -81,15 +81,15 @@ def _cases(slow: bool) -> list[dict]:
     """Fast: ``_fast`` and ``FAST_TRAINING`` in fp32. Slow: every other tiling, the training kernels
     (the backward, the forward that writes its tape) in every other width and precision, and a
     latent code's first layer (259 inputs)."""
-    from fastsdf.kernels import siren as kernels
+    from fastsdf.kernels.siren import launch
 
     cases = []
-    for width in kernels._WIDTHS:
-        for tangents in range(kernels._tangents_per_launch(width) + 1):
+    for width in launch.WIDTHS:
+        for tangents in range(launch.tangents_per_launch(width) + 1):
             cases += [dict(width=width, tangents=tangents, precision=p, inputs=3) for p in PRECISIONS
                       if _fast(width, tangents, p) != slow]
         for kernel in ("backward", "taped"):
-            for tangents in (0, kernels._tangents_per_launch(width)):
+            for tangents in (0, launch.tangents_per_launch(width)):
                 cases += [dict(kernel=kernel, width=width, tangents=tangents, precision=p, inputs=3)
                           for p in PRECISIONS if ((kernel, width, tangents) in FAST_TRAINING and p == "fp32") != slow]
         if slow:
@@ -101,13 +101,13 @@ def _compile(case: dict, arch: int, workdir: str) -> dict:
     """Compile one case for sm_<arch> and measure it (runs in the subprocess)."""
     import triton
 
-    from fastsdf.kernels import siren as kernels
+    from fastsdf.kernels.siren import launch, network
 
     if case.get("kernel") == "backward":
         return _compile_backward(case, arch, workdir)
     width, tangents, precision, inputs = case["width"], case["tangents"], case["precision"], case["inputs"]
-    cfg = kernels.config(width, tangents, case.get("kernel") == "taped")
-    exact = inputs <= kernels._EXACT_FIRST_LAYER
+    cfg = launch.config(width, tangents, case.get("kernel") == "taped")
+    exact = inputs <= network.EXACT_FIRST_LAYER
     operand = "*bf16" if precision == "bf16" else "*fp32"
     signature = dict(x_ptr="*fp32", n_points="i32", y_ptr="*fp32", jac_ptr="*fp32", w_first="*fp32",
                      b_first="*fp32", w_hidden=operand, b_hidden="*fp32", w_last=operand, b_last="*fp32",
@@ -116,17 +116,17 @@ def _compile(case: dict, arch: int, workdir: str) -> dict:
                      tape_u_ptr="*fp32", tape_u_last_ptr="*fp32")
     constants = dict(IN=inputs, K_FIRST=inputs if exact else triton.cdiv(inputs, 32) * 32, H=width, OUT=1,
                      GRAD_COLUMNS=3, TANGENTS=tangents, SINE_LAST=False, HAS_BIAS=True, EXACT_FIRST=exact,
-                     PRECISION=kernels._PRECISION_CODES[precision], TAPE=case.get("kernel") == "taped",
-                     BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_K_FIRST=kernels._BLOCK_K_FIRST)
-    return _compiled(kernels._siren_kernel, signature, constants, cfg, case, arch, workdir)
+                     PRECISION=launch.PRECISION_CODES[precision], TAPE=case.get("kernel") == "taped",
+                     BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_K_FIRST=network.BLOCK_K_FIRST)
+    return _compiled(network.siren_kernel, signature, constants, cfg, case, arch, workdir)
 
 
 def _compile_backward(case: dict, arch: int, workdir: str) -> dict:
-    """The training backward (``kernels._backward_kernel``) for xyz inputs and one output."""
-    from fastsdf.kernels import siren as kernels
+    """The training backward (``training.backward_kernel``) for xyz inputs and one output."""
+    from fastsdf.kernels.siren import launch, training
 
     width, precision, tangents = case["width"], case["precision"], case["tangents"]
-    cfg = kernels.backward_config(width, tangents)
+    cfg = launch.backward_config(width, tangents)
     operand = "*bf16" if precision == "bf16" else "*fp32"
     pointers = ("dy_ptr", "dj_ptr", "dx_ptr", "tape_ptr", "tape_last_ptr", "tape_u_ptr", "tape_u_last_ptr", "delta_ptr",
                 "delta_last_ptr", "delta_u_ptr", "delta_u_last_ptr", "w_first")
@@ -136,9 +136,9 @@ def _compile_backward(case: dict, arch: int, workdir: str) -> dict:
     # A later launch of the Jacobian's columns (FIRST False) adds to the earlier ones' results: the
     # larger kernel.
     constants = dict(IN=3, IN_PAD=16, H=width, OUT=1, GRAD_COLUMNS=3, TANGENTS=tangents, FIRST=tangents == 0,
-                     SINE_LAST=False, NEED_DX=True, PRECISION=kernels._PRECISION_CODES[precision],
+                     SINE_LAST=False, NEED_DX=True, PRECISION=launch.PRECISION_CODES[precision],
                      BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k)
-    return _compiled(kernels._backward_kernel, signature, constants, cfg, case, arch, workdir)
+    return _compiled(training.backward_kernel, signature, constants, cfg, case, arch, workdir)
 
 
 def _compiled(kernel, signature: dict, constants: dict, cfg, case: dict, arch: int, workdir: str) -> dict:
@@ -183,10 +183,10 @@ def _sincos_case(arch: int, workdir: str) -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from fastsdf.kernels import siren as kernels
+    from fastsdf.kernels.siren import elementwise
 
     signature = dict(z_ptr="*fp32", s_ptr="*fp32", c_ptr="*fp32", n="i64", omega="fp32", BLOCK="constexpr")
-    compiled = triton.compile(ASTSource(kernels._sincos_kernel, signature, dict(BLOCK=kernels._SINCOS_BLOCK)),
+    compiled = triton.compile(ASTSource(elementwise.sincos_kernel, signature, dict(BLOCK=elementwise.SINCOS_BLOCK)),
                               target=GPUTarget("cuda", arch, 32))
     return {"kernel": "sincos", **_measure(compiled, arch, workdir), "arch": arch}
 

@@ -8,6 +8,7 @@ CPU, Triton on CUDA), and a composed path, autograd-ready to any order, where on
 
 ``Siren`` is the official ``Siren`` class's interface (its defaults, ``forward`` returning
 ``(output, coords)``, its state-dict keys), so code written for it switches by changing the import.
+The state dicts of other implementations are read by ``fastsdf.nn.siren_layouts``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastsdf.nn.siren_layouts import check_bvp_omegas, official_layers, siren_pytorch_layers
 from fastsdf.ops import siren as siren_ops
 
 __all__ = ["PRECISIONS", "SineLayer", "Siren", "SirenMLP"]
@@ -205,12 +207,12 @@ class SirenMLP(nn.Module):
         Sizes, biases and whether the output layer is linear come from the keys; ``outermost_linear``,
         when given, must agree. ``kwargs`` go to the constructor (e.g. ``precision``). Any other key
         raises ValueError."""
-        layers, sine_last, layout = _official_layers(state_dict)
+        layers, sine_last, layout = official_layers(state_dict)
         if outermost_linear is not None and bool(outermost_linear) == sine_last:
             raise ValueError(f"outermost_linear={outermost_linear} but the state dict's last layer is "
                              f"{'a sine layer' if sine_last else 'linear'}")
         if layout == "SingleBVPNet":
-            _check_bvp_omegas(_omega("first_omega_0", first_omega_0), _omega("hidden_omega_0", hidden_omega_0))
+            check_bvp_omegas(_omega("first_omega_0", first_omega_0), _omega("hidden_omega_0", hidden_omega_0))
         return cls._from_layers(layers, outermost_linear=not sine_last, first_omega_0=first_omega_0,
                                 hidden_omega_0=hidden_omega_0, **kwargs)
 
@@ -234,7 +236,7 @@ class SirenMLP(nn.Module):
         (``final_sine``): the state dict does not say, and the package's defaults changed between
         versions, so all three are asked for. Other activations than the identity have no
         counterpart here."""
-        return cls._from_layers(_siren_pytorch_layers(state_dict), outermost_linear=not final_sine,
+        return cls._from_layers(siren_pytorch_layers(state_dict), outermost_linear=not final_sine,
                                 first_omega_0=w0_initial, hidden_omega_0=w0, **kwargs)
 
     @classmethod
@@ -252,79 +254,6 @@ class SirenMLP(nn.Module):
             for target, (_, source) in zip(model.biases, layers):
                 target.copy_(source)
         return model
-
-
-# The official layouts: the notebook's Siren class, and modules.py's SingleBVPNet (an FCBlock whose
-# layers are each Sequential(BatchLinear, Sine), the last Sequential(BatchLinear)).
-_OFFICIAL_KEYS = {"Siren": re.compile(r"(?:module\.)?net\.(\d+)\.(linear\.)?(?P<kind>weight|bias)"),
-                  "SingleBVPNet": re.compile(r"(?:module\.)?net\.net\.(\d+)\.0\.(?P<kind>weight|bias)")}
-# SingleBVPNet's Sine is sin(30 x).
-_BVP_OMEGA = 30.0
-
-
-def _official_layers(state_dict: Mapping[str, torch.Tensor]) -> tuple[list[tuple[torch.Tensor, Any]], bool, str]:
-    """(weight, bias) per layer of an official state dict, in order, whether the last layer is a
-    sine layer, and the layout ("Siren" or "SingleBVPNet")."""
-    layouts = {name for key in state_dict for name, pattern in _OFFICIAL_KEYS.items() if pattern.fullmatch(key)}
-    if len(layouts) != 1:
-        raise ValueError("not an official SIREN state dict: expected the keys of the notebook's Siren "
-                         "(net.{i}.linear.weight, ...) or of SingleBVPNet (net.net.{i}.0.weight, ...)"
-                         + (", not both" if layouts else ""))
-    layout = layouts.pop()
-    found: dict[int, dict[str, torch.Tensor]] = {}
-    sine: dict[int, bool] = {}
-    for key, value in state_dict.items():
-        match = _OFFICIAL_KEYS[layout].fullmatch(key)
-        if match is None:
-            raise ValueError(f"not an official {layout} state dict: unexpected key {key!r}")
-        found.setdefault(int(match[1]), {})[match["kind"]] = value
-        sine[int(match[1])] = layout == "Siren" and match[2] is not None
-    layers = _checked_layers(found)
-    return layers, sine[len(layers) - 1], layout
-
-
-def _check_bvp_omegas(*omegas: float | None) -> None:
-    if any(omega != _BVP_OMEGA for omega in omegas if omega is not None):
-        raise ValueError(f"a SingleBVPNet computes sin(30 (W x + b)) in every sine layer, so it loads only into "
-                         f"a network whose omegas are all 30, got {omegas}")
-
-
-def _siren_pytorch_layers(state_dict: Mapping[str, torch.Tensor]) -> list[tuple[torch.Tensor, Any]]:
-    """(weight, bias) per layer of a siren-pytorch SirenNet state dict, in order."""
-    found: dict[int, dict[str, torch.Tensor]] = {}
-    last: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        match = re.fullmatch(r"(?:module\.)?(?:(?:net|layers)\.(\d+)|(last_layer))\.(weight|bias)", key)
-        if match is None:
-            raise ValueError(f"not a siren-pytorch SirenNet state dict: unexpected key {key!r}")
-        (last if match[2] else found.setdefault(int(match[1]), {}))[match[3]] = value
-    if "weight" not in last:
-        raise ValueError("not a siren-pytorch SirenNet state dict: no last_layer.weight")
-    found[max(found, default=-1) + 1] = last
-    return _checked_layers(found)
-
-
-def _checked_layers(found: dict[int, dict[str, torch.Tensor]]) -> list[tuple[torch.Tensor, Any]]:
-    """The layers' (weight, bias) in order, after checking that they are numbered 0..L (at least 2),
-    each has a 2-D weight, biases are all there or all absent and fit, and the sizes chain through
-    square hidden layers of one size."""
-    indices = sorted(found)
-    if len(indices) < 2 or indices != list(range(len(indices))):
-        raise ValueError(f"the layers must be numbered 0, 1, ... with at least 2 of them, got {indices}")
-    layers = [(found[i].get("weight"), found[i].get("bias")) for i in indices]
-    for weight, bias in layers:
-        if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
-            raise ValueError("every layer needs a 2-D weight")
-        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-            raise ValueError(f"a bias of shape {tuple(bias.shape)} for a weight of shape {tuple(weight.shape)}")
-    if len({bias is None for _, bias in layers}) != 1:
-        raise ValueError("some layers have biases and others do not")
-    for (a, _), (b, _) in zip(layers, layers[1:]):
-        if a.shape[0] != b.shape[1]:
-            raise ValueError(f"layer sizes do not chain: {tuple(a.shape)} then {tuple(b.shape)}")
-    if any(w.shape[0] != w.shape[1] for w, _ in layers[1:-1]):
-        raise ValueError("the hidden layers of a SIREN must be square")
-    return layers
 
 
 class SineLayer(nn.Module):
@@ -455,7 +384,7 @@ class Siren(SirenMLP):
         if "SingleBVPNet" in found:
             if not isinstance(self.net[-1], nn.Linear):
                 raise ValueError("a SingleBVPNet's output layer is linear: load it into Siren(..., outermost_linear=True)")
-            _check_bvp_omegas(*self.omegas)
+            check_bvp_omegas(*self.omegas)
         for old, new in found.get("SingleBVPNet", found.get("SirenMLP", {})).items():
             state_dict[new] = state_dict.pop(old)
 

@@ -10,6 +10,9 @@ instead.
 
 It computes in float32 whatever the precision: on the CPU neither tf32 nor a bf16 product is there
 to make it faster (the fused fp32 kernel already outruns bf16 PyTorch).
+
+This module is the CPU's ``fastsdf.ops.siren_fused.FusedBackend``; ``sincos`` is the CPU's fused
+sine for the composed path.
 """
 
 from __future__ import annotations
@@ -21,9 +24,37 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from fastsdf import _backend, _memory
-from fastsdf.ops.siren import KernelCache
+from fastsdf.ops.siren_fused import KernelCache, records_graph
 
-__all__ = ["FusedSiren", "forward", "forward_with_gradient", "packed"]
+__all__ = ["FusedSiren", "forward", "forward_with_gradient", "jacobian_pays", "packed", "serves_recorded", "sincos",
+           "supports"]
+
+
+def supports(weights: Sequence[torch.Tensor], omegas: Sequence[float | None]) -> bool:
+    """The kernel takes any SIREN."""
+    return True
+
+
+def jacobian_pays(precision: str) -> bool:
+    """The fused Jacobian runs in every precision (all are fp32 here)."""
+    return True
+
+
+def serves_recorded(x: torch.Tensor, weights: Sequence[torch.Tensor], grad_columns: int | None,
+                    double_backward: bool) -> bool:
+    """Whether the kernel's first-order backward may serve a recorded call: where its gradients need
+    not be differentiated again (``double_backward`` False)."""
+    return not double_backward
+
+
+def sincos(z: torch.Tensor, omega: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sin(omega z), omega cos(omega z)) of float32 CPU ``z`` by the vectorised kernel."""
+    z = z.contiguous()
+    s = torch.empty_like(z)
+    c = torch.empty_like(z)
+    _backend.cpu().siren_sincos(z.detach().reshape(-1).numpy(), float(omega), s.reshape(-1, 1).numpy(),
+                                c.reshape(-1, 1).numpy())
+    return s, c
 
 
 def packed(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None], omegas: Sequence[float | None],
@@ -118,7 +149,7 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torc
     net = packed(weights, biases, omegas, cache)
     params = [*weights, *(b for b in biases if b is not None)]
     # Whether autograd records the call, and so whether a tape is worth keeping for its backward.
-    recorded = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))
+    recorded = records_graph([x, *params])
     return FusedSiren.apply(net, len(weights), grad_columns, recorded, x, *params)
 
 

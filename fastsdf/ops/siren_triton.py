@@ -1,5 +1,11 @@
-"""The fused Triton kernels' autograd (``fastsdf.kernels.siren``) behind ``fastsdf.ops.siren``: training
-on CUDA runs the fused forward (or forward with the Jacobian) and a fused backward.
+"""The fused Triton kernels (``fastsdf.kernels.siren``) as ``fastsdf.ops.siren``'s ``"triton"`` backend
+(this module is its ``fastsdf.ops.siren_fused.FusedBackend``): which networks and calls they serve,
+and their autograd, with which training on CUDA runs the fused forward (or forward with the
+Jacobian) and a fused backward.
+
+A call that autograd does not record runs the kernels' launchers alone. Their operands are prepared
+from the weights at every call (a few weight-sized copies), where checking cached ones against edits
+through .data would cost a synchronisation: the ``KernelCache`` stays unused.
 
 ``FusedSiren``'s forward is the fused forward kernel, which also writes a tape: each sine layer's
 pre-activations z = W a + b (4 bytes per neuron and point) and, with the Jacobian, the tangents
@@ -23,10 +29,10 @@ written (or added atomically) for every 16-32 points, 8-16 KB a point a layer; t
 operands once, 2 KB a point a layer (times 1 + columns).
 
 Gradients of gradients (``torch.autograd.grad(..., create_graph=True)`` through this call): the
-backward then runs the composed path (``fastsdf.ops.siren_reference`` with the Triton sine) on the
-saved inputs and parameters and returns its gradients, which autograd can differentiate again; only
-first-order backwards run on the kernels. The eikonal loss on ``forward_with_gradient``'s Jacobian
-needs only those.
+backward then runs the composed path (``fastsdf.ops.siren_composed``: the reference with the Triton
+sine) on the saved inputs and parameters and returns its gradients, which autograd can
+differentiate again; only first-order backwards run on the kernels. The eikonal loss on
+``forward_with_gradient``'s Jacobian needs only those.
 """
 
 from __future__ import annotations
@@ -37,16 +43,36 @@ from typing import Any
 import torch
 
 from fastsdf import _memory
-from fastsdf.ops import siren_reference
-from fastsdf.ops.siren import _linear, _sine
+from fastsdf.kernels import siren as kernels
+from fastsdf.ops import siren_composed, siren_reference
+from fastsdf.ops.siren_fused import KernelCache, records_graph
 
-__all__ = ["FusedSiren", "forward", "forward_with_gradient", "tape_fits"]
+__all__ = ["FusedSiren", "forward", "forward_with_gradient", "jacobian_pays", "serves_recorded", "supports"]
+
+# The fused Jacobian against the composed path (plain PyTorch), on one H200 (2026-11-29,
+# 3->256x3->1, 2^20 points, medians of CUDA-event timings): fp32 19.0 against 35.1 M points/s, tf32
+# 25.8 against 20.4, bf16 34.2 against 37.8. Until the kernel wins, the dispatcher runs it only in the
+# precisions where it does (FASTSDF_BACKEND=triton runs it in all).
+_JACOBIAN_PRECISIONS = ("tf32",)
 
 
-def tape_fits(x: torch.Tensor, weights: Sequence[torch.Tensor], grad_columns: int | None) -> bool:
+def supports(weights: Sequence[torch.Tensor], omegas: Sequence[float | None]) -> bool:
+    """Whether the kernels take this network: ``kernels.siren.supports``'s sizes, and one omega for
+    the hidden layers."""
+    return len(set(omegas[1:-1])) <= 1 and kernels.supports(weights)
+
+
+def jacobian_pays(precision: str) -> bool:
+    """Whether ``forward_with_gradient`` at ``precision`` was measured faster fused than composed."""
+    return precision in _JACOBIAN_PRECISIONS
+
+
+def serves_recorded(x: torch.Tensor, weights: Sequence[torch.Tensor], grad_columns: int | None,
+                    double_backward: bool) -> bool:
     """Whether the tape (each sine layer's pre-activations, and with the Jacobian the tangents it
     receives) takes at most a quarter of the device's free memory; else the dispatcher takes the
-    composed path, which keeps less (as the CPU kernel runs the network again)."""
+    composed path, which keeps less (as the CPU kernel runs the network again). A double backward
+    runs the composed path's on the saved inputs (``FusedSiren``)."""
     neurons = sum(w.shape[0] for w in weights)
     return 4 * x.shape[0] * neurons * (1 + (grad_columns or 0)) <= _memory.available_bytes(x.device) // 4
 
@@ -58,8 +84,6 @@ class FusedSiren(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, layers: int, omegas: tuple, precision: str, grad_columns: int | None, x: torch.Tensor,
                 *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from fastsdf.kernels import siren as kernels
-
         weights, biases = _split(layers, params)
         y, jacobian, tape = kernels.forward_taped(x, weights, biases, omegas, precision, grad_columns)
         ctx.layers, ctx.omegas, ctx.precision = layers, omegas, precision
@@ -74,8 +98,6 @@ class FusedSiren(torch.autograd.Function):
         needs = ctx.needs_input_grad[4:]
         if torch.is_grad_enabled():
             return (None, None, None, None, *_composed_gradients(ctx, dy, dj, x, params, needs))
-        from fastsdf.kernels import siren as kernels
-
         layers, omegas, tape = ctx.layers, ctx.omegas, ctx.tape
         weights = params[:layers]
         deltas = kernels.backward(dy, dj, x, tape, weights, omegas, ctx.precision, needs[0])
@@ -108,7 +130,7 @@ def _composed_gradients(ctx: Any, dy: torch.Tensor | None, dj: torch.Tensor | No
     """The gradients of <dy, y> + <dj, J> by the composed path, themselves differentiable."""
     weights, biases = _split(ctx.layers, params)
     wanted = [t for t, need in zip((x, *params), needs) if need]
-    sine, linear = _sine("triton"), _linear(ctx.precision, x.device)
+    sine, linear = siren_composed.sine("triton"), siren_composed.linear(ctx.precision, x.device)
     if ctx.grad_columns is None:
         outputs = [siren_reference.forward(x, weights, biases, ctx.omegas, sine, linear)]
     else:
@@ -128,15 +150,22 @@ def _apply(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[to
 
 
 def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
-            omegas: Sequence[float | None], precision: str) -> torch.Tensor:
-    """The network at x (N, in) -> (N, out), recorded for autograd (``FusedSiren``)."""
-    return _apply(x, weights, biases, omegas, precision, None)[0]
+            omegas: Sequence[float | None], precision: str, cache: KernelCache) -> torch.Tensor:
+    """The network at x (N, in) -> (N, out); recorded for autograd (``FusedSiren``) where autograd
+    records the call."""
+    if records_graph([x, *weights, *biases]):
+        return _apply(x, weights, biases, omegas, precision, None)[0]
+    return kernels.forward(x, weights, biases, omegas, precision)
 
 
 def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
-                          omegas: Sequence[float | None], precision: str,
-                          grad_columns: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y (N, out), dy/dx (N, out, grad_columns)) recorded for autograd (``FusedSiren``)."""
+                          omegas: Sequence[float | None], precision: str, grad_columns: int,
+                          cache: KernelCache) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y (N, out), dy/dx (N, out, grad_columns)) for the last ``grad_columns`` inputs: one launch
+    per 3 columns (1 from width 256), each computing y too; recorded for autograd (``FusedSiren``)
+    where autograd records the call."""
+    if not records_graph([x, *weights, *biases]):
+        return kernels.forward_with_gradient(x, weights, biases, omegas, precision, grad_columns)
     y, jacobian = _apply(x, weights, biases, omegas, precision, grad_columns)
     assert jacobian is not None
     return y, jacobian

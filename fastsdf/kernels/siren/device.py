@@ -1,0 +1,167 @@
+"""Device functions the SIREN kernels share: the sine and cosine, the operands' rounding, the products
+of a layer at a precision, and the stores of the Jacobian's tangents.
+
+Sine and cosine (``sincos``): an explicit range reduction to [-pi, pi] (k = floor(phase / 2 pi + 1/2),
+then phase - k 2 pi with a three-constant Cody-Waite split, fused multiply-adds), then the special
+function unit's ``sin.approx.f32`` / ``cos.approx.f32`` by inline PTX (max absolute error
+2^-20.9 on [-pi, pi], PTX ISA). The interpreter has no PTX: there the same reduced argument goes
+through ``tl.sin``/``tl.cos``, and the tests add the hardware's error bound to their tolerances.
+
+Precision of the products after the first layer (``dot``): ``"fp32"`` is ``tf32x3`` (three TF32
+products, fp32 accuracy on tensor cores), ``"tf32"`` one TF32 product, ``"bf16"`` bfloat16 operands
+(weights converted once per call on the host, activations at the dot) with fp32 accumulation. The
+first layer (few inputs, magnified by omega_0) is exact fp32 multiply-adds when it has at most 16
+inputs, ``tf32x3`` products over blocks of the inputs read from global memory beyond (latent codes).
+The interpreter ignores ``input_precision``, so there the kernels round the operands themselves as
+the hardware does (TF32 truncation, the tf32x3 split, bfloat16 round-to-nearest-even) and run an
+exact product: the numerics the tests see are the GPU's, up to summation order.
+
+A layer's products (``products``) are one (BLOCK_M, N) accumulator summed over chunks of BLOCK_K
+inputs: the input tile is cut into its column halves recursively (``_halves``: reshape, permute,
+split, which moves no data where the top column bits are register bits of the accumulator layout),
+and each chunk is multiplied by the matching BLOCK_K rows of W^T. So only a BLOCK_M x BLOCK_K chunk
+is ever in the MMA operand layout, which Triton replicates over the warps that split N, or split
+into TF32 big and small parts; the previous design converted the whole tile (three copies in fp32
+mode) and spilled from width 128 on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import triton
+import triton.language as tl
+
+__all__ = ["dot", "products", "sincos", "store_tangents"]
+
+# Triton's interpreter has no inline PTX and ignores input_precision: there the kernels emulate both.
+_NATIVE = tl.constexpr(os.environ.get("TRITON_INTERPRET") != "1")
+
+# 2 pi = _C1 + _C2 + _C3: _C1 has 8 significant bits (k _C1 is exact for |k| < 2^16), the rest
+# carries the remainder to ~2^-70, so phase - k 2 pi loses nothing but its final rounding.
+_INV_2PI = tl.constexpr(1.0 / (2.0 * math.pi))
+_C1 = tl.constexpr(6.28125)
+_C2 = tl.constexpr(float(np.float32(2.0 * math.pi - 6.28125)))
+_C3 = tl.constexpr(float(np.float32(2.0 * math.pi - 6.28125 - float(np.float32(2.0 * math.pi - 6.28125)))))
+
+
+@triton.jit
+def sincos(phase):
+    """(sin(phase), cos(phase)) after reduction to [-pi, pi]; the MUFU on the GPU."""
+    k = tl.floor(phase * _INV_2PI + 0.5)
+    r = tl.fma(k, -_C1, phase)
+    r = tl.fma(k, -_C2, r)
+    r = tl.fma(k, -_C3, r)
+    if _NATIVE:
+        s = tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32, is_pure=True,
+                                      pack=1)
+        c = tl.inline_asm_elementwise("cos.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32, is_pure=True,
+                                      pack=1)
+    else:
+        s = tl.sin(r)
+        c = tl.cos(r)
+    return s, c
+
+
+@triton.jit
+def _tf32(x):
+    """x with its mantissa truncated to TF32's 10 bits (what the tensor cores read of fp32)."""
+    return (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _bf16(x):
+    """x rounded to bfloat16 (to nearest, ties to even), kept in fp32."""
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _dot_tf32(a, b, acc):
+    """acc + a b with TF32 operands (truncated, as the tensor cores read fp32)."""
+    if _NATIVE:
+        return tl.dot(a, b, acc, input_precision="tf32")
+    else:
+        return tl.dot(_tf32(a), _tf32(b), acc, input_precision="ieee")
+
+
+@triton.jit
+def _dot(a, b, acc, PRECISION: tl.constexpr):
+    """acc + a b: a fp32, b fp32 (bf16 for PRECISION 2), fp32 accumulation. tf32x3 is written out
+    (big and small parts, the small ones' product left out) rather than left to Triton's TF32x3,
+    whose operand copies in shared memory do not fit at widths >= 128."""
+    if PRECISION == 2:
+        if _NATIVE:
+            return tl.dot(a.to(tl.bfloat16), b, acc)
+        else:
+            return tl.dot(_bf16(a), b.to(tl.float32), acc, input_precision="ieee")
+    elif PRECISION == 1:
+        return _dot_tf32(a, b, acc)
+    else:
+        a_big = _tf32(a)
+        b_big = _tf32(b)
+        acc = _dot_tf32(a - a_big, b_big, acc)
+        acc = _dot_tf32(a_big, b - b_big, acc)
+        return _dot_tf32(a_big, b_big, acc)
+
+
+@triton.jit
+def _halves(x):
+    """x's first and second half of columns. The top column bits of a dot's accumulator are
+    register bits of each thread (repetitions of the MMA tile), so this moves no data."""
+    return tl.split(tl.permute(tl.reshape(x, (x.shape[0], 2, x.shape[1] // 2)), (0, 2, 1)))
+
+
+@triton.jit
+def _products(a, t0, t1, t2, z, u0, u1, u2, w_ptr, K0: tl.constexpr, K: tl.constexpr, LDW: tl.constexpr,
+              TANGENTS: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """z += a W^T[K0:K0 + K] and u_i += t_i W^T[K0:K0 + K] (a, t_i: columns K0..K0 + K of the
+    layer's input; W^T (in, LDW) row-major at w_ptr), in chunks of BLOCK_K rows: each chunk of the
+    weights is loaded once for the activations and the tangents, and only a chunk of an operand is
+    ever in the MMA operand layout (or split into TF32 big and small parts) at a time."""
+    if K == BLOCK_K:
+        # The chunk's offset is added to the scalar pointer: one offset tile serves every chunk and
+        # layer, where per-chunk offset tiles would be hoisted out of the layer loop, all live.
+        b = tl.load((w_ptr + K0 * LDW) + (tl.arange(0, BLOCK_K)[:, None] * LDW + tl.arange(0, LDW)[None, :]))
+        z = _dot(a, b, z, PRECISION)
+        if TANGENTS > 0:
+            u0 = _dot(t0, b, u0, PRECISION)
+        if TANGENTS > 1:
+            u1 = _dot(t1, b, u1, PRECISION)
+        if TANGENTS > 2:
+            u2 = _dot(t2, b, u2, PRECISION)
+    else:
+        a_lo, a_hi = _halves(a)
+        t0_lo, t0_hi, t1_lo, t1_hi, t2_lo, t2_hi = t0, t0, t1, t1, t2, t2
+        if TANGENTS > 0:
+            t0_lo, t0_hi = _halves(t0)
+        if TANGENTS > 1:
+            t1_lo, t1_hi = _halves(t1)
+        if TANGENTS > 2:
+            t2_lo, t2_hi = _halves(t2)
+        z, u0, u1, u2 = _products(a_lo, t0_lo, t1_lo, t2_lo, z, u0, u1, u2, w_ptr, K0, K // 2, LDW, TANGENTS,
+                                  BLOCK_K, PRECISION)
+        z, u0, u1, u2 = _products(a_hi, t0_hi, t1_hi, t2_hi, z, u0, u1, u2, w_ptr, K0 + K // 2, K // 2, LDW,
+                                  TANGENTS, BLOCK_K, PRECISION)
+    return z, u0, u1, u2
+
+
+
+@triton.jit
+def store_tangents(at, t0, t1, t2, stride, mask, TANGENTS: tl.constexpr):
+    """The first TANGENTS of t0, t1, t2 stored at ``at``, ``at + stride`` and ``at + 2 stride``."""
+    if TANGENTS > 0:
+        tl.store(at, t0, mask=mask)
+    if TANGENTS > 1:
+        tl.store(at + stride, t1, mask=mask)
+    if TANGENTS > 2:
+        tl.store(at + 2 * stride, t2, mask=mask)
+
+
+# The public names of the two that the bodies above call by their private names (the kernels'
+# bodies are kept as tuned: tests/test_triton_compile.py measures them).
+dot = _dot
+products = _products

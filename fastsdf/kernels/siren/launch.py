@@ -1,0 +1,150 @@
+"""How the SIREN kernels are launched: which networks they take (``supports``), the tiling of each
+launch (``Config``, measured per width and number of Jacobian columns), the groups of Jacobian
+columns a call launches, and the device guard every launch runs under.
+
+Register budget (fp32 words per thread): a BLOCK_M x H tile costs BLOCK_M H / (32 num_warps); a
+layer holds 2 (1 + TANGENTS) of them (inputs and accumulators) plus the chunk's operands (the
+A chunk replicated over the N warps, its big/small parts, the weight chunk's, and the loads ptxas
+prefetches for the next chunks, ~100-140 registers measured). Width 256, fp32 forward: BLOCK_M 32,
+8 warps, 2 x 32 tile registers, 206 in all, no spill; BLOCK_M 64 (2 x 64) spills 428-624 B. The
+Jacobian at 256 with 3 tangents (8 tiles) spills even at BLOCK_M 16 (408-808 B), with 1 tangent
+per launch at BLOCK_M 16 it is 12-24 B. Small tiles cost tensor-core efficiency: sm_90's wgmma
+needs M >= 64 per warpgroup, so with BLOCK_M < 64 Triton issues mma.sync (HMMA m16n8k8), and the
+weights are re-read from L2 per BLOCK_M points; spill-free was preferred to larger tiles.
+
+Configurations of the forward (``_CONFIGS``, BLOCK_M / BLOCK_K / warps, no software pipelining of
+the layer loop) measured with Triton 3.9 and its ptxas (registers / spill bytes / shared memory,
+sm_80 ; sm_90), fp32 unless said:
+
+=====  ==========  ===========  ==============================  ===============================
+width  tangents    tiling       sm_80                           sm_90
+=====  ==========  ===========  ==============================  ===============================
+16     0 / 3       64,32 /16/4  56 / 0 / 4 KB; 96 / 0 / 2 KB    42 / 0 / 2 KB; 96 / 0 / 2 KB
+32     0 / 3       64,32 /16/4  76 / 0 / 4 KB; 205 / 0 / 2 KB   64 / 0 / 4 KB; 174 / 0 / 2 KB
+64     0           64/16/4      163 / 0 / 4 KB (tf32, bf16 128)  119 / 0 / 8 KB (tf32 124, bf16 96)
+64     3           16/16/4      168 / 0 / 4 KB (tf32 166,        168 / 36 B / 4 KB (tf32 166 / 0,
+                                bf16 128, no spill)              bf16 146 / 0)
+128    0 / 3       32,16 /16/8  not measured                     not measured
+256    0           32/16/8      202 / 0 / 32 KB                  206 / 0 / 32 KB
+256    1 per call  16/16/8      255 / 12 B / 16 KB               255 / 24 B / 16 KB
+512    0 / 1       16/16/8      not measured                     not measured
+=====  ==========  ===========  ==============================  ===============================
+
+Still open: the Jacobian at width 256 (and width 64 fp32 on sm_90) spills a few words; widths 128
+and 512 and the tf32/bf16 variants at 256 are compiled only with FASTSDF_COMPILE_ALL=1
+(tests/test_triton_compile.py).
+
+The training kernels' tilings (``_BACKWARD_CONFIGS``, ``_TAPED_CONFIGS`` where they differ from the
+forward's; measured by tests/test_triton_compile.py, which compiles the other precisions too), fp32,
+registers / spill bytes / shared memory:
+
+========  ======  ===========  ==========================  ===============================
+kernel    width   tangents     sm_80                       sm_90
+========  ======  ===========  ==========================  ===============================
+backward  16      0 / 3        96/0/4 KB; 168/0/2 KB       96/0/4 KB; 158/0/2 KB
+backward  32      0 / 3        156/0/8 KB; 166/0/2 KB      236/0/8 KB; 149/0/2 KB
+backward  64      0 / 3        168/0/8 KB; 254/0/4 KB      244/0/8 KB; 254/0/4 KB
+backward  128     0 / 3        169/0/8 KB; 255/36 B/8 KB   172/0/8 KB; 255/12 B/8 KB
+backward  256     0 / 1        251/0/16 KB; 255/1424 B     254/0/16 KB; 255/1552 B
+backward  512     0 / 1        255/560 B; 255/7968 B       255/684 B; 255/11100 B
+taped     16, 32  3            136/0; 255/0                143/0; 255/0
+taped     128     0 / 3        199/0/16 KB; 255/0/8 KB     255/0/16 KB; 255/0/8 KB
+taped     256     0 / 1        206/0/32 KB; 255/0/16 KB    208/0/32 KB; 255/60 B/16 KB
+========  ======  ===========  ==========================  ===============================
+
+(the backward's tilings: those of the forward's launch with as many tangents, except BLOCK_M 32 at
+width 64 and 16 at 128-256 without tangents, and 16 at width 32 with 3; the taped forward's: the
+forward's, except BLOCK_M 32 at width 64, where 64 spilled 188 B on sm_90). Still open: the
+Jacobian's backward at width 256 spills 1.4-1.6 KB in fp32 (dL/da, dL/dt, their accumulators,
+the tf32x3 split's big and small parts and the tape's z, u and derivative live at once at BLOCK_M
+16, the smallest ``tl.dot`` tile; 16 warps cap the registers at 128 and spill 8 KB), none in tf32
+or bf16; tf32/bf16 variants at widths 128-256 spill 24-96 B (tests/test_triton_compile.py's
+``KNOWN_SPILLS``); width 512 spills throughout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import triton.language as tl
+
+__all__ = ["OUT_PAD", "PRECISION_CODES", "WIDTHS", "Config", "backward_config", "column_groups", "config",
+           "on_device", "supports", "tangents_per_launch"]
+
+PRECISION_CODES = {"fp32": 0, "tf32": 1, "bf16": 2}
+_MAX_TANGENTS = 3  # Jacobian columns per launch
+WIDTHS = (16, 32, 64, 128, 256, 512)
+_MAX_OUTPUTS = 16  # the output layer is one chunk of OUT_PAD columns
+OUT_PAD = tl.constexpr(16)
+_MAX_INPUTS = 512
+
+
+@dataclass(frozen=True)
+class Config:
+    """A tiling: points per program, rows of a weight chunk (the K of each ``tl.dot``), warps, and
+    Triton's software pipelining of the loop over hidden layers (1: none; more prefetches the next
+    layers' weights into shared memory, one copy of a layer's weights per stage)."""
+
+    block_m: int
+    block_k: int
+    num_warps: int
+    num_stages: int = 1
+
+
+def tangents_per_launch(width: int) -> int:
+    """Jacobian columns one launch computes (each costs two tiles of registers)."""
+    return _MAX_TANGENTS if width <= 128 else 1
+
+
+# (width, tangent tiles) -> Config, measured by tests/test_triton_compile.py (the table above).
+_CONFIGS: dict[tuple[int, int], Config] = {}
+for _w in WIDTHS:
+    for _t in range(tangents_per_launch(_w) + 1):
+        if _w <= 32:
+            _CONFIGS[_w, _t] = Config(64 if _t == 0 else 32, 16, 4)
+        elif _w == 64:
+            _CONFIGS[_w, _t] = Config(64 if _t == 0 else 16, 16, 4)
+        elif _w <= 256:
+            _CONFIGS[_w, _t] = Config(32 if _t == 0 else 16, 16, 8)
+        else:
+            _CONFIGS[_w, _t] = Config(16, 16, 8)
+
+# Where the training kernels need smaller tiles than the forward's (measured as the table above).
+_BACKWARD_CONFIGS: dict[tuple[int, int], Config] = {(64, 0): Config(32, 16, 4), (128, 0): Config(16, 16, 8),
+                                                    (256, 0): Config(16, 16, 8), (32, 3): Config(16, 16, 4)}
+_TAPED_CONFIGS: dict[tuple[int, int], Config] = {(64, 0): Config(32, 16, 4)}
+
+
+def supports(weights: Sequence[torch.Tensor]) -> bool:
+    """Whether the fused kernels take this network: hidden layers square, of a power-of-two width
+    from 16 to 512, at most 512 inputs and at most 16 outputs."""
+    width = weights[0].shape[0]
+    square = all(tuple(w.shape) == (width, width) for w in weights[1:-1])
+    return (square and width in WIDTHS and weights[0].shape[1] <= _MAX_INPUTS
+            and weights[-1].shape[0] <= _MAX_OUTPUTS)
+
+
+def backward_config(width: int, tangents: int = 0) -> Config:
+    """The tiling of ``backward`` at this width, ``tangents`` Jacobian columns per launch."""
+    return _BACKWARD_CONFIGS.get((width, tangents)) or _CONFIGS[width, tangents]
+
+
+def config(width: int, tangents: int, taped: bool = False) -> Config:
+    """The tiling the kernels run a network of this width with, ``tangents`` Jacobian columns per
+    launch (0 for the forward); ``taped``: the forward that writes the backward's tape."""
+    return (taped and _TAPED_CONFIGS.get((width, tangents))) or _CONFIGS[width, tangents]
+
+
+def column_groups(width: int, columns: int) -> list[tuple[int, int]]:
+    """(first column, columns) of each launch: up to ``tangents_per_launch`` Jacobian columns each, a
+    single launch of none without a Jacobian."""
+    per_launch = tangents_per_launch(width)
+    return [(c, min(per_launch, columns - c)) for c in range(0, columns, per_launch)] or [(0, 0)]
+
+
+def on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Launches on t's GPU, whichever is current (Triton launches on the current device)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()

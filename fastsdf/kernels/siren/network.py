@@ -1,0 +1,264 @@
+"""The whole SIREN in one launch: ``forward``, ``forward_with_gradient`` and ``forward_taped`` (which
+also writes the training backward's tape, ``Tape``).
+
+``siren_kernel`` runs the network with one program per tile of BLOCK_M points. The tile's
+activations (BLOCK_M x H, fp32) stay in registers from the first layer to the last: nothing but x,
+y and the Jacobian touches global memory per point (12 + 4 OUT bytes forward, + 12 OUT with the xyz
+Jacobian); the weights are streamed (from L2) once per tile. A layer is one (BLOCK_M, N)
+accumulator (``device.products``).
+
+The input Jacobian is forward mode: the tangents dz/dx_j of the requested inputs ride along as
+BLOCK_M x H tiles, multiplied by the same weight chunk as the activations (loaded once) and by
+omega cos(omega z) after it. Reverse mode would need every layer's cos factors kept for the
+backward sweep; forward mode keeps 1 + TANGENTS tiles and their accumulators live and stores
+nothing. A launch takes up to 3 columns (``launch.tangents_per_launch``: 1 from width 256 on); more
+take several launches, each computing y too. With TAPE the kernel also stores each sine layer's
+pre-activations and, with the Jacobian, the tangents each layer receives, for ``training.backward``.
+
+Measured on one H200 (2026-11-29, width 256, benchmarks/RESULTS.md): forward 107M points/s in fp32
+(eager PyTorch 77M), 152M in tf32, 198M in bf16; the Jacobian 19M (fp32), 26M (tf32), 34M (bf16),
+slower than the composed path except in tf32 (``fastsdf.ops.siren_triton.jacobian_pays``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+# Bound under the names the kernel bodies call them by.
+from fastsdf.kernels.siren.device import dot as _dot
+from fastsdf.kernels.siren.device import products as _products
+from fastsdf.kernels.siren.device import sincos as _sincos
+from fastsdf.kernels.siren.device import store_tangents as _store_tangents
+from fastsdf.kernels.siren.launch import OUT_PAD as _OUT_PAD
+from fastsdf.kernels.siren.launch import PRECISION_CODES, Config, column_groups, config, on_device
+
+__all__ = ["BLOCK_K_FIRST", "EXACT_FIRST_LAYER", "Tape", "forward", "forward_taped", "forward_with_gradient",
+           "siren_kernel"]
+
+EXACT_FIRST_LAYER = 16  # inputs up to which the first layer is a loop of fp32 multiply-adds
+BLOCK_K_FIRST = 32  # inputs per product of a first layer beyond EXACT_FIRST_LAYER
+
+
+@triton.jit
+def _activate(z, t0, t1, t2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, N: tl.constexpr,
+              SINE: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr):
+    """z + b and, with SINE, (sin(omega (z + b)), omega cos(omega (z + b)) t_i). TAPED > 0 stores the
+    first TAPED columns of z + b at tape_rows (row pointers; rows where store_z) and of the tangents t_i
+    as they come in (W t of the layer below) at tape_u_rows + i u_stride, for the backward."""
+    if HAS_BIAS:
+        z += tl.load(b_ptr + tl.arange(0, N))[None, :]
+    if TAPED > 0:
+        columns = tl.arange(0, N)
+        inside = valid[:, None] & (columns < TAPED)[None, :]
+        tl.store(tape_rows[:, None] + columns[None, :], z, mask=inside & store_z[:, None])
+        _store_tangents(tape_u_rows[:, None] + columns[None, :], t0, t1, t2, u_stride, inside, TANGENTS)
+    if SINE:
+        z, c = _sincos(z * omega)
+        c = c * omega
+        if TANGENTS > 0:
+            t0 = t0 * c
+        if TANGENTS > 1:
+            t1 = t1 * c
+        if TANGENTS > 2:
+            t2 = t2 * c
+    return z, t0, t1, t2
+
+
+@triton.jit
+def _layer(a, t0, t1, t2, w_ptr, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, K: tl.constexpr,
+           N: tl.constexpr,
+           SINE: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr,
+           BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """A layer after the first: K inputs, N outputs, the whole (BLOCK_M, N) result one accumulator."""
+    z = tl.zeros((BLOCK_M, N), dtype=tl.float32)
+    z, u0, u1, u2 = _products(a, t0, t1, t2, z, z, z, z, w_ptr, 0, K, N, TANGENTS, BLOCK_K, PRECISION)
+    return _activate(z, u0, u1, u2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, N, SINE,
+                     HAS_BIAS, TANGENTS, TAPED)
+
+
+@triton.jit
+def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, tape_rows, tape_u_rows, u_stride, store_z,
+                 IN: tl.constexpr, K: tl.constexpr,
+                 H: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr,
+                 EXACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The first layer from x (x_rows: row pointers, IN columns); its tangents start as the weights'
+    rows first_column... EXACT: by fp32 multiply-adds, else by tf32x3 products over blocks of
+    BLOCK_K inputs (K: IN padded to BLOCK_K, padding rows zero)."""
+    rn = tl.arange(0, H)
+    z = tl.zeros((BLOCK_M, H), dtype=tl.float32)
+    if EXACT:
+        for k in tl.static_range(IN):
+            z += tl.load(x_rows + k, mask=valid, other=0.0)[:, None] * tl.load(w_ptr + k * H + rn)[None, :]
+    else:
+        rk = tl.arange(0, BLOCK_K)
+        for k0 in tl.static_range(0, K, BLOCK_K):
+            xk = tl.load(x_rows[:, None] + (k0 + rk)[None, :], mask=valid[:, None] & (k0 + rk < IN)[None, :],
+                         other=0.0)
+            z = _dot(xk, tl.load(w_ptr + (k0 + rk)[:, None] * H + rn[None, :]), z, 0)
+    t0, t1, t2 = z, z, z
+    if TANGENTS > 0:
+        t0 = tl.broadcast_to(tl.load(w_ptr + first_column * H + rn)[None, :], (BLOCK_M, H))
+    if TANGENTS > 1:
+        t1 = tl.broadcast_to(tl.load(w_ptr + (first_column + 1) * H + rn)[None, :], (BLOCK_M, H))
+    if TANGENTS > 2:
+        t2 = tl.broadcast_to(tl.load(w_ptr + (first_column + 2) * H + rn)[None, :], (BLOCK_M, H))
+    return _activate(z, t0, t1, t2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, H, True,
+                     HAS_BIAS, TANGENTS, TAPED)
+
+
+@triton.jit
+def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_hidden, w_last, b_last,
+                  omega_first, omega_hidden, omega_last, hidden_layers, first_column, jac_column, tape_ptr,
+                  tape_last_ptr, tape_u_ptr, tape_u_last_ptr, IN: tl.constexpr, K_FIRST: tl.constexpr,
+                  H: tl.constexpr, OUT: tl.constexpr, GRAD_COLUMNS: tl.constexpr, TANGENTS: tl.constexpr,
+                  SINE_LAST: tl.constexpr, HAS_BIAS: tl.constexpr, EXACT_FIRST: tl.constexpr, PRECISION: tl.constexpr,
+                  TAPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_K_FIRST: tl.constexpr):
+    """y (and TANGENTS columns of the Jacobian from jac_column on) of BLOCK_M points. Weights
+    transposed (in, out); the output layer padded to _OUT_PAD columns. With TAPE, what the backward
+    reads too: the sine layers' pre-activations (layers, n_points, H) at tape_ptr (written by the
+    launch of column 0) and their incoming tangents (layers, GRAD_COLUMNS, n_points, H) at
+    tape_u_ptr; a sine output layer's (n_points, OUT) and (GRAD_COLUMNS, n_points, OUT) at
+    tape_last_ptr and tape_u_last_ptr."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    valid = rows < n_points
+    x_rows = x_ptr + rows * IN
+    plane = n_points.to(tl.int64) * H
+    store_z = (tl.zeros_like(rows) + jac_column) == 0  # a block: the interpreter takes no scalar in a mask
+    tape_rows = tape_ptr + rows * H
+    tape_u_rows = tape_u_ptr + jac_column * plane + rows * H
+    a, t0, t1, t2 = _first_layer(x_rows, valid, w_first, b_first, omega_first, first_column, tape_rows, tape_u_rows,
+                                 plane, store_z, IN, K_FIRST, H, HAS_BIAS, TANGENTS, H if TAPE else 0, EXACT_FIRST,
+                                 BLOCK_M, BLOCK_K_FIRST)
+    w = w_hidden
+    bias = b_hidden
+    for _ in range(hidden_layers):
+        tape_rows += plane
+        tape_u_rows += GRAD_COLUMNS * plane
+        a, t0, t1, t2 = _layer(a, t0, t1, t2, w, bias, omega_hidden, tape_rows, tape_u_rows, plane, store_z, valid,
+                               H, H, True, HAS_BIAS, TANGENTS, H if TAPE else 0, BLOCK_M, BLOCK_K, PRECISION)
+        w += H * H
+        bias += H
+    out_plane = n_points.to(tl.int64) * OUT
+    y, t0, t1, t2 = _layer(a, t0, t1, t2, w_last, b_last, omega_last, tape_last_ptr + rows * OUT,
+                           tape_u_last_ptr + jac_column * out_plane + rows * OUT, out_plane, store_z, valid, H,
+                           _OUT_PAD, SINE_LAST, HAS_BIAS, TANGENTS, OUT if TAPE and SINE_LAST else 0, BLOCK_M,
+                           BLOCK_K, PRECISION)
+    ro = tl.arange(0, _OUT_PAD)
+    inside = valid[:, None] & (ro < OUT)[None, :]
+    tl.store(y_ptr + rows[:, None] * OUT + ro[None, :], y, mask=inside)
+    _store_tangents(jac_ptr + (rows[:, None] * OUT + ro[None, :]) * GRAD_COLUMNS + jac_column, t0, t1, t2, 1, inside,
+                    TANGENTS)
+
+
+
+def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
+                 precision: str, cfg: Config) -> tuple[list[torch.Tensor], dict]:
+    """The weights as the kernel reads them (transposed, hidden and output
+    layers in the precision's operand type: converted once per call) and the shape constants."""
+    inputs = x.shape[1]
+    width, outputs = weights[0].shape[0], weights[-1].shape[0]
+    exact = inputs <= EXACT_FIRST_LAYER
+    k_first = inputs if exact else triton.cdiv(inputs, BLOCK_K_FIRST) * BLOCK_K_FIRST
+    operand = torch.bfloat16 if precision == "bf16" else torch.float32
+    device = x.device
+    w_first = torch.zeros((k_first, width), dtype=torch.float32, device=device)
+    w_first[:inputs] = weights[0].detach().t()
+    hidden = [w.detach().t().to(operand) for w in weights[1:-1]]
+    w_hidden = torch.stack(hidden).contiguous() if hidden else torch.zeros(1, dtype=operand, device=device)
+    w_last = torch.zeros((width, _OUT_PAD.value), dtype=operand, device=device)
+    w_last[:, :outputs] = weights[-1].detach().t().to(operand)
+    has_bias = biases[0] is not None
+    empty = torch.zeros(1, dtype=torch.float32, device=device)
+    b_first = biases[0].detach().float().contiguous() if has_bias else empty
+    b_hidden = (torch.stack([b.detach() for b in biases[1:-1]]).float().contiguous()
+                if has_bias and len(weights) > 2 else empty)
+    b_last = torch.zeros(_OUT_PAD.value, dtype=torch.float32, device=device)
+    if has_bias:
+        b_last[:outputs] = biases[-1].detach()
+    constants = dict(IN=inputs, K_FIRST=k_first, H=width, OUT=outputs, HAS_BIAS=has_bias, EXACT_FIRST=exact,
+                     PRECISION=PRECISION_CODES[precision], BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+                     BLOCK_K_FIRST=BLOCK_K_FIRST)
+    return [w_first, b_first, w_hidden, b_hidden, w_last, b_last], constants
+
+
+def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
+         omegas: Sequence[float | None], precision: str, grad_columns: int | None,
+         tape: Tape | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    x = x.detach().contiguous()
+    n, inputs = x.shape
+    width, outputs, hidden = weights[0].shape[0], weights[-1].shape[0], len(weights) - 2
+    y = torch.empty((n, outputs), dtype=torch.float32, device=x.device)
+    jacobian = None if grad_columns is None else torch.empty((n, outputs, grad_columns), dtype=torch.float32,
+                                                             device=x.device)
+    if n == 0:
+        return y, jacobian
+    columns = grad_columns or 0
+    with on_device(x):
+        for start, tangents in column_groups(width, columns):
+            cfg = config(width, tangents, tape is not None)
+            tensors, constants = _launch_args(x, weights, biases, precision, cfg)
+            siren_kernel[(triton.cdiv(n, cfg.block_m),)](
+                x, n, y, y if jacobian is None else jacobian, *tensors,
+                float(omegas[0]), float(omegas[1] if hidden else omegas[0]), float(omegas[-1] or 0.0), hidden,
+                inputs - columns + start, start, *(4 * [y] if tape is None else tape.tensors()),
+                GRAD_COLUMNS=max(columns, 1), TANGENTS=tangents, SINE_LAST=omegas[-1] is not None,
+                TAPE=tape is not None, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **constants)
+    return y, jacobian
+
+
+@dataclass
+class Tape:
+    """What ``forward_taped`` keeps for ``backward``: the sine layers' pre-activations z = W a + b,
+    ``pre`` (layers, N, width), and with the Jacobian their incoming tangents u (W t of the layer
+    below; the first layer's: W's columns), ``tangents`` (layers, columns, N, width); a sine output
+    layer's in ``last`` (N, out) and ``tangents_last`` (columns, N, out)."""
+
+    pre: torch.Tensor
+    last: torch.Tensor
+    tangents: torch.Tensor
+    tangents_last: torch.Tensor
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.pre, self.last, self.tangents, self.tangents_last
+
+
+def forward_taped(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
+                  omegas: Sequence[float | None], precision: str,
+                  grad_columns: int | None) -> tuple[torch.Tensor, torch.Tensor | None, Tape]:
+    """(y (N, out), the Jacobian of the last ``grad_columns`` inputs or None, the tape ``backward``
+    reads): the launches of ``forward`` or ``forward_with_gradient``, storing the tape too."""
+    n, width, outputs = x.shape[0], weights[0].shape[0], weights[-1].shape[0]
+    columns, layers = grad_columns or 0, len(weights) - 1
+    sine_last = omegas[-1] is not None
+
+    def empty(*shape: int) -> torch.Tensor:
+        return torch.empty(shape, dtype=torch.float32, device=x.device)
+
+    unused = empty(1)  # pointers the kernels never follow
+    tape = Tape(empty(layers, n, width), empty(n, outputs) if sine_last else unused,
+                empty(layers, columns, n, width) if columns else unused,
+                empty(columns, n, outputs) if columns and sine_last else unused)
+    y, jacobian = _run(x, weights, biases, omegas, precision, grad_columns, tape)
+    return y, jacobian, tape
+
+
+def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
+            omegas: Sequence[float | None], precision: str) -> torch.Tensor:
+    """The network at x (N, in) -> (N, out), one launch; the operands are prepared from the weights
+    at every call (a few weight-sized copies)."""
+    return _run(x, weights, biases, omegas, precision, None)[0]
+
+
+def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
+                          omegas: Sequence[float | None], precision: str,
+                          grad_columns: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y (N, out), dy/dx (N, out, grad_columns)) for the last ``grad_columns`` inputs: one launch
+    per 3 columns, each computing y too."""
+    y, jacobian = _run(x, weights, biases, omegas, precision, grad_columns)
+    assert jacobian is not None
+    return y, jacobian

@@ -1,0 +1,209 @@
+"""The training backward of the fused forward: ``backward`` (the autograd Function around it and why
+this design: ``fastsdf.ops.siren_triton``).
+
+The forward launched by ``network.forward_taped`` stores each sine layer's pre-activations and, with
+the Jacobian, the tangents each layer receives (the tape), and ``backward_kernel`` walks a tile's
+layers down from dL/dy and dL/dJ with dL/da and dL/dt in registers: per layer the tape gives
+omega cos(omega z) and its derivative (MUFU), dL/dz and dL/du are stored, and they are multiplied by
+the weights as they are (out x in, through the same ``device.products``, one weight chunk for all)
+into the next dL/da and dL/dt; at the bottom dL/dx (tf32x3). Jacobian columns go in the forward's
+groups (3 a launch to width 128, 1 from 256), each launch after the first adding its share. The
+parameter gradients are GEMMs on the host side. Tilings and their registers and spills: ``launch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+# Bound under the names the kernel bodies call them by.
+from fastsdf.kernels.siren.device import products as _products
+from fastsdf.kernels.siren.device import sincos as _sincos
+from fastsdf.kernels.siren.device import store_tangents as _store_tangents
+from fastsdf.kernels.siren.launch import OUT_PAD as _OUT_PAD
+from fastsdf.kernels.siren.launch import PRECISION_CODES, backward_config, column_groups, on_device
+from fastsdf.kernels.siren.network import Tape
+
+__all__ = ["Deltas", "backward", "backward_kernel"]
+
+
+@triton.jit
+def _sine_backward(abar, tbar0, tbar1, tbar2, z_rows, u_rows, u_stride, delta_rows, delta_u_rows, valid, omega,
+                   N: tl.constexpr, COLUMNS: tl.constexpr, TANGENTS: tl.constexpr, FIRST: tl.constexpr):
+    """Through a = sin(omega z), t_i = c u_i (c = omega cos(omega z), u_i the incoming tangents, read
+    from the tape as z is): from dL/da and dL/dt_i to dL/dz (stored, added to what earlier launches
+    stored unless FIRST) and dL/du_i (stored at delta_u_rows + i u_stride). The *_rows are row
+    pointers (BLOCK_M): the (BLOCK_M, N) offsets are made here, where they are used, not kept live
+    across the layers (64-bit, a tile's worth of registers each)."""
+    columns = tl.arange(0, N)
+    inside = valid[:, None] & (columns < COLUMNS)[None, :]
+    s, c = _sincos(tl.load(z_rows[:, None] + columns[None, :], mask=inside, other=0.0) * omega)
+    c = c * omega
+    dc = s * (-omega * omega)
+    zbar = abar * c
+    ubar0, ubar1, ubar2 = tbar0, tbar1, tbar2
+    u_at = u_rows[:, None] + columns[None, :]
+    du_at = delta_u_rows[:, None] + columns[None, :]
+    if TANGENTS > 0:
+        zbar += tbar0 * tl.load(u_at, mask=inside, other=0.0) * dc
+        ubar0 = tbar0 * c
+        tl.store(du_at, ubar0, mask=inside)
+    if TANGENTS > 1:
+        zbar += tbar1 * tl.load(u_at + u_stride, mask=inside, other=0.0) * dc
+        ubar1 = tbar1 * c
+        tl.store(du_at + u_stride, ubar1, mask=inside)
+    if TANGENTS > 2:
+        zbar += tbar2 * tl.load(u_at + 2 * u_stride, mask=inside, other=0.0) * dc
+        ubar2 = tbar2 * c
+        tl.store(du_at + 2 * u_stride, ubar2, mask=inside)
+    _store_delta(delta_rows, zbar, valid, N, COLUMNS, FIRST)
+    return zbar, ubar0, ubar1, ubar2
+
+
+@triton.jit
+def _store_delta(delta_rows, zbar, valid, N: tl.constexpr, COLUMNS: tl.constexpr, FIRST: tl.constexpr):
+    """zbar stored at delta_rows (row pointers), or added to what is there unless FIRST."""
+    columns = tl.arange(0, N)
+    inside = valid[:, None] & (columns < COLUMNS)[None, :]
+    at = delta_rows[:, None] + columns[None, :]
+    if FIRST:
+        tl.store(at, zbar, mask=inside)
+    else:
+        tl.store(at, zbar + tl.load(at, mask=inside, other=0.0), mask=inside)
+
+
+@triton.jit
+def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, tape_u_ptr, tape_u_last_ptr,
+                     delta_ptr, delta_last_ptr, delta_u_ptr, delta_u_last_ptr, w_first, w_hidden, w_last, omega_first,
+                     omega_hidden, omega_last, hidden_layers, jac_column, IN: tl.constexpr, IN_PAD: tl.constexpr,
+                     H: tl.constexpr, OUT: tl.constexpr, GRAD_COLUMNS: tl.constexpr, TANGENTS: tl.constexpr,
+                     FIRST: tl.constexpr, SINE_LAST: tl.constexpr, NEED_DX: tl.constexpr, PRECISION: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The backward sweep of BLOCK_M points from dL/dy and dL/dJ (TANGENTS columns of the Jacobian
+    from jac_column on): each layer's dL/dz (delta, laid out as the tape) and dL/du_i (the incoming
+    tangents' gradients, delta_u), and dL/dx. The launch of the first columns (FIRST) takes dL/dy
+    and writes delta and dL/dx, the others add their share: the sweep is linear in (dL/dy, dL/dJ).
+    omega cos(omega z) and the tangents come from the forward's tape; dL/da and dL/dt_i stay in
+    registers and are multiplied by W as it is (out, in: the output layer's padded to _OUT_PAD
+    rows, the first layer's to IN_PAD columns), one weight chunk for all of them."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    valid = rows < n_points
+    ro = tl.arange(0, _OUT_PAD)
+    inside = valid[:, None] & (ro < OUT)[None, :]
+    out_rows = rows * OUT
+    out_plane = n_points.to(tl.int64) * OUT
+    if FIRST:
+        abar = tl.load(dy_ptr + out_rows[:, None] + ro[None, :], mask=inside, other=0.0)
+    else:
+        abar = tl.zeros((BLOCK_M, _OUT_PAD), dtype=tl.float32)
+    dj_at = dj_ptr + (out_rows[:, None] + ro[None, :]) * GRAD_COLUMNS + jac_column
+    tbar0, tbar1, tbar2 = abar, abar, abar
+    if TANGENTS > 0:
+        tbar0 = tl.load(dj_at, mask=inside, other=0.0)
+    if TANGENTS > 1:
+        tbar1 = tl.load(dj_at + 1, mask=inside, other=0.0)
+    if TANGENTS > 2:
+        tbar2 = tl.load(dj_at + 2, mask=inside, other=0.0)
+    u_rows = jac_column * out_plane + out_rows
+    if SINE_LAST:
+        abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_last_ptr + out_rows,
+                                                   tape_u_last_ptr + u_rows, out_plane, delta_last_ptr + out_rows,
+                                                   delta_u_last_ptr + u_rows, valid, omega_last, _OUT_PAD, OUT,
+                                                   TANGENTS, FIRST)
+    else:
+        _store_delta(delta_last_ptr + out_rows, abar, valid, _OUT_PAD, OUT, FIRST)
+        _store_tangents(delta_u_last_ptr + u_rows[:, None] + ro[None, :], tbar0, tbar1, tbar2, out_plane, inside,
+                        TANGENTS)
+    acc = tl.zeros((BLOCK_M, H), dtype=tl.float32)
+    abar, tbar0, tbar1, tbar2 = _products(abar, tbar0, tbar1, tbar2, acc, acc, acc, acc, w_last, 0, _OUT_PAD, H,
+                                          TANGENTS, BLOCK_K, PRECISION)
+    hidden_rows = rows * H
+    plane = n_points.to(tl.int64) * H
+    for j in range(hidden_layers):
+        layer = hidden_layers - j
+        z_rows = layer * plane + hidden_rows
+        u_layer = (layer * GRAD_COLUMNS + jac_column) * plane + hidden_rows
+        abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_ptr + z_rows, tape_u_ptr + u_layer,
+                                                   plane, delta_ptr + z_rows, delta_u_ptr + u_layer, valid,
+                                                   omega_hidden, H, H, TANGENTS, FIRST)
+        acc = tl.zeros((BLOCK_M, H), dtype=tl.float32)
+        abar, tbar0, tbar1, tbar2 = _products(abar, tbar0, tbar1, tbar2, acc, acc, acc, acc,
+                                              w_hidden + (layer - 1) * H * H, 0, H, H, TANGENTS, BLOCK_K, PRECISION)
+    u_first = jac_column * plane + hidden_rows
+    abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_ptr + hidden_rows, tape_u_ptr + u_first,
+                                               plane, delta_ptr + hidden_rows, delta_u_ptr + u_first, valid,
+                                               omega_first, H, H, TANGENTS, FIRST)
+    if NEED_DX:
+        # The first layer's tangents are constant rows of W: only dL/dz reaches x.
+        dx = tl.zeros((BLOCK_M, IN_PAD), dtype=tl.float32)
+        dx, _, _, _ = _products(abar, abar, abar, abar, dx, dx, dx, dx, w_first, 0, H, IN_PAD, 0, BLOCK_K, 0)
+        ri = tl.arange(0, IN_PAD)
+        dx_at = dx_ptr + rows[:, None] * IN + ri[None, :]
+        dx_inside = valid[:, None] & (ri < IN)[None, :]
+        if not FIRST:
+            dx += tl.load(dx_at, mask=dx_inside, other=0.0)
+        tl.store(dx_at, dx, mask=dx_inside)
+
+
+
+@dataclass
+class Deltas:
+    """What ``backward`` gives: dL/dx (N, in) or None; dL/dz of the sine layers ``pre`` (layers, N,
+    width) and of the output layer ``last`` (N, out); with the Jacobian's gradient, dL/du of the
+    incoming tangents, ``tangents`` (layers, columns, N, width) and ``tangents_last`` (columns, N, out)."""
+
+    dx: torch.Tensor | None
+    pre: torch.Tensor
+    last: torch.Tensor
+    tangents: torch.Tensor | None
+    tangents_last: torch.Tensor | None
+
+
+def backward(dy: torch.Tensor | None, dj: torch.Tensor | None, x: torch.Tensor, tape: Tape,
+             weights: Sequence[torch.Tensor], omegas: Sequence[float | None], precision: str,
+             need_dx: bool) -> Deltas:
+    """The backward sweep from dL/dy (N, out) and dL/dJ (N, out, columns; None: not used by the loss,
+    and no tangent is swept), one launch per group of Jacobian columns as the forward's (launches
+    after the first add their share); the products after the first layer at ``precision``, dL/dx's
+    in fp32 (tf32x3)."""
+    n, inputs = x.shape
+    width, outputs, hidden = weights[0].shape[0], weights[-1].shape[0], len(weights) - 2
+    device = x.device
+    columns = 0 if dj is None else dj.shape[-1]
+    if dy is None:
+        dy = torch.zeros((n, outputs), dtype=torch.float32, device=device)
+    dy = dy.detach().contiguous().float()
+    dj = dy if dj is None else dj.detach().contiguous().float()
+    out = Deltas(torch.empty((n, inputs), dtype=torch.float32, device=device) if need_dx else None,
+                 torch.empty_like(tape.pre), torch.empty((n, outputs), dtype=torch.float32, device=device),
+                 torch.empty_like(tape.tangents) if columns else None,
+                 torch.empty((columns, n, outputs), dtype=torch.float32, device=device) if columns else None)
+    if n == 0:
+        return out
+    operand = torch.bfloat16 if precision == "bf16" else torch.float32
+    in_pad = max(_OUT_PAD.value, triton.next_power_of_2(inputs))
+    w_first = torch.zeros((width, in_pad), dtype=torch.float32, device=device)
+    w_first[:, :inputs] = weights[0].detach()
+    hidden_weights = [w.detach().to(operand) for w in weights[1:-1]]
+    w_hidden = (torch.stack(hidden_weights).contiguous() if hidden_weights
+                else torch.zeros(1, dtype=operand, device=device))
+    w_last = torch.zeros((_OUT_PAD.value, width), dtype=operand, device=device)
+    w_last[:outputs] = weights[-1].detach().to(operand)
+    spare = out.last
+    with on_device(x):
+        for start, tangents in column_groups(width, columns):
+            cfg = backward_config(width, tangents)
+            backward_kernel[(triton.cdiv(n, cfg.block_m),)](
+                dy, dj, n, spare if out.dx is None else out.dx, *tape.tensors(), out.pre, out.last,
+                spare if out.tangents is None else out.tangents,
+                spare if out.tangents_last is None else out.tangents_last, w_first, w_hidden, w_last,
+                float(omegas[0]), float(omegas[1] if hidden else omegas[0]), float(omegas[-1] or 0.0), hidden, start,
+                IN=inputs, IN_PAD=in_pad, H=width, OUT=outputs, GRAD_COLUMNS=max(columns, 1), TANGENTS=tangents,
+                FIRST=start == 0, SINE_LAST=omegas[-1] is not None, NEED_DX=need_dx,
+                PRECISION=PRECISION_CODES[precision], BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return out
