@@ -1,7 +1,7 @@
 """Device functions the SIREN kernels share: the sine and cosine, the operands' rounding, the products
 of a layer at a precision, and the stores of the Jacobian's tangents.
 
-Sine and cosine (``sincos``): an explicit range reduction to [-pi, pi] (k = floor(phase / 2 pi + 1/2),
+Sine and cosine (``sincos_reduced``): an explicit range reduction to [-pi, pi] (k = floor(phase / 2 pi + 1/2),
 then phase - k 2 pi with a three-constant Cody-Waite split, fused multiply-adds), then the special
 function unit's ``sin.approx.f32`` / ``cos.approx.f32`` by inline PTX (max absolute error
 2^-20.9 on [-pi, pi], PTX ISA). The interpreter has no PTX: there the same reduced argument goes
@@ -34,7 +34,7 @@ import numpy as np
 import triton
 import triton.language as tl
 
-__all__ = ["dot", "products", "sincos", "store_tangents"]
+__all__ = ["dot", "products", "sincos_reduced", "store_tangents"]
 
 # Triton's interpreter has no inline PTX and ignores input_precision: there the kernels emulate both.
 _NATIVE = tl.constexpr(os.environ.get("TRITON_INTERPRET") != "1")
@@ -48,7 +48,7 @@ _C3 = tl.constexpr(float(np.float32(2.0 * math.pi - 6.28125 - float(np.float32(2
 
 
 @triton.jit
-def sincos(phase):
+def sincos_reduced(phase):
     """(sin(phase), cos(phase)) after reduction to [-pi, pi]; the MUFU on the GPU."""
     k = tl.floor(phase * _INV_2PI + 0.5)
     r = tl.fma(k, -_C1, phase)
@@ -89,7 +89,7 @@ def _dot_tf32(a, b, acc):
 
 
 @triton.jit
-def _dot(a, b, acc, PRECISION: tl.constexpr):
+def dot(a, b, acc, PRECISION: tl.constexpr):
     """acc + a b: a fp32, b fp32 (bf16 for PRECISION 2), fp32 accumulation. tf32x3 is written out
     (big and small parts, the small ones' product left out) rather than left to Triton's TF32x3,
     whose operand copies in shared memory do not fit at widths >= 128."""
@@ -116,7 +116,7 @@ def _halves(x):
 
 
 @triton.jit
-def _products(a, t0, t1, t2, z, u0, u1, u2, w_ptr, K0: tl.constexpr, K: tl.constexpr, LDW: tl.constexpr,
+def products(a, t0, t1, t2, z, u0, u1, u2, w_ptr, K0: tl.constexpr, K: tl.constexpr, LDW: tl.constexpr,
               TANGENTS: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     """z += a W^T[K0:K0 + K] and u_i += t_i W^T[K0:K0 + K] (a, t_i: columns K0..K0 + K of the
     layer's input; W^T (in, LDW) row-major at w_ptr), in chunks of BLOCK_K rows: each chunk of the
@@ -126,13 +126,13 @@ def _products(a, t0, t1, t2, z, u0, u1, u2, w_ptr, K0: tl.constexpr, K: tl.const
         # The chunk's offset is added to the scalar pointer: one offset tile serves every chunk and
         # layer, where per-chunk offset tiles would be hoisted out of the layer loop, all live.
         b = tl.load((w_ptr + K0 * LDW) + (tl.arange(0, BLOCK_K)[:, None] * LDW + tl.arange(0, LDW)[None, :]))
-        z = _dot(a, b, z, PRECISION)
+        z = dot(a, b, z, PRECISION)
         if TANGENTS > 0:
-            u0 = _dot(t0, b, u0, PRECISION)
+            u0 = dot(t0, b, u0, PRECISION)
         if TANGENTS > 1:
-            u1 = _dot(t1, b, u1, PRECISION)
+            u1 = dot(t1, b, u1, PRECISION)
         if TANGENTS > 2:
-            u2 = _dot(t2, b, u2, PRECISION)
+            u2 = dot(t2, b, u2, PRECISION)
     else:
         a_lo, a_hi = _halves(a)
         t0_lo, t0_hi, t1_lo, t1_hi, t2_lo, t2_hi = t0, t0, t1, t1, t2, t2
@@ -142,9 +142,9 @@ def _products(a, t0, t1, t2, z, u0, u1, u2, w_ptr, K0: tl.constexpr, K: tl.const
             t1_lo, t1_hi = _halves(t1)
         if TANGENTS > 2:
             t2_lo, t2_hi = _halves(t2)
-        z, u0, u1, u2 = _products(a_lo, t0_lo, t1_lo, t2_lo, z, u0, u1, u2, w_ptr, K0, K // 2, LDW, TANGENTS,
+        z, u0, u1, u2 = products(a_lo, t0_lo, t1_lo, t2_lo, z, u0, u1, u2, w_ptr, K0, K // 2, LDW, TANGENTS,
                                   BLOCK_K, PRECISION)
-        z, u0, u1, u2 = _products(a_hi, t0_hi, t1_hi, t2_hi, z, u0, u1, u2, w_ptr, K0 + K // 2, K // 2, LDW,
+        z, u0, u1, u2 = products(a_hi, t0_hi, t1_hi, t2_hi, z, u0, u1, u2, w_ptr, K0 + K // 2, K // 2, LDW,
                                   TANGENTS, BLOCK_K, PRECISION)
     return z, u0, u1, u2
 
@@ -159,9 +159,3 @@ def store_tangents(at, t0, t1, t2, stride, mask, TANGENTS: tl.constexpr):
         tl.store(at + stride, t1, mask=mask)
     if TANGENTS > 2:
         tl.store(at + 2 * stride, t2, mask=mask)
-
-
-# The public names of the two that the bodies above call by their private names (the kernels'
-# bodies are kept as tuned: tests/test_triton_compile.py measures them).
-dot = _dot
-products = _products

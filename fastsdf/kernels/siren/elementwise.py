@@ -1,5 +1,5 @@
 """``sincos``: (sin(omega z), omega cos(omega z)) elementwise, the fused sine of the composed path
-(``fastsdf.ops.siren_composed``), by the range reduction and the MUFU of ``device.sincos``."""
+(``fastsdf.ops.siren_composed``), by the range reduction and the MUFU of ``device.sincos_reduced``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 # Bound under the name the kernel body calls it by.
-from fastsdf.kernels.siren.device import sincos as _sincos
+from fastsdf.kernels.siren.device import sincos_reduced
 from fastsdf.kernels.siren.launch import on_device
 
 __all__ = ["SINCOS_BLOCK", "sincos", "sincos_kernel"]
@@ -20,7 +20,7 @@ SINCOS_BLOCK = 1024
 def sincos_kernel(z_ptr, s_ptr, c_ptr, n, omega, BLOCK: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = offsets < n
-    s, c = _sincos(tl.load(z_ptr + offsets, mask=inside, other=0.0) * omega)
+    s, c = sincos_reduced(tl.load(z_ptr + offsets, mask=inside, other=0.0) * omega)
     tl.store(s_ptr + offsets, s, mask=inside)
     tl.store(c_ptr + offsets, omega * c, mask=inside)
 

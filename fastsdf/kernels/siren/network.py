@@ -29,13 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
-# Bound under the names the kernel bodies call them by.
-from fastsdf.kernels.siren.device import dot as _dot
-from fastsdf.kernels.siren.device import products as _products
-from fastsdf.kernels.siren.device import sincos as _sincos
-from fastsdf.kernels.siren.device import store_tangents as _store_tangents
-from fastsdf.kernels.siren.launch import OUT_PAD as _OUT_PAD
-from fastsdf.kernels.siren.launch import PRECISION_CODES, Config, column_groups, config, on_device
+from fastsdf.kernels.siren.device import dot, products, sincos_reduced, store_tangents
+from fastsdf.kernels.siren.launch import OUT_PAD, PRECISION_CODES, Config, column_groups, config, on_device
 
 __all__ = ["BLOCK_K_FIRST", "EXACT_FIRST_LAYER", "Tape", "forward", "forward_taped", "forward_with_gradient",
            "siren_kernel"]
@@ -56,9 +51,9 @@ def _activate(z, t0, t1, t2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, sto
         columns = tl.arange(0, N)
         inside = valid[:, None] & (columns < TAPED)[None, :]
         tl.store(tape_rows[:, None] + columns[None, :], z, mask=inside & store_z[:, None])
-        _store_tangents(tape_u_rows[:, None] + columns[None, :], t0, t1, t2, u_stride, inside, TANGENTS)
+        store_tangents(tape_u_rows[:, None] + columns[None, :], t0, t1, t2, u_stride, inside, TANGENTS)
     if SINE:
-        z, c = _sincos(z * omega)
+        z, c = sincos_reduced(z * omega)
         c = c * omega
         if TANGENTS > 0:
             t0 = t0 * c
@@ -76,7 +71,7 @@ def _layer(a, t0, t1, t2, w_ptr, b_ptr, omega, tape_rows, tape_u_rows, u_stride,
            BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     """A layer after the first: K inputs, N outputs, the whole (BLOCK_M, N) result one accumulator."""
     z = tl.zeros((BLOCK_M, N), dtype=tl.float32)
-    z, u0, u1, u2 = _products(a, t0, t1, t2, z, z, z, z, w_ptr, 0, K, N, TANGENTS, BLOCK_K, PRECISION)
+    z, u0, u1, u2 = products(a, t0, t1, t2, z, z, z, z, w_ptr, 0, K, N, TANGENTS, BLOCK_K, PRECISION)
     return _activate(z, u0, u1, u2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, N, SINE,
                      HAS_BIAS, TANGENTS, TAPED)
 
@@ -99,7 +94,7 @@ def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, tape_rows, ta
         for k0 in tl.static_range(0, K, BLOCK_K):
             xk = tl.load(x_rows[:, None] + (k0 + rk)[None, :], mask=valid[:, None] & (k0 + rk < IN)[None, :],
                          other=0.0)
-            z = _dot(xk, tl.load(w_ptr + (k0 + rk)[:, None] * H + rn[None, :]), z, 0)
+            z = dot(xk, tl.load(w_ptr + (k0 + rk)[:, None] * H + rn[None, :]), z, 0)
     t0, t1, t2 = z, z, z
     if TANGENTS > 0:
         t0 = tl.broadcast_to(tl.load(w_ptr + first_column * H + rn)[None, :], (BLOCK_M, H))
@@ -119,7 +114,7 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
                   SINE_LAST: tl.constexpr, HAS_BIAS: tl.constexpr, EXACT_FIRST: tl.constexpr, PRECISION: tl.constexpr,
                   TAPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_K_FIRST: tl.constexpr):
     """y (and TANGENTS columns of the Jacobian from jac_column on) of BLOCK_M points. Weights
-    transposed (in, out); the output layer padded to _OUT_PAD columns. With TAPE, what the backward
+    transposed (in, out); the output layer padded to OUT_PAD columns. With TAPE, what the backward
     reads too: the sine layers' pre-activations (layers, n_points, H) at tape_ptr (written by the
     launch of column 0) and their incoming tangents (layers, GRAD_COLUMNS, n_points, H) at
     tape_u_ptr; a sine output layer's (n_points, OUT) and (GRAD_COLUMNS, n_points, OUT) at
@@ -146,12 +141,12 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
     out_plane = n_points.to(tl.int64) * OUT
     y, t0, t1, t2 = _layer(a, t0, t1, t2, w_last, b_last, omega_last, tape_last_ptr + rows * OUT,
                            tape_u_last_ptr + jac_column * out_plane + rows * OUT, out_plane, store_z, valid, H,
-                           _OUT_PAD, SINE_LAST, HAS_BIAS, TANGENTS, OUT if TAPE and SINE_LAST else 0, BLOCK_M,
+                           OUT_PAD, SINE_LAST, HAS_BIAS, TANGENTS, OUT if TAPE and SINE_LAST else 0, BLOCK_M,
                            BLOCK_K, PRECISION)
-    ro = tl.arange(0, _OUT_PAD)
+    ro = tl.arange(0, OUT_PAD)
     inside = valid[:, None] & (ro < OUT)[None, :]
     tl.store(y_ptr + rows[:, None] * OUT + ro[None, :], y, mask=inside)
-    _store_tangents(jac_ptr + (rows[:, None] * OUT + ro[None, :]) * GRAD_COLUMNS + jac_column, t0, t1, t2, 1, inside,
+    store_tangents(jac_ptr + (rows[:, None] * OUT + ro[None, :]) * GRAD_COLUMNS + jac_column, t0, t1, t2, 1, inside,
                     TANGENTS)
 
 
@@ -170,14 +165,14 @@ def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Seque
     w_first[:inputs] = weights[0].detach().t()
     hidden = [w.detach().t().to(operand) for w in weights[1:-1]]
     w_hidden = torch.stack(hidden).contiguous() if hidden else torch.zeros(1, dtype=operand, device=device)
-    w_last = torch.zeros((width, _OUT_PAD.value), dtype=operand, device=device)
+    w_last = torch.zeros((width, OUT_PAD.value), dtype=operand, device=device)
     w_last[:, :outputs] = weights[-1].detach().t().to(operand)
     has_bias = biases[0] is not None
     empty = torch.zeros(1, dtype=torch.float32, device=device)
     b_first = biases[0].detach().float().contiguous() if has_bias else empty
     b_hidden = (torch.stack([b.detach() for b in biases[1:-1]]).float().contiguous()
                 if has_bias and len(weights) > 2 else empty)
-    b_last = torch.zeros(_OUT_PAD.value, dtype=torch.float32, device=device)
+    b_last = torch.zeros(OUT_PAD.value, dtype=torch.float32, device=device)
     if has_bias:
         b_last[:outputs] = biases[-1].detach()
     constants = dict(IN=inputs, K_FIRST=k_first, H=width, OUT=outputs, HAS_BIAS=has_bias, EXACT_FIRST=exact,

@@ -20,12 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-# Bound under the names the kernel bodies call them by.
-from fastsdf.kernels.siren.device import products as _products
-from fastsdf.kernels.siren.device import sincos as _sincos
-from fastsdf.kernels.siren.device import store_tangents as _store_tangents
-from fastsdf.kernels.siren.launch import OUT_PAD as _OUT_PAD
-from fastsdf.kernels.siren.launch import PRECISION_CODES, backward_config, column_groups, on_device
+from fastsdf.kernels.siren.device import products, sincos_reduced, store_tangents
+from fastsdf.kernels.siren.launch import OUT_PAD, PRECISION_CODES, backward_config, column_groups, on_device
 from fastsdf.kernels.siren.network import Tape
 
 __all__ = ["Deltas", "backward", "backward_kernel"]
@@ -41,7 +37,7 @@ def _sine_backward(abar, tbar0, tbar1, tbar2, z_rows, u_rows, u_stride, delta_ro
     across the layers (64-bit, a tile's worth of registers each)."""
     columns = tl.arange(0, N)
     inside = valid[:, None] & (columns < COLUMNS)[None, :]
-    s, c = _sincos(tl.load(z_rows[:, None] + columns[None, :], mask=inside, other=0.0) * omega)
+    s, c = sincos_reduced(tl.load(z_rows[:, None] + columns[None, :], mask=inside, other=0.0) * omega)
     c = c * omega
     dc = s * (-omega * omega)
     zbar = abar * c
@@ -88,18 +84,18 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
     tangents' gradients, delta_u), and dL/dx. The launch of the first columns (FIRST) takes dL/dy
     and writes delta and dL/dx, the others add their share: the sweep is linear in (dL/dy, dL/dJ).
     omega cos(omega z) and the tangents come from the forward's tape; dL/da and dL/dt_i stay in
-    registers and are multiplied by W as it is (out, in: the output layer's padded to _OUT_PAD
+    registers and are multiplied by W as it is (out, in: the output layer's padded to OUT_PAD
     rows, the first layer's to IN_PAD columns), one weight chunk for all of them."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     valid = rows < n_points
-    ro = tl.arange(0, _OUT_PAD)
+    ro = tl.arange(0, OUT_PAD)
     inside = valid[:, None] & (ro < OUT)[None, :]
     out_rows = rows * OUT
     out_plane = n_points.to(tl.int64) * OUT
     if FIRST:
         abar = tl.load(dy_ptr + out_rows[:, None] + ro[None, :], mask=inside, other=0.0)
     else:
-        abar = tl.zeros((BLOCK_M, _OUT_PAD), dtype=tl.float32)
+        abar = tl.zeros((BLOCK_M, OUT_PAD), dtype=tl.float32)
     dj_at = dj_ptr + (out_rows[:, None] + ro[None, :]) * GRAD_COLUMNS + jac_column
     tbar0, tbar1, tbar2 = abar, abar, abar
     if TANGENTS > 0:
@@ -112,14 +108,14 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
     if SINE_LAST:
         abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_last_ptr + out_rows,
                                                    tape_u_last_ptr + u_rows, out_plane, delta_last_ptr + out_rows,
-                                                   delta_u_last_ptr + u_rows, valid, omega_last, _OUT_PAD, OUT,
+                                                   delta_u_last_ptr + u_rows, valid, omega_last, OUT_PAD, OUT,
                                                    TANGENTS, FIRST)
     else:
-        _store_delta(delta_last_ptr + out_rows, abar, valid, _OUT_PAD, OUT, FIRST)
-        _store_tangents(delta_u_last_ptr + u_rows[:, None] + ro[None, :], tbar0, tbar1, tbar2, out_plane, inside,
+        _store_delta(delta_last_ptr + out_rows, abar, valid, OUT_PAD, OUT, FIRST)
+        store_tangents(delta_u_last_ptr + u_rows[:, None] + ro[None, :], tbar0, tbar1, tbar2, out_plane, inside,
                         TANGENTS)
     acc = tl.zeros((BLOCK_M, H), dtype=tl.float32)
-    abar, tbar0, tbar1, tbar2 = _products(abar, tbar0, tbar1, tbar2, acc, acc, acc, acc, w_last, 0, _OUT_PAD, H,
+    abar, tbar0, tbar1, tbar2 = products(abar, tbar0, tbar1, tbar2, acc, acc, acc, acc, w_last, 0, OUT_PAD, H,
                                           TANGENTS, BLOCK_K, PRECISION)
     hidden_rows = rows * H
     plane = n_points.to(tl.int64) * H
@@ -131,7 +127,7 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
                                                    plane, delta_ptr + z_rows, delta_u_ptr + u_layer, valid,
                                                    omega_hidden, H, H, TANGENTS, FIRST)
         acc = tl.zeros((BLOCK_M, H), dtype=tl.float32)
-        abar, tbar0, tbar1, tbar2 = _products(abar, tbar0, tbar1, tbar2, acc, acc, acc, acc,
+        abar, tbar0, tbar1, tbar2 = products(abar, tbar0, tbar1, tbar2, acc, acc, acc, acc,
                                               w_hidden + (layer - 1) * H * H, 0, H, H, TANGENTS, BLOCK_K, PRECISION)
     u_first = jac_column * plane + hidden_rows
     abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_ptr + hidden_rows, tape_u_ptr + u_first,
@@ -140,7 +136,7 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
     if NEED_DX:
         # The first layer's tangents are constant rows of W: only dL/dz reaches x.
         dx = tl.zeros((BLOCK_M, IN_PAD), dtype=tl.float32)
-        dx, _, _, _ = _products(abar, abar, abar, abar, dx, dx, dx, dx, w_first, 0, H, IN_PAD, 0, BLOCK_K, 0)
+        dx, _, _, _ = products(abar, abar, abar, abar, dx, dx, dx, dx, w_first, 0, H, IN_PAD, 0, BLOCK_K, 0)
         ri = tl.arange(0, IN_PAD)
         dx_at = dx_ptr + rows[:, None] * IN + ri[None, :]
         dx_inside = valid[:, None] & (ri < IN)[None, :]
@@ -185,13 +181,13 @@ def backward(dy: torch.Tensor | None, dj: torch.Tensor | None, x: torch.Tensor, 
     if n == 0:
         return out
     operand = torch.bfloat16 if precision == "bf16" else torch.float32
-    in_pad = max(_OUT_PAD.value, triton.next_power_of_2(inputs))
+    in_pad = max(OUT_PAD.value, triton.next_power_of_2(inputs))
     w_first = torch.zeros((width, in_pad), dtype=torch.float32, device=device)
     w_first[:, :inputs] = weights[0].detach()
     hidden_weights = [w.detach().to(operand) for w in weights[1:-1]]
     w_hidden = (torch.stack(hidden_weights).contiguous() if hidden_weights
                 else torch.zeros(1, dtype=operand, device=device))
-    w_last = torch.zeros((_OUT_PAD.value, width), dtype=operand, device=device)
+    w_last = torch.zeros((OUT_PAD.value, width), dtype=operand, device=device)
     w_last[:outputs] = weights[-1].detach().to(operand)
     spare = out.last
     with on_device(x):
