@@ -175,7 +175,8 @@ def _extensions():
     common = [str(CSRC)]
     # Headers, so that changing one rebuilds the modules.
     headers = _relative(CSRC.rglob("*.h"))
-    cpu_sources = ["csrc/bindings_cpu.cpp", *_relative(CSRC.glob("*/*_cpu.cpp"))]
+    # An op's C++ sources (its CPU kernels, and the BVH builder both backends query) go into _C.
+    cpu_sources = ["csrc/bindings_cpu.cpp", *_relative(CSRC.glob("*/*.cpp"))]
     exts = [
         Pybind11Extension("fastsdf._C", cpu_sources, include_dirs=common, depends=headers, cxx_std=17,
                           extra_compile_args=CPU_FLAGS, extra_link_args=["-fopenmp"]),

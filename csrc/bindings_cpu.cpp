@@ -10,6 +10,7 @@
 
 #include "common/buffers.h"
 #include "marching_cubes/marching_cubes.h"
+#include "mesh_sdf/bvh_build.h"
 #include "mesh_sdf/mesh_sdf.h"
 #include "siren/siren.h"
 
@@ -113,7 +114,8 @@ py::array_t<T> to_array(std::vector<T>&& data, std::vector<py::ssize_t> shape) {
   return py::array_t<T>(shape, owned->data(), free);
 }
 
-py::tuple msdf_build(const py::array& vertices, const py::array& faces, const py::array& distance_only) {
+// The built arrays by the names of bvh_build.h's Bvh, the frame as (origin xyz, scale).
+py::dict msdf_build(const py::array& vertices, const py::array& faces, const py::array& distance_only) {
   const int64_t nv = vertices.ndim() == 2 ? vertices.shape(0) : -1;
   const int64_t nf = faces.ndim() == 2 ? faces.shape(0) : -1;
   if (nv < 0 || nf < 0) throw std::invalid_argument("vertices and faces must be 2-D");
@@ -131,40 +133,43 @@ py::tuple msdf_build(const py::array& vertices, const py::array& faces, const py
   const auto slots = static_cast<py::ssize_t>(bvh.order.size());
   std::vector<double> frame{bvh.origin[0], bvh.origin[1], bvh.origin[2], bvh.scale};
   const auto groups = static_cast<py::ssize_t>(bvh.boundary.size() / (5 * w));
-  return py::make_tuple(to_array(std::move(bvh.node_box), {nodes, fastsdf::msdf::kBoxRows, w}),
-                        to_array(std::move(bvh.node_link), {nodes, 3, w}),
-                        to_array(std::move(bvh.node_dipole), {nodes, 16, w}),
-                        to_array(std::move(bvh.closing_start), {w * nodes + 1}),
-                        to_array(std::move(bvh.closing_edges), {edges, 6}),
-                        to_array(std::move(bvh.packs), {slots / w, fastsdf::msdf::kPackRows, w}),
-                        to_array(std::move(bvh.order), {slots}), to_array(std::move(bvh.boundary), {groups, 5, w}),
-                        to_array(std::move(frame), {4}));
+  py::dict out;
+  out["node_box"] = to_array(std::move(bvh.node_box), {nodes, fastsdf::msdf::kBoxRows, w});
+  out["node_link"] = to_array(std::move(bvh.node_link), {nodes, 3, w});
+  out["node_dipole"] = to_array(std::move(bvh.node_dipole), {nodes, 16, w});
+  out["closing_start"] = to_array(std::move(bvh.closing_start), {w * nodes + 1});
+  out["closing_edges"] = to_array(std::move(bvh.closing_edges), {edges, 6});
+  out["packs"] = to_array(std::move(bvh.packs), {slots / w, fastsdf::msdf::kPackRows, w});
+  out["order"] = to_array(std::move(bvh.order), {slots});
+  out["boundary"] = to_array(std::move(bvh.boundary), {groups, 5, w});
+  out["frame"] = to_array(std::move(frame), {4});
+  return out;
 }
 
-// The mesh arrays, in MeshView order (see mesh_sdf/bvh.h) with the frame last, as a tuple of NumPy
-// arrays.
-fastsdf::msdf::MeshView mesh_view(const py::tuple& arrays) {
+// The mesh arrays, read by name (see mesh_sdf/bvh.h) from any object that has them as attributes:
+// fastsdf.geometry.mesh_bvh.BvhArrays of NumPy arrays.
+fastsdf::msdf::MeshView mesh_view(const py::object& arrays) {
   using fastsdf::msdf::kPackRows;
   using fastsdf::msdf::kWidth;
-  if (arrays.size() != 11) throw std::invalid_argument("mesh arrays: expected 11 arrays");
-  auto get = [&](size_t i) { return arrays[i].cast<py::array>(); };
+  auto get = [&](const char* name) { return arrays.attr(name).cast<py::array>(); };
+  const py::array node_link = get("node_link"), triangles = get("triangles"), boundary = get("boundary");
   fastsdf::msdf::MeshView m{};
-  m.num_nodes = get(1).ndim() == 3 ? get(1).shape(0) : 0;
-  m.num_slots = get(6).ndim() == 2 ? get(6).shape(0) : 0;
+  m.num_nodes = node_link.ndim() == 3 ? node_link.shape(0) : 0;
+  m.num_slots = triangles.ndim() == 2 ? triangles.shape(0) : 0;
   if (m.num_nodes < 1 || m.num_slots < 1 || m.num_slots % kWidth) throw std::invalid_argument("mesh arrays: bad tree");
-  m.node_box = fastsdf::array_data<float>(get(0), {m.num_nodes, fastsdf::msdf::kBoxRows, kWidth}, "node_box");
-  m.node_link = fastsdf::array_data<int32_t>(get(1), {m.num_nodes, 3, kWidth}, "node_link");
-  m.node_dipole = fastsdf::array_data<float>(get(2), {m.num_nodes, 16, kWidth}, "node_dipole");
-  m.closing_start = fastsdf::vector_data<int64_t>(get(3), kWidth * m.num_nodes + 1, "closing_start");
+  m.node_box = fastsdf::array_data<float>(get("node_box"), {m.num_nodes, fastsdf::msdf::kBoxRows, kWidth}, "node_box");
+  m.node_link = fastsdf::array_data<int32_t>(node_link, {m.num_nodes, 3, kWidth}, "node_link");
+  m.node_dipole = fastsdf::array_data<float>(get("node_dipole"), {m.num_nodes, 16, kWidth}, "node_dipole");
+  m.closing_start = fastsdf::vector_data<int64_t>(get("closing_start"), kWidth * m.num_nodes + 1, "closing_start");
   const int64_t edges = m.closing_start[kWidth * m.num_nodes];
-  m.closing_edges = fastsdf::array_data<double>(get(4), {edges, 6}, "closing_edges");
-  m.packs = fastsdf::array_data<float>(get(5), {m.num_slots / kWidth, kPackRows, kWidth}, "packs");
-  m.triangles = fastsdf::array_data<double>(get(6), {m.num_slots, 9}, "triangles");
-  m.distance_only = fastsdf::vector_data<uint8_t>(get(7), m.num_slots, "distance_only");
-  m.pseudonormal = fastsdf::array_data<double>(get(8), {m.num_slots, 21}, "pseudonormal");
-  m.boundary_groups = get(9).ndim() == 3 ? get(9).shape(0) : -1;
-  m.boundary = fastsdf::array_data<float>(get(9), {m.boundary_groups, 5, kWidth}, "boundary");
-  fastsdf::msdf::set_frame(&m, fastsdf::vector_data<double>(get(10), 5, "frame"));
+  m.closing_edges = fastsdf::array_data<double>(get("closing_edges"), {edges, 6}, "closing_edges");
+  m.packs = fastsdf::array_data<float>(get("packs"), {m.num_slots / kWidth, kPackRows, kWidth}, "packs");
+  m.triangles = fastsdf::array_data<double>(triangles, {m.num_slots, 9}, "triangles");
+  m.distance_only = fastsdf::vector_data<uint8_t>(get("distance_only"), m.num_slots, "distance_only");
+  m.pseudonormal = fastsdf::array_data<double>(get("pseudonormal"), {m.num_slots, 21}, "pseudonormal");
+  m.boundary_groups = boundary.ndim() == 3 ? boundary.shape(0) : -1;
+  m.boundary = fastsdf::array_data<float>(boundary, {m.boundary_groups, 5, kWidth}, "boundary");
+  fastsdf::msdf::set_frame(&m, fastsdf::vector_data<double>(get("frame"), 5, "frame"));
   return m;
 }
 
@@ -182,7 +187,7 @@ auto dispatch_points(const py::array& points, Fn&& fn) {
   throw std::invalid_argument("points must be float32 or float64");
 }
 
-py::tuple msdf_query(const py::tuple& arrays, const py::array& order, const py::array& points, int sign,
+py::tuple msdf_query(const py::object& arrays, const py::array& order, const py::array& points, int sign,
                      double beta, bool with_closest) {
   const fastsdf::msdf::MeshView m = mesh_view(arrays);
   const int64_t* ord = fastsdf::vector_data<int64_t>(order, m.num_slots, "order");
@@ -208,7 +213,7 @@ py::tuple msdf_query(const py::tuple& arrays, const py::array& order, const py::
   return py::make_tuple(distance, closest, face, bary);
 }
 
-py::array_t<double> msdf_winding(const py::tuple& arrays, const py::array& points, bool exact, double beta) {
+py::array_t<double> msdf_winding(const py::object& arrays, const py::array& points, bool exact, double beta) {
   const fastsdf::msdf::MeshView m = mesh_view(arrays);
   py::array_t<double> out(points.ndim() == 2 ? points.shape(0) : 0);
   double* o = out.mutable_data();
@@ -338,7 +343,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("mc_scratch_bytes", [](std::array<int64_t, 3> shape) { return fastsdf::mc::scratch_bytes_cpu(shape.data()); },
         py::arg("shape"), "Bytes mc_count and mc_fill allocate for a volume of this shape, all threads together.");
   m.def("msdf_build", &msdf_build, py::arg("vertices"), py::arg("faces"), py::arg("distance_only"),
-        "BVH arrays (node_box, node_link, node_dipole, closing_start, closing_edges, packs, order, boundary, frame).");
+        "BVH arrays by name: node_box, node_link, node_dipole, closing_start, closing_edges, packs, order, boundary, "
+        "frame.");
   m.def("msdf_query", &msdf_query, py::arg("mesh"), py::arg("order"), py::arg("points"), py::arg("sign"),
         py::arg("beta"), py::arg("with_closest"),
         "(distance, closest points, face ids, barycentrics); the last three None without with_closest.");

@@ -64,14 +64,26 @@ const T* ptr(uintptr_t address) {
   return reinterpret_cast<const T*>(address);
 }
 
-// Device addresses of the mesh arrays, in MeshView order (see mesh_sdf/bvh.h), and the frame.
-fastsdf::msdf::MeshView mesh_view(const std::array<uintptr_t, 10>& a, const std::array<double, 5>& frame,
-                                  int64_t num_slots, int64_t num_nodes, int64_t boundary_groups) {
-  fastsdf::msdf::MeshView m{num_nodes,         num_slots,          ptr<float>(a[0]),  ptr<int32_t>(a[1]),
-                            ptr<float>(a[2]),  ptr<int64_t>(a[3]), ptr<double>(a[4]), ptr<float>(a[5]),
-                            ptr<double>(a[6]), ptr<uint8_t>(a[7]), ptr<double>(a[8]), ptr<float>(a[9]),
-                            boundary_groups};
-  fastsdf::msdf::set_frame(&m, frame.data());
+// The mesh, read by name (see mesh_sdf/bvh.h) from any object that has these attributes: each
+// array's device address, and the frame's five values (fastsdf.geometry.mesh_bvh.BvhArrays.addresses()).
+fastsdf::msdf::MeshView mesh_view(const py::object& mesh, int64_t num_slots, int64_t num_nodes,
+                                  int64_t boundary_groups) {
+  auto address = [&](const char* name) { return mesh.attr(name).cast<uintptr_t>(); };
+  fastsdf::msdf::MeshView m{};
+  m.num_nodes = num_nodes;
+  m.num_slots = num_slots;
+  m.node_box = ptr<float>(address("node_box"));
+  m.node_link = ptr<int32_t>(address("node_link"));
+  m.node_dipole = ptr<float>(address("node_dipole"));
+  m.closing_start = ptr<int64_t>(address("closing_start"));
+  m.closing_edges = ptr<double>(address("closing_edges"));
+  m.packs = ptr<float>(address("packs"));
+  m.triangles = ptr<double>(address("triangles"));
+  m.distance_only = ptr<uint8_t>(address("distance_only"));
+  m.pseudonormal = ptr<double>(address("pseudonormal"));
+  m.boundary = ptr<float>(address("boundary"));
+  m.boundary_groups = boundary_groups;
+  fastsdf::msdf::set_frame(&m, mesh.attr("frame").cast<std::array<double, 5>>().data());
   return m;
 }
 
@@ -157,11 +169,11 @@ PYBIND11_MODULE(_cuda, m) {
       "float32; cube_mask (1 byte per cube, mask_strides in elements) drops cubes where it is 0.");
   m.def(
       "msdf_query",
-      [](std::array<uintptr_t, 10> mesh, std::array<double, 5> frame, uintptr_t order, int64_t num_slots,
-         int64_t num_nodes, int64_t boundary_groups, uintptr_t points, int dtype, int64_t n, int sign, double beta,
-         uintptr_t distance, uintptr_t closest, uintptr_t face, uintptr_t barycentric, uintptr_t stream, int device) {
+      [](const py::object& mesh, uintptr_t order, int64_t num_slots, int64_t num_nodes, int64_t boundary_groups,
+         uintptr_t points, int dtype, int64_t n, int sign, double beta, uintptr_t distance, uintptr_t closest,
+         uintptr_t face, uintptr_t barycentric, uintptr_t stream, int device) {
         check_points_aligned(points, dtype);
-        const fastsdf::msdf::MeshView view = mesh_view(mesh, frame, num_slots, num_nodes, boundary_groups);
+        const fastsdf::msdf::MeshView view = mesh_view(mesh, num_slots, num_nodes, boundary_groups);
         const fastsdf::msdf::QueryOut out{reinterpret_cast<double*>(distance), reinterpret_cast<double*>(closest),
                                           reinterpret_cast<int64_t*>(face), reinterpret_cast<double*>(barycentric)};
         dispatch_dtype(dtype, points, [&](auto p) {
@@ -171,25 +183,24 @@ PYBIND11_MODULE(_cuda, m) {
           });
         });
       },
-      py::arg("mesh"), py::arg("frame"), py::arg("order"), py::arg("num_slots"), py::arg("num_nodes"),
+      py::arg("mesh"), py::arg("order"), py::arg("num_slots"), py::arg("num_nodes"),
       py::arg("boundary_groups"), py::arg("points"),
       py::arg("dtype"), py::arg("n"), py::arg("sign"), py::arg("beta"), py::arg("distance"), py::arg("closest"),
       py::arg("face"), py::arg("barycentric"), py::arg("stream"), py::arg("device"),
       "Distances (float64) and, where the addresses are not 0, closest points, face ids and barycentrics.");
   m.def(
       "msdf_winding",
-      [](std::array<uintptr_t, 10> mesh, std::array<double, 5> frame, int64_t num_slots, int64_t num_nodes,
-         int64_t boundary_groups, uintptr_t points, int dtype, int64_t n, bool exact, double beta, uintptr_t out,
-         uintptr_t stream, int device) {
+      [](const py::object& mesh, int64_t num_slots, int64_t num_nodes, int64_t boundary_groups, uintptr_t points,
+         int dtype, int64_t n, bool exact, double beta, uintptr_t out, uintptr_t stream, int device) {
         check_points_aligned(points, dtype);
-        const fastsdf::msdf::MeshView view = mesh_view(mesh, frame, num_slots, num_nodes, boundary_groups);
+        const fastsdf::msdf::MeshView view = mesh_view(mesh, num_slots, num_nodes, boundary_groups);
         dispatch_dtype(dtype, points, [&](auto p) {
           launch_on(device, [&] {
             fastsdf::msdf::winding_cuda(view, p, n, exact, beta, reinterpret_cast<double*>(out), as_stream(stream));
           });
         });
       },
-      py::arg("mesh"), py::arg("frame"), py::arg("num_slots"), py::arg("num_nodes"), py::arg("boundary_groups"),
+      py::arg("mesh"), py::arg("num_slots"), py::arg("num_nodes"), py::arg("boundary_groups"),
       py::arg("points"), py::arg("dtype"),
       py::arg("n"), py::arg("exact"), py::arg("beta"), py::arg("out"), py::arg("stream"), py::arg("device"));
 }

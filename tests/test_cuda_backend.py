@@ -18,6 +18,7 @@ import torch
 import fastsdf
 from conftest import assert_same_mesh, to_numpy
 from fastsdf import _backend, _cuda_driver
+from fastsdf.geometry.mesh_bvh import BvhArrays
 from fastsdf.geometry.mesh_sdf import MeshSDF
 from fastsdf.meshing import marching_cubes as mc_module
 
@@ -126,7 +127,7 @@ def test_a_launch_without_a_usable_gpu_raises_instead_of_crashing() -> None:
     if _cuda_driver.driver_cuda_version() is not None:
         pytest.skip("this machine has an NVIDIA driver")
     with pytest.raises(RuntimeError, match="cudaGetDevice failed: cudaError"):
-        module.msdf_winding([0] * 10, [0.0, 0.0, 0.0, 1.0, 0.0], 1, 1, 0, 0, 0, 1, False, 2.0, 0, 0, 0)
+        module.msdf_winding(BvhArrays(*[0] * 10, frame=(0.0, 0.0, 0.0, 1.0, 0.0)), 1, 1, 0, 0, 0, 1, False, 2.0, 0, 0, 0)
 
 
 # --- the driver the module needs ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -646,6 +647,21 @@ def test_points_at_an_odd_offset_into_a_buffer(dtype: Any, rng, seed) -> None:
         cpu.msdf_query(sdf._arrays, sdf._order, odd, 1, 2.0, True)
     with pytest.raises(ValueError, match="aligned"):
         cpu.msdf_winding(sdf._arrays, odd, True, 2.0)
+
+
+def test_pickles_and_those_made_before_the_arrays_had_names(rng, seed) -> None:
+    """A pickled MeshSDF answers as the original; so does one pickled while its BVH arrays were a
+    plain tuple (MeshSDF.__setstate__ names them)."""
+    verts, faces = bumpy_sphere(rng)
+    sdf = MeshSDF(verts, faces)
+    points = sample_points(rng, verts, faces, 101)
+    old = MeshSDF.__new__(MeshSDF)
+    old.__dict__.update({**sdf.__dict__, "_arrays": tuple(sdf._arrays), "_device_arrays": {}})
+    want = all_outputs(sdf, points)
+    for original in (sdf, old):
+        loaded = pickle.loads(pickle.dumps(original))
+        for key, got in all_outputs(loaded, points).items():
+            np.testing.assert_array_equal(got, want[key], err_msg=f"seed={seed} {key}")
 
 
 @pytest.mark.parametrize("kind", ["numpy", "torch"])

@@ -1,5 +1,5 @@
-// Host-side CUDA runtime helpers of the bindings: errors as exceptions, and a guard that runs a
-// launch on the device of its tensors.
+// Host-side CUDA runtime helpers of the bindings and the launches: errors as exceptions, and a guard
+// that runs a launch on the device of its tensors.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -14,6 +14,10 @@ inline void check_cuda(cudaError_t err, const char* what) {
     throw std::runtime_error(std::string(what) + " failed: " + cudaGetErrorName(err) + " (" +
                              cudaGetErrorString(err) + ")");
 }
+
+// After a kernel launch: a launch that failed (no kernel image for this GPU, a bad configuration)
+// as an exception.
+inline void check_launch(const char* what) { check_cuda(cudaGetLastError(), what); }
 
 // Makes `device` current for its lifetime and then the caller's device again. A launch runs on the
 // current device, and the stream it is given belongs to the tensors' device: on any other one it

@@ -9,9 +9,8 @@
 
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
-#include <stdexcept>
-#include <string>
 
+#include "common/cuda_device.h"
 #include "marching_cubes/attributes.h"
 #include "marching_cubes/cube.h"
 #include "marching_cubes/marching_cubes.h"
@@ -247,12 +246,6 @@ unsigned blocks_for(int64_t segments) {
   return static_cast<unsigned>(segments < kMaxBlocks ? segments : kMaxBlocks);
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("marching cubes: ") + what + " failed: " + cudaGetErrorString(err));
-}
-
 }  // namespace
 
 template <typename T>
@@ -262,7 +255,7 @@ void count_cuda(const T* data, const Grid& grid, double level, const uint8_t* ta
   if (segments == 0) return;
   count_kernel<T><<<blocks_for(segments), kSegment, 0, static_cast<cudaStream_t>(stream)>>>(
       volume_of(data, grid, level), tables, segments_per_row(grid.shape[2]), segments, counts, nonfinite);
-  check_launch("count kernel");
+  check_launch("marching cubes: count kernel");
 }
 
 template <typename T>
@@ -273,7 +266,7 @@ void fill_cuda(const T* data, const Grid& grid, const FillArgs& args, const uint
   FillParams<T> p{volume_of(data, grid, args.level), args, tables, counts, offsets,
                   segments_per_row(grid.shape[2]), segments};
   fill_kernel<T><<<blocks_for(segments), kSegment, 0, static_cast<cudaStream_t>(stream)>>>(p);
-  check_launch("fill kernel");
+  check_launch("marching cubes: fill kernel");
 }
 
 template void count_cuda<float>(const float*, const Grid&, double, const uint8_t*, int32_t*, int32_t*, void*);

@@ -2,9 +2,7 @@
 // what the CPU hands from point to point (each thread starts afresh).
 #include <cuda_runtime.h>
 
-#include <stdexcept>
-#include <string>
-
+#include "common/cuda_device.h"
 #include "mesh_sdf/mesh_sdf.h"
 #include "mesh_sdf/query.h"
 
@@ -34,11 +32,6 @@ unsigned blocks_for(int64_t n) {
   return static_cast<unsigned>(blocks < (int64_t{1} << 20) ? blocks : (int64_t{1} << 20));
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) throw std::runtime_error(std::string("mesh sdf: ") + what + " failed: " + cudaGetErrorString(err));
-}
-
 }  // namespace
 
 template <typename P>
@@ -47,7 +40,7 @@ void query_cuda(const MeshView& mesh, const int64_t* order, const P* points, int
   if (n == 0) return;
   query_kernel<P><<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(mesh, order, points, n, sign,
                                                                                       beta, out);
-  check_launch("query kernel");
+  check_launch("mesh sdf: query kernel");
 }
 
 template <typename P>
@@ -56,7 +49,7 @@ void winding_cuda(const MeshView& mesh, const P* points, int64_t n, bool exact, 
   if (n == 0) return;
   winding_kernel<P><<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(mesh, points, n, exact, beta,
                                                                                         out);
-  check_launch("winding kernel");
+  check_launch("mesh sdf: winding kernel");
 }
 
 template void query_cuda<float>(const MeshView&, const int64_t*, const float*, int64_t, Sign, double, const QueryOut&, void*);

@@ -514,51 +514,6 @@ FASTSDF_INLINE void sincos_range(const float* z, int64_t n, float omega, float* 
   if (beyond_fast_range<W>(largest)) exact_sincos(z, n, omega, s, c);
 }
 
-// Runs fn(std::integral_constant<int, W>) compiled for W's instruction set, everything inlined
-// into it.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define FASTSDF_TARGET(isa) __attribute__((target(isa), flatten))
-#else
-#define FASTSDF_TARGET(isa)
-#endif
-
-template <typename Fn>
-FASTSDF_TARGET("avx512f,avx2,fma") void with_16(const Fn& fn) {
-  fn(std::integral_constant<int, 16>{});
-}
-
-template <typename Fn>
-FASTSDF_TARGET("avx2,fma") void with_8(const Fn& fn) {
-  fn(std::integral_constant<int, 8>{});
-}
-
-template <typename Fn>
-void with_4(const Fn& fn) {
-  fn(std::integral_constant<int, 4>{});
-}
-
-template <typename Fn>
-void with_width(int width, const Fn& fn) {
-  if (width == 16) {
-    with_16(fn);
-  } else if (width == 8) {
-    with_8(fn);
-  } else {
-    with_4(fn);
-  }
-}
-
-int widest_width() {
-  switch (cpu_isa()) {
-    case CpuIsa::kAvx512:
-      return 16;
-    case CpuIsa::kAvx2:
-      return 8;
-    default:
-      return 4;
-  }
-}
-
 int thread_number() {
 #ifdef _OPENMP
   return omp_get_thread_num();

@@ -41,6 +41,7 @@ import numpy as np
 
 from fastsdf import _backend, _memory
 from fastsdf.geometry.grid import UNIT_BOUNDS, Bounds, Grid
+from fastsdf.geometry.mesh_bvh import BvhArrays, build_bvh
 from fastsdf.geometry.mesh_io import load_mesh, mesh_arrays
 
 __all__ = ["MeshSDF"]
@@ -97,20 +98,15 @@ class MeshSDF:
         no_area = _degenerate(corners)
         distance_only = no_area | _repeated(merged_faces) | _tiny(corners)
         role = np.where(no_area, _AS_EDGES, np.where(distance_only, _DISTANCE_ONLY, _SIGNED)).astype(np.uint8)
-        *tree, packs, order, boundary, frame = _backend.cpu().msdf_build(
-            merged, np.ascontiguousarray(merged_faces), role)
-        self._order = order
-        # The kernels' arrays (see csrc/mesh_sdf/bvh.h): the tree, per triangle slot, the boundary, the frame.
-        self._arrays = (
-            *tree,
-            packs,
-            _per_slot(corners.reshape(-1, 9), order),
-            _per_slot(role, order),
-            _per_slot(_pseudonormals(corners, merged_faces, distance_only).reshape(-1, 21), order),
-            boundary,
-            np.append(frame, float(exponent)),
-        )
-        self._device_arrays: dict[str, tuple] = {}
+        self._arrays, self._order = build_bvh(merged, np.ascontiguousarray(merged_faces), role, corners,
+                                              _pseudonormals(corners, merged_faces, distance_only), exponent)
+        self._device_arrays: dict[str, tuple[BvhArrays, Any]] = {}
+
+    def __setstate__(self, state: dict) -> None:
+        # Pickles from before the arrays had names hold them as a plain tuple, in BvhArrays' order.
+        if not isinstance(state["_arrays"], BvhArrays):
+            state = {**state, "_arrays": BvhArrays(*state["_arrays"]), "_device_arrays": {}}
+        self.__dict__.update(state)
 
     @classmethod
     def from_trimesh(cls, mesh: Any, sign: str = "winding") -> "MeshSDF":
@@ -184,30 +180,27 @@ class MeshSDF:
             return (wrap(distance),)
         return wrap(distance), wrap(closest), wrap_index(face), wrap(bary)
 
-    def _on_device(self, device: Any) -> tuple:
+    def _on_device(self, device: Any) -> tuple[BvhArrays, Any]:
+        """The arrays and the slots' face ids on ``device``, copied there once."""
         import torch
 
         key = str(device)
         if key not in self._device_arrays:
-            arrays = (*self._arrays[:-1], self._order)
-            self._device_arrays[key] = tuple(torch.from_numpy(a).to(device) for a in arrays)
+            self._device_arrays[key] = (self._arrays.to(device), torch.from_numpy(self._order).to(device))
         return self._device_arrays[key]
-
-    def _frame(self) -> tuple[float, ...]:
-        return tuple(float(x) for x in self._arrays[-1])
 
     def _cuda_query(self, points: Any, sign: int, with_closest: bool) -> tuple:
         import torch
 
-        arrays = self._on_device(points.device)
+        arrays, order = self._on_device(points.device)
         n = len(points)
         distance = torch.empty(n, dtype=torch.float64, device=points.device)
         closest = torch.empty((n, 3), dtype=torch.float64, device=points.device) if with_closest else None
         face = torch.empty(n, dtype=torch.int64, device=points.device) if with_closest else None
         bary = torch.empty((n, 3), dtype=torch.float64, device=points.device) if with_closest else None
         _backend.cuda().msdf_query(
-            _pointers(arrays[:-1]), self._frame(), arrays[-1].data_ptr(), len(self._order), len(arrays[1]),
-            len(arrays[9]), points.data_ptr(),
+            arrays.addresses(), order.data_ptr(), len(order), len(arrays.node_link), len(arrays.boundary),
+            points.data_ptr(),
             int(points.dtype == torch.float64), n, sign, _BETA, distance.data_ptr(),
             *(0 if t is None else t.data_ptr() for t in (closest, face, bary)), *_backend.cuda_target(points))
         return distance, closest, face, bary
@@ -215,20 +208,13 @@ class MeshSDF:
     def _cuda_winding(self, points: Any, exact: bool) -> Any:
         import torch
 
-        arrays = self._on_device(points.device)
+        arrays, order = self._on_device(points.device)
         out = torch.empty(len(points), dtype=torch.float64, device=points.device)
-        _backend.cuda().msdf_winding(_pointers(arrays[:-1]), self._frame(), len(self._order), len(arrays[1]),
-                                     len(arrays[9]), points.data_ptr(),
+        _backend.cuda().msdf_winding(arrays.addresses(), len(order), len(arrays.node_link), len(arrays.boundary),
+                                     points.data_ptr(),
                                      int(points.dtype == torch.float64), len(points), bool(exact), _BETA,
                                      out.data_ptr(), *_backend.cuda_target(points))
         return out
-
-
-def _per_slot(values: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """``values`` (F, ...) per face gathered to the tree's triangle slots; zeros in padding slots (-1)."""
-    out = values[np.maximum(order, 0)]
-    out[order < 0] = 0
-    return np.ascontiguousarray(out)
 
 
 def _exponent(vertices: np.ndarray) -> int:
@@ -345,7 +331,3 @@ def _check_points(shape: tuple[int, ...], largest: float) -> None:
         raise ValueError(f"points must have shape (N, 3), got {shape}")
     if not math.isfinite(largest):
         raise ValueError("points hold NaN or Inf")
-
-
-def _pointers(arrays: Sequence[Any]) -> tuple[int, ...]:
-    return tuple(a.data_ptr() for a in arrays)
