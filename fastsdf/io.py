@@ -15,6 +15,8 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
+from fastsdf._arrays import to_numpy
+
 __all__ = ["PlyWriter", "atomic_write", "remove_stale_temporaries", "write_ply"]
 
 
@@ -195,11 +197,3 @@ def _face_records(faces: np.ndarray) -> np.ndarray:
     records["n"] = 3
     records["v"] = faces
     return records
-
-
-def to_numpy(x: Any) -> np.ndarray:
-    """``x`` as a NumPy array: a tensor detached and copied to the host, anything else through
-    ``np.asarray``."""
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)

@@ -8,12 +8,13 @@ docstring), and NumPy arrays or torch tensors (CPU or CUDA) in.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any, Sequence
 
 import numpy as np
 
-from fastsdf.meshing.marching_cubes import finite_scalar, is_tensor, nonfinite_message, prepare_volume, triple
+from fastsdf._arrays import is_tensor
+from fastsdf._validation import integer, one_of, real, triple
+from fastsdf.meshing.marching_cubes import nonfinite_message, prepare_volume
 
 __all__ = ["marching_cubes"]
 
@@ -46,7 +47,8 @@ def marching_cubes(
             ``'ascent'`` reverses every triangle. Either way this is scikit-image's orientation.
         step_size: mesh every ``step_size``-th sample along each axis (a strided view of the
             volume, not a copy); vertices stay in the full volume's coordinates. A positive
-            integer: scikit-image truncates 2.5 to 2, here it raises ``ValueError``.
+            integer, or an integral float (2.0) as scikit-image takes: it truncates 2.5 to 2, here
+            that raises ``ValueError``.
         allow_degenerate: False removes the zero-area triangles that samples lying exactly on the
             level create, welding the coinciding vertices of each such triangle into one.
         method: ``'lewiner'`` or ``'lorensen'``, accepted for compatibility: both give fastsdf's
@@ -77,10 +79,8 @@ def marching_cubes(
             than 2 samples along an axis.
         MemoryError: the output or a needed copy would not fit, checked before allocating.
     """
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    if gradient_direction not in _DIRECTIONS:
-        raise ValueError(f"gradient_direction must be one of {_DIRECTIONS}, got {gradient_direction!r}")
+    one_of(method, "method", _METHODS)
+    one_of(gradient_direction, "gradient_direction", _DIRECTIONS)
     step = _step_size(step_size)
     spacing = triple(spacing, "spacing", positive=True)
     shape = _shape_of(volume)
@@ -115,13 +115,11 @@ def _shape_of(volume: Any) -> tuple[int, ...]:
 
 
 def _step_size(value: Any) -> int:
-    try:
-        step = operator.index(value) if not isinstance(value, (bool, np.bool_)) else None
-    except TypeError:
-        step = int(value) if isinstance(value, (float, np.floating)) and float(value).is_integer() else None
-    if step is None or step < 1:
-        raise ValueError(f"step_size must be a positive integer, got {value!r}")
-    return step
+    """scikit-image takes ``int(step_size)`` of any number; as its drop-in, this takes a float too,
+    but only an integral one (2.0): 1.5 raises rather than becoming 1."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    return integer(value, "step_size", minimum=1)
 
 
 def _level(volume: Any, dtype: Any, level: float | None) -> float:
@@ -132,9 +130,9 @@ def _level(volume: Any, dtype: Any, level: float | None) -> float:
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(nonfinite_message(volume))
     if level is None:
-        real = np.float32 if str(dtype).endswith("float32") else np.float64
-        return float((real(low) + real(high)) * real(0.5))
-    level = finite_scalar(level, "level")
+        kind = np.float32 if str(dtype).endswith("float32") else np.float64
+        return float((kind(low) + kind(high)) * kind(0.5))
+    level = real(level, "level")
     if not low <= level <= high:
         raise ValueError(f"Surface level must be within volume data range: {level} is outside [{low}, {high}]")
     return level

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from fastsdf.io import atomic_write, to_numpy
+from fastsdf._arrays import to_numpy
+from fastsdf._validation import integer, one_of
+from fastsdf.io import atomic_write
 
 __all__ = ["render_mesh", "render_sdf"]
 
@@ -36,9 +38,7 @@ def render_mesh(verts: Any, faces: Any, path: str | os.PathLike | None = None, s
     f = to_numpy(faces).astype(np.int64)
     if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
         raise ValueError(f"expected verts (V, 3) and faces (F, 3), got {v.shape} and {f.shape}")
-    if not 16 <= int(size) <= 8192:
-        raise ValueError(f"size must be between 16 and 8192 pixels, got {size}")
-    size = int(size)
+    size = integer(size, "size", 16, 8192)
     image = np.tile(_BACKGROUND, (size, size, 1))
     if len(f):
         cam = _camera(azimuth, elevation, up)
@@ -97,9 +97,7 @@ def render_sdf(model: Any, path: str | os.PathLike | None = None, bounds: Any = 
     """
     import torch
 
-    if not 16 <= int(size) <= 8192:
-        raise ValueError(f"size must be between 16 and 8192 pixels, got {size}")
-    size, max_steps = int(size), int(max_steps)
+    size, max_steps = integer(size, "size", 16, 8192), int(max_steps)
     lo, hi = (np.asarray(b, np.float64).reshape(3) for b in bounds)
     cam = _camera(azimuth, elevation, up)
     centre, radius = (lo + hi) / 2, float(np.linalg.norm(hi - lo)) / 2
@@ -152,8 +150,7 @@ _UP_ORDER = {"z": (0, 1, 2), "y": (2, 0, 1), "x": (1, 2, 0)}
 
 def _camera(azimuth_degrees: float, elevation_degrees: float, up: str) -> np.ndarray:
     """Rows, in world coordinates: screen x, screen y, towards the viewer."""
-    if up not in _UP_ORDER:
-        raise ValueError(f"up must be 'x', 'y' or 'z', got {up!r}")
+    one_of(up, "up", sorted(_UP_ORDER))
     azimuth, elevation = math.radians(azimuth_degrees), math.radians(elevation_degrees)
     forward = np.array([math.cos(elevation) * math.sin(azimuth), -math.cos(elevation) * math.cos(azimuth),
                         math.sin(elevation)])

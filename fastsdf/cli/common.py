@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, NoReturn
 
+from fastsdf import _validation
+
 __all__ = ["SEED_MAX", "Parser", "UsageError", "add_overwrite_option", "integer", "load_fitted", "load_model_of",
            "mesh_method", "number", "positive", "positive_int", "progress_enabled", "refuse_to_overwrite",
            "resolution", "seed", "write_json"]
@@ -33,44 +35,33 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
-def integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    """An argparse type: an integer in [minimum, maximum]."""
-    wanted = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+def _argparse_type(convert: Callable[[str], Any], check: Callable[..., Any], *args: Any,
+                   **kwargs: Any) -> Callable[[str], Any]:
+    """An argparse type: the text through ``convert``, then the ``fastsdf._validation`` check given
+    an empty name (its message then starts at "must"; the parser puts the option's name in front)."""
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer {wanted}, got {text!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
-        return value
+            value = text  # not a number at all: the check says so, quoting it
+        try:
+            return check(value, "", *args, **kwargs)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
     return parse
+
+
+def integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [minimum, maximum]."""
+    return _argparse_type(int, _validation.integer, minimum, maximum)
 
 
 def number(low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
            high_open: bool = False) -> Callable[[str], float]:
     """An argparse type: a finite number between ``low`` and ``high`` (each included unless open)."""
-    if math.isinf(high):
-        bounds = "" if math.isinf(low) else f" {'>' if low_open else '>='} {low:g}"
-    elif math.isinf(low):
-        bounds = f" {'<' if high_open else '<='} {high:g}"
-    else:
-        bounds = f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number{bounds}, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number{bounds}, got {text}")
-        if not ((value > low if low_open else value >= low) and (value < high if high_open else value <= high)):
-            raise argparse.ArgumentTypeError(f"must be{bounds}, got {text}")
-        return value
-
-    return parse
+    return _argparse_type(float, _validation.real, low, high, low_open=low_open, high_open=high_open)
 
 
 positive_int = integer(1)
@@ -101,7 +92,7 @@ def refuse_to_overwrite(outputs: Iterable[Path], overwrite: bool) -> None:
 
 def progress_enabled(quiet: bool) -> bool:
     """Whether a command shows its progress bars: never with ``--quiet``, else by the rule of every bar."""
-    from fastsdf.training.progress import show_progress
+    from fastsdf._progress import show_progress
 
     return show_progress(False if quiet else None)
 

@@ -100,7 +100,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
     from fastsdf.cli.common import load_model_of
     from fastsdf.geometry.samples_npz import load_npz
     from fastsdf.training.autodecoder import AutoDecoder
-    from fastsdf.training.progress import progress_bar
+    from fastsdf._progress import progress_bar
     from fastsdf.training.reconstruct import partial_view, reconstruct
 
     model = load_model_of(args.model, AutoDecoder, "a DeepSDF auto-decoder (fastsdf train-deepsdf's output)")

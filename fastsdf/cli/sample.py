@@ -79,7 +79,7 @@ def _sample(args: argparse.Namespace) -> int:
     from fastsdf.geometry.mesh_io import MESH_SUFFIXES
     from fastsdf.geometry.samples_npz import save_npz
     from fastsdf.geometry.sampling import DEEPSDF_NEAR_STD
-    from fastsdf.training.progress import progress_bar
+    from fastsdf._progress import progress_bar
 
     if args.n_uniform + args.n_near + args.n_surface == 0:
         raise UsageError("nothing to sample: --n-uniform, --n-near and --n-surface are all 0")

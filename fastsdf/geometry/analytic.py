@@ -12,15 +12,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fastsdf._arrays import is_tensor
+from fastsdf._validation import real, triple
+
 __all__ = ["SDF", "Sphere", "Box", "Torus", "Union", "Intersection", "Difference"]
 
 
-def _is_tensor(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")
-
-
 def _check_points(points: Any) -> Any:
-    if not _is_tensor(points):
+    if not is_tensor(points):
         points = np.asarray(points)
         if points.dtype.kind not in "f":
             points = points.astype(np.float64)
@@ -32,7 +31,7 @@ def _check_points(points: Any) -> Any:
 
 
 def _const(values: Sequence[float], like: Any) -> Any:
-    if _is_tensor(like):
+    if is_tensor(like):
         import torch
 
         return torch.as_tensor(values, dtype=like.dtype, device=like.device)
@@ -40,7 +39,7 @@ def _const(values: Sequence[float], like: Any) -> Any:
 
 
 def _norm(x: Any) -> Any:
-    if _is_tensor(x):
+    if is_tensor(x):
         import torch
 
         return torch.linalg.vector_norm(x, dim=-1)
@@ -48,33 +47,19 @@ def _norm(x: Any) -> Any:
 
 
 def _clamp_min0(x: Any) -> Any:
-    return x.clamp(min=0) if _is_tensor(x) else np.maximum(x, 0)
+    return x.clamp(min=0) if is_tensor(x) else np.maximum(x, 0)
 
 
 def _clamp_max0(x: Any) -> Any:
-    return x.clamp(max=0) if _is_tensor(x) else np.minimum(x, 0)
+    return x.clamp(max=0) if is_tensor(x) else np.minimum(x, 0)
 
 
 def _elementwise(op: str, a: Any, b: Any) -> Any:
-    if _is_tensor(a):
+    if is_tensor(a):
         import torch
 
         return getattr(torch, op)(a, b)
     return getattr(np, op)(a, b)
-
-
-def _triple(values: Sequence[float], name: str) -> tuple[float, float, float]:
-    out = tuple(float(v) for v in values)
-    if len(out) != 3 or not np.all(np.isfinite(out)):
-        raise ValueError(f"{name} must be three finite numbers, got {values!r}")
-    return out  # type: ignore[return-value]
-
-
-def _positive(value: float, name: str) -> float:
-    value = float(value)
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return value
 
 
 class SDF:
@@ -98,8 +83,8 @@ class SDF:
 
 class Sphere(SDF):
     def __init__(self, radius: float = 0.5, center: Sequence[float] = (0.0, 0.0, 0.0)):
-        self.radius = _positive(radius, "radius")
-        self.center = _triple(center, "center")
+        self.radius = real(radius, "radius", 0, low_open=True)
+        self.center = triple(center, "center")
 
     def distance(self, points: Any) -> Any:
         return _norm(points - _const(self.center, points)) - self.radius
@@ -112,10 +97,8 @@ class Box(SDF):
     """Axis-aligned box with the given half extents."""
 
     def __init__(self, half_size: Sequence[float] = (0.5, 0.5, 0.5), center: Sequence[float] = (0.0, 0.0, 0.0)):
-        self.half_size = _triple(half_size, "half_size")
-        if min(self.half_size) <= 0:
-            raise ValueError(f"half_size must be positive, got {half_size!r}")
-        self.center = _triple(center, "center")
+        self.half_size = triple(half_size, "half_size", positive=True)
+        self.center = triple(center, "center")
 
     def distance(self, points: Any) -> Any:
         q = abs(points - _const(self.center, points)) - _const(self.half_size, points)
@@ -132,11 +115,11 @@ class Torus(SDF):
     """Torus around the axis-2 (z) direction: ring radius ``major``, tube radius ``minor``."""
 
     def __init__(self, major: float = 0.5, minor: float = 0.2, center: Sequence[float] = (0.0, 0.0, 0.0)):
-        self.major = _positive(major, "major")
-        self.minor = _positive(minor, "minor")
+        self.major = real(major, "major", 0, low_open=True)
+        self.minor = real(minor, "minor", 0, low_open=True)
         if self.minor >= self.major:
             raise ValueError(f"minor radius ({minor}) must be smaller than major radius ({major})")
-        self.center = _triple(center, "center")
+        self.center = triple(center, "center")
 
     def distance(self, points: Any) -> Any:
         p = points - _const(self.center, points)
@@ -148,7 +131,7 @@ class Torus(SDF):
 
 
 def _stack2(a: Any, b: Any) -> Any:
-    if _is_tensor(a):
+    if is_tensor(a):
         import torch
 
         return torch.stack([a, b], dim=-1)

@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fastsdf._validation import WrongTypeError, integer, triple
+
 __all__ = ["Bounds", "Grid", "UNIT_BOUNDS", "parse_bounds", "parse_resolution"]
 
 Bounds = tuple[Sequence[float], Sequence[float]]
@@ -20,20 +22,26 @@ UNIT_BOUNDS: Bounds = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
 
 
 def parse_resolution(resolution: int | Sequence[int]) -> tuple[int, int, int]:
-    """Samples per axis: one int or three, each at least 2; ValueError otherwise."""
+    """Samples per axis: one integer or three, each at least 2; ValueError otherwise."""
     values = (resolution,) * 3 if np.ndim(resolution) == 0 else tuple(resolution)
-    if len(values) != 3 or not all(float(r).is_integer() and r >= 2 for r in values):
-        raise ValueError(f"resolution must be an int >= 2 or three of them, got {resolution!r}")
-    return tuple(int(r) for r in values)  # type: ignore[return-value]
+    if len(values) != 3:
+        raise ValueError(f"resolution must be an integer >= 2 or three of them, got {resolution!r}")
+    return tuple(integer(r, "resolution", minimum=2) for r in values)  # type: ignore[return-value]
 
 
 def parse_bounds(bounds: Bounds) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``(lo, hi)`` as two tuples of three finite floats with ``lo < hi``; ValueError otherwise."""
     try:
-        lo, hi = (tuple(float(v) for v in b) for b in bounds)
+        lo, hi = bounds
     except (TypeError, ValueError):
+        lo = hi = None  # not a pair: the triple check below says so
+    try:
+        lo, hi = triple(lo, "bounds"), triple(hi, "bounds")
+    except WrongTypeError:
         raise ValueError(f"bounds must be ((x0, y0, z0), (x1, y1, z1)), got {bounds!r}") from None
-    if len(lo) != 3 or len(hi) != 3 or not all(map(math.isfinite, lo + hi)) or any(l >= h for l, h in zip(lo, hi)):
+    except ValueError:  # NaN or Inf
+        lo = hi = (math.nan,)
+    if not all(l < h for l, h in zip(lo, hi)):
         raise ValueError(f"bounds must be two finite 3-vectors with lo < hi, got {bounds!r}")
     return lo, hi
 

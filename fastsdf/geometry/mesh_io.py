@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fastsdf.io import to_numpy
+from fastsdf._arrays import to_numpy
 
 __all__ = ["MESH_SUFFIXES", "load_mesh", "mesh_arrays"]
 

@@ -40,6 +40,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from fastsdf import _backend, _memory
+from fastsdf._arrays import is_tensor
+from fastsdf._validation import one_of
 from fastsdf.geometry.grid import UNIT_BOUNDS, Bounds, Grid
 from fastsdf.geometry.mesh_bvh import BvhArrays, build_bvh
 from fastsdf.geometry.mesh_io import load_mesh, mesh_arrays
@@ -85,9 +87,7 @@ class MeshSDF:
     """
 
     def __init__(self, vertices: Any, faces: Any, sign: str = "winding"):
-        if sign not in _SIGNS:
-            raise ValueError(f"sign must be one of {sorted(_SIGNS)}, got {sign!r}")
-        self.sign = sign
+        self.sign = one_of(sign, "sign", sorted(_SIGNS))
         self.vertices, self.faces = (np.ascontiguousarray(a) for a in mesh_arrays((vertices, faces)))
         # The kernels work in mesh units (see csrc/mesh_sdf/bvh.h): the vertices times a power of two
         # (exact), so that no product of a few coordinates overflows or underflows.
@@ -287,7 +287,7 @@ def _is_cuda(x: Any) -> bool:
 def _points(points: Any):
     """Validated (N, 3) float32/float64 C-contiguous points, and functions that return results in
     the caller's kind and dtype: (data, wrap floats, wrap indices)."""
-    if type(points).__module__.startswith("torch"):
+    if is_tensor(points):
         import torch
 
         tensor = points.detach()

@@ -28,6 +28,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from fastsdf._validation import one_of
+
 __all__ = [
     "closest_points_reference",
     "pseudonormal_sign_reference",
@@ -255,8 +257,7 @@ def signed_distance_reference(vertices: Any, faces: Any, points: Any, sign: str 
     the sign mesh, by ``"exact_winding"`` (inside iff ``winding_number_reference > 0.5``) or
     ``"pseudonormal"`` (``pseudonormal_sign_reference``).
     """
-    if sign not in ("exact_winding", "pseudonormal"):
-        raise ValueError(f"sign must be 'exact_winding' or 'pseudonormal', got {sign!r}")
+    one_of(sign, "sign", ("exact_winding", "pseudonormal"))
     distance = closest_points_reference(vertices, faces, points)[0]
     if sign == "pseudonormal":
         return distance * pseudonormal_sign_reference(vertices, faces, points)

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from fastsdf._arrays import to_numpy
+from fastsdf._validation import one_of, real
 from fastsdf.geometry.mesh_io import mesh_arrays
-from fastsdf.io import to_numpy
 
 __all__ = ["DEEPSDF_PADDING", "NormalizationTransform", "normalize"]
 
@@ -124,14 +125,8 @@ def normalize(mesh: Any, method: str = "sphere",
         ValueError: an empty mesh, NaN/Inf vertices, all used vertices at one point, a mesh too
             small for its scale to be a float64 number, a bad ``method`` or ``padding``.
     """
-    if method not in ("sphere", "cube"):
-        raise ValueError(f"method must be 'sphere' or 'cube', got {method!r}")
-    try:
-        padding = float(padding)
-    except (TypeError, ValueError):
-        raise ValueError(f"padding must be a number >= 1, got {padding!r}") from None
-    if not (math.isfinite(padding) and padding >= 1.0):
-        raise ValueError(f"padding must be a finite number >= 1, got {padding!r}")
+    one_of(method, "method", ("sphere", "cube"))
+    padding = real(padding, "padding", 1)
     vertices, faces = mesh_arrays(mesh)
     used = vertices[np.unique(faces)]
     # In halves and in units of a power of two near the extent, so that no sum, square or

@@ -26,6 +26,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from fastsdf._arrays import to_numpy
+from fastsdf._validation import integer, real
 from fastsdf.geometry.grid import UNIT_BOUNDS, parse_bounds
 from fastsdf.geometry.mesh_io import mesh_arrays
 from fastsdf.geometry.normalization import NormalizationTransform
@@ -146,9 +148,9 @@ def sample_sdf(
             ``bounds``, an empty mesh, NaN/Inf vertices, a mesh without area to sample from, or
             a distance function that returns the wrong shape or NaN/Inf.
     """
-    n_uniform = _count(n_uniform, "n_uniform")
-    n_near = _count(n_near, "n_near")
-    n_surface = _count(n_surface, "n_surface")
+    n_uniform = integer(n_uniform, "n_uniform", minimum=0)
+    n_near = integer(n_near, "n_near", minimum=0)
+    n_surface = integer(n_surface, "n_surface", minimum=0)
     stds = near_stds(near_std)
     if n_uniform + n_near + n_surface == 0:
         raise ValueError("nothing to sample: n_uniform, n_near and n_surface are all 0")
@@ -186,10 +188,10 @@ def near_stds(near_std: float | Sequence[float]) -> tuple[float, ...]:
     """``near_std`` checked: one or two finite numbers > 0, as a tuple; ValueError otherwise."""
     values = (near_std,) if np.ndim(near_std) == 0 else tuple(near_std)
     try:
-        stds = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
+        stds = tuple(real(v, "near_std", 0, low_open=True) for v in values)
+    except ValueError:
         stds = ()
-    if len(stds) not in (1, 2) or not all(math.isfinite(s) and s > 0 for s in stds):
+    if len(stds) not in (1, 2):
         raise ValueError(f"near_std must be one or two finite numbers > 0, got {near_std!r}")
     return stds
 
@@ -224,9 +226,7 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int,
 
 
 def _checked_values(values: Any, points: np.ndarray) -> np.ndarray:
-    if hasattr(values, "detach"):
-        values = values.detach().cpu().numpy()
-    values = np.asarray(values)
+    values = to_numpy(values)
     if values.size == len(points):
         values = values.reshape(-1)
     if values.ndim != 1 or len(values) != len(points) or values.dtype.kind not in "fiu":
@@ -236,16 +236,6 @@ def _checked_values(values: Any, points: np.ndarray) -> np.ndarray:
     if bad.any():
         raise ValueError(f"sdf returned NaN or Inf at point {points[bad.nonzero()[0][0]].tolist()}")
     return values
-
-
-def _count(value: Any, name: str) -> int:
-    try:
-        ok = not isinstance(value, bool) and float(value).is_integer() and value >= 0
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
 
 
 def _float32_rows(a: Any, width: int, name: str) -> np.ndarray:

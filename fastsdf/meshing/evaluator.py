@@ -13,8 +13,8 @@ from typing import Any, Callable, NoReturn, Sequence
 
 import numpy as np
 
+from fastsdf._arrays import is_tensor, to_numpy
 from fastsdf.geometry.grid import Grid
-from fastsdf.io import to_numpy
 
 __all__ = ["Evaluator"]
 
@@ -65,7 +65,7 @@ class Evaluator:
     def _probe(self, sample: np.ndarray) -> None:
         try:
             out = self.sdf(sample)
-            if not (hasattr(out, "data_ptr") and type(out).__module__.startswith("torch")):
+            if not is_tensor(out):
                 return
         except Exception:  # noqa: BLE001 - a function on tensors fails on arrays in any way
             pass

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from fastsdf import _memory
+from fastsdf._arrays import concatenate
+from fastsdf._progress import progress_bar
+from fastsdf._validation import integer, one_of, real
 from fastsdf.geometry.grid import UNIT_BOUNDS, Bounds, Grid
 from fastsdf.io import PlyWriter, write_ply
 from fastsdf.meshing.evaluator import Evaluator
-from fastsdf.meshing.marching_cubes import finite_scalar, prepare_volume
+from fastsdf.meshing.marching_cubes import prepare_volume
 from fastsdf.meshing.narrow_band import DEFAULT_SAFETY, NarrowBand
 
 __all__ = ["extract_mesh"]
@@ -30,7 +32,7 @@ __all__ = ["extract_mesh"]
 _DEFAULT_BATCH = 1 << 18
 # Values kept per slab in chunked mode; bounds its memory whatever the resolution.
 _SLAB_BYTES = 256 << 20
-# Progress bars appear on their own only for grids at least this large.
+# By default a progress bar appears only for grids at least this large: smaller ones take seconds.
 _PROGRESS_POINTS = 1 << 24
 
 
@@ -67,8 +69,8 @@ def extract_mesh(
             exceeds ``safety`` times its half-diagonal; see ``fastsdf.meshing.narrow_band``). For a
             true SDF (analytic shapes, ``MeshSDF``) sparse gives the dense mesh exactly.
         batch_size: points per call of ``sdf`` (default 262144).
-        progress: show a progress bar (tqdm); ``None`` shows one for large grids when stderr is a
-            terminal, ``False`` never.
+        progress: show a progress bar (tqdm); ``None`` shows one for grids of 2^24 points or more
+            when stderr is a terminal, ``False`` never.
         device: torch device to evaluate tensors on (overrides the detection above); not the meta
             device (a module there, or one returning meta tensors, raises ValueError: meta tensors
             have no values).
@@ -101,18 +103,16 @@ def extract_mesh(
         MemoryError: a dense volume or the mesh would not fit in the memory available.
     """
     grid = Grid(resolution, bounds)
-    level = finite_scalar(level, "level")
-    if method not in ("dense", "chunked", "sparse"):
-        raise ValueError(f"method must be 'dense', 'chunked' or 'sparse', got {method!r}")
-    safety = finite_scalar(safety, "safety")
-    if safety < 1:
-        raise ValueError(f"safety must be at least 1 (the gradient norm of a true SDF), got {safety!r}")
-    batch = _DEFAULT_BATCH if batch_size is None else _positive_int(batch_size, "batch_size")
+    level = real(level, "level")
+    one_of(method, "method", ("dense", "chunked", "sparse"))
+    safety = real(safety, "safety", 1)  # 1: the gradient norm of a true SDF
+    batch = _DEFAULT_BATCH if batch_size is None else integer(batch_size, "batch_size", minimum=1)
     evaluator = Evaluator(sdf, grid, device, batch, devices)
     res = grid.resolution
     total = math.prod(res)
-    show = progress if progress is not None else (total >= _PROGRESS_POINTS and sys.stderr.isatty())
-    with _progress_bar(total, show, f"extract_mesh {res[0]}x{res[1]}x{res[2]}") as bar:
+    bar = progress_bar(progress, total, 0, f"extract_mesh {res[0]}x{res[1]}x{res[2]}", "pt",
+                       long_run=total >= _PROGRESS_POINTS, unit_scale=True)
+    try:
         if method == "dense":
             verts, faces = _dense(evaluator, grid, level, batch, bar)
             if out is None:
@@ -132,6 +132,9 @@ def extract_mesh(
         with PlyWriter(out) as ply:
             _chunked(evaluator, grid, level, fill, ply)
         return ply.vertices, ply.faces
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _fill_layers(evaluator: Evaluator, grid: Grid, volume: Any, first_layer: int, start_layer: int,
@@ -143,7 +146,8 @@ def _fill_layers(evaluator: Evaluator, grid: Grid, volume: Any, first_layer: int
     def store(s: int, values: Any) -> None:
         e = min(s + batch, stop)
         flat[s:e] = values
-        bar.update(e - s)
+        if bar is not None:
+            bar.update(e - s)
 
     evaluator.each(range(start, stop, batch), lambda s: grid.points(first_layer, s, min(s + batch, stop)), store)
 
@@ -177,7 +181,8 @@ def _fill_band(evaluator: Evaluator, grid: Grid, band: NarrowBand, volume: Any, 
 
     evaluator.each(range(0, len(wanted), batch), lambda s: grid.points_at(first_layer, wanted[s:s + batch] + offset),
                    store)
-    bar.update(len(layers) * grid.layer_points)
+    if bar is not None:
+        bar.update(len(layers) * grid.layer_points)
 
 
 def _dense(evaluator: Evaluator, grid: Grid, level: float, batch: int, bar):
@@ -232,44 +237,5 @@ def _chunked(evaluator: Evaluator, grid: Grid, level: float, fill: Callable[[Any
         vertex_base += counts.sizes(layers)[0]
         carry = volume[b - a:] if b < nx else None  # a view; the next slab copies it in
         a = b
-    return (_concat(verts), _concat(faces)) if ply is None else None
+    return (concatenate(verts), concatenate(faces)) if ply is None else None
 
-
-def _concat(parts: list) -> Any:
-    if type(parts[0]).__module__.startswith("torch"):
-        import torch
-
-        return torch.cat(parts)
-    return np.concatenate(parts)
-
-
-def _positive_int(value: Any, name: str) -> int:
-    try:
-        ok = not isinstance(value, bool) and float(value).is_integer() and value >= 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-class _progress_bar:
-    """tqdm when shown, a do-nothing stand-in otherwise."""
-
-    def __init__(self, total: int, show: bool, desc: str):
-        self.bar = None
-        if show:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="pt", unit_scale=True, leave=False)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)

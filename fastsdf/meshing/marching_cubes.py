@@ -9,13 +9,14 @@ plain NumPy twin.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from fastsdf import _backend, _memory
+from fastsdf._arrays import is_tensor
+from fastsdf._validation import real, triple
 
 __all__ = ["marching_cubes"]
 
@@ -74,7 +75,7 @@ def marching_cubes(
             would not fit in the memory available, checked before allocating.
         BackendUnavailableError: the compiled module for the volume's device is not built.
     """
-    level = finite_scalar(level, "level")
+    level = real(level, "level")
     spacing = triple(spacing, "spacing", positive=True)
     origin = triple(origin, "origin")
     kernels, data, wrap = prepare_volume(volume)
@@ -237,11 +238,6 @@ def prepare_volume(volume: Any) -> tuple[CpuKernels | CudaKernels, Any, Callable
     return CpuKernels(), _native_array(array), lambda x: x
 
 
-def is_tensor(x: Any) -> bool:
-    """Whether ``x`` is a torch tensor, told without importing torch."""
-    return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
-
-
 def _native_array(array: np.ndarray) -> np.ndarray:
     """The kernels read native-endian, aligned data through any strides; anything else is copied
     into a fresh (hence aligned) array: ``np.ascontiguousarray`` would hand back a C-contiguous but
@@ -264,30 +260,6 @@ def _check_shape(shape: tuple[int, ...]) -> None:
         raise ValueError(f"volume must be 3-D, got shape {shape}")
     if min(shape) < 2:
         raise ValueError(f"volume needs at least 2 samples along every axis, got shape {shape}")
-
-
-def finite_scalar(value: Any, name: str) -> float:
-    """``value`` as a finite float; TypeError if it is not a real number, ValueError if NaN/Inf."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"{name} must be finite, got {out}")
-    return out
-
-
-def triple(values: Sequence[float], name: str, positive: bool = False) -> tuple[float, float, float]:
-    """``values`` as three finite floats (all > 0 with ``positive``); TypeError or ValueError otherwise."""
-    try:
-        out = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be three real numbers, got {values!r}") from None
-    if len(out) != 3 or not all(math.isfinite(v) for v in out):
-        raise ValueError(f"{name} must be three finite numbers, got {values!r}")
-    if positive and min(out) <= 0:
-        raise ValueError(f"{name} must be positive, got {values!r}")
-    return out
 
 
 def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fastsdf import _memory
-from fastsdf.io import to_numpy
+from fastsdf._arrays import to_numpy
 
 __all__ = ["BLOCK", "COARSEST", "DEFAULT_SAFETY", "NarrowBand"]
 

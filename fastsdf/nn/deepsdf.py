@@ -11,13 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
+from fastsdf._validation import integer, real
+
 __all__ = ["DeepSDFDecoder"]
-
-
-def _count(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 class DeepSDFDecoder(nn.Module):
@@ -50,13 +46,11 @@ class DeepSDFDecoder(nn.Module):
                  tanh_output: bool = True, in_features: int = 3, layer_norm: Sequence[int] = (),
                  use_tanh: bool = False):
         super().__init__()
-        self.latent_size = _count("latent_size", latent_size, minimum=0)
-        self.hidden_features = _count("hidden_features", hidden_features)
-        self.hidden_layers = _count("hidden_layers", hidden_layers)
-        self.in_features = _count("in_features", in_features)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
+        self.latent_size = integer(latent_size, "latent_size", minimum=0)
+        self.hidden_features = integer(hidden_features, "hidden_features", minimum=1)
+        self.hidden_layers = integer(hidden_layers, "hidden_layers", minimum=1)
+        self.in_features = integer(in_features, "in_features", minimum=1)
+        self.dropout = real(dropout, "dropout", 0, 1, high_open=True)
         self.latent_in = tuple(sorted({int(i) for i in latent_in}))
         if any(not 0 < i < self.hidden_layers for i in self.latent_in):
             raise ValueError(f"latent_in must name hidden layers 1 .. {self.hidden_layers - 1}, got {latent_in!r}")

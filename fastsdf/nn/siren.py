@@ -22,28 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastsdf._validation import integer, one_of, real
 from fastsdf.nn.siren_layouts import check_bvp_omegas, official_layers, siren_pytorch_layers
 from fastsdf.ops import siren as siren_ops
 
 __all__ = ["PRECISIONS", "SineLayer", "Siren", "SirenMLP"]
 
 PRECISIONS = siren_ops.PRECISIONS
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _omega(name: str, value: Any) -> float:
-    try:
-        omega = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(omega) and omega > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return omega
 
 
 class SirenMLP(nn.Module):
@@ -74,14 +59,14 @@ class SirenMLP(nn.Module):
                  bias: bool = True, latent_features: int = 0, precision: str = "fp32",
                  double_backward: bool = True):
         super().__init__()
-        self.in_features = _positive_int("in_features", in_features)
-        self.hidden_features = _positive_int("hidden_features", hidden_features)
-        self.hidden_layers = _positive_int("hidden_layers", hidden_layers, minimum=0)
-        self.out_features = _positive_int("out_features", out_features)
-        self.latent_features = _positive_int("latent_features", latent_features, minimum=0)
+        self.in_features = integer(in_features, "in_features", minimum=1)
+        self.hidden_features = integer(hidden_features, "hidden_features", minimum=1)
+        self.hidden_layers = integer(hidden_layers, "hidden_layers", minimum=0)
+        self.out_features = integer(out_features, "out_features", minimum=1)
+        self.latent_features = integer(latent_features, "latent_features", minimum=0)
         self.outermost_linear = bool(outermost_linear)
-        self.first_omega_0 = _omega("first_omega_0", first_omega_0)
-        self.hidden_omega_0 = _omega("hidden_omega_0", hidden_omega_0)
+        self.first_omega_0 = real(first_omega_0, "first_omega_0", 0, low_open=True)
+        self.hidden_omega_0 = real(hidden_omega_0, "hidden_omega_0", 0, low_open=True)
         self.precision = precision
         self.double_backward = bool(double_backward)
         self._kernels = siren_ops.KernelCache()
@@ -107,9 +92,7 @@ class SirenMLP(nn.Module):
 
     @precision.setter
     def precision(self, value: str) -> None:
-        if value not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r}")
-        self._precision = value
+        self._precision = one_of(value, "precision", PRECISIONS)
 
     def config(self) -> dict[str, Any]:
         """The constructor's arguments that make a network of this shape (``cls(**config())``)."""
@@ -212,7 +195,8 @@ class SirenMLP(nn.Module):
             raise ValueError(f"outermost_linear={outermost_linear} but the state dict's last layer is "
                              f"{'a sine layer' if sine_last else 'linear'}")
         if layout == "SingleBVPNet":
-            check_bvp_omegas(_omega("first_omega_0", first_omega_0), _omega("hidden_omega_0", hidden_omega_0))
+            check_bvp_omegas(real(first_omega_0, "first_omega_0", 0, low_open=True),
+                             real(hidden_omega_0, "hidden_omega_0", 0, low_open=True))
         return cls._from_layers(layers, outermost_linear=not sine_last, first_omega_0=first_omega_0,
                                 hidden_omega_0=hidden_omega_0, **kwargs)
 
@@ -327,8 +311,8 @@ class Siren(SirenMLP):
 
     @property
     def omegas(self) -> tuple[float | None, ...]:
-        return tuple(_omega(f"net[{i}].omega_0", layer.omega_0) if isinstance(layer, SineLayer) else None
-                     for i, layer in enumerate(self.net))
+        return tuple(real(layer.omega_0, f"net[{i}].omega_0", 0, low_open=True)
+                     if isinstance(layer, SineLayer) else None for i, layer in enumerate(self.net))
 
     def forward(self, coords: torch.Tensor, latent: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         coords = coords.clone().detach().requires_grad_(True)

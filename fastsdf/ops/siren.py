@@ -33,6 +33,7 @@ from collections.abc import Sequence
 import torch
 
 from fastsdf import _backend
+from fastsdf._validation import one_of
 from fastsdf.ops import siren_composed, siren_cpu, siren_reference
 from fastsdf.ops.siren_fused import FusedBackend, KernelCache, records_graph
 
@@ -55,8 +56,7 @@ def backend(x: torch.Tensor) -> str:
     """The backend a call on ``x`` (N, features) runs on."""
     forced = os.environ.get(_ENV, "").strip()
     if forced:
-        if forced not in BACKENDS:
-            raise ValueError(f"{_ENV} must be one of {BACKENDS}, got {forced!r}")
+        one_of(forced, _ENV, BACKENDS)
         if forced != "reference" and x.dtype != torch.float32:
             raise _backend.BackendUnavailableError(f"{_ENV}={forced} runs float32 only, got {x.dtype}")
         if forced == "cpu" and x.device.type != "cpu":
@@ -78,18 +78,13 @@ def backend(x: torch.Tensor) -> str:
     return "reference"
 
 
-def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-
-
 def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
             omegas: Sequence[float | None], precision: str = "fp32", cache: KernelCache | None = None,
             double_backward: bool = True) -> torch.Tensor:
     """The SIREN (weights (out, in) per layer, biases or None, omegas or None for a linear last
     layer) at x (N, in): (N, out). ``double_backward=False`` lets a recorded call on the CPU run on
     the fused kernel, whose gradients cannot be differentiated again."""
-    _check_precision(precision)
+    one_of(precision, "precision", PRECISIONS)
     name = backend(x)
     fused = _fused(name, weights, omegas)
     if fused is None or (records_graph([x, *weights, *biases])
@@ -103,7 +98,7 @@ def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], bias
                           omegas: Sequence[float | None], precision: str, grad_columns: int,
                           cache: KernelCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(y (N, out), dy/dx (N, out, grad_columns)) for the last ``grad_columns`` inputs."""
-    _check_precision(precision)
+    one_of(precision, "precision", PRECISIONS)
     name = backend(x)
     fused = _fused(name, weights, omegas)
     if fused is not None and not (os.environ.get(_ENV) or fused.jacobian_pays(precision)):

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from fastsdf._validation import integer
 from fastsdf.geometry.normalization import NormalizationTransform
 from fastsdf.training.fitted import FittedSDF
 from fastsdf.training.saved import describe, field, network_from_state, network_state, transform_from_state, write_state
@@ -89,8 +90,7 @@ class AutoDecoder(nn.Module):
     def interpolate(self, a: str | int | torch.Tensor, b: str | int | torch.Tensor, count: int) -> list[FittedSDF]:
         """``count`` shapes whose codes run linearly from ``a``'s to ``b``'s, both included (in the
         normalised frame)."""
-        if isinstance(count, bool) or not isinstance(count, int) or count < 2:
-            raise ValueError(f"count must be an integer >= 2, got {count!r}")
+        count = integer(count, "count", minimum=2)
         ends = [self.codes[self._index(c)] if isinstance(c, (str, int)) else torch.as_tensor(c) for c in (a, b)]
         return [self.shape(torch.lerp(ends[0], ends[1], t / (count - 1))) for t in range(count)]
 

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastsdf._progress import progress_bar
+from fastsdf._validation import integer, one_of, real
 from fastsdf.geometry.normalization import NormalizationTransform, normalize
 from fastsdf.geometry.samples_npz import load_npz
 from fastsdf.geometry.sampling import SdfSamples
@@ -30,7 +32,6 @@ from fastsdf.training import losses
 from fastsdf.training.checkpoint import Checkpoint
 from fastsdf.training.data import POOL_NEAR, POOL_UNIFORM, PointPool
 from fastsdf.training.fitted import FittedSDF
-from fastsdf.training.progress import progress_bar
 from fastsdf.training.seeding import check_seed
 
 __all__ = ["LOSSES", "fit"]
@@ -61,18 +62,6 @@ def _network(model: Any) -> nn.Module:
     if not isinstance(network, nn.Module):
         raise TypeError(f"model() must return a torch.nn.Module, got {type(network).__name__}")
     return network
-
-
-def _positive(name: str, value: Any, kind: type) -> Any:
-    if value is None:
-        return None
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if isinstance(value, bool) or not (math.isfinite(number) and number > 0) or number != value:
-        raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
-    return number
 
 
 def _source(mesh_or_samples: Any, normalization: str, loss: str, seed: Any,
@@ -166,15 +155,13 @@ def fit(mesh_or_samples: Any, model: nn.Module | Callable[[], nn.Module] | None 
             checkpoint from another run.
         TypeError: a ``model`` that is neither a module nor a function that builds one.
     """
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if normalization not in ("sphere", "cube", "none"):
-        raise ValueError(f"normalization must be 'sphere', 'cube' or 'none', got {normalization!r}")
-    steps = _positive("steps", steps, int)
-    time_budget = _positive("time_budget", time_budget, float)
-    batch_size = _positive("batch_size", batch_size, int)
-    pool_points = _positive("pool_points", pool_points, int)
-    learning_rate = _positive("learning_rate", learning_rate, float)
+    one_of(loss, "loss", LOSSES)
+    one_of(normalization, "normalization", ("sphere", "cube", "none"))
+    steps = None if steps is None else integer(steps, "steps", minimum=1)
+    time_budget = None if time_budget is None else real(time_budget, "time_budget", 0, low_open=True)
+    batch_size = integer(batch_size, "batch_size", minimum=1)
+    pool_points = integer(pool_points, "pool_points", minimum=1)
+    learning_rate = real(learning_rate, "learning_rate", 0, low_open=True)
     if steps is None and time_budget is None:
         steps = DEFAULT_STEPS
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))

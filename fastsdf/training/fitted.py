@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastsdf._validation import one_of
 from fastsdf.geometry.normalization import NormalizationTransform
 from fastsdf.training.saved import field, network_from_state, network_state, transform_from_state, write_state
 
@@ -40,8 +41,7 @@ class FittedSDF(nn.Module):
     def __init__(self, network: nn.Module, transform: NormalizationTransform, kind: str = "sdf",
                  history: dict[str, Any] | None = None):
         super().__init__()
-        if kind not in ("sdf", "occupancy"):
-            raise ValueError(f"kind must be 'sdf' or 'occupancy', got {kind!r}")
+        one_of(kind, "kind", ("sdf", "occupancy"))
         self.network = network
         self.transform = transform
         self.kind = kind

@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from fastsdf._validation import one_of
+
 __all__ = ["DEEPSDF_CLAMP", "SIREN_WEIGHTS", "clamped_l1", "occupancy_bce", "siren_sdf"]
 
 # DeepSDF's clamping distance delta (specs "ClampingDistance").
@@ -33,8 +35,7 @@ def clamped_l1(predicted: torch.Tensor, target: torch.Tensor, delta: float = DEE
 
     ``reduction``: ``"mean"`` (a scalar) or ``"none"`` (per point).
     """
-    if reduction not in ("mean", "none"):
-        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    one_of(reduction, "reduction", ("mean", "none"))
     target = target.clamp(-delta, delta)
     if deepsdf_gradient:
         errors = (predicted.clamp(-delta, delta) - target).abs()

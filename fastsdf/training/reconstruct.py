@@ -28,7 +28,6 @@ the defaults 0.0074 and 0.0092 in about 1 s; with the rate DeepSDF uses (5e-3) t
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from fastsdf._validation import integer, one_of, real
 from fastsdf.geometry.normalization import NormalizationTransform
 from fastsdf.geometry.samples_npz import load_npz
 from fastsdf.geometry.sampling import SdfSamples
@@ -85,21 +85,15 @@ class ReconstructionRecipe:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
+        # Frozen: the checked values (plain ints and floats) are set past the dataclass's guard.
         for name in ("iterations", "samples_per_iteration"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, integer(getattr(self, name), name, minimum=1))
         for name in ("learning_rate", "init_std"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if not (isinstance(self.code_regularization, (int, float)) and math.isfinite(self.code_regularization)
-                and self.code_regularization >= 0):
-            raise ValueError(f"code_regularization must be a non-negative number, got {self.code_regularization!r}")
+            object.__setattr__(self, name, real(getattr(self, name), name, 0, low_open=True))
+        object.__setattr__(self, "code_regularization", real(self.code_regularization, "code_regularization", 0))
         for name, allowed in (("penalty", ("sum", "mean")), ("clamp", ("target", "both")),
                               ("precision", ("auto", "fp32", "bf16"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+            one_of(getattr(self, name), name, allowed)
 
     def learning_rate_at(self, iteration: int) -> float:
         """The rate of iteration ``iteration`` (from 0)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from fastsdf._validation import integer
 
 __all__ = ["SEED_LIMIT", "check_seed"]
 
@@ -15,6 +15,4 @@ def check_seed(seed: Any, allow_none: bool = True) -> int | None:
     """``seed`` as an int (None stays None where allowed); ValueError unless an integer in [0, 2^63)."""
     if seed is None and allow_none:
         return None
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < SEED_LIMIT:
-        raise ValueError(f"seed must be an integer in [0, 2^63), got {seed!r}")
-    return int(seed)
+    return integer(seed, "seed", 0, SEED_LIMIT - 1)

@@ -37,10 +37,11 @@ if torch.distributed.is_available():
     # two-process run in 40 on 2 cores).
     import torch.distributed.nn.functional  # noqa: F401
 
+from fastsdf._progress import progress_bar
+from fastsdf._validation import integer, real
 from fastsdf.training.autodecoder import AutoDecoder
 from fastsdf.training.checkpoint import Checkpoint
 from fastsdf.training.losses import clamped_l1
-from fastsdf.training.progress import progress_bar
 from fastsdf.training.seeding import check_seed
 from fastsdf.training.shapes import ShapeSamples, load_shapes
 
@@ -88,19 +89,6 @@ def _holds_a_process_group(function: Any) -> bool:
     return any(isinstance(value, dist.ProcessGroup) for value in function.__defaults__ or ())
 
 
-def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _rate(name: str, value: Any, allow_zero: bool = False) -> float:
-    number = float(value)
-    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
-    return number
-
-
 def train_deepsdf(data: ShapeSamples | str | os.PathLike | Sequence[str | os.PathLike], decoder: nn.Module | None = None,
                   *, epochs: int = DEFAULT_EPOCHS, latent_size: int = 256, shapes_per_batch: int = SHAPES_PER_BATCH,
                   samples_per_shape: int = SAMPLES_PER_SHAPE, learning_rate: float = DECODER_LEARNING_RATE,
@@ -136,12 +124,13 @@ def train_deepsdf(data: ShapeSamples | str | os.PathLike | Sequence[str | os.Pat
         ``training_seconds``, ``epochs``, ``settings``.
     """
     shapes = data if isinstance(data, ShapeSamples) else load_shapes(data)
-    epochs, shapes_per_batch = _count("epochs", epochs), _count("shapes_per_batch", shapes_per_batch)
-    samples_per_shape, decay_every = _count("samples_per_shape", samples_per_shape), _count("decay_every", decay_every)
-    learning_rate = _rate("learning_rate", learning_rate)
-    code_learning_rate = _rate("code_learning_rate", code_learning_rate)
-    code_regularization = _rate("code_regularization", code_regularization, allow_zero=True)
-    code_init_std = _rate("code_init_std", code_init_std)
+    epochs, shapes_per_batch = integer(epochs, "epochs", 1), integer(shapes_per_batch, "shapes_per_batch", 1)
+    samples_per_shape = integer(samples_per_shape, "samples_per_shape", 1)
+    decay_every = integer(decay_every, "decay_every", 1)
+    learning_rate = real(learning_rate, "learning_rate", 0, low_open=True)
+    code_learning_rate = real(code_learning_rate, "code_learning_rate", 0, low_open=True)
+    code_regularization = real(code_regularization, "code_regularization", 0)
+    code_init_std = real(code_init_std, "code_init_std", 0, low_open=True)
     world, rank = _world()
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -150,7 +139,7 @@ def train_deepsdf(data: ShapeSamples | str | os.PathLike | Sequence[str | os.Pat
     if decoder is None:
         from fastsdf.nn import DeepSDFDecoder
 
-        decoder = DeepSDFDecoder(latent_size=_count("latent_size", latent_size))
+        decoder = DeepSDFDecoder(latent_size=integer(latent_size, "latent_size", 1))
     latent_size = getattr(decoder, "latent_size", getattr(decoder, "latent_features", None))
     if not latent_size:
         raise ValueError("the decoder has no latent input (DeepSDFDecoder(latent_size=k) or SirenMLP(latent_features=k))")
