@@ -216,7 +216,7 @@ def test_a_mesh_whose_sampling_fails_does_not_stop_the_others(
 
 
 @pytest.mark.parametrize("setup", ["empty", "no meshes", "missing"])
-def test_nothing_to_read_is_a_usage_error(setup: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_nothing_to_read_fails_as_in_every_command(setup: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "in"
     if setup != "missing":
         source.mkdir()
@@ -225,7 +225,7 @@ def test_nothing_to_read_is_a_usage_error(setup: str, tmp_path: Path, capsys: py
         (source / "sub").mkdir()
         shutil.copy(MESHES / "cow.obj", source / "sub")  # subfolders are not searched
     code, stdout, stderr = _run(capsys, source, tmp_path / "out", *SMALL)
-    assert code == 2 and stdout == ""
+    assert code == 1 and stdout == ""  # a missing input, as in every command (the README's exit statuses)
     assert stderr.count("\n") == 1 and stderr.startswith("fastsdf sample: error:") and str(source) in stderr
     assert not (tmp_path / "out").exists()
 
@@ -250,10 +250,10 @@ def test_bad_options_are_argparse_errors(options: list[str], tmp_path: Path,
     assert err.count("\n") == 1 and err.startswith(f"fastsdf sample: error: {options[0]}") and "usage:" not in err
 
 
-def test_out_dir_that_is_a_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_out_dir_that_is_a_file_fails_as_in_every_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "out").write_text("a file")
     code, _, stderr = _run(capsys, MESHES / "cow.obj", tmp_path / "out", *SMALL)
-    assert code == 2 and "not a folder" in stderr
+    assert code == 1 and "not a folder" in stderr
 
 
 def test_the_command_line_entry_point(tmp_path: Path) -> None:
@@ -261,7 +261,7 @@ def test_the_command_line_entry_point(tmp_path: Path) -> None:
     run = lambda *args: subprocess.run([sys.executable, "-m", "fastsdf.cli", "sample", *args],  # noqa: E731
                                        capture_output=True, text=True, env=os.environ.copy())
     result = run(str(tmp_path / "empty"), str(tmp_path / "out"))
-    assert result.returncode == 2 and result.stdout == ""
+    assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [f"fastsdf sample: error: no mesh files (.obj, .ply, .stl, .off, "
                                                   f".glb, .gltf) in {tmp_path / 'empty'}"]
     help_text = run("--help").stdout

@@ -85,14 +85,14 @@ def _sample(args: argparse.Namespace) -> int:
         raise UsageError("nothing to sample: --n-uniform, --n-near and --n-surface are all 0")
     source, out_dir = Path(args.mesh), Path(args.out)
     if not source.exists():
-        raise UsageError(f"no such file or folder: {source}")
+        raise FileNotFoundError(f"no such file or folder: {source}")
     if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"OUT_DIR is not a folder: {out_dir}")
+        raise NotADirectoryError(f"OUT_DIR is not a folder: {out_dir}")
     if source.is_dir():
         meshes = sorted(p for p in source.iterdir()
                         if p.suffix.lower() in MESH_SUFFIXES and p.is_file() and not p.name.startswith("."))
         if not meshes:
-            raise UsageError(f"no mesh files ({', '.join(MESH_SUFFIXES)}) in {source}")
+            raise FileNotFoundError(f"no mesh files ({', '.join(MESH_SUFFIXES)}) in {source}")
     else:
         meshes = [source]
 
