@@ -138,3 +138,15 @@ def _strongly_connected(graph: dict[str, list[str]]) -> list[list[str]]:
                             break
                     components.append(sorted(component))
     return components
+
+
+def test_no_test_module_imports_another() -> None:
+    """Helpers that several test modules share live in plain modules beside them (``*_helpers.py``):
+    importing a test module would collect its tests twice under another name and tie the two."""
+    tests = Path(__file__).resolve().parent
+    found = [f"{path.name}: {name}" for path in sorted(tests.glob("test_*.py"))
+             for node in ast.walk(ast.parse(path.read_text(), str(path)))
+             if isinstance(node, (ast.Import, ast.ImportFrom))
+             for name in ([node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names])
+             if name.split(".")[0].startswith("test_")]
+    assert not found, f"test modules importing test modules: {found}"

@@ -14,14 +14,8 @@ import fastsdf
 from fastsdf.cli import main
 from fastsdf.cli.demo import bundled_mesh
 
-from test_cli_io_render import _read_ply
-from test_deepsdf import sphere_samples
-
-SMALL_FIT = ["--steps", "30", "--width", "32", "--layers", "1", "--resolution", "32", "--seed", "0", "--quiet"]
-SMALL_DEEPSDF = ["--latent-size", "8", "--width", "64", "--layers", "4", "--dropout", "0", "--epochs", "60",
-                 "--shapes-per-batch", "3", "--samples-per-shape", "256", "--learning-rate", "2e-3",
-                 "--code-learning-rate", "1e-2", "--quiet"]
-
+from cli_helpers import SMALL_DEEPSDF, SMALL_FIT, read_ply
+from training_helpers import sphere_samples
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -46,7 +40,7 @@ def test_fit_writes_model_mesh_metrics_and_pictures(fitted: Path) -> None:
         assert np.isfinite(metrics[key]), key
     assert metrics["steps"] == 30 and 0 < metrics["f1_volume"] <= 1
     model = fastsdf.load_model(fitted)
-    verts, faces = _read_ply(fitted / "mesh.ply")
+    verts, faces = read_ply(fitted / "mesh.ply")
     assert len(faces) == metrics["triangles"] > 0
     lo, hi = model.bounds()
     assert (verts >= lo - 1e-4).all() and (verts <= hi + 1e-4).all()
@@ -54,7 +48,7 @@ def test_fit_writes_model_mesh_metrics_and_pictures(fitted: Path) -> None:
 
 def test_extract_eval_render(fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["extract", str(fitted), "--out", str(tmp_path / "m.ply"), "--resolution", "24", "--quiet"]) == 0
-    assert "peak memory" in capsys.readouterr().out and len(_read_ply(tmp_path / "m.ply")[1]) > 0
+    assert "peak memory" in capsys.readouterr().out and len(read_ply(tmp_path / "m.ply")[1]) > 0
     assert main(["eval", str(fitted / "model.pt"), str(bundled_mesh()), "--points", "2000", "--resolution", "24",
                  "--seed", "0", "--out", str(tmp_path / "e.json"), "--quiet"]) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -83,7 +77,7 @@ def test_train_deepsdf_then_reconstruct(tmp_path: Path, capsys: pytest.CaptureFi
     assert len(summary["shapes"]["r0.4"]["code"]) == 8
     for name in ("r0.4.ply", "r0.4.png", "r0.7.ply", "interpolation_0.ply", "interpolation_2.ply"):
         assert (rec / name).stat().st_size > 0, name
-    verts, _ = _read_ply(rec / "r0.7.ply")
+    verts, _ = read_ply(rec / "r0.7.ply")
     assert abs(np.linalg.norm(verts, axis=1).mean() - 0.7) < 0.1
 
 

@@ -19,8 +19,8 @@ from fastsdf.cli.demo import bundled_mesh
 from fastsdf.nn import DeepSDFDecoder, SirenMLP
 from fastsdf.training.autodecoder import AutoDecoder
 
-from test_cli_commands import SMALL_DEEPSDF, SMALL_FIT
-from test_deepsdf import sphere_samples
+from cli_helpers import SMALL_DEEPSDF, SMALL_FIT
+from training_helpers import sphere_samples
 
 # Every numeric option of every command, with a value out of its range.
 BAD_VALUES = {

@@ -18,24 +18,13 @@ from fastsdf.cli import main
 from fastsdf.io import atomic_write, write_ply
 from fastsdf.render import render_mesh, render_sdf
 
-
-def _read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    data = path.read_bytes()
-    header, body = data.split(b"end_header\n", 1)
-    lines = header.decode().splitlines()
-    assert lines[1] == "format binary_little_endian 1.0"
-    n_verts = int(next(l for l in lines if l.startswith("element vertex")).split()[-1])
-    n_faces = int(next(l for l in lines if l.startswith("element face")).split()[-1])
-    verts = np.frombuffer(body[: 12 * n_verts], "<f4").reshape(-1, 3)
-    records = np.frombuffer(body[12 * n_verts :], [("n", "u1"), ("v", "<i4", (3,))])
-    assert len(records) == n_faces and (records["n"] == 3).all()
-    return verts, records["v"].astype(np.int64)
+from cli_helpers import read_ply
 
 
 def test_write_ply_round_trip(tmp_path: Path) -> None:
     verts, faces = fastsdf.extract_mesh(fastsdf.Sphere(0.5), 24)
     write_ply(tmp_path / "m.ply", verts, faces)
-    v, f = _read_ply(tmp_path / "m.ply")
+    v, f = read_ply(tmp_path / "m.ply")
     np.testing.assert_array_equal(v, verts)
     np.testing.assert_array_equal(f, faces)
 
@@ -43,7 +32,7 @@ def test_write_ply_round_trip(tmp_path: Path) -> None:
 def test_write_ply_accepts_tensors_and_empty_meshes(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     write_ply(tmp_path / "e.ply", torch.zeros((0, 3)), torch.zeros((0, 3), dtype=torch.int64))
-    v, f = _read_ply(tmp_path / "e.ply")
+    v, f = read_ply(tmp_path / "e.ply")
     assert v.shape == (0, 3) and f.shape == (0, 3)
 
 

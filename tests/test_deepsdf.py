@@ -19,28 +19,19 @@ import pytest
 import torch
 
 import fastsdf
-from fastsdf import DeepSDFDecoder, SdfSamples
+from fastsdf import DeepSDFDecoder
 from fastsdf.nn import SirenMLP
 from fastsdf.training.autodecoder import AutoDecoder
 from fastsdf.training.reconstruct import ITERATIONS, RECIPES
 from fastsdf.training.shapes import ShapeSamples, load_shapes
 from original_deepsdf import Decoder as OriginalDecoder
+from training_helpers import sphere_samples
 
 RADII = (0.3, 0.4, 0.5, 0.6, 0.7)
 HELD_OUT = 0.55
 SMALL_DECODER = {"latent_size": 8, "hidden_features": 64, "hidden_layers": 4, "latent_in": (2,), "dropout": 0.0}
 TRAINING = {"epochs": 150, "shapes_per_batch": 5, "samples_per_shape": 512, "learning_rate": 2e-3,
             "code_learning_rate": 1e-2, "decay_every": 100, "progress": False}
-
-
-def sphere_samples(radius: float, rng: np.random.Generator, count: int = 6000) -> SdfSamples:
-    """DeepSDF-style samples of a sphere: most near the surface (std 0.02), a fifth uniform in the cube."""
-    near = count - count // 5
-    directions = rng.standard_normal((near, 3))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    points = np.concatenate([directions * (radius + rng.normal(0, 0.02, (near, 1))),
-                             rng.uniform(-1, 1, (count // 5, 3))])
-    return SdfSamples(points, np.linalg.norm(points, axis=1) - radius)
 
 
 def sphere_family(seed: int) -> ShapeSamples:

@@ -24,7 +24,7 @@ from fastsdf.nn import SirenMLP
 from fastsdf.training import losses
 from fastsdf.training.fitted import FittedSDF
 
-from test_mesh_sdf import bumpy_sphere
+from mesh_helpers import bumpy_sphere
 
 SMALL = {"pool_points": 20_000, "batch_size": 512, "progress": False}
 

@@ -38,6 +38,7 @@ from fastsdf.geometry.mesh_sdf_reference import (
 )
 
 from conftest import assert_closed_oriented_manifold, signed_volume, to_numpy
+from mesh_helpers import bumpy_sphere, normalise
 
 MeshSDF = getattr(fastsdf, "MeshSDF", None)
 pytestmark = pytest.mark.skipif(MeshSDF is None, reason="fastsdf.MeshSDF is not implemented yet")
@@ -65,12 +66,6 @@ FAST_NEAR = 1e-2
 # --------------------------------------------------------------------------------------------
 
 
-def normalise(verts: np.ndarray) -> np.ndarray:
-    verts = np.asarray(verts, np.float64)
-    verts = verts - (verts.min(axis=0) + verts.max(axis=0)) / 2
-    return verts / (np.linalg.norm(verts, axis=1).max() * 1.03)
-
-
 @functools.lru_cache(maxsize=None)
 def shared_mesh(name: str) -> tuple[np.ndarray, np.ndarray]:
     """A shared mesh as trimesh reads it (no processing), normalised; read-only arrays."""
@@ -85,14 +80,6 @@ def random_soup(rng: np.random.Generator, n_faces: int) -> tuple[np.ndarray, np.
     size = np.exp(rng.uniform(np.log(0.01), np.log(0.5), (n_faces, 1, 1)))
     tri = rng.uniform(-0.7, 0.7, (n_faces, 1, 3)) + rng.normal(0, 1, (n_faces, 3, 3)) * size
     return normalise(tri.reshape(-1, 3)), np.arange(3 * n_faces, dtype=np.int64).reshape(-1, 3)
-
-
-def bumpy_sphere(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A closed, outward-oriented icosphere (320 faces) with vertices moved radially by up to 3%:
-    star-shaped, so never self-intersecting, with saddle and concave vertices."""
-    sphere = trimesh.creation.icosphere(subdivisions=2)
-    verts = np.asarray(sphere.vertices) * (1 + rng.uniform(-0.03, 0.03, (len(sphere.vertices), 1)))
-    return normalise(verts), np.asarray(sphere.faces, np.int64)
 
 
 def sample_points(rng: np.random.Generator, verts: np.ndarray, faces: np.ndarray, n: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from fastsdf.nn import DeepSDFDecoder, SirenMLP
 from fastsdf.training.autodecoder import AutoDecoder
 from fastsdf.training.fitted import FittedSDF
 
-from test_deepsdf import sphere_samples
+from training_helpers import sphere_samples
 
 Edit = Callable[[dict[str, Any]], None]
 

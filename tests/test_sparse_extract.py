@@ -23,8 +23,8 @@ from fastsdf.meshing import narrow_band
 from fastsdf.meshing.narrow_band import ACTIVE, BLOCK, NarrowBand
 
 from conftest import assert_closed_oriented_manifold, assert_identical_mesh, random_sphere, random_torus
-from test_extract_mesh import Recorder, SphereModule, slab_bytes, torch_only
-from test_mesh_sdf import bumpy_sphere
+from extract_helpers import Recorder, SphereModule, slab_bytes, torch_only
+from mesh_helpers import bumpy_sphere
 
 
 def csg(rng: np.random.Generator) -> Any:
