@@ -51,14 +51,14 @@ def integer(value: Any, name: str, minimum: int | None = None, maximum: int | No
     0-d integer array); not ``bool``, and not a float, even one like 3.0, whose integer-ness is an
     accident of arithmetic. WrongTypeError for those, ValueError out of range.
     """
-    bounds = _range_text(-math.inf if minimum is None else minimum, math.inf if maximum is None else maximum)
     try:
         number = None if isinstance(value, (bool, np.bool_)) else operator.index(value)
     except TypeError:
         number = None
-    if number is None:
-        raise WrongTypeError(_message(name, f"an integer{bounds}", value))
-    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+    if number is None or (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        bounds = _range_text(-math.inf if minimum is None else minimum, math.inf if maximum is None else maximum)
+        if number is None:
+            raise WrongTypeError(_message(name, f"an integer{bounds}", value))
         raise ValueError(_message(name, bounds.lstrip(), value))
     return number
 
@@ -79,15 +79,16 @@ def real(value: Any, name: str, low: float = -math.inf, high: float = math.inf, 
     """``value`` as a finite ``float`` between ``low`` and ``high`` (each included unless open):
     ``real(x, "radius", 0, low_open=True)`` for a positive number. WrongTypeError for what is not a
     real number (see ``_to_float``), ValueError for NaN, Inf or a number out of range."""
-    bounds = _range_text(low, high, low_open, high_open)
     number = _to_float(value)
+    if number is not None and math.isfinite(number) and (number > low if low_open else number >= low) and (
+            number < high if high_open else number <= high):
+        return number
+    bounds = _range_text(low, high, low_open, high_open)
     if number is None:
         raise WrongTypeError(_message(name, f"a real number{bounds}", value))
     if not math.isfinite(number):
         raise ValueError(_message(name, f"a finite number{bounds}", value))
-    if not ((number > low if low_open else number >= low) and (number < high if high_open else number <= high)):
-        raise ValueError(_message(name, bounds.lstrip(), value))
-    return number
+    raise ValueError(_message(name, bounds.lstrip(), value))
 
 
 def triple(values: Sequence[Any], name: str, positive: bool = False) -> tuple[float, float, float]:

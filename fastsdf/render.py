@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from fastsdf._arrays import to_numpy
-from fastsdf._validation import integer, one_of
+from fastsdf._validation import integer, one_of, real
+from fastsdf.geometry.grid import parse_bounds
 from fastsdf.io import atomic_write
 
 __all__ = ["render_mesh", "render_sdf"]
@@ -97,8 +98,8 @@ def render_sdf(model: Any, path: str | os.PathLike | None = None, bounds: Any = 
     """
     import torch
 
-    size, max_steps = integer(size, "size", 16, 8192), int(max_steps)
-    lo, hi = (np.asarray(b, np.float64).reshape(3) for b in bounds)
+    size, max_steps = integer(size, "size", 16, 8192), integer(max_steps, "max_steps", minimum=1)
+    lo, hi = (np.asarray(b, np.float64) for b in parse_bounds(bounds))
     cam = _camera(azimuth, elevation, up)
     centre, radius = (lo + hi) / 2, float(np.linalg.norm(hi - lo)) / 2
     # The picture spans the sphere inscribed in the box (where a normalised shape lies), not the
@@ -151,7 +152,8 @@ _UP_ORDER = {"z": (0, 1, 2), "y": (2, 0, 1), "x": (1, 2, 0)}
 def _camera(azimuth_degrees: float, elevation_degrees: float, up: str) -> np.ndarray:
     """Rows, in world coordinates: screen x, screen y, towards the viewer."""
     one_of(up, "up", sorted(_UP_ORDER))
-    azimuth, elevation = math.radians(azimuth_degrees), math.radians(elevation_degrees)
+    azimuth = math.radians(real(azimuth_degrees, "azimuth"))
+    elevation = math.radians(real(elevation_degrees, "elevation"))
     forward = np.array([math.cos(elevation) * math.sin(azimuth), -math.cos(elevation) * math.cos(azimuth),
                         math.sin(elevation)])
     right = np.cross([0.0, 0.0, 1.0], forward)

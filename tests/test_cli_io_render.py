@@ -185,3 +185,13 @@ def test_only_stale_temporaries_are_removed(tmp_path: Path) -> None:
         f.write(b"model")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(alive + ["model.pt"])
     assert target.read_bytes() == b"model"
+
+
+@pytest.mark.parametrize("options, message", [({"max_steps": 2.5}, "max_steps"), ({"max_steps": 0}, "max_steps"),
+                                              ({"bounds": ((0, 0, 0), (1, 1))}, "bounds"),
+                                              ({"bounds": ((1, 0, 0), (0, 1, 1))}, "lo < hi"),
+                                              ({"azimuth": float("nan")}, "azimuth"), ({"elevation": "up"}, "elevation")])
+def test_render_sdf_checks_its_arguments(options: dict, message: str) -> None:
+    # max_steps=2.5 ran 2 steps, a two-number corner raised a reshape error, NaN angles drew nothing.
+    with pytest.raises(ValueError, match=message):
+        render_sdf(_AnalyticModule(fastsdf.Sphere(0.5)), size=16, **options)

@@ -18,6 +18,7 @@ import torch
 import fastsdf
 import fastsdf.meshing.extract as extract_module
 from fastsdf import extract_mesh
+from fastsdf.geometry.grid import Grid
 from fastsdf.io import PlyWriter, write_ply
 from fastsdf.meshing import narrow_band
 from fastsdf.meshing.narrow_band import ACTIVE, BLOCK, NarrowBand
@@ -98,9 +99,8 @@ def test_narrow_band_states_against_brute_force(rng, seed) -> None:
     """Every finest block the band rules out holds no crossing: checked on the dense grid."""
     sdf = csg(rng)
     res, lo = (53, 41, 66), (-1.0, -0.9, -1.1)
-    step = tuple(2.0 / (r - 1) for r in res)
-    band = NarrowBand(lambda p: sdf(p), res, lo, step, 0.0, 1.0, 4096)
-    axes = [np.float32(lo[a] + np.arange(res[a]) * step[a]) for a in range(3)]
+    band = NarrowBand(lambda p: sdf(p), Grid(res, (lo, tuple(v + 2.0 for v in lo))), 0.0, 1.0, 4096)
+    axes = [np.float32(band.lo[a] + np.arange(res[a]) * band.step[a]) for a in range(3)]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
     values = np.asarray(sdf(grid.reshape(-1, 3))).reshape(res)
     for index in zip(*np.nonzero(band.state != ACTIVE)):

@@ -8,7 +8,6 @@ The grid includes both bounds: sample ``n`` along axis ``a`` sits at ``lo[a] + n
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -35,14 +34,15 @@ def parse_bounds(bounds: Bounds) -> tuple[tuple[float, ...], tuple[float, ...]]:
         lo, hi = bounds
     except (TypeError, ValueError):
         lo = hi = None  # not a pair: the triple check below says so
+    ordered = f"bounds must be two finite 3-vectors with lo < hi, got {bounds!r}"
     try:
         lo, hi = triple(lo, "bounds"), triple(hi, "bounds")
     except WrongTypeError:
         raise ValueError(f"bounds must be ((x0, y0, z0), (x1, y1, z1)), got {bounds!r}") from None
     except ValueError:  # NaN or Inf
-        lo = hi = (math.nan,)
+        raise ValueError(ordered) from None
     if not all(l < h for l, h in zip(lo, hi)):
-        raise ValueError(f"bounds must be two finite 3-vectors with lo < hi, got {bounds!r}")
+        raise ValueError(ordered)
     return lo, hi
 
 

@@ -123,7 +123,7 @@ def extract_mesh(
             def fill(*slab: Any) -> None:
                 _fill_layers(evaluator, grid, *slab, batch, bar)
         else:
-            band = NarrowBand(evaluator, res, grid.lo, grid.step, level, safety, batch)
+            band = NarrowBand(evaluator, grid, level, safety, batch)
 
             def fill(*slab: Any) -> None:
                 _fill_band(evaluator, grid, band, *slab, batch, bar)

@@ -29,6 +29,7 @@ import numpy as np
 
 from fastsdf import _memory
 from fastsdf._arrays import to_numpy
+from fastsdf.geometry.grid import Grid
 
 __all__ = ["BLOCK", "COARSEST", "DEFAULT_SAFETY", "NarrowBand"]
 
@@ -44,16 +45,15 @@ class NarrowBand:
 
     Args:
         evaluate: (N, 3) float32 points -> (N,) values (extract_mesh's checked evaluator).
-        res, lo, step: the grid (samples per axis, first sample, spacing).
+        grid: the grid of samples (``fastsdf.geometry.grid.Grid``).
         level: the iso-value.
         safety: the Lipschitz bound assumed (>= 1).
         batch: points per call of ``evaluate``.
     """
 
-    def __init__(self, evaluate: Callable[[np.ndarray], Any], res: tuple[int, int, int], lo: tuple[float, ...],
-                 step: tuple[float, ...], level: float, safety: float, batch: int):
-        self.res, self.lo, self.step, self.level = res, lo, step, level
-        self.cells = tuple(r - 1 for r in res)
+    def __init__(self, evaluate: Callable[[np.ndarray], Any], grid: Grid, level: float, safety: float, batch: int):
+        self.res, self.lo, self.step, self.level = grid.resolution, grid.lo, grid.step, level
+        self.cells = tuple(r - 1 for r in self.res)
         levels = 0
         while max(math.ceil(c / (BLOCK << levels)) for c in self.cells) > COARSEST:
             levels += 1
@@ -61,8 +61,7 @@ class NarrowBand:
         _memory.check_fits(3 * math.prod(finest), f"the narrow band's {finest[0]}x{finest[1]}x{finest[2]} blocks",
                            None, "use a coarser grid")
         # Far enough from the level for a sign: safety * r, widened by float32's rounding of positions.
-        slack = 1e-5 + 8 * np.finfo(np.float32).eps * max(1.0, *(abs(v) for v in lo),
-                                                           *(abs(l + c * s) for l, c, s in zip(lo, self.cells, step)))
+        slack = 1e-5 + 8 * np.finfo(np.float32).eps * max(1.0, *(abs(v) for v in grid.lo), *(abs(v) for v in grid.hi))
         state = np.zeros(self._blocks(levels), np.int8)
         for k in range(levels, -1, -1):
             if k < levels:
@@ -81,7 +80,7 @@ class NarrowBand:
         self.state = state
         # The value given to samples left out: any of the right sign would do; this one keeps
         # vertices near the truth should a learned field break the bound.
-        self.fill = float(safety * 0.5 * math.sqrt(sum((BLOCK * s) ** 2 for s in step)))
+        self.fill = float(safety * 0.5 * math.sqrt(sum((BLOCK * s) ** 2 for s in self.step)))
 
     def _blocks(self, k: int) -> tuple[int, int, int]:
         return tuple(math.ceil(c / (BLOCK << k)) for c in self.cells)  # type: ignore[return-value]
