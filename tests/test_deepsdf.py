@@ -249,8 +249,12 @@ def test_siren_with_a_latent_input_is_a_decoder_too(seed: int) -> None:
 
 
 def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    options = {**TRAINING, "epochs": 12, "shapes_per_batch": 2, "seed": 5, "checkpoint_every": 0.0}
-    whole, _ = fastsdf.train_deepsdf(sphere_family(0), small_decoder(), checkpoint=tmp_path / "whole.pt", **options)
+    """Streamed from the files by 2 DataLoader workers (ShapeSamples in memory go the same way)."""
+    options = {**TRAINING, "epochs": 12, "shapes_per_batch": 2, "seed": 5, "checkpoint_every": 0.0, "num_workers": 2}
+    for i, (name, radius) in enumerate(zip(sphere_family(0).names, RADII)):
+        fastsdf.save_npz(tmp_path / "data" / f"{name}.npz", sphere_samples(radius, np.random.default_rng(i)))
+    data = tmp_path / "data"
+    whole, _ = fastsdf.train_deepsdf(data, small_decoder(), checkpoint=tmp_path / "whole.pt", **options)
 
     real_step = torch.optim.Adam.step
     calls = {"n": 0}
@@ -263,9 +267,9 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
     with pytest.raises(KeyboardInterrupt):
-        fastsdf.train_deepsdf(sphere_family(0), small_decoder(), checkpoint=tmp_path / "run.pt", **options)
+        fastsdf.train_deepsdf(data, small_decoder(), checkpoint=tmp_path / "run.pt", **options)
     monkeypatch.setattr(torch.optim.Adam, "step", real_step)
-    resumed, history = fastsdf.train_deepsdf(sphere_family(0), small_decoder(seed=9), checkpoint=tmp_path / "run.pt",
+    resumed, history = fastsdf.train_deepsdf(data, small_decoder(seed=9), checkpoint=tmp_path / "run.pt",
                                              **options)
     assert history["epoch"] == list(range(1, 13))
     torch.testing.assert_close(resumed.codes, whole.codes, rtol=0, atol=1e-6)
@@ -273,7 +277,7 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pyte
     torch.testing.assert_close(resumed.decoder(points, resumed.codes[0]), whole.decoder(points, whole.codes[0]),
                                rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="another run"):
-        fastsdf.train_deepsdf(sphere_family(0), small_decoder(), checkpoint=tmp_path / "run.pt",
+        fastsdf.train_deepsdf(data, small_decoder(), checkpoint=tmp_path / "run.pt",
                               **{**options, "epochs": 20})
 
 

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from fastsdf.cli.common import add_overwrite_option, number, positive, positive_int, refuse_to_overwrite, seed
+from fastsdf.cli.common import add_overwrite_option, integer, number, positive, positive_int, refuse_to_overwrite, seed
 
 __all__ = ["add_parser"]
 
@@ -27,6 +27,8 @@ On several processes, launch it with torchrun, e.g.
 (gloo on CPUs, NCCL on GPUs: one GPU per process); the result is the same as on one process.
 The defaults are the paper's decoder (8 x 512, dropout 0.2, weight norm, codes of 256) and
 learning rates; on a CPU, a smaller --width and fewer --epochs make a first run practical.
+The samples stay on disk: --workers processes read each batch's rows as it is drawn, so memory
+does not grow with the number of shapes.
 """
 
 
@@ -59,6 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--code-regularization", type=number(0.0), default=ad.CODE_REGULARIZATION, metavar="L",
                        help=f"1/sigma^2 of the code prior (default: {ad.CODE_REGULARIZATION:g})")
     train.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
+    train.add_argument("--workers", type=integer(0), default=ad.DEFAULT_WORKERS, metavar="N",
+                       help="processes that read the batches' samples from disk ahead of training; 0: none "
+                            f"(default: {ad.DEFAULT_WORKERS}; the result does not depend on it)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     add_overwrite_option(train)
     train.set_defaults(run=_train)
@@ -110,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
             samples_per_shape=args.samples_per_shape, learning_rate=args.learning_rate,
             code_learning_rate=args.code_learning_rate, decay_every=args.decay_every,
             code_regularization=args.code_regularization, seed=args.seed, device=device, checkpoint=checkpoint,
-            progress=progress_enabled(args.quiet))
+            progress=progress_enabled(args.quiet), num_workers=args.workers)
         if rank == 0:
             path = model.save(out)
             plot_history(history, out / "training.png", title=f"fastsdf train-deepsdf ({len(shapes)} shapes)",

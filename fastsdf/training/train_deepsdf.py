@@ -43,7 +43,9 @@ from fastsdf.training.autodecoder import AutoDecoder
 from fastsdf.training.checkpoint import Checkpoint
 from fastsdf.training.losses import clamped_l1
 from fastsdf.training.seeding import check_seed
-from fastsdf.training.shapes import ShapeSamples, load_shapes
+from fastsdf.training.shape_collection import ShapeCollection
+from fastsdf.training.shape_loader import DEFAULT_WORKERS, shape_batches
+from fastsdf.training.shapes import load_shapes
 
 __all__ = ["train_deepsdf"]
 
@@ -89,18 +91,19 @@ def _holds_a_process_group(function: Any) -> bool:
     return any(isinstance(value, dist.ProcessGroup) for value in function.__defaults__ or ())
 
 
-def train_deepsdf(data: ShapeSamples | str | os.PathLike | Sequence[str | os.PathLike], decoder: nn.Module | None = None,
+def train_deepsdf(data: ShapeCollection | str | os.PathLike | Sequence[str | os.PathLike], decoder: nn.Module | None = None,
                   *, epochs: int = DEFAULT_EPOCHS, latent_size: int = 256, shapes_per_batch: int = SHAPES_PER_BATCH,
                   samples_per_shape: int = SAMPLES_PER_SHAPE, learning_rate: float = DECODER_LEARNING_RATE,
                   code_learning_rate: float = CODE_LEARNING_RATE, decay_every: int = DECAY_EVERY,
                   code_regularization: float = CODE_REGULARIZATION, code_init_std: float = 1.0, seed: int = 0,
                   device: Any = None, checkpoint: str | os.PathLike | None = None, checkpoint_every: float = 60.0,
-                  progress: bool | None = None) -> tuple[AutoDecoder, dict[str, Any]]:
+                  progress: bool | None = None, num_workers: int = DEFAULT_WORKERS) -> tuple[AutoDecoder, dict[str, Any]]:
     """Trains a decoder and one latent code per shape (DeepSDF's auto-decoder).
 
     Args:
-        data: ``ShapeSamples``, a folder of DeepSDF ``.npz`` files or a list of them
-            (``fastsdf sample`` writes them).
+        data: a folder of DeepSDF ``.npz`` files or a list of them (``fastsdf sample`` writes
+            them), whose rows are read from disk as batches draw them (``load_shapes``), or a
+            ``ShapeSamples`` (samples in memory); both give the same batches for the same files.
         decoder: ``decoder(points, latent)`` -> (..., 1) whose latent input has ``latent_size``
             features (its ``latent_size`` or ``latent_features``); default ``DeepSDFDecoder(latent_size)``.
             Trained in place.
@@ -117,13 +120,15 @@ def train_deepsdf(data: ShapeSamples | str | os.PathLike | Sequence[str | os.Pat
             the end; when it exists, training resumes from it (the same settings required). Only
             the first process writes it.
         progress: a tqdm bar over epochs (default: when stderr is a terminal; first process only).
+        num_workers: DataLoader worker processes that draw the batches ahead of the training step
+            (0: this process draws them); the result does not depend on it.
 
     Returns:
         The ``AutoDecoder`` and the history: per epoch ``epoch``, ``seconds``, ``loss`` (mean clamped
         L1 over the epoch's samples), ``code_norm`` (mean ||z||), ``learning_rate`` (the decoder's);
         ``training_seconds``, ``epochs``, ``settings``.
     """
-    shapes = data if isinstance(data, ShapeSamples) else load_shapes(data)
+    shapes = data if isinstance(data, ShapeCollection) else load_shapes(data)
     epochs, shapes_per_batch = integer(epochs, "epochs", 1), integer(shapes_per_batch, "shapes_per_batch", 1)
     samples_per_shape = integer(samples_per_shape, "samples_per_shape", 1)
     decay_every = integer(decay_every, "decay_every", 1)
@@ -131,6 +136,7 @@ def train_deepsdf(data: ShapeSamples | str | os.PathLike | Sequence[str | os.Pat
     code_learning_rate = real(code_learning_rate, "code_learning_rate", 0, low_open=True)
     code_regularization = real(code_regularization, "code_regularization", 0)
     code_init_std = real(code_init_std, "code_init_std", 0, low_open=True)
+    num_workers = integer(num_workers, "num_workers", 0)
     world, rank = _world()
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -162,6 +168,9 @@ def train_deepsdf(data: ShapeSamples | str | os.PathLike | Sequence[str | os.Pat
     if world > 1:
         engine = nn.parallel.DistributedDataParallel(trainable, device_ids=[device] if device.type == "cuda" else None)
 
+    stream = shape_batches(shapes, first_epoch=done, epochs=epochs, shapes_per_batch=shapes_per_batch,
+                           samples_per_shape=samples_per_shape, seed=seed, rank=rank, world=world,
+                           num_workers=num_workers, pin_memory=device.type == "cuda")
     bar = progress_bar(progress if rank == 0 else False, epochs, done, "fastsdf train-deepsdf", "epoch")
     trainable.train()
     while done < epochs:
@@ -169,20 +178,17 @@ def train_deepsdf(data: ShapeSamples | str | os.PathLike | Sequence[str | os.Pat
         decay = 0.5 ** (done // decay_every)
         for group, base in zip(optimiser.param_groups, (learning_rate, code_learning_rate)):
             group["lr"] = base * decay
-        shuffle = torch.Generator().manual_seed((seed * 1_000_003 + done) % 2**63)
-        order = torch.randperm(len(shapes), generator=shuffle)
         totals = torch.zeros(3, dtype=torch.float64)  # clamped L1 sum, code norm sum, samples
         for start in range(0, len(shapes), shapes_per_batch):
-            batch = order[start:start + shapes_per_batch]
-            points, sdf, owners = shapes.batch(batch[rank::world].tolist(), samples_per_shape, seed, done)
-            points, sdf, owners = points.to(device), sdf.to(device), owners.to(device)
+            points, sdf, owners = (t.to(device, non_blocking=True) for t in next(stream))
             optimiser.zero_grad(set_to_none=True)
             predicted, latent = engine(points, owners)
             errors = clamped_l1(predicted, sdf, reduction="none")
             prior = code_regularization * latent.square().sum(dim=-1)
             # Each process's share of the batch sum over the batch's size per process: DDP's average
             # of the processes' gradients is then the gradient of the whole batch's mean.
-            loss = (errors + prior).sum() * (world / (len(batch) * samples_per_shape))
+            batch = min(shapes_per_batch, len(shapes) - start)
+            loss = (errors + prior).sum() * (world / (batch * samples_per_shape))
             loss.backward()
             optimiser.step()
             totals += torch.tensor([errors.detach().sum().item(), latent.detach().norm(dim=-1).sum().item(),

@@ -1,0 +1,78 @@
+"""What every collection of shapes' SDF samples shares: DeepSDF's per-shape draw, written once.
+
+A collection holds, per shape, its outside rows (sdf > 0, DeepSDF's ``pos``) and its inside rows
+(sdf <= 0, ``neg``), each row (x, y, z, sdf) in float32. ``ShapeSamples`` keeps them in memory,
+``ShapeFiles`` on disk; both draw through ``ShapeCollection.batch``, so the same seed gives the same
+rows from either. A shape's draw in an epoch comes from a generator seeded by (seed, epoch, shape)
+alone, so that any process, DataLoader worker or DDP rank draws the same rows for it.
+
+The draw is DeepSDF's ``unpack_sdf_samples`` (``deep_sdf/data.py``): half the points, with
+replacement, from each side. Where DeepSDF's differs, this one is defined rather than failing:
+an odd count gives the extra point to the outside (DeepSDF draws ``2 * (count // 2)``), and a shape
+with one side empty draws every point from the other (DeepSDF's ``torch.rand(half) * 0`` indexes row
+0 of an empty tensor and raises).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from fastsdf.geometry.normalization import NormalizationTransform
+
+__all__ = ["ShapeCollection", "draw_rows", "epoch_order"]
+
+_MIX = 1_000_003  # folds (seed, epoch[, shape]) into one generator seed
+
+
+def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order in which an epoch visits ``count`` shapes: a permutation seeded by (seed, epoch)."""
+    return torch.randperm(count, generator=torch.Generator().manual_seed((seed * _MIX + epoch) % 2**63))
+
+
+def draw_rows(sizes: tuple[int, int], count: int, seed: int, epoch: int,
+              index: int) -> list[tuple[int, torch.Tensor]]:
+    """Which rows shape ``index`` gives in ``epoch``: (side, row indices) pairs, side 0 the outside
+    rows and 1 the inside ones, ``sizes`` their counts (not both 0). ``count // 2`` (plus the odd
+    one) from the outside and the rest from the inside, all from the non-empty side where one is
+    empty; drawn in that order by one generator seeded by (seed, epoch, index)."""
+    generator = torch.Generator().manual_seed(((seed * _MIX + epoch) * _MIX + index) % 2**63)
+    sides = [side for side in (0, 1) if sizes[side]]
+    shares = [count // len(sides) + (i < count % len(sides)) for i in range(len(sides))]
+    return [(side, torch.randint(0, sizes[side], (share,), generator=generator))
+            for side, share in zip(sides, shares)]
+
+
+class ShapeCollection:
+    """Named shapes with their outside and inside sample rows; subclasses say where the rows live
+    (``sizes``, ``rows``) and the shapes' normalisations (``transform``)."""
+
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def transform(self, index: int) -> NormalizationTransform | None:
+        raise NotImplementedError
+
+    def sizes(self, index: int) -> tuple[int, int]:
+        """(outside rows, inside rows) of shape ``index``."""
+        raise NotImplementedError
+
+    def rows(self, index: int, picks: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+        """The float32 (n, 4) rows ``picks`` (``draw_rows``'s answer) name, in that order."""
+        raise NotImplementedError
+
+    def batch(self, shapes: Sequence[int], samples_per_shape: int, seed: int,
+              epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(points (B, 3), sdf (B,), shape index (B,)), B = len(shapes) * samples_per_shape: each
+        shape's rows as ``draw_rows`` picks them, shape after shape."""
+        tables, owners = [], []
+        for index in map(int, shapes):
+            tables.append(self.rows(index, draw_rows(self.sizes(index), samples_per_shape, seed, epoch, index)))
+            owners.append(torch.full((samples_per_shape,), index, dtype=torch.long))
+        if not tables:
+            return torch.zeros((0, 3)), torch.zeros(0), torch.zeros(0, dtype=torch.long)
+        table = torch.cat(tables)
+        return table[:, :3], table[:, 3], torch.cat(owners)
