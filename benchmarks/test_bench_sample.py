@@ -1,14 +1,14 @@
 """``fastsdf sample`` on a generated collection: meshes per second serially, on the process pool and
 on Ray, and where a mesh's time goes.
 
-    sample-cpu-{n}       the command on n generated meshes (tests/collection_helpers.py: random CSG
+    sample-cpu-{n}meshes the command on n generated meshes (tests/collection_helpers.py: random CSG
                          of analytic primitives, ~1,900 faces each), DeepSDF's 500,000 samples per
                          mesh, --seed 0: --workers 1 (today's serial command, the kernels on every
                          core), then the pool and Ray with --workers = the cores (one thread per
                          mesh). Each row records meshes per second and whether its files are byte
                          for byte the serial run's (identical_to_serial). Issue 14's target: pool
                          and Ray at least 1.3x serial on 200 meshes and 2 cores.
-    sample-stages-{n}    the serial steps of the first 20 meshes timed apart: load, normalise,
+    sample-stages-{n}meshes the serial steps of the first 20 meshes timed apart: load, normalise,
                          sample (surface points and noise), query (MeshSDF) and write, in seconds
                          per mesh (extra_info).
 
@@ -66,7 +66,7 @@ def test_sample_collection(benchmark: Any, engine: str, collection: Path, tmp_pa
                            capsys: pytest.CaptureFixture[str]) -> None:
     if engine == "ray":
         pytest.importorskip("ray")
-    benchmark.group = f"sample-cpu-{MESHES}"
+    benchmark.group = f"sample-cpu-{MESHES}meshes"
     out = tmp_path / engine
 
     def setup() -> None:
@@ -79,10 +79,11 @@ def test_sample_collection(benchmark: Any, engine: str, collection: Path, tmp_pa
     assert len(_FILES[engine]) == MESHES
     median = benchmark.stats.stats.median
     benchmark.extra_info.update(
-        peer="fastsdf", variant=engine, compare_with="serial", n=MESHES, points=MESHES * POINTS,
+        peer="fastsdf", variant=engine, compare_with="serial", method=engine, meshes=MESHES,
         threads=cpu_threads(), meshes_per_s=MESHES / median,
         input=f"{MESHES} generated meshes x {POINTS:,} samples (fastsdf sample --seed 0)",
-        notes=["Target (issue 14): pool and Ray >= 1.3x the serial command's meshes per second on 2 cores."])
+        notes=["Target (issue 14): pool and Ray >= 1.3x the serial command's meshes per second on 2 cores.",
+               f"{engine}: {MESHES / median:.2f} meshes/s."])
     if "serial" in _FILES and engine != "serial":
         benchmark.extra_info["identical_to_serial"] = _FILES[engine] == _FILES["serial"]
         assert _FILES[engine] == _FILES["serial"]
@@ -95,7 +96,7 @@ def test_sample_stages(benchmark: Any, collection: Path, tmp_path: Path) -> None
     from fastsdf.geometry.mesh_sdf import MeshSDF
     from fastsdf.geometry.samples_npz import save_npz
 
-    benchmark.group = f"sample-stages-{MESHES}"
+    benchmark.group = f"sample-stages-{MESHES}meshes"
     paths = sorted(collection.iterdir())[:STAGE_MESHES]
     totals = dict.fromkeys(("load", "normalise", "sample", "query", "write"), 0.0)
 
@@ -132,6 +133,9 @@ def test_sample_stages(benchmark: Any, collection: Path, tmp_path: Path) -> None
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     per_mesh = {f"{stage}_s": seconds / len(paths) for stage, seconds in totals.items()}
-    benchmark.extra_info.update(peer="fastsdf", n=len(paths), threads=cpu_threads(), **per_mesh,
-                                input=f"the first {len(paths)} meshes, serially, {POINTS:,} samples each")
+    benchmark.extra_info.update(
+        peer="fastsdf", meshes=len(paths), threads=cpu_threads(), **per_mesh,
+        input=f"the first {len(paths)} meshes, serially, {POINTS:,} samples each",
+        notes=["Per mesh: " + ", ".join(f"{stage[:-2]} {seconds * 1e3:.0f} ms" for stage, seconds in per_mesh.items())
+               + " (query: MeshSDF's build and calls, on every core; the rest on one)."])
     print("\nper mesh: " + ", ".join(f"{stage} {seconds * 1e3:.0f} ms" for stage, seconds in per_mesh.items()))
