@@ -10,6 +10,7 @@ from fastsdf._backend import BackendUnavailableError
 from fastsdf.geometry.analytic import Box, Difference, Intersection, Sphere, Torus, Union
 from fastsdf.geometry.mesh_sdf import MeshSDF
 from fastsdf.geometry.normalization import NormalizationTransform, normalize
+from fastsdf.geometry.dataset_sampling import SampleReport, sample_meshes
 from fastsdf.geometry.samples_npz import load_npz, save_npz
 from fastsdf.geometry.sampling import SdfSamples, sample_sdf
 from fastsdf.meshing.extract import extract_mesh
@@ -51,6 +52,7 @@ __all__ = [
     "Intersection",
     "MeshSDF",
     "NormalizationTransform",
+    "SampleReport",
     "SdfSamples",
     "Siren",
     "SirenMLP",
@@ -66,6 +68,7 @@ __all__ = [
     "normalize",
     "partial_view",
     "reconstruct",
+    "sample_meshes",
     "sample_sdf",
     "save_npz",
     "train_deepsdf",

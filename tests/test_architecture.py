@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fastsdf"
 # A module's layer: the first entry whose name is the module or one of its parent packages.
 LAYERS = {
     "fastsdf.io": 0, "fastsdf._backend": 0, "fastsdf._memory": 0, "fastsdf._cuda_driver": 0,
-    "fastsdf._validation": 0, "fastsdf._arrays": 0, "fastsdf._progress": 0,
+    "fastsdf._validation": 0, "fastsdf._arrays": 0, "fastsdf._progress": 0, "fastsdf._parallel": 0,
     "fastsdf._C": 0, "fastsdf._cuda": 0,
     "fastsdf.kernels": 1,
     "fastsdf.ops": 2, "fastsdf.geometry": 2, "fastsdf.meshing": 2, "fastsdf.measure": 2,

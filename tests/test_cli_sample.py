@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from collection_helpers import generated_mesh, write_collection
+from fastsdf import _parallel, sample_meshes
 from fastsdf.cli import main
 from fastsdf.geometry import sampling
 from fastsdf.geometry.mesh_io import load_mesh
@@ -20,7 +22,9 @@ from fastsdf.geometry.normalization import NormalizationTransform, normalize
 from fastsdf.geometry.samples_npz import load_npz
 
 MESHES = Path(__file__).resolve().parents[2] / "shared" / "meshes"
-SMALL = ["--n-near", "200", "--n-uniform", "50", "--quiet"]
+# --workers 1: the tests of what every run promises run in this process (some replace functions in
+# it); the pool and Ray are tested against this serial path below.
+SMALL = ["--n-near", "200", "--n-uniform", "50", "--quiet", "--workers", "1"]
 
 
 @pytest.fixture
@@ -266,3 +270,86 @@ def test_the_command_line_entry_point(tmp_path: Path) -> None:
                                                   f".glb, .gltf) in {tmp_path / 'empty'}"]
     help_text = run("--help").stdout
     assert "470,000" in help_text and "30,000" in help_text and "0.0707,0.0224" in help_text
+
+
+def test_the_generated_collection_is_closed_distinct_and_reproducible(seed: int) -> None:
+    import trimesh
+
+    meshes = [generated_mesh(index, seed % 1000) for index in range(6)]
+    for vertices, faces in meshes:
+        mesh = trimesh.Trimesh(vertices, faces)
+        assert mesh.is_watertight and mesh.volume > 0
+        assert np.abs(vertices).max() < 1
+    assert len({(len(v), round(float(trimesh.Trimesh(v, f).volume), 9)) for v, f in meshes}) == 6
+    again = generated_mesh(4, seed % 1000)
+    np.testing.assert_array_equal(again[0], meshes[4][0])
+    np.testing.assert_array_equal(again[1], meshes[4][1])
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four generated meshes and a broken one."""
+    folder = tmp_path_factory.mktemp("collection")
+    write_collection(folder, 4, seed=7)
+    (folder / "broken.obj").write_text("this is not a mesh\nf 1 2 3 4 5\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> object:
+    """One small local Ray instance for the module (the runs use it as they find it), shut down after."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("engine", ["pool", "ray"])
+def test_the_pool_and_ray_write_the_serial_runs_files_and_resume(
+        engine: str, collection: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        request: pytest.FixtureRequest, seed: int) -> None:
+    if engine == "ray":
+        request.getfixturevalue("local_ray")
+    serial, parallel = tmp_path / "serial", tmp_path / engine
+    _run(capsys, collection, serial, *SMALL, "--seed", seed)
+    parallel.mkdir()
+    (parallel / "shape_00002.npz").write_bytes(b"someone else's file")
+    code, stdout, stderr = _run(capsys, collection, parallel, *SMALL[:-2], "--seed", seed, "--engine", engine,
+                                "--workers", "2")
+    assert code == 1 and "3 written, 1 skipped (output exists), 1 failed" in stdout, stdout + stderr
+    assert stderr.count("\n") == 1 and "broken.obj" in stderr and "Traceback" not in stderr
+    assert (parallel / "shape_00002.npz").read_bytes() == b"someone else's file"
+    (parallel / "shape_00002.npz").unlink()
+    # The rerun has one mesh to do: the default engine samples it in this process, as the serial run did.
+    code, stdout, _ = _run(capsys, collection, parallel, *SMALL[:-2], "--seed", seed)
+    assert code == 1 and "1 written, 3 skipped (output exists), 1 failed" in stdout
+    assert sorted(p.name for p in parallel.iterdir()) == sorted(p.name for p in serial.iterdir())
+    for path in serial.iterdir():
+        assert (parallel / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--workers", "two"], "--workers"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--engine", "spark"], "--engine"),
+    (["--engine", "pool", "--address", "auto"], "--address"),
+])
+def test_bad_parallel_options_are_usage_errors(options: list[str], message: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, stderr = _run(capsys, MESHES / "cow.obj", tmp_path / "out", "--quiet", *options)
+    assert code == 2 and message in stderr and stderr.count("\n") == 1, stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_ray_auto_is_the_pool_and_ray_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_parallel, "ray_available", lambda: False)
+    assert _parallel.resolve_engine("auto", 2, None) == "pool"
+    assert _parallel.resolve_engine("auto", 1, None) == "serial"
+    for options in (["--engine", "ray"], ["--address", "auto"]):
+        code, stdout, stderr = _run(capsys, MESHES / "cow.obj", tmp_path / "out", *SMALL, *options)
+        assert code == 1 and stdout == "" and "Ray is not installed" in stderr and stderr.count("\n") == 1
+    with pytest.raises(ValueError, match="workers"):
+        sample_meshes([MESHES / "cow.obj"], tmp_path / "out", workers=0)
+    assert not (tmp_path / "out").exists()

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
-from fastsdf.cli.common import UsageError, integer, progress_enabled, seed
+from fastsdf.cli.common import UsageError, integer, positive_int, progress_enabled, seed
 
 __all__ = ["add_parser"]
 
@@ -22,11 +20,14 @@ DeepSDF's preprocessing writes them, plus `offset` and `scale` (original -> norm
 std 0.0224, i.e. variances 0.005 and 0.0005) and 30,000 uniform points in [-1, 1]^3, after
 centring the mesh and scaling it into the sphere of radius 1/1.03. Existing outputs are skipped,
 never overwritten (unless --overwrite), so a rerun finishes a folder; a mesh that fails is reported
-at the end (exit status 1) and the rest go on.
+at the end (exit status 1) and the rest go on. Several meshes are sampled at once (--workers), on Ray
+when it is installed (pip install 'fastsdf[distributed]'; --address for an existing cluster), else
+on a local process pool; --seed gives the same files whichever runs them.
 """
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from fastsdf._parallel import ENGINES
     from fastsdf.geometry.mesh_io import MESH_SUFFIXES
     from fastsdf.geometry.sampling import DEEPSDF_N_NEAR, DEEPSDF_N_UNIFORM
 
@@ -56,6 +57,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                              "(default: sphere)")
     sample.add_argument("--sign", choices=("winding", "pseudonormal", "exact_winding"), default="winding",
                         help="how fastsdf.MeshSDF tells inside from outside (default: winding)")
+    sample.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                        help="meshes sampled at once (default: this machine's CPUs, or the Ray cluster's "
+                             "with --address); 1 samples them one after another in this process")
+    sample.add_argument("--threads", type=positive_int, default=None, metavar="T",
+                        help="OpenMP threads per mesh when --workers > 1 (default: the CPUs divided by --workers)")
+    sample.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="where the meshes run: auto (Ray when installed, else a local process pool; "
+                             "one worker runs in this process), serial, pool or ray (default: auto)")
+    sample.add_argument("--address", default=None, metavar="ADDRESS",
+                        help="an existing Ray cluster, as ray.init(address=...) takes it: auto, or "
+                             "ray://HOST:10001 (default: RAY_ADDRESS if set, else a local Ray instance)")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
     sample.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping them")
     sample.set_defaults(run=_sample)
@@ -72,17 +84,14 @@ def _stds(text: str) -> tuple[float, ...]:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    import zlib
-
-    import numpy as np
-
+    from fastsdf.geometry.dataset_sampling import sample_meshes
     from fastsdf.geometry.mesh_io import MESH_SUFFIXES
-    from fastsdf.geometry.samples_npz import save_npz
     from fastsdf.geometry.sampling import DEEPSDF_NEAR_STD
-    from fastsdf._progress import progress_bar
 
     if args.n_uniform + args.n_near + args.n_surface == 0:
         raise UsageError("nothing to sample: --n-uniform, --n-near and --n-surface are all 0")
+    if args.address is not None and args.engine not in ("auto", "ray"):
+        raise UsageError(f"--address is a Ray cluster's: it needs --engine ray, not {args.engine}")
     source, out_dir = Path(args.mesh), Path(args.out)
     if not source.exists():
         raise FileNotFoundError(f"no such file or folder: {source}")
@@ -96,56 +105,13 @@ def _sample(args: argparse.Namespace) -> int:
     else:
         meshes = [source]
 
-    options = {"n_uniform": args.n_uniform, "n_near": args.n_near, "n_surface": args.n_surface,
-               "near_std": args.near_std or DEEPSDF_NEAR_STD, "sign": args.sign}
-    failures: list[str] = []
-    written = skipped = 0
-    claimed: dict[str, Path] = {}
-    bar = progress_bar(progress_enabled(args.quiet), len(meshes), 0, "fastsdf sample", "mesh", meshes)
-    say = print if bar is None else bar.write
-    try:
-        for path in meshes if bar is None else bar:
-            target = out_dir / f"{path.stem}.npz"
-            if path.stem in claimed:
-                failures.append(f"{path}: same output {target.name} as {claimed[path.stem].name}; rename one")
-                continue
-            claimed[path.stem] = path
-            if target.exists() and not args.overwrite:
-                say(f"skip {path.name}: {target} exists")
-                skipped += 1
-                continue
-            seed = None if args.seed is None else np.random.SeedSequence([args.seed, zlib.crc32(path.stem.encode())])
-            start = time.perf_counter()
-            try:
-                samples = _sample_one(path, args.normalize, seed, options)
-                save_npz(target, samples)
-            except Exception as exc:  # noqa: BLE001 - one bad mesh must not stop the others
-                message = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
-                failures.append(message if str(path) in message else f"{path}: {message}")
-                continue
-            written += 1
-            say(f"wrote {target} ({len(samples.pos()):,} pos, {len(samples.neg()):,} neg) "
-                f"in {time.perf_counter() - start:.1f} s")
-    finally:
-        if bar is not None:
-            bar.close()
-    print(f"{written} written, {skipped} skipped (output exists), {len(failures)} failed")
-    for line in failures:
+    report = sample_meshes(meshes, out_dir, n_uniform=args.n_uniform, n_near=args.n_near,
+                           near_std=args.near_std or DEEPSDF_NEAR_STD, n_surface=args.n_surface,
+                           normalize=args.normalize, sign=args.sign, seed=args.seed, overwrite=args.overwrite,
+                           workers=args.workers, threads=args.threads, engine=args.engine, address=args.address,
+                           progress=progress_enabled(args.quiet), log=print)
+    print(f"{len(report.written)} written, {len(report.skipped)} skipped (output exists), "
+          f"{len(report.failures)} failed")
+    for line in report.failures:
         print(f"fastsdf sample: failed: {line}", file=sys.stderr)
-    return 1 if failures else 0
-
-
-def _sample_one(path: Path, normalize: str, seed: Any, options: dict[str, Any]) -> Any:
-    """Loads, normalises and samples one mesh; the samples carry the normalisation transform."""
-    import dataclasses
-
-    from fastsdf.geometry import normalization, sampling
-    from fastsdf.geometry.mesh_io import load_mesh
-
-    mesh = load_mesh(path)
-    if normalize == "none":
-        transform = normalization.NormalizationTransform.identity()
-    else:
-        mesh, transform = normalization.normalize(mesh, method=normalize)
-    samples = sampling.sample_sdf(mesh, seed=seed, **options)
-    return dataclasses.replace(samples, transform=transform)
+    return 1 if report.failures else 0

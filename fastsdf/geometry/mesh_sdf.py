@@ -46,9 +46,10 @@ from fastsdf.geometry.grid import UNIT_BOUNDS, Bounds, Grid
 from fastsdf.geometry.mesh_bvh import BvhArrays, build_bvh
 from fastsdf.geometry.mesh_io import load_mesh, mesh_arrays
 
-__all__ = ["MeshSDF"]
+__all__ = ["MeshSDF", "SIGNS"]
 
 _SIGNS = {"winding": 1, "pseudonormal": 2, "exact_winding": 3}
+SIGNS = tuple(_SIGNS)  # the sign modes, default first
 # Barill et al.'s accuracy parameter: a node beyond beta times its radius counts as its second-order
 # expansion. With their 2 the fast winding number stays within 0.05 of the exact one on the shared
 # meshes (points 0.01 from the surface); the first order alone was off by up to 0.13.
