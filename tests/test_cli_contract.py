@@ -35,7 +35,7 @@ BAD_VALUES = {
     "train-deepsdf": {"--latent-size": "0", "--width": "0", "--layers": "0", "--dropout": "1", "--epochs": "0",
                       "--shapes-per-batch": "0", "--samples-per-shape": "0", "--learning-rate": "0",
                       "--code-learning-rate": "nan", "--decay-every": "0", "--code-regularization": "-1",
-                      "--seed": "-1"},
+                      "--workers": "-1", "--seed": "-1"},
     "reconstruct": {"--iterations": "0", "--samples-per-iteration": "0", "--learning-rate": "-1", "--resolution": "1",
                     "--interpolate": "1", "--seed": "-1"},
     "bench": {"--repeat": "0"},
