@@ -238,11 +238,17 @@ def test_nothing_to_read_fails_as_in_every_command(setup: str, tmp_path: Path, c
     (["--n-near", "-1"], "--n-near"),
     (["--n-uniform", "-5"], "--n-uniform"),
     (["--n-near", "0", "--n-uniform", "0"], "nothing to sample"),
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--workers", "two"], "--workers"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--engine", "spark"], "--engine"),
+    (["--engine", "pool", "--address", "auto"], "--address"),
 ])
-def test_bad_counts_are_usage_errors(options: list[str], message: str, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_counts_and_parallel_options_are_usage_errors(options: list[str], message: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     code, _, stderr = _run(capsys, MESHES / "cow.obj", tmp_path / "out", "--quiet", *options)
-    assert code == 2 and message in stderr and stderr.count("\n") == 1
+    assert code == 2 and message in stderr and stderr.count("\n") == 1, stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("options", [["--near-std", "0"], ["--near-std", "0.1,0.01,0.001"], ["--near-std", "x"],
@@ -326,20 +332,6 @@ def test_the_pool_and_ray_write_the_serial_runs_files_and_resume(
     assert sorted(p.name for p in parallel.iterdir()) == sorted(p.name for p in serial.iterdir())
     for path in serial.iterdir():
         assert (parallel / path.name).read_bytes() == path.read_bytes(), path.name
-
-
-@pytest.mark.parametrize("options, message", [
-    (["--workers", "0"], "--workers must be >= 1"),
-    (["--workers", "two"], "--workers"),
-    (["--threads", "0"], "--threads must be >= 1"),
-    (["--engine", "spark"], "--engine"),
-    (["--engine", "pool", "--address", "auto"], "--address"),
-])
-def test_bad_parallel_options_are_usage_errors(options: list[str], message: str, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, stderr = _run(capsys, MESHES / "cow.obj", tmp_path / "out", "--quiet", *options)
-    assert code == 2 and message in stderr and stderr.count("\n") == 1, stderr
-    assert not (tmp_path / "out").exists()
 
 
 def test_without_ray_auto_is_the_pool_and_ray_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],

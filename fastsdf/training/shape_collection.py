@@ -50,6 +50,17 @@ class ShapeCollection:
 
     names: list[str]
 
+    def _take_names(self, names: Sequence[str], count: int, what: str) -> None:
+        """Keeps ``names``, one per shape of ``count`` (``what``: how the subclass counts them):
+        ValueError for a count that differs, no shapes or repeated names."""
+        if len(names) != count:
+            raise ValueError(f"{len(names)} names for {count} {what}")
+        if not count:
+            raise ValueError("no shapes to train on")
+        if len(set(names)) != len(names):
+            raise ValueError("shape names must be unique")
+        self.names = list(names)
+
     def __len__(self) -> int:
         return len(self.names)
 

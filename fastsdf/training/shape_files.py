@@ -60,13 +60,7 @@ class ShapeFiles(ShapeCollection):
     """
 
     def __init__(self, names: Sequence[str], paths: Sequence[str | os.PathLike]):
-        if len(names) != len(paths):
-            raise ValueError(f"{len(names)} names for {len(paths)} files")
-        if not paths:
-            raise ValueError("no shapes to train on")
-        if len(set(names)) != len(names):
-            raise ValueError("shape names must be unique")
-        self.names = list(names)
+        self._take_names(names, len(paths), "files")
         self._paths: list[str] = []
         self._places = np.zeros((len(paths), 4), np.int64)  # outside offset, rows, inside offset, rows
         self._transforms: list[NormalizationTransform | None] = []

@@ -36,13 +36,7 @@ class ShapeSamples(ShapeCollection):
     """
 
     def __init__(self, names: Sequence[str], samples: Sequence[SdfSamples]):
-        if len(names) != len(samples):
-            raise ValueError(f"{len(names)} names for {len(samples)} shapes")
-        if not samples:
-            raise ValueError("no shapes to train on")
-        if len(set(names)) != len(names):
-            raise ValueError("shape names must be unique")
-        self.names = list(names)
+        self._take_names(names, len(samples), "shapes")
         self._sides: list[tuple[torch.Tensor, torch.Tensor]] = []  # (outside (M, 4), inside (K, 4)) per shape
         self._transforms = []
         for name, s in zip(names, samples):
