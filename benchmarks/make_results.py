@@ -36,9 +36,14 @@ Optional keys add columns to a group's table where any of its rows has them:
     peak_rss_mb, peak_gpu_mb peak extra host resident / GPU memory of one call, MiB
     max_abs_error            largest distance error against fastsdf's reference
     sign_disagreement        share of sign disagreements (with sign_disagreements and sign_points, counts)
-    steps                    training steps taken (fit benchmarks)
+    steps                    training steps taken (fit and training benchmarks)
+    steps_per_second         training steps per second (training benchmarks)
+    meshes_per_s             meshes processed per second (preprocessing benchmarks)
+    extra_peak_gib           peak memory of a run beyond what it held before it started, GiB
+    rows_in_memory_gib       what the run's samples would take held in memory, GiB
     f1_near, f1_volume, iou_volume   occupancy scores of a fitted shape (fastsdf.metrics)
     identical_to_dense       whether the mesh equals the dense extraction's, vertex for vertex
+    identical_to_serial      whether a parallel run wrote the serial run's files, byte for byte
     notes                    list of sentences printed under the table (once each)
 
 The ratio column compares a row with a fastsdf row of the same group: the one whose ``variant`` equals
@@ -235,6 +240,10 @@ def fmt_build(extra: dict[str, Any]) -> str:
     return f"in call ({fmt_ms(seconds)})" if extra.get("build_in_call") else fmt_ms(seconds)
 
 
+def _optional(value: float | None, unit: float, spec: str) -> str:
+    return "-" if value is None else format(value / unit, spec)
+
+
 def fmt_date(iso: str) -> str:
     try:
         return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -327,9 +336,17 @@ COLUMNS: list[tuple[str, str, Any, str]] = [
     ("max \\|error\\|", "r", lambda r: fmt_error(r.extra.get("max_abs_error")), "max_abs_error"),
     ("sign disagreements", "r", lambda r: fmt_share(r.extra), "sign_disagreement"),
     ("steps", "r", lambda r: fmt_count(r.extra.get("steps")), "steps"),
+    ("steps/s", "r", lambda r: _optional(r.extra.get("steps_per_second"), 1, ".3g"), "steps_per_second"),
+    ("meshes/s", "r", lambda r: _optional(r.extra.get("meshes_per_s"), 1, ".3g"), "meshes_per_s"),
+    ("peak memory beyond the start (GiB)", "r", lambda r: _optional(r.extra.get("extra_peak_gib"), 1, ".2f"),
+     "extra_peak_gib"),
+    ("samples if held in memory (GiB)", "r", lambda r: _optional(r.extra.get("rows_in_memory_gib"), 1, ".1f"),
+     "rows_in_memory_gib"),
     ("F1 near", "r", lambda r: fmt_score(r.extra.get("f1_near")), "f1_near"),
     ("F1 volume", "r", lambda r: fmt_score(r.extra.get("f1_volume")), "f1_volume"),
     ("IoU volume", "r", lambda r: fmt_score(r.extra.get("iou_volume")), "iou_volume"),
+    ("same files as serial", "l", lambda r: {True: "yes", False: "no"}.get(r.extra.get("identical_to_serial"), ""),
+     "identical_to_serial"),
     ("sparse mesh = dense mesh", "l", lambda r: {True: "yes", False: "no"}.get(r.extra.get("identical_to_dense"), ""),
      "identical_to_dense"),
 ]
@@ -455,10 +472,6 @@ def fmt_rate(value: Any) -> str:
 
 def fmt_bytes(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
-
-
-def _optional(value: float | None, unit: float, spec: str) -> str:
-    return "-" if value is None else format(value / unit, spec)
 
 
 def render_model_section(path: Path, data: dict[str, Any], level: int) -> str:
