@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -334,9 +335,27 @@ def test_the_pool_and_ray_write_the_serial_runs_files_and_resume(
         assert (parallel / path.name).read_bytes() == path.read_bytes(), path.name
 
 
+def test_auto_is_ray_only_where_a_cluster_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_parallel, "ray_available", lambda: True)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    connected = types.SimpleNamespace(is_initialized=lambda: False)  # this process's Ray, or not
+    monkeypatch.setitem(sys.modules, "ray", connected)
+    assert _parallel.resolve_engine("auto", 2, None) == "pool"
+    assert _parallel.resolve_engine("auto", 1, None) == "serial"
+    assert _parallel.resolve_engine("auto", 1, "auto") == "ray"
+    connected.is_initialized = lambda: True
+    assert _parallel.resolve_engine("auto", 2, None) == "ray"
+    connected.is_initialized = lambda: False
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert _parallel.resolve_engine("auto", 2, None) == "ray"
+    monkeypatch.setattr(_parallel, "ray_available", lambda: False)
+    assert _parallel.resolve_engine("auto", 2, None) == "pool"  # an address for a Ray this process lacks
+
+
 def test_without_ray_auto_is_the_pool_and_ray_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_parallel, "ray_available", lambda: False)
+    monkeypatch.delitem(sys.modules, "ray", raising=False)  # a Ray another test left connected
     assert _parallel.resolve_engine("auto", 2, None) == "pool"
     assert _parallel.resolve_engine("auto", 1, None) == "serial"
     for options in (["--engine", "ray"], ["--address", "auto"]):

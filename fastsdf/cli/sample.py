@@ -63,11 +63,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sample.add_argument("--threads", type=positive_int, default=None, metavar="T",
                         help="OpenMP threads per mesh when --workers > 1 (default: the CPUs divided by --workers)")
     sample.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="where the meshes run: auto (Ray when installed, else a local process pool; "
-                             "one worker runs in this process), serial, pool or ray (default: auto)")
+                        help="where the meshes run: auto (Ray when --address or RAY_ADDRESS names a cluster, "
+                             "else a local process pool; one worker runs in this process), serial, pool or "
+                             "ray (a local Ray instance without --address) (default: auto)")
     sample.add_argument("--address", default=None, metavar="ADDRESS",
                         help="an existing Ray cluster, as ray.init(address=...) takes it: auto, or "
-                             "ray://HOST:10001 (default: RAY_ADDRESS if set, else a local Ray instance)")
+                             "ray://HOST:10001 (default: RAY_ADDRESS if set; none: the meshes run on this machine)")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
     sample.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping them")
     sample.set_defaults(run=_sample)

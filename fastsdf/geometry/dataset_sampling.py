@@ -77,8 +77,9 @@ def sample_meshes(
             ``address``; never more than the meshes to do). 1 samples them one after another in
             this process, the kernels using every core.
         threads: OpenMP threads per mesh when ``workers`` > 1 (default: the CPUs divided by ``workers``).
-        engine: ``"auto"`` (Ray when installed, else the process pool), ``"pool"``, ``"ray"`` or
-            ``"serial"``; see ``fastsdf._parallel``.
+        engine: ``"auto"`` (Ray when a cluster is named or connected, else the process pool),
+            ``"pool"``, ``"ray"`` (a local instance without an address) or ``"serial"``; see
+            ``fastsdf._parallel.resolve_engine``.
         address: an existing Ray cluster, as ``ray.init(address=...)`` takes it.
         progress: one bar for the whole run (None: when stderr is a terminal).
         log: called with one line per mesh written or skipped.
