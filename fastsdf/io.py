@@ -40,11 +40,16 @@ _LEGACY_TEMP = re.compile(r"[A-Za-z0-9_]{8}\.tmp")
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_write(path: str | os.PathLike, mode: str = "wb", *, keep_existing: bool = False) -> Iterator[IO[Any]]:
     """Opens a temporary file beside ``path`` and renames it over ``path`` only if the block
     succeeds, so a crash or a kill never leaves a truncated file (or destroys an existing one).
     Temporaries that killed writers of ``path`` left behind are removed first
-    (``remove_stale_temporaries``)."""
+    (``remove_stale_temporaries``).
+
+    With ``keep_existing``, a file at ``path`` when the block ends (another process's, written
+    meanwhile) stays, and this one is discarded: of writers racing to write the same content the
+    first wins, and a reader of ``path`` never has it replaced under it (which on NFS, from another
+    host, fails its reads with a stale handle)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
@@ -56,11 +61,28 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if keep_existing:
+            _publish_once(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _publish_once(tmp: str, path: Path) -> None:
+    """``tmp`` at ``path`` unless a file is there, else ``tmp`` removed: a hard link, which unlike a
+    rename fails on an existing name, atomically (on NFS too)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    except OSError:  # a filesystem without hard links: a rename, unless the file is there already
+        if not path.exists():
+            os.replace(tmp, path)
+            return
+    os.unlink(tmp)
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:

@@ -65,6 +65,28 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_atomic_write_keep_existing_leaves_the_first_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          hard_links: bool) -> None:
+    """The file there when the block ends (another writer's) stays, the same inode; with no file
+    there, the new one is written (also on a filesystem without hard links); no temporary is left."""
+    if not hard_links:
+        def no_link(*args: Any) -> None:
+            raise PermissionError("no hard links here")
+
+        monkeypatch.setattr(os, "link", no_link)
+    target = tmp_path / "out.bin"
+    with atomic_write(target, keep_existing=True) as f:
+        f.write(b"first")
+    inode = target.stat().st_ino
+    with atomic_write(target, keep_existing=True) as f:
+        f.write(b"second")
+    assert target.read_bytes() == b"first" and target.stat().st_ino == inode
+    (tmp_path / "plain.bin").write_bytes(b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin", "plain.bin"]
+    assert target.stat().st_mode == (tmp_path / "plain.bin").stat().st_mode
+
+
 def test_render_mesh_draws_the_shape(tmp_path: Path) -> None:
     verts, faces = fastsdf.extract_mesh(fastsdf.Sphere(0.5), 32)
     image = render_mesh(verts, faces, tmp_path / "s.png", size=64)

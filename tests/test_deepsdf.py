@@ -1,5 +1,6 @@
-"""DeepSDF: the decoder (against a re-implementation of the original), auto-decoder training on one
-and two processes, resumption, latent inference from full and partial samples, interpolation, saving.
+"""DeepSDF: the decoder (against a re-implementation of the original), auto-decoder training (on
+several processes: test_deepsdf_ddp.py), resumption, latent inference from full and partial
+samples, interpolation, saving.
 
 The shapes are a family of spheres (radii 0.3 to 0.7): a one-parameter family a small decoder learns
 in seconds, whose truth is known everywhere (|p| - r).
@@ -279,34 +280,6 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(ValueError, match="another run"):
         fastsdf.train_deepsdf(data, small_decoder(), checkpoint=tmp_path / "run.pt",
                               **{**options, "epochs": 20})
-
-
-def test_two_processes_train_what_one_trains(tmp_path: Path) -> None:
-    """torchrun with 2 CPU processes (gloo) through the CLI against the API on one process."""
-    data = tmp_path / "data"
-    shapes = sphere_family(2)
-    for name, samples in zip(shapes.names, (sphere_samples(r, np.random.default_rng(i)) for i, r in enumerate(RADII))):
-        fastsdf.save_npz(data / f"{name}.npz", samples)
-    options = ["--latent-size", "8", "--width", "64", "--layers", "4", "--dropout", "0", "--epochs", "6",
-               "--shapes-per-batch", "4", "--samples-per-shape", "256", "--seed", "3", "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "-m", "fastsdf.cli", "train-deepsdf", str(data), "--out", str(tmp_path / "ddp"), *options],
-                            capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "on 2 processes" in result.stdout and not (tmp_path / "ddp" / "checkpoint.pt").exists()
-    ddp = fastsdf.load_model(tmp_path / "ddp")
-
-    torch.manual_seed(3)
-    decoder = DeepSDFDecoder(latent_size=8, hidden_features=64, hidden_layers=4, latent_in=(2,), dropout=0.0)
-    single, _ = fastsdf.train_deepsdf(load_shapes(data), decoder, epochs=6, shapes_per_batch=4,
-                                      samples_per_shape=256, seed=3, progress=False)
-    assert ddp.names == single.names
-    torch.testing.assert_close(ddp.codes, single.codes, rtol=0, atol=1e-4)
-    points = torch.rand(100, 3) * 2 - 1
-    with torch.no_grad():
-        torch.testing.assert_close(ddp.decoder(points, ddp.codes[1]), single.decoder(points, single.codes[1]),
-                                   rtol=0, atol=1e-4)
 
 
 # One process in a gloo group of one: prints its thread count before the group, after training in

@@ -110,6 +110,27 @@ def test_files_that_cannot_be_read_in_place_are_converted_once(tmp_path: Path, r
     assert len(list((tmp_path / CACHE_FOLDER).glob("compressed.npz.*"))) == 1
 
 
+def test_processes_converting_one_file_at_once_keep_the_first_copy(tmp_path: Path, rng: np.random.Generator,
+                                                                   seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DDP's processes open one collection at once, so several may convert a file: one that found no
+    copy and writes it after another did leaves that copy as it is (a reader's file, on NFS from
+    another host, is never replaced under it), and reads the same rows from it."""
+    path = tmp_path / "compressed.npz"
+    table = rng.uniform(-1, 1, (101, 4)).astype(np.float32)
+    np.savez_compressed(path, pos=table[table[:, 3] > 0], neg=table[~(table[:, 3] > 0)])
+    first = load_shapes([path])
+    [copy] = (tmp_path / CACHE_FOLDER).glob("*.npz")
+    inode, content = copy.stat().st_ino, copy.read_bytes()
+    exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self, *args, **kwargs: self != copy and exists(self, *args, **kwargs))
+    late = load_shapes([path])  # converted again: it did not see the copy
+    monkeypatch.undo()
+    assert copy.stat().st_ino == inode and copy.read_bytes() == content
+    assert sorted(p.name for p in (tmp_path / CACHE_FOLDER).iterdir()) == [copy.name]  # no temporary left
+    for a, b in zip(first.batch([0], 33, seed, 2), late.batch([0], 33, seed, 2)):
+        assert torch.equal(a, b)
+
+
 def test_zero_and_two_workers_give_the_same_batches(tmp_path: Path, rng: np.random.Generator, seed: int) -> None:
     paths = write_collection(tmp_path, rng, SIZES)
     shapes = load_shapes(tmp_path)

@@ -24,8 +24,10 @@ __all__ = ["load_npz", "save_npz"]
 _NPZ_KEYS = {"pos", "neg", "offset", "scale", "surface_points", "surface_normals"}
 
 
-def save_npz(path: str | os.PathLike, samples: SdfSamples) -> None:
-    """Writes ``samples`` in DeepSDF's layout, atomically (never a half-written file).
+def save_npz(path: str | os.PathLike, samples: SdfSamples, *, keep_existing: bool = False) -> None:
+    """Writes ``samples`` in DeepSDF's layout, atomically (never a half-written file); with
+    ``keep_existing``, a file already at ``path`` when the writing ends stays as it is
+    (``fastsdf.io.atomic_write``: of processes racing to write the same file, the first wins).
 
     Keys: ``pos`` (M, 4) and ``neg`` (K, 4) float32 rows (x, y, z, sdf), with sdf > 0 in ``pos``
     and sdf <= 0 in ``neg`` (DeepSDF's ``writeSDFToNPZ``). Also, when ``samples`` has them:
@@ -42,7 +44,7 @@ def save_npz(path: str | os.PathLike, samples: SdfSamples) -> None:
     if samples.surface_points is not None:
         arrays["surface_points"] = samples.surface_points
         arrays["surface_normals"] = samples.surface_normals
-    with atomic_write(path) as f:
+    with atomic_write(path, keep_existing=keep_existing) as f:
         np.savez(f, **arrays)
 
 

@@ -41,6 +41,11 @@ class Checkpoint:
                 generator: torch.Generator | None = None) -> tuple[int, float, dict[str, Any]]:
         """Loads the saved state into ``network``, ``optimiser`` and ``generator``; returns (steps
         done, seconds trained, history)."""
+        return self.apply(self.load(), network, optimiser, generator)
+
+    def load(self) -> dict[str, Any]:
+        """The saved state, checked: a fastsdf checkpoint of this run (``apply`` puts it in place;
+        between the two it can travel, as DDP's first process sends it to the others)."""
         try:
             # Plain values and tensors only: a checkpoint lying in an output folder cannot run code.
             state = torch.load(self.path, map_location="cpu", weights_only=True)
@@ -52,6 +57,13 @@ class Checkpoint:
         if state["settings"] != self.settings:
             raise ValueError(f"{self.path} is a checkpoint of another run ({state['settings']}, not "
                              f"{self.settings}): remove it to start afresh")
+        return state
+
+    @staticmethod
+    def apply(state: dict[str, Any], network: nn.Module, optimiser: torch.optim.Optimizer,
+              generator: torch.Generator | None = None) -> tuple[int, float, dict[str, Any]]:
+        """Puts ``load``'s state into ``network``, ``optimiser``, ``generator`` and torch's global
+        generator; returns (steps done, seconds trained, history)."""
         network.load_state_dict(state["network"])
         optimiser.load_state_dict(state["optimiser"])
         if generator is not None:

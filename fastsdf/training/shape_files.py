@@ -15,7 +15,9 @@ reads (compressed with ``np.savez_compressed``, float64, rows with NaN or Inf, w
 loader drops too, or rows on the wrong side) is converted once, atomically, into an uncompressed
 copy in a hidden ``.fastsdf-cache`` folder beside it, which later runs reuse. The copy's name holds
 the source's size and modification time, so an edited source is converted again (the stale copy
-removed). Converting beats the alternatives: reading such a file whole for every batch would cost
+removed). Processes that open the same files at once (DDP's, on one node or on several sharing
+the folder) may all convert one; the first copy written stays and the others' are discarded, so
+no process reads a copy that is being replaced. Converting beats the alternatives: reading such a file whole for every batch would cost
 its whole size per draw, and keeping it in memory is what this module avoids; the sources are
 left as they are, so DeepSDF's loaders still read them. Either way a shape's rows, and so its
 batches, are exactly those ``ShapeSamples`` builds from ``load_npz``'s samples of the same file.
@@ -172,7 +174,9 @@ def _converted(source: Path) -> Path:
         for stale in folder.glob(f"{glob.escape(source.name)}.*-*.npz"):
             if stale != copy:  # another process converting the same file may have written it since
                 stale.unlink(missing_ok=True)
-        save_npz(copy, samples)
+        # Never over a copy another process (a DDP rank, another node's) wrote meanwhile and may
+        # be reading: the first copy stays.
+        save_npz(copy, samples, keep_existing=True)
     except OSError as exc:
         raise ValueError(f"{source} cannot be read in place (compressed, not float32, or with non-finite "
                          f"rows) and its converted copy cannot be written in {folder}: {exc}") from None

@@ -14,10 +14,31 @@ train the same model (up to floating-point summation order, and to dropout masks
 process draws for itself). A script of its own imports this module (``from fastsdf import
 train_deepsdf``) before ``init_process_group``, as ``fastsdf train-deepsdf`` does: see the import of
 ``torch.distributed.nn.functional`` below; training warns otherwise.
+
+On several nodes (``torchrun --nnodes N --nproc_per_node G --rdzv_backend c10d --rdzv_endpoint
+HOST:PORT``, the same command on every node; or static rendezvous, ``--master_addr HOST
+--master_port PORT --node_rank I``), the processes first agree on what each can see
+(``fastsdf.training.distributed``). Every process reads the samples at the same path (a shared
+filesystem or identical copies): where reading fails on one, it fails on all, naming that one; and
+they must find the same shapes, with the same row counts, and have the same settings, else every
+process stops with an error that lists what each saw. The checkpoint is the first process's (rank
+0): it alone reads it, sends its state to the others, and writes it, so the other nodes need not
+see it. With c10d torchrun picks which node runs rank 0 (``--node_rank`` is ignored); with static
+rendezvous it is node 0. A process that fails later, while training, ends the others through
+the collective they wait in (gloo notices a peer that exits; NCCL, at its timeout).
+
+The codes stay replicated, not sharded: each process holds the whole table, DDP all-reduces its
+dense gradient with the decoder's at every step (``4 * shapes * latent_size`` bytes: 51 MB for
+50,000 codes of 256) and every process applies the same Adam step, so the tables stay bitwise
+equal. Each process holds 16 bytes per code entry (the value, its gradient in DDP's bucket and
+Adam's two moments: 205 MB for 50,000 x 256, 3.3 GB for 800,000 x 256). Sharding the codes, or
+sparse gradients, would change the algorithm: DeepSDF's dense Adam keeps moving the codes that are
+not in the batch through their moments, which a sharded or sparse update would not.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -41,6 +62,7 @@ from fastsdf._progress import progress_bar
 from fastsdf._validation import integer, real
 from fastsdf.training.autodecoder import AutoDecoder
 from fastsdf.training.checkpoint import Checkpoint
+from fastsdf.training.distributed import from_first_process, on_every_process, same_on_every_process
 from fastsdf.training.losses import clamped_l1
 from fastsdf.training.seeding import check_seed
 from fastsdf.training.shape_collection import ShapeCollection
@@ -91,6 +113,14 @@ def _holds_a_process_group(function: Any) -> bool:
     return any(isinstance(value, dist.ProcessGroup) for value in function.__defaults__ or ())
 
 
+def _fingerprint(shapes: ShapeCollection) -> tuple[int, str]:
+    """(shape count, a digest of their names and row counts), which every process must share."""
+    digest = hashlib.sha256()
+    for index, name in enumerate(shapes.names):
+        digest.update(f"{name}\0{shapes.sizes(index)}\n".encode())
+    return len(shapes), digest.hexdigest()[:16]
+
+
 def train_deepsdf(data: ShapeCollection | str | os.PathLike | Sequence[str | os.PathLike], decoder: nn.Module | None = None,
                   *, epochs: int = DEFAULT_EPOCHS, latent_size: int = 256, shapes_per_batch: int = SHAPES_PER_BATCH,
                   samples_per_shape: int = SAMPLES_PER_SHAPE, learning_rate: float = DECODER_LEARNING_RATE,
@@ -118,7 +148,7 @@ def train_deepsdf(data: ShapeCollection | str | os.PathLike | Sequence[str | os.
             and points: the same seed gives the same run.
         checkpoint: a file to save to every ``checkpoint_every`` seconds (at an epoch's end) and at
             the end; when it exists, training resumes from it (the same settings required). Only
-            the first process writes it.
+            the first process reads and writes it; under DDP it sends the state to the others.
         progress: a tqdm bar over epochs (default: when stderr is a terminal; first process only).
         num_workers: DataLoader worker processes that draw the batches ahead of the training step
             (0: this process draws them); the result does not depend on it.
@@ -127,8 +157,15 @@ def train_deepsdf(data: ShapeCollection | str | os.PathLike | Sequence[str | os.
         The ``AutoDecoder`` and the history: per epoch ``epoch``, ``seconds``, ``loss`` (mean clamped
         L1 over the epoch's samples), ``code_norm`` (mean ||z||), ``learning_rate`` (the decoder's);
         ``training_seconds``, ``epochs``, ``settings``.
+
+    Raises:
+        ValueError: bad arguments or samples; under DDP, processes that see different shapes or
+            were given different settings, or a checkpoint the first process cannot use. Reading
+            the samples or the checkpoint, where it fails on one process, fails on every one
+            (RuntimeError on the others, naming it).
     """
-    shapes = data if isinstance(data, ShapeCollection) else load_shapes(data)
+    shapes = on_every_process(lambda: data if isinstance(data, ShapeCollection) else load_shapes(data),
+                              "reading the samples")
     epochs, shapes_per_batch = integer(epochs, "epochs", 1), integer(shapes_per_batch, "shapes_per_batch", 1)
     samples_per_shape = integer(samples_per_shape, "samples_per_shape", 1)
     decay_every = integer(decay_every, "decay_every", 1)
@@ -159,14 +196,25 @@ def train_deepsdf(data: ShapeCollection | str | os.PathLike | Sequence[str | os.
     settings = {"epochs": epochs, "shapes_per_batch": shapes_per_batch, "samples_per_shape": samples_per_shape,
                 "learning_rate": learning_rate, "code_learning_rate": code_learning_rate, "decay_every": decay_every,
                 "code_regularization": code_regularization, "seed": seed, "shapes": shapes.names}
+    # Processes that disagree would deadlock or train apart: all stop, saying who saw what.
+    same_on_every_process({"shapes (count, digest of names and row counts)": _fingerprint(shapes),
+                           "latent_size": latent_size, "checkpoint": checkpoint is not None,
+                           **{k: v for k, v in settings.items() if k != "shapes"}},
+                          "the shapes and settings", "every node must read the same sample files at the same path, "
+                          "and every process train with the same settings")
     saver = Checkpoint(checkpoint, settings, checkpoint_every) if checkpoint is not None else None
     history: dict[str, Any] = {"epoch": [], "seconds": [], "loss": [], "code_norm": [], "learning_rate": []}
     done, trained = 0, 0.0
-    if saver is not None and saver.exists():
-        done, trained, history = saver.restore(trainable, optimiser)
+    if saver is not None:
+        # The first process decides and reads; its state reaches every process, whatever they see.
+        state = from_first_process(lambda: saver.load() if saver.exists() else None, f"reading {saver.path}")
+        if state is not None:
+            done, trained, history = saver.apply(state, trainable, optimiser)
     engine = trainable
     if world > 1:
-        engine = nn.parallel.DistributedDataParallel(trainable, device_ids=[device] if device.type == "cuda" else None)
+        # Gradients as views of DDP's buckets: one copy of the code table's gradient fewer.
+        engine = nn.parallel.DistributedDataParallel(trainable, device_ids=[device] if device.type == "cuda" else None,
+                                                     gradient_as_bucket_view=True)
 
     stream = shape_batches(shapes, first_epoch=done, epochs=epochs, shapes_per_batch=shapes_per_batch,
                            samples_per_shape=samples_per_shape, seed=seed, rank=rank, world=world,
