@@ -36,9 +36,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    fit = sys.modules.get("test_bench_fit")
-    for line in fit.summary_lines() if fit is not None else []:
-        terminalreporter.write_line(line)
+    for name in ("test_bench_fit", "test_bench_models"):
+        module = sys.modules.get(name)
+        for line in module.summary_lines() if module is not None else []:
+            terminalreporter.write_line(line)
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:

@@ -42,6 +42,7 @@ Optional keys add columns to a group's table where any of its rows has them:
     extra_peak_gib           peak memory of a run beyond what it held before it started, GiB
     rows_in_memory_gib       what the run's samples would take held in memory, GiB
     f1_near, f1_volume, iou_volume   occupancy scores of a fitted shape (fastsdf.metrics)
+    chamfer_l1, normal_consistency   surface scores of its extracted mesh (fastsdf.metrics)
     identical_to_dense       whether the mesh equals the dense extraction's, vertex for vertex
     identical_to_serial      whether a parallel run wrote the serial run's files, byte for byte
     notes                    list of sentences printed under the table (once each)
@@ -345,6 +346,8 @@ COLUMNS: list[tuple[str, str, Any, str]] = [
     ("F1 near", "r", lambda r: fmt_score(r.extra.get("f1_near")), "f1_near"),
     ("F1 volume", "r", lambda r: fmt_score(r.extra.get("f1_volume")), "f1_volume"),
     ("IoU volume", "r", lambda r: fmt_score(r.extra.get("iou_volume")), "iou_volume"),
+    ("Chamfer-L1", "r", lambda r: fmt_error(r.extra.get("chamfer_l1")), "chamfer_l1"),
+    ("normal consistency", "r", lambda r: fmt_score(r.extra.get("normal_consistency")), "normal_consistency"),
     ("same files as serial", "l", lambda r: {True: "yes", False: "no"}.get(r.extra.get("identical_to_serial"), ""),
      "identical_to_serial"),
     ("sparse mesh = dense mesh", "l", lambda r: {True: "yes", False: "no"}.get(r.extra.get("identical_to_dense"), ""),

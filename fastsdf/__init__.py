@@ -18,7 +18,7 @@ from fastsdf.meshing.marching_cubes import marching_cubes
 from fastsdf import measure
 
 if TYPE_CHECKING:  # the names __getattr__ imports on first use, spelled out for type checkers and IDEs
-    from fastsdf.nn import DeepSDFDecoder, Siren, SirenMLP
+    from fastsdf.nn import DeepSDFDecoder, FourierFeatures, ReluMLP, Siren, SirenMLP
     from fastsdf.training.autodecoder import AutoDecoder
     from fastsdf.training.fit import fit
     from fastsdf.training.fitted import FittedSDF
@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # the names __getattr__ imports on first use, spelled out for
 __version__ = "0.1.0"
 
 # Names whose modules import torch, and the modules they come from (the TYPE_CHECKING imports above).
-_LAZY = {"Siren": "fastsdf.nn", "SirenMLP": "fastsdf.nn", "DeepSDFDecoder": "fastsdf.nn",
+_LAZY = {"Siren": "fastsdf.nn", "SirenMLP": "fastsdf.nn", "DeepSDFDecoder": "fastsdf.nn", "ReluMLP": "fastsdf.nn",
+         "FourierFeatures": "fastsdf.nn",
          "FittedSDF": "fastsdf.training.fitted", "load_model": "fastsdf.training.loading", "fit": "fastsdf.training.fit",
          "AutoDecoder": "fastsdf.training.autodecoder", "train_deepsdf": "fastsdf.training.train_deepsdf",
          "reconstruct": "fastsdf.training.reconstruct", "partial_view": "fastsdf.training.reconstruct"}
@@ -49,9 +50,11 @@ __all__ = [
     "DeepSDFDecoder",
     "Difference",
     "FittedSDF",
+    "FourierFeatures",
     "Intersection",
     "MeshSDF",
     "NormalizationTransform",
+    "ReluMLP",
     "SampleReport",
     "SdfSamples",
     "Siren",

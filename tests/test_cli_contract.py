@@ -25,7 +25,8 @@ from training_helpers import sphere_samples
 # Every numeric option of every command, with a value out of its range.
 BAD_VALUES = {
     "fit": {"--time-budget": "nan", "--steps": "0", "--width": "0", "--layers": "-3", "--batch-size": "0",
-            "--learning-rate": "0", "--seed": "-1", "--resolution": "1"},
+            "--learning-rate": "0", "--seed": "-1", "--resolution": "1", "--frequencies": "17", "--sigma": "0",
+            "--features": "0"},
     "demo": {"--time-budget": "-1", "--steps": "0", "--resolution": "1", "--seed": "-1"},
     "sample": {"--n-uniform": "-1", "--n-near": "-5", "--n-surface": "-1", "--near-std": "0", "--seed": "-1",
                "--workers": "0", "--threads": "0"},

@@ -56,7 +56,8 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"sampled {mesh_path.name}: {len(samples):,} points with signed distances in "
               f"{time.perf_counter() - start:.1f} s -> {npz.resolve()}")
     options = argparse.Namespace(time_budget=None if args.steps else args.time_budget, steps=args.steps,
-                                 loss="sdf_l1", width=128, layers=3, batch_size=DEFAULT_BATCH,
+                                 loss="sdf_l1", network="siren", frequencies=None, sigma=None,
+                                 features=None, no_skip=False, width=128, layers=3, batch_size=DEFAULT_BATCH,
                                  learning_rate=DEFAULT_LEARNING_RATE,
                                  seed=args.seed, resolution=args.resolution, quiet=args.quiet,
                                  overwrite=args.overwrite)

@@ -1,17 +1,22 @@
-"""Networks: the fused SIREN (``SirenMLP``), the official ``Siren`` interface on top of it, and
-DeepSDF's decoder (``DeepSDFDecoder``)."""
+"""Networks: the fused SIREN (``SirenMLP``), the official ``Siren`` interface on top of it, DeepSDF's
+decoder (``DeepSDFDecoder``), and the baselines they are compared with: a ReLU MLP (``ReluMLP``)
+behind an optional ``FourierFeatures`` encoding."""
 
 from typing import Any
 
 from torch import nn
 
 from fastsdf.nn.deepsdf import DeepSDFDecoder
+from fastsdf.nn.fourier_features import FourierFeatures
+from fastsdf.nn.relu_mlp import ReluMLP
 from fastsdf.nn.siren import Siren, SirenMLP
 
-__all__ = ["NETWORKS", "DeepSDFDecoder", "Siren", "SirenMLP", "network_from_config", "network_name"]
+__all__ = ["NETWORKS", "DeepSDFDecoder", "FourierFeatures", "ReluMLP", "Siren", "SirenMLP", "network_from_config",
+           "network_name"]
 
 # The networks saved models may hold, by the name stored with them.
-NETWORKS: dict[str, type[nn.Module]] = {"SirenMLP": SirenMLP, "DeepSDFDecoder": DeepSDFDecoder}
+NETWORKS: dict[str, type[nn.Module]] = {"SirenMLP": SirenMLP, "DeepSDFDecoder": DeepSDFDecoder,
+                                        "ReluMLP": ReluMLP}
 
 
 def network_name(network: nn.Module) -> str:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fastsdf._validation import integer, one_of, real
+from fastsdf.nn.inputs import network_inputs
 from fastsdf.nn.siren_layouts import check_bvp_omegas, official_layers, siren_pytorch_layers
 from fastsdf.ops import siren as siren_ops
 
@@ -140,35 +141,8 @@ class SirenMLP(nn.Module):
 
     def _points(self, x: Any, latent: Any) -> tuple[torch.Tensor, tuple[int, ...]]:
         """The network's (N, latent + in) input and x's leading shape, after checking both."""
-        reference = self.weights[0]
-        x = self._check_tensor("x", x, self.in_features, reference)
-        lead = tuple(x.shape[:-1])
-        if self.latent_features == 0:
-            if latent is not None:
-                raise ValueError("this network has no latent input (latent_features=0), but a latent code was given")
-            return x.reshape(-1, self.in_features), lead
-        if latent is None:
-            raise ValueError(f"this network takes a latent code of {self.latent_features} features: pass latent=")
-        latent = self._check_tensor("latent", latent, self.latent_features, reference)
-        try:
-            latent = latent.expand(*lead, self.latent_features)
-        except RuntimeError:
-            raise ValueError(f"latent of shape {tuple(latent.shape)} does not broadcast to x's leading shape "
-                             f"{lead}") from None
-        return torch.cat([latent, x], dim=-1).reshape(-1, self.latent_features + self.in_features), lead
-
-    @staticmethod
-    def _check_tensor(name: str, value: Any, features: int, reference: torch.Tensor) -> torch.Tensor:
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-        if value.ndim < 1 or value.shape[-1] != features:
-            raise ValueError(f"{name} must have shape (..., {features}), got {tuple(value.shape)}")
-        if value.dtype != reference.dtype:
-            raise TypeError(f"{name} is {value.dtype} but the network's parameters are {reference.dtype}: convert "
-                            f"one of them (e.g. {name}.to({reference.dtype}) or model.to({value.dtype}))")
-        if value.device != reference.device:
-            raise ValueError(f"{name} is on {value.device} but the network is on {reference.device}")
-        return value
+        points, code, lead = network_inputs(x, latent, self.in_features, self.latent_features, self.weights[0])
+        return (points if code is None else torch.cat([code, points], dim=-1)), lead
 
     # --- the official layout -------------------------------------------------------------------
 

@@ -47,8 +47,8 @@ class AutoDecoder(nn.Module):
     """A trained decoder and the codes of the shapes it was trained on.
 
     Args:
-        decoder: a network ``decoder(points, latent)`` -> (..., 1): ``DeepSDFDecoder`` or a
-            ``SirenMLP`` with ``latent_features``.
+        decoder: a network ``decoder(points, latent)`` -> (..., 1): ``DeepSDFDecoder``, or a
+            ``SirenMLP`` or ``ReluMLP`` with ``latent_features``.
         codes: (shapes, latent_size) tensor.
         names: one per shape.
         transforms: each shape's normalisation (None where its samples did not record one).

@@ -54,7 +54,10 @@ class Checkpoint:
                              f"{type(exc).__name__}; remove it to start afresh") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"{self.path} is not a fastsdf checkpoint")
-        if state["settings"] != self.settings:
+        settings = self.settings
+        if "network" not in state["settings"]:  # written before checkpoints recorded the network
+            settings = {key: value for key, value in settings.items() if key != "network"}
+        if state["settings"] != settings:
             raise ValueError(f"{self.path} is a checkpoint of another run ({state['settings']}, not "
                              f"{self.settings}): remove it to start afresh")
         return state

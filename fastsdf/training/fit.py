@@ -181,6 +181,10 @@ def fit(mesh_or_samples: Any, model: nn.Module | Callable[[], nn.Module] | None 
     optimiser = torch.optim.Adam(network.parameters(), lr=learning_rate)
     settings = {"loss": loss, "steps": steps, "time_budget": time_budget, "batch_size": batch_size,
                 "learning_rate": learning_rate}
+    if callable(getattr(network, "config", None)):
+        # A resume with another architecture (a Gaussian encoding of another sigma has the same
+        # shapes) is another run.
+        settings["network"] = {"class": type(network).__name__, "config": network.config()}
     saver = Checkpoint(checkpoint, settings, checkpoint_every) if checkpoint is not None else None
     history: dict[str, Any] = {"step": [], "seconds": [], "loss": [], "learning_rate": []}
     done, trained = 0, 0.0

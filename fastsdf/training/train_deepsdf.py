@@ -135,7 +135,8 @@ def train_deepsdf(data: ShapeCollection | str | os.PathLike | Sequence[str | os.
             them), whose rows are read from disk as batches draw them (``load_shapes``), or a
             ``ShapeSamples`` (samples in memory); both give the same batches for the same files.
         decoder: ``decoder(points, latent)`` -> (..., 1) whose latent input has ``latent_size``
-            features (its ``latent_size`` or ``latent_features``); default ``DeepSDFDecoder(latent_size)``.
+            features (its ``latent_size`` or ``latent_features``: ``SirenMLP`` and ``ReluMLP`` take
+            ``latent_features``); default ``DeepSDFDecoder(latent_size)``.
             Trained in place.
         epochs: passes over all shapes.
         shapes_per_batch, samples_per_shape: a batch's shapes and points per shape (half inside,
