@@ -88,8 +88,8 @@ class PolygonSDF(SDF):
         # Outline units: the vertices times 2^-exponent (exact), see the module doc.
         self._exponent = max(math.frexp(largest)[1] - 1, -1022) if largest else 0
         corners = np.ldexp(self.vertices, -self._exponent)[self.segments]
-        self._start = corners[:, 0]
-        self._edge = corners[:, 1] - corners[:, 0]
+        self._start, self._end = corners[:, 0], corners[:, 1]
+        self._edge = self._end - self._start
         self._length2 = (self._edge ** 2).sum(axis=1)
 
     @classmethod
@@ -182,7 +182,10 @@ class PolygonSDF(SDF):
             winding[lo:lo + chunk] = np.arctan2(cross, dot).sum(axis=1) / (2 * math.pi)
         # Measured from the point where it is, in its own coordinates: only a distance beyond
         # float64 overflows.
-        closest = np.ldexp(self._start[segment] + t[:, None] * self._edge[segment], self._exponent)
+        # An end is its vertex exactly (start + 1 * edge can round off it).
+        on_segment = np.where(t[:, None] == 1.0, self._end[segment],
+                              self._start[segment] + t[:, None] * self._edge[segment])
+        closest = np.ldexp(on_segment, self._exponent)
         distance[:] = np.hypot(p[:, 0] - closest[:, 0], p[:, 1] - closest[:, 1])
         return distance.reshape(lead), segment.reshape(lead), t.reshape(lead), winding.reshape(lead)
 
