@@ -27,6 +27,7 @@ class LatentShape(nn.Module):
     def __init__(self, decoder: nn.Module, code: torch.Tensor):
         super().__init__()
         self.decoder = decoder
+        self.in_features = getattr(decoder, "in_features", 3)
         self.register_buffer("code", code.detach().reshape(-1).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,9 @@ class FittedSDF(nn.Module):
                  history: dict[str, Any] | None = None):
         super().__init__()
         one_of(kind, "kind", ("sdf", "occupancy"))
+        inputs = getattr(network, "in_features", transform.dim)
+        if inputs != transform.dim:
+            raise ValueError(f"the network takes {inputs} coordinates per point, the transform has {transform.dim}")
         self.network = network
         self.transform = transform
         self.kind = kind
