@@ -10,6 +10,7 @@
 
 #include "common/buffers.h"
 #include "marching_cubes/marching_cubes.h"
+#include "marching_squares/marching_squares.h"
 #include "mesh_sdf/bvh_build.h"
 #include "mesh_sdf/mesh_sdf.h"
 #include "siren/siren.h"
@@ -103,6 +104,51 @@ void mc_fill(const py::array& volume, double level, const py::array& vertex_offs
   dispatch_dtype(volume, [&](auto data) {
     py::gil_scoped_release release;
     fastsdf::mc::fill_cpu(data, g, a, vo, to, co);
+    return 0;
+  });
+}
+
+// The 2-D grid of marching squares: at least 2 samples per axis, aligned, whole-element strides.
+fastsdf::ms::Grid grid_2d(const py::array& grid) {
+  if (grid.ndim() != 2) throw std::invalid_argument("grid must be 2-D");
+  fastsdf::ms::Grid g{};
+  const auto item = static_cast<int64_t>(grid.itemsize());
+  for (int d = 0; d < 2; ++d) {
+    g.shape[d] = static_cast<int64_t>(grid.shape(d));
+    if (grid.strides(d) % item != 0) throw std::invalid_argument("grid has strides that are not whole elements");
+    g.stride[d] = static_cast<int64_t>(grid.strides(d)) / item;
+  }
+  if (g.shape[0] < 2 || g.shape[1] < 2) throw std::invalid_argument("grid needs at least 2 samples along every axis");
+  if (reinterpret_cast<uintptr_t>(grid.data()) % static_cast<uintptr_t>(grid.itemsize()) != 0)
+    throw std::invalid_argument("grid data is not aligned to its dtype: pass an aligned copy");
+  return g;
+}
+
+py::tuple ms_count(const py::array& grid, double level) {
+  const auto g = grid_2d(grid);
+  py::array_t<int64_t> vertex_counts(g.shape[0]);
+  py::array_t<int64_t> segment_counts(g.shape[0] - 1);
+  int64_t* vc = vertex_counts.mutable_data();
+  int64_t* sc = segment_counts.mutable_data();
+  const bool finite = dispatch_dtype(grid, [&](auto data) {
+    py::gil_scoped_release release;
+    return fastsdf::ms::count_cpu(data, g, level, vc, sc);
+  });
+  return py::make_tuple(vertex_counts, segment_counts, finite);
+}
+
+void ms_fill(const py::array& grid, double level, std::array<double, 2> origin, std::array<double, 2> spacing,
+             const py::array& vertex_offsets, const py::array& segment_offsets, py::array verts, py::array segments) {
+  const auto g = grid_2d(grid);
+  const int64_t nv = verts.ndim() == 2 ? verts.shape(0) : 0;
+  const int64_t ns = segments.ndim() == 2 ? segments.shape(0) : 0;
+  float* vp = fastsdf::contiguous_data<float>(verts, nv, 2, "verts");
+  int64_t* sp = fastsdf::contiguous_data<int64_t>(segments, ns, 2, "segments");
+  const int64_t* vo = fastsdf::vector_data<int64_t>(vertex_offsets, g.shape[0], "vertex_offsets");
+  const int64_t* so = fastsdf::vector_data<int64_t>(segment_offsets, g.shape[0] - 1, "segment_offsets");
+  dispatch_dtype(grid, [&](auto data) {
+    py::gil_scoped_release release;
+    fastsdf::ms::fill_cpu(data, g, level, origin.data(), spacing.data(), vo, so, vp, nv, sp, ns);
     return 0;
   });
 }
@@ -342,6 +388,13 @@ PYBIND11_MODULE(_C, m) {
         "Writes the vertices and faces counted by mc_count (and, unless None, unit gradients and values).");
   m.def("mc_scratch_bytes", [](std::array<int64_t, 3> shape) { return fastsdf::mc::scratch_bytes_cpu(shape.data()); },
         py::arg("shape"), "Bytes mc_count and mc_fill allocate for a volume of this shape, all threads together.");
+  m.def("ms_count", &ms_count, py::arg("grid"), py::arg("level"),
+        "Vertices per point row, segments per cell row, and whether all values are finite.");
+  m.def("ms_fill", &ms_fill, py::arg("grid"), py::arg("level"), py::arg("origin"), py::arg("spacing"),
+        py::arg("vertex_offsets"), py::arg("segment_offsets"), py::arg("verts"), py::arg("segments"),
+        "Writes the vertices (V, 2) and segments (S, 2) counted by ms_count at the given offsets.");
+  m.def("ms_scratch_bytes", [](std::array<int64_t, 2> shape) { return fastsdf::ms::scratch_bytes_cpu(shape.data()); },
+        py::arg("shape"), "Bytes ms_count and ms_fill allocate for a grid of this shape, all threads together.");
   m.def("msdf_build", &msdf_build, py::arg("vertices"), py::arg("faces"), py::arg("distance_only"),
         "BVH arrays by name: node_box, node_link, node_dipole, closing_start, closing_edges, packs, order, boundary, "
         "frame.");

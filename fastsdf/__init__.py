@@ -7,14 +7,17 @@ are imported on first use, so that ``import fastsdf`` stays light.
 from typing import TYPE_CHECKING, Any
 
 from fastsdf._backend import BackendUnavailableError
-from fastsdf.geometry.analytic import Box, Difference, Intersection, Sphere, Torus, Union
+from fastsdf.geometry.analytic import (Box, Capsule, Circle, Difference, Intersection, Rectangle, SmoothUnion, Sphere,
+                                      Torus, Union)
 from fastsdf.geometry.mesh_sdf import MeshSDF
+from fastsdf.geometry.polygon_sdf import PolygonSDF
 from fastsdf.geometry.normalization import NormalizationTransform, normalize
 from fastsdf.geometry.dataset_sampling import SampleReport, sample_meshes
 from fastsdf.geometry.samples_npz import load_npz, save_npz
 from fastsdf.geometry.sampling import SdfSamples, sample_sdf
 from fastsdf.meshing.extract import extract_mesh
 from fastsdf.meshing.marching_cubes import marching_cubes
+from fastsdf.meshing.marching_squares import marching_squares
 from fastsdf import measure
 
 if TYPE_CHECKING:  # the names __getattr__ imports on first use, spelled out for type checkers and IDEs
@@ -47,6 +50,8 @@ __all__ = [
     "AutoDecoder",
     "BackendUnavailableError",
     "Box",
+    "Capsule",
+    "Circle",
     "DeepSDFDecoder",
     "Difference",
     "FittedSDF",
@@ -54,11 +59,14 @@ __all__ = [
     "Intersection",
     "MeshSDF",
     "NormalizationTransform",
+    "PolygonSDF",
+    "Rectangle",
     "ReluMLP",
     "SampleReport",
     "SdfSamples",
     "Siren",
     "SirenMLP",
+    "SmoothUnion",
     "Sphere",
     "Torus",
     "Union",
@@ -67,6 +75,7 @@ __all__ = [
     "load_model",
     "load_npz",
     "marching_cubes",
+    "marching_squares",
     "measure",
     "normalize",
     "partial_view",

@@ -19,7 +19,7 @@ from typing import Any, Collection, Sequence
 
 import numpy as np
 
-__all__ = ["WrongTypeError", "integer", "one_of", "real", "triple"]
+__all__ = ["WrongTypeError", "integer", "one_of", "real", "triple", "vector"]
 
 
 class WrongTypeError(TypeError, ValueError):
@@ -91,20 +91,26 @@ def real(value: Any, name: str, low: float = -math.inf, high: float = math.inf, 
     raise ValueError(_message(name, bounds.lstrip(), value))
 
 
-def triple(values: Sequence[Any], name: str, positive: bool = False) -> tuple[float, float, float]:
-    """``values`` as three finite floats (all > 0 with ``positive``): a point, a spacing, a size.
-    WrongTypeError unless three real numbers, ValueError for NaN/Inf or a number <= 0."""
+def vector(values: Sequence[Any], name: str, length: int, positive: bool = False) -> tuple[float, ...]:
+    """``values`` as ``length`` finite floats (all > 0 with ``positive``): a point, a spacing, a size.
+    WrongTypeError unless ``length`` real numbers, ValueError for NaN/Inf or a number <= 0."""
+    count = {2: "two", 3: "three"}.get(length, str(length))
     try:
         out = tuple(_to_float(v) for v in values)
     except TypeError:
         out = (None,)
-    if len(out) != 3 or None in out:
-        raise WrongTypeError(_message(name, "three real numbers", values))
+    if len(out) != length or None in out:
+        raise WrongTypeError(_message(name, f"{count} real numbers", values))
     if not all(math.isfinite(v) for v in out):
-        raise ValueError(_message(name, "three finite numbers", values))
+        raise ValueError(_message(name, f"{count} finite numbers", values))
     if positive and min(out) <= 0:
         raise ValueError(_message(name, "positive", values))
     return out  # type: ignore[return-value]
+
+
+def triple(values: Sequence[Any], name: str, positive: bool = False) -> tuple[float, float, float]:
+    """``vector`` of three: a point, a spacing or a size in 3D."""
+    return vector(values, name, 3, positive)  # type: ignore[return-value]
 
 
 def one_of(value: Any, name: str, choices: Collection[Any]) -> Any:

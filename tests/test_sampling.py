@@ -220,7 +220,7 @@ def test_normalize_rejects_bad_options(kwargs: dict) -> None:
 
 
 def test_transform_rejects_bad_values() -> None:
-    for offset, scale in [((0, 0), 1.0), ((0, 0, np.nan), 1.0), ((0, 0, 0), 0.0), ((0, 0, 0), -1.0),
+    for offset, scale in [((0,), 1.0), ((0, 0, 0, 0), 1.0), ((0, 0, np.nan), 1.0), ((0, 0, 0), 0.0), ((0, 0, 0), -1.0),
                           ((0, 0, 0), np.inf), ((0, 0, 0), (1.0, 2.0))]:
         with pytest.raises(ValueError):
             NormalizationTransform(offset, scale)
@@ -437,7 +437,11 @@ def test_sdf_samples_check_their_arrays() -> None:
     with pytest.raises(ValueError):
         SdfSamples(np.zeros((3, 3)), np.zeros(2))
     with pytest.raises(ValueError):
-        SdfSamples(np.zeros((3, 2)), np.zeros(3))
+        SdfSamples(np.zeros((3, 4)), np.zeros(3))
+    with pytest.raises(ValueError):  # 2D points, 3D surface points
+        SdfSamples(np.zeros((3, 2)), np.zeros(3), np.zeros((2, 3)), np.zeros((2, 3)))
+    with pytest.raises(ValueError):
+        SdfSamples(np.zeros((3, 2)), np.zeros(3), transform=NormalizationTransform.identity())
     with pytest.raises(ValueError):
         SdfSamples(np.zeros((3, 3)), [0, np.nan, 0])
     with pytest.raises(ValueError):

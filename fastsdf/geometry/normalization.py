@@ -35,7 +35,7 @@ class NormalizationTransform:
     of the original mesh's bounding box. Distances scale by ``scale`` (``apply_distance``).
 
     Attributes:
-        offset: float64 (3,), added to original points before scaling.
+        offset: float64 (3,), added to original points before scaling; (2,) for 2D shapes.
         scale: positive float.
     """
 
@@ -45,8 +45,8 @@ class NormalizationTransform:
     def __post_init__(self) -> None:
         offset = np.array(self.offset, dtype=np.float64).reshape(-1)
         scale = np.asarray(self.scale, dtype=np.float64).reshape(-1)
-        if offset.shape != (3,) or not np.isfinite(offset).all():
-            raise ValueError(f"offset must be three finite numbers, got {self.offset!r}")
+        if offset.shape not in ((2,), (3,)) or not np.isfinite(offset).all():
+            raise ValueError(f"offset must be three (2D: two) finite numbers, got {self.offset!r}")
         if scale.shape != (1,) or not (np.isfinite(scale[0]) and scale[0] > 0):
             raise ValueError(f"scale must be one finite number > 0, got {self.scale!r}")
         offset.setflags(write=False)
@@ -54,17 +54,22 @@ class NormalizationTransform:
         object.__setattr__(self, "scale", float(scale[0]))
 
     @classmethod
-    def identity(cls) -> "NormalizationTransform":
-        return cls(np.zeros(3), 1.0)
+    def identity(cls, dim: int = 3) -> "NormalizationTransform":
+        return cls(np.zeros(dim), 1.0)
+
+    @property
+    def dim(self) -> int:
+        """Coordinates per point: 3, or 2 for a 2D shape."""
+        return len(self.offset)
 
     def apply(self, points: Any) -> np.ndarray:
-        """Original coordinates (..., 3) to normalised ones; float32 stays float32."""
-        p, dtype = _points(points)
+        """Original coordinates (..., dim) to normalised ones; float32 stays float32."""
+        p, dtype = _points(points, self.dim)
         return ((p + self.offset) * self.scale).astype(dtype, copy=False)
 
     def invert(self, points: Any) -> np.ndarray:
-        """Normalised coordinates (..., 3) back to original ones; float32 stays float32."""
-        p, dtype = _points(points)
+        """Normalised coordinates (..., dim) back to original ones; float32 stays float32."""
+        p, dtype = _points(points, self.dim)
         return (p / self.scale - self.offset).astype(dtype, copy=False)
 
     def apply_distance(self, distances: Any) -> np.ndarray:
@@ -78,7 +83,7 @@ class NormalizationTransform:
         return d / np.asarray(self.scale, d.dtype if d.dtype.kind == "f" else np.float64)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"offset": [x, y, z], "scale": s}``, plain floats (JSON-ready)."""
+        """``{"offset": [x, y, z], "scale": s}`` (two offsets in 2D), plain floats (JSON-ready)."""
         return {"offset": [float(v) for v in self.offset], "scale": self.scale}
 
     @classmethod
@@ -158,10 +163,10 @@ def normalize(mesh: Any, method: str = "sphere",
     return (moved, faces.copy()), transform
 
 
-def _points(points: Any) -> tuple[np.ndarray, Any]:
+def _points(points: Any, dim: int) -> tuple[np.ndarray, Any]:
     p = np.asarray(points)
-    if p.ndim < 1 or p.shape[-1] != 3 or p.dtype.kind not in "fiu":
-        raise ValueError(f"points must be a real (..., 3) array, got {p.dtype} {p.shape}")
+    if p.ndim < 1 or p.shape[-1] != dim or p.dtype.kind not in "fiu":
+        raise ValueError(f"points must be a real (..., {dim}) array, got {p.dtype} {p.shape}")
     dtype = p.dtype if p.dtype.kind == "f" else np.float64
     return p.astype(np.float64, copy=False), dtype
 

@@ -37,6 +37,9 @@ def save_npz(path: str | os.PathLike, samples: SdfSamples, *, keep_existing: boo
     """
     if not isinstance(samples, SdfSamples):
         raise TypeError(f"samples must be SdfSamples, got {type(samples).__name__}")
+    if samples.dim != 3:
+        raise ValueError(f"DeepSDF's .npz layout holds 3D samples, these are {samples.dim}D: keep 2D samples in "
+                         "memory (fastsdf.training.shapes.ShapeSamples) or in a file of your own")
     arrays = {"pos": samples.pos(), "neg": samples.neg()}
     if samples.transform is not None:
         arrays["offset"] = samples.transform.offset.astype(np.float64)

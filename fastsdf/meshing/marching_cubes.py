@@ -210,56 +210,65 @@ class CudaKernels:
 def prepare_volume(volume: Any) -> tuple[CpuKernels | CudaKernels, Any, Callable[[Any], Any]]:
     """Validates ``volume``; returns the kernels for its device, the data they take, and a function
     that turns NumPy outputs back into the caller's kind of array."""
-    if is_tensor(volume):
+    data, wrap = real_samples(volume, 3, "volume")
+    return (CudaKernels() if is_tensor(data) else CpuKernels()), data, wrap
+
+
+def real_samples(samples: Any, ndim: int, name: str) -> tuple[Any, Callable[[Any], Any]]:
+    """``samples`` checked (``ndim`` axes of at least 2 samples, a real dtype) and widened to
+    float32 or float64 as ``marching_cubes`` documents: a CUDA tensor as such, anything else as an
+    aligned, native-endian NumPy array; and a function that turns NumPy outputs back into the
+    caller's kind of array (a CUDA tensor's outputs are already tensors)."""
+    if is_tensor(samples):
         import torch
 
-        tensor = volume.detach()
-        _check_shape(tuple(tensor.shape))
-        name = str(tensor.dtype).removeprefix("torch.")
-        if tensor.is_complex() or name not in {"float32", "float64"} | _TO_FLOAT32 | _TO_FLOAT64:
-            raise TypeError(f"volume must be a real tensor, got dtype {tensor.dtype}")
-        if name in _TO_FLOAT32 | _TO_FLOAT64:
-            wide = torch.float32 if name in _TO_FLOAT32 else torch.float64
-            _check_copy_fits(tensor.numel() * wide.itemsize, tuple(tensor.shape), tensor.device)
+        tensor = samples.detach()
+        _check_shape(tuple(tensor.shape), ndim, name)
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if tensor.is_complex() or dtype not in {"float32", "float64"} | _TO_FLOAT32 | _TO_FLOAT64:
+            raise TypeError(f"{name} must be a real tensor, got dtype {tensor.dtype}")
+        if dtype in _TO_FLOAT32 | _TO_FLOAT64:
+            wide = torch.float32 if dtype in _TO_FLOAT32 else torch.float64
+            _check_copy_fits(tensor.numel() * wide.itemsize, tuple(tensor.shape), tensor.device, name)
             tensor = tensor.to(wide)
         if tensor.device.type == "cuda":
-            return CudaKernels(), tensor, lambda x: x
+            return tensor, lambda x: x
         if tensor.device.type != "cpu":
-            raise ValueError(f"volume on device {tensor.device} is not supported: use a CPU or CUDA tensor")
-        return CpuKernels(), _native_array(tensor.numpy()), torch.from_numpy
-    array = np.asarray(volume)
-    _check_shape(array.shape)
+            raise ValueError(f"{name} on device {tensor.device} is not supported: use a CPU or CUDA tensor")
+        return _native_array(tensor.numpy(), name), torch.from_numpy
+    array = np.asarray(samples)
+    _check_shape(array.shape, ndim, name)
     if array.dtype.kind not in "fiub" or array.dtype.name not in {"float32", "float64"} | _TO_FLOAT32 | _TO_FLOAT64:
-        raise TypeError(f"volume must be a real array, got dtype {array.dtype}")
+        raise TypeError(f"{name} must be a real array, got dtype {array.dtype}")
     if array.dtype.name in _TO_FLOAT32 | _TO_FLOAT64:
         wide = np.dtype(np.float32 if array.dtype.name in _TO_FLOAT32 else np.float64)
-        _check_copy_fits(array.size * wide.itemsize, array.shape, None)
+        _check_copy_fits(array.size * wide.itemsize, array.shape, None, name)
         array = array.astype(wide)
-    return CpuKernels(), _native_array(array), lambda x: x
+    return _native_array(array, name), lambda x: x
 
 
-def _native_array(array: np.ndarray) -> np.ndarray:
+def _native_array(array: np.ndarray, name: str) -> np.ndarray:
     """The kernels read native-endian, aligned data through any strides; anything else is copied
     into a fresh (hence aligned) array: ``np.ascontiguousarray`` would hand back a C-contiguous but
     misaligned array as it is."""
     if array.dtype.isnative and array.flags.aligned:
         return array
-    _check_copy_fits(array.nbytes, array.shape, None)
+    _check_copy_fits(array.nbytes, array.shape, None, name)
     copy = np.empty(array.shape, array.dtype.newbyteorder("="))
     copy[...] = array
     return copy
 
 
-def _check_copy_fits(nbytes: int, shape: tuple[int, ...], device) -> None:
-    _memory.check_fits(nbytes, f"a converted copy of the volume (shape {tuple(shape)})", device,
+def _check_copy_fits(nbytes: int, shape: tuple[int, ...], device, name: str) -> None:
+    _memory.check_fits(nbytes, f"a converted copy of the {name} (shape {tuple(shape)})", device,
                        "pass float32 or float64 data, aligned and in native byte order, which is used in place")
 
 
-def _check_shape(shape: tuple[int, ...]) -> None:
-    if len(shape) != 3:
-        raise ValueError(f"volume must be 3-D, got shape {shape}")
+def _check_shape(shape: tuple[int, ...], ndim: int, name: str) -> None:
+    if len(shape) != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {shape}")
     if min(shape) < 2:
-        raise ValueError(f"volume needs at least 2 samples along every axis, got shape {shape}")
+        raise ValueError(f"{name} needs at least 2 samples along every axis, got shape {shape}")
 
 
 def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
@@ -277,7 +286,7 @@ def _check_output_fits(n_verts: int, n_tris: int, device, attributes: bool = Fal
     )
 
 
-def nonfinite_message(volume: Any) -> str:
+def nonfinite_message(volume: Any, name: str = "volume", op: str = "marching cubes") -> str:
     """Says how many samples are NaN or Inf and where the first is. Layer by layer: a whole-volume
     mask would cost a byte per sample, which a broadcast volume does not have."""
     total, first = 0, None
@@ -288,8 +297,8 @@ def nonfinite_message(volume: Any) -> str:
             rest = bad.nonzero()[0].tolist() if is_tensor(bad) else [int(w[0]) for w in np.nonzero(bad)]
             first = (i, *rest)
         total += n
-    return (f"volume holds {total:,} NaN or Inf values (first at index {first}); "
-            "marching cubes needs finite samples: replace them, e.g. with a large value outside the shape")
+    return (f"{name} holds {total:,} NaN or Inf values (first at index {first}); "
+            f"{op} needs finite samples: replace them, e.g. with a large value outside the shape")
 
 
 def _segments(volume) -> int:

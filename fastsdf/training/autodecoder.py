@@ -22,18 +22,19 @@ FORMAT = "fastsdf.autodecoder"
 
 
 class LatentShape(nn.Module):
-    """One shape of a latent-conditioned decoder: the decoder with its code fixed, (..., 3) -> (..., 1)."""
+    """One shape of a latent-conditioned decoder: the decoder with its code fixed, (..., dim) -> (..., 1)."""
 
     def __init__(self, decoder: nn.Module, code: torch.Tensor):
         super().__init__()
         self.decoder = decoder
+        self.in_features = getattr(decoder, "in_features", 3)
         self.register_buffer("code", code.detach().reshape(-1).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(x, self.code)
 
     def forward_with_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Values (..., 1) and their gradients with respect to x, (..., 1, 3)."""
+        """Values (..., 1) and their gradients with respect to x, (..., 1, dim)."""
         if hasattr(self.decoder, "forward_with_gradient"):
             return self.decoder.forward_with_gradient(x, self.code)
         with torch.enable_grad():
@@ -85,7 +86,8 @@ class AutoDecoder(nn.Module):
         code = torch.as_tensor(code, dtype=self.codes.dtype, device=self.codes.device).reshape(-1)
         if len(code) != self.latent_size:
             raise ValueError(f"a code must have {self.latent_size} values, got {len(code)}")
-        return FittedSDF(LatentShape(self.decoder, code), transform or NormalizationTransform.identity())
+        identity = NormalizationTransform.identity(getattr(self.decoder, "in_features", 3))
+        return FittedSDF(LatentShape(self.decoder, code), transform or identity)
 
     def interpolate(self, a: str | int | torch.Tensor, b: str | int | torch.Tensor, count: int) -> list[FittedSDF]:
         """``count`` shapes whose codes run linearly from ``a``'s to ``b``'s, both included (in the

@@ -44,16 +44,17 @@ FINAL_LEARNING_RATE = 0.05  # of the initial one, at the end of the cosine decay
 POOL_POINTS = POOL_NEAR + POOL_UNIFORM
 
 
-def default_network() -> nn.Module:
+def default_network(dim: int = 3) -> nn.Module:
     from fastsdf.nn import SirenMLP
 
-    return SirenMLP(3, 128, 3, 1, double_backward=False)
+    return SirenMLP(dim, 128, 3, 1, double_backward=False)
 
 
-def _network(model: Any) -> nn.Module:
-    """``model`` itself, or what it builds (after the caller seeded torch)."""
+def _network(model: Any, dim: int) -> nn.Module:
+    """``model`` itself, or what it builds (after the caller seeded torch), for points of ``dim``
+    coordinates."""
     if model is None:
-        return default_network()
+        return default_network(dim)
     if isinstance(model, nn.Module):
         return model
     if not callable(model):
@@ -61,6 +62,10 @@ def _network(model: Any) -> nn.Module:
     network = model()
     if not isinstance(network, nn.Module):
         raise TypeError(f"model() must return a torch.nn.Module, got {type(network).__name__}")
+    inputs = getattr(network, "in_features", dim)
+    if inputs != dim:
+        raise ValueError(f"the model takes {inputs} coordinates per point, the shape has {dim} "
+                         f"(build it with in_features={dim})")
     return network
 
 
@@ -76,7 +81,7 @@ def _source(mesh_or_samples: Any, normalization: str, loss: str, seed: Any,
     if isinstance(source, SdfSamples):
         if loss == "siren" and source.surface_points is None:
             raise ValueError("loss='siren' needs surface points and normals: sample with n_surface > 0")
-        return PointPool.from_samples(source), source.transform or NormalizationTransform.identity()
+        return PointPool.from_samples(source), source.transform or NormalizationTransform.identity(source.dim)
     if normalization == "none":
         transform = NormalizationTransform.identity()
     else:
@@ -100,9 +105,9 @@ def _loss_function(loss: str, network: nn.Module, pool: PointPool, batch: int,
             return losses.occupancy_bce(network(points)[:, 0], sdf < 0)
     else:
         def step_loss() -> torch.Tensor:
-            # SIREN's recipe: half the batch on the surface, half uniform in [-1, 1]^3.
+            # SIREN's recipe: half the batch on the surface, half uniform in [-1, 1]^dim.
             surface, normals = pool.surface_batch(batch // 2, generator)
-            off = (torch.rand((batch - batch // 2, 3), generator=generator) * 2 - 1).to(device)
+            off = (torch.rand((batch - batch // 2, surface.shape[1]), generator=generator) * 2 - 1).to(device)
             points = torch.cat([surface, off])
             values, jacobian = network.forward_with_gradient(points)
             on_surface = torch.arange(len(points), device=device) < len(surface)
@@ -122,12 +127,14 @@ def fit(mesh_or_samples: Any, model: nn.Module | Callable[[], nn.Module] | None 
         mesh_or_samples: a mesh (``trimesh.Trimesh``, ``(vertices, faces)``, or a path trimesh
             reads), normalised into the unit sphere first (``normalization``: ``"sphere"``,
             ``"cube"`` or ``"none"``); or ``SdfSamples`` / a DeepSDF ``.npz`` path, used as they are
-            (their stored transform kept).
-        model: a network mapping (N, 3) points to (N, 1), with ``forward_with_gradient`` for
+            (their stored transform kept). 2D shapes come as 2D ``SdfSamples`` (``sample_sdf`` of
+            a ``PolygonSDF``), fitted by a network with ``in_features=2``.
+        model: a network mapping (N, dim) points to (N, 1), with ``forward_with_gradient`` for
             ``loss="siren"``, trained in place; or a function of no arguments that builds one
             (e.g. ``functools.partial(SirenMLP, 3, 64, 2, 1)``), called after seeding, so that
-            with ``seed`` its initialisation is reproducible too; default ``SirenMLP(3, 128, 3, 1)``,
-            built the same way.
+            with ``seed`` its initialisation is reproducible too; default ``SirenMLP(dim, 128, 3, 1)``,
+            built the same way. A model whose ``in_features`` differs from the shape's dimension
+            is refused.
         loss: ``"sdf_l1"`` (DeepSDF's clamped L1, delta 0.1), ``"siren"`` (SIREN's SDF loss:
             needs surface points and normals) or ``"occupancy"`` (BCE; the model then gives logits).
         steps, time_budget: stop after this many steps or seconds of training, whichever comes
@@ -168,7 +175,7 @@ def fit(mesh_or_samples: Any, model: nn.Module | Callable[[], nn.Module] | None 
     seed = check_seed(seed)
     if seed is not None:
         torch.manual_seed(seed)
-    network = _network(model).to(device)
+    network = _network(model, mesh_or_samples.dim if isinstance(mesh_or_samples, SdfSamples) else 3).to(device)
     if loss == "siren" and not hasattr(network, "forward_with_gradient"):
         raise ValueError("loss='siren' needs a model with forward_with_gradient (e.g. fastsdf.SirenMLP)")
 

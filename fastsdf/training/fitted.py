@@ -29,10 +29,11 @@ class FittedSDF(nn.Module):
     """A network (normalised frame, one output) and the transform into that frame.
 
     Args:
-        network: a module mapping (..., 3) normalised points to (..., 1), with
+        network: a module mapping (..., dim) normalised points to (..., 1), with
             ``forward_with_gradient`` for rendering; to be saved, its class must be one of
             ``fastsdf.nn.NETWORKS``.
-        transform: original -> normalised coordinates.
+        transform: original -> normalised coordinates; its dimension (3, or 2 for a 2D shape) is
+            the points'.
         kind: ``"sdf"`` (values are signed distances, scaled back to the mesh's units) or
             ``"occupancy"`` (values are logits, negative inside: not distances).
         history: what training recorded (kept in the saved file).
@@ -42,6 +43,9 @@ class FittedSDF(nn.Module):
                  history: dict[str, Any] | None = None):
         super().__init__()
         one_of(kind, "kind", ("sdf", "occupancy"))
+        inputs = getattr(network, "in_features", transform.dim)
+        if inputs != transform.dim:
+            raise ValueError(f"the network takes {inputs} coordinates per point, the transform has {transform.dim}")
         self.network = network
         self.transform = transform
         self.kind = kind
@@ -49,18 +53,23 @@ class FittedSDF(nn.Module):
         self.register_buffer("offset", torch.tensor(transform.offset, dtype=torch.float32), persistent=False)
         self.register_buffer("scale", torch.tensor(transform.scale, dtype=torch.float32), persistent=False)
 
+    @property
+    def dim(self) -> int:
+        """Coordinates per point: 3, or 2 for a 2D shape."""
+        return self.transform.dim
+
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """The normalised frame's unit cube [-1, 1]^3 in the mesh's coordinates: (lo, hi), where
+        """The normalised frame's unit cube [-1, 1]^dim in the mesh's coordinates: (lo, hi), where
         the shape lies (the bounds to mesh it in)."""
-        return self.transform.invert(np.full(3, -1.0)), self.transform.invert(np.full(3, 1.0))
+        return self.transform.invert(np.full(self.dim, -1.0)), self.transform.invert(np.full(self.dim, 1.0))
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """Values (...,) at points (..., 3) in the mesh's coordinates."""
+        """Values (...,) at points (..., dim) in the mesh's coordinates."""
         value = self.network((points + self.offset) * self.scale)[..., 0]
         return value / self.scale if self.kind == "sdf" else value
 
     def forward_with_gradient(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Values (...,) and their gradients (..., 3) with respect to the points (mesh coordinates)."""
+        """Values (...,) and their gradients (..., dim) with respect to the points (mesh coordinates)."""
         value, jacobian = self.network.forward_with_gradient((points + self.offset) * self.scale)
         value, gradient = value[..., 0], jacobian[..., 0, :]
         if self.kind == "sdf":
@@ -68,11 +77,11 @@ class FittedSDF(nn.Module):
         return value, gradient * self.scale
 
     def sdf(self, points: Any) -> Any:
-        """Values at points (N, 3) as NumPy or a tensor (any device); results of the same kind,
+        """Values at points (N, dim) as NumPy or a tensor (any device); results of the same kind,
         computed in chunks without recording gradients."""
         tensor = torch.as_tensor(points)
-        if tensor.ndim != 2 or tensor.shape[-1] != 3:
-            raise ValueError(f"points must have shape (N, 3), got {tuple(tensor.shape)}")
+        if tensor.ndim != 2 or tensor.shape[-1] != self.dim:
+            raise ValueError(f"points must have shape (N, {self.dim}), got {tuple(tensor.shape)}")
         param = next(self.parameters())
         x = tensor.to(device=param.device, dtype=param.dtype)
         with torch.no_grad():

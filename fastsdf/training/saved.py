@@ -84,10 +84,10 @@ def transform_from_state(state: Any, name: str) -> Any:
 
     if not isinstance(state, dict):
         raise ValueError(f"{name!r} must be a dict with 'offset' and 'scale', got {describe(state)}")
-    offset = field(state, "offset", (list, tuple), "three numbers", f"{name}.")
+    offset = field(state, "offset", (list, tuple), "three (2D: two) numbers", f"{name}.")
     scale = field(state, "scale", (int, float), "a number", f"{name}.")
-    if len(offset) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in offset):
-        raise ValueError(f"'{name}.offset' must be three numbers, got {describe(offset)}")
+    if len(offset) not in (2, 3) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in offset):
+        raise ValueError(f"'{name}.offset' must be three (2D: two) numbers, got {describe(offset)}")
     try:
         return NormalizationTransform(offset, scale)
     except ValueError as exc:

@@ -1,7 +1,7 @@
 """What every collection of shapes' SDF samples shares: DeepSDF's per-shape draw, written once.
 
 A collection holds, per shape, its outside rows (sdf > 0, DeepSDF's ``pos``) and its inside rows
-(sdf <= 0, ``neg``), each row (x, y, z, sdf) in float32. ``ShapeSamples`` keeps them in memory,
+(sdf <= 0, ``neg``), each row (x, y, z, sdf) in float32, or (x, y, sdf) for 2D shapes. ``ShapeSamples`` keeps them in memory,
 ``ShapeFiles`` on disk; both draw through ``ShapeCollection.batch``, so the same seed gives the same
 rows from either. A shape's draw in an epoch comes from a generator seeded by (seed, epoch, shape)
 alone, so that any process, DataLoader worker or DDP rank draws the same rows for it.
@@ -49,6 +49,7 @@ class ShapeCollection:
     (``sizes``, ``rows``) and the shapes' normalisations (``transform``)."""
 
     names: list[str]
+    dim: int = 3  # coordinates per point
 
     def _take_names(self, names: Sequence[str], count: int, what: str) -> None:
         """Keeps ``names``, one per shape of ``count`` (``what``: how the subclass counts them):
@@ -72,18 +73,18 @@ class ShapeCollection:
         raise NotImplementedError
 
     def rows(self, index: int, picks: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
-        """The float32 (n, 4) rows ``picks`` (``draw_rows``'s answer) name, in that order."""
+        """The float32 (n, dim + 1) rows ``picks`` (``draw_rows``'s answer) name, in that order."""
         raise NotImplementedError
 
     def batch(self, shapes: Sequence[int], samples_per_shape: int, seed: int,
               epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(points (B, 3), sdf (B,), shape index (B,)), B = len(shapes) * samples_per_shape: each
+        """(points (B, dim), sdf (B,), shape index (B,)), B = len(shapes) * samples_per_shape: each
         shape's rows as ``draw_rows`` picks them, shape after shape."""
         tables, owners = [], []
         for index in map(int, shapes):
             tables.append(self.rows(index, draw_rows(self.sizes(index), samples_per_shape, seed, epoch, index)))
             owners.append(torch.full((samples_per_shape,), index, dtype=torch.long))
         if not tables:
-            return torch.zeros((0, 3)), torch.zeros(0), torch.zeros(0, dtype=torch.long)
+            return torch.zeros((0, self.dim)), torch.zeros(0), torch.zeros(0, dtype=torch.long)
         table = torch.cat(tables)
-        return table[:, :3], table[:, 3], torch.cat(owners)
+        return table[:, :-1], table[:, -1], torch.cat(owners)

@@ -32,18 +32,22 @@ class ShapeSamples(ShapeCollection):
 
     Args:
         names: one name per shape (file stems for ``load_shapes``).
-        samples: one ``SdfSamples`` per shape, each with at least one sample.
+        samples: one ``SdfSamples`` per shape, each with at least one sample, all 3D or all 2D.
     """
 
     def __init__(self, names: Sequence[str], samples: Sequence[SdfSamples]):
         self._take_names(names, len(samples), "shapes")
+        dims = {s.dim for s in samples}
+        if len(dims) != 1:
+            raise ValueError(f"shapes of different dimensions: {sorted(dims)}")
+        self.dim = dims.pop()
         self._sides: list[tuple[torch.Tensor, torch.Tensor]] = []  # (outside (M, 4), inside (K, 4)) per shape
         self._transforms = []
         for name, s in zip(names, samples):
             if len(s) == 0:
                 raise ValueError(f"shape {name!r} has no samples")
             rows = torch.from_numpy(np.concatenate([s.points, s.sdf[:, None]], axis=1))
-            outside = rows[:, 3] > 0
+            outside = rows[:, -1] > 0
             self._sides.append((rows[outside].contiguous(), rows[~outside].contiguous()))
             self._transforms.append(s.transform)
 

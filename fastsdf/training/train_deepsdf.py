@@ -133,11 +133,12 @@ def train_deepsdf(data: ShapeCollection | str | os.PathLike | Sequence[str | os.
     Args:
         data: a folder of DeepSDF ``.npz`` files or a list of them (``fastsdf sample`` writes
             them), whose rows are read from disk as batches draw them (``load_shapes``), or a
-            ``ShapeSamples`` (samples in memory); both give the same batches for the same files.
+            ``ShapeSamples`` (samples in memory, 3D or 2D); both give the same batches for the
+            same files.
         decoder: ``decoder(points, latent)`` -> (..., 1) whose latent input has ``latent_size``
             features (its ``latent_size`` or ``latent_features``: ``SirenMLP`` and ``ReluMLP`` take
-            ``latent_features``); default ``DeepSDFDecoder(latent_size)``.
-            Trained in place.
+            ``latent_features``) and whose ``in_features`` (if it says) match the shapes' dimension;
+            default ``DeepSDFDecoder(latent_size, in_features=dim)``. Trained in place.
         epochs: passes over all shapes.
         shapes_per_batch, samples_per_shape: a batch's shapes and points per shape (half inside,
             half outside). Under DDP a batch's shapes are dealt out to the processes.
@@ -183,7 +184,10 @@ def train_deepsdf(data: ShapeCollection | str | os.PathLike | Sequence[str | os.
     if decoder is None:
         from fastsdf.nn import DeepSDFDecoder
 
-        decoder = DeepSDFDecoder(latent_size=integer(latent_size, "latent_size", 1))
+        decoder = DeepSDFDecoder(latent_size=integer(latent_size, "latent_size", 1), in_features=shapes.dim)
+    if getattr(decoder, "in_features", shapes.dim) != shapes.dim:
+        raise ValueError(f"the decoder takes {decoder.in_features} coordinates per point, the shapes have "
+                         f"{shapes.dim} (build it with in_features={shapes.dim})")
     latent_size = getattr(decoder, "latent_size", getattr(decoder, "latent_features", None))
     if not latent_size:
         raise ValueError("the decoder has no latent input (DeepSDFDecoder(latent_size=k) or SirenMLP(latent_features=k))")
