@@ -24,7 +24,7 @@ from fastsdf.geometry.mesh_sdf import MeshSDF
 from fastsdf.geometry.normalization import NormalizationTransform, normalize
 from fastsdf.geometry.sampling import sample_surface
 
-__all__ = ["f1_score", "iou", "model_size_kb", "occupancy_metrics", "surface_metrics"]
+__all__ = ["f1_score", "iou", "mesh_metrics", "model_size_kb", "occupancy_metrics", "surface_metrics"]
 
 NEAR_STD = 0.01
 N_POINTS = 100_000
@@ -127,6 +127,28 @@ def surface_metrics(reconstruction: Any, reference: Any, n_points: int = N_POINT
         "normal_consistency": float((agreement[0].mean() + agreement[1].mean()) / 2),
         "tau": tau,
     }
+
+
+def mesh_metrics(reconstruction: Any, reference: Any, n_points: int = N_POINTS, near_std: float = NEAR_STD,
+                 seed: Any = None) -> dict[str, float]:
+    """Every figure above for a reconstructed mesh (``fastsdf reconstruct``'s, any mesh) against its
+    reference, both in the reference's coordinates: ``occupancy_metrics`` with the reconstruction's
+    own winding-number sign as the field, and ``surface_metrics`` with ``tau`` at 1% of the radius of
+    the reference's unit sphere (DeepSDF's normalisation), the ``tau`` ``fastsdf eval`` gives a
+    fitted model. Meshes are Trimeshes, ``(vertices, faces)`` pairs or paths; an empty
+    reconstruction is outside everywhere."""
+    from fastsdf.geometry.mesh_io import load_mesh
+
+    def arrays(mesh: Any) -> Any:
+        return load_mesh(mesh) if isinstance(mesh, (str, bytes)) or hasattr(mesh, "__fspath__") else mesh
+
+    reference = mesh_arrays(arrays(reference))
+    rec_v, rec_f = _mesh_or_empty(arrays(reconstruction))
+    transform = normalize(reference)[1]
+    field = MeshSDF(rec_v, rec_f) if len(rec_f) else (lambda points: np.ones(len(points)))
+    out = occupancy_metrics(field, reference, transform, n_points=n_points, near_std=near_std, seed=seed)
+    out.update(surface_metrics((rec_v, rec_f), reference, n_points=n_points, tau=0.01 / transform.scale, seed=seed))
+    return out
 
 
 def _mesh_or_empty(mesh: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -58,6 +58,41 @@ def test_extract_eval_render(fitted: Path, tmp_path: Path, capsys: pytest.Captur
     assert (tmp_path / "model.png").stat().st_size > 500 and (tmp_path / "mesh.png").stat().st_size > 500
 
 
+def test_eval_scores_reconstructed_meshes_one_or_a_folder(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import trimesh
+
+    for folder, radius in (("truth", 1.0), ("recon", 1.02)):
+        (tmp_path / folder).mkdir()
+        for name, centre in (("a", 0.0), ("b", 5.0)):
+            trimesh.creation.icosphere(2, radius).apply_translation([centre, 0, 0]).export(tmp_path / folder / f"{name}.obj")
+    trimesh.creation.box().export(tmp_path / "recon" / "interpolation_0.ply")  # no reference: listed, not scored
+    options = ["--points", "2000", "--seed", "0", "--quiet"]
+    assert main(["eval", str(tmp_path / "recon" / "a.obj"), str(tmp_path / "truth" / "a.obj"), *options]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["chamfer_l1"] == pytest.approx(0.02, rel=0.3) and one["f1_volume"] > 0.9
+    assert main(["eval", str(tmp_path / "recon"), str(tmp_path / "truth"), *options, "--out", str(tmp_path / "m.json")]) == 0
+    every = json.loads(capsys.readouterr().out)
+    assert every == json.loads((tmp_path / "m.json").read_text())
+    assert every["count"] == 2 and sorted(every["shapes"]) == ["a", "b"] and every["unmatched"] == ["interpolation_0"]
+    assert every["shapes"]["a"] == one and every["mean"]["chamfer_l1"] == pytest.approx(one["chamfer_l1"], rel=0.3)
+    assert every["median"]["f_score"] <= 1 and "tau" not in every["mean"]
+
+    assert main(["eval", str(tmp_path / "recon"), str(tmp_path / "truth" / "a.obj"), *options]) == 1
+    assert_one_line_error(capsys, "folder of meshes")
+    (tmp_path / "other").mkdir()
+    assert main(["eval", str(tmp_path / "recon"), str(tmp_path / "other"), *options]) == 1
+    assert_one_line_error(capsys, "no mesh in")
+    trimesh.creation.icosphere(1).export(tmp_path / "truth" / "a.ply")
+    assert main(["eval", str(tmp_path / "recon"), str(tmp_path / "truth"), *options]) == 1
+    assert_one_line_error(capsys, "a.obj and a.ply")
+    (tmp_path / "truth" / "a.ply").unlink()
+    written = (tmp_path / "m.json").read_bytes()
+    assert main(["eval", str(tmp_path / "recon"), str(tmp_path / "truth"), *options, "--out", str(tmp_path / "m.json")]) == 1
+    assert_one_line_error(capsys, "m.json")
+    assert (tmp_path / "m.json").read_bytes() == written
+
+
 def test_train_deepsdf_then_reconstruct(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(0)
     for radius in (0.3, 0.5, 0.7):

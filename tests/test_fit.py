@@ -265,6 +265,22 @@ def test_surface_metrics(rng, seed: int) -> None:
     assert metrics.surface_metrics(sphere, sphere, n_points=1000)["f_score"] == 1.0
 
 
+def test_mesh_metrics_score_a_reconstruction_in_the_reference_s_frame(rng, seed: int) -> None:
+    verts, faces = bumpy_sphere(rng)
+    verts = verts * 40.0 + 100.0  # the reference's own units: tau is 1% of its unit sphere's radius in them
+    same = metrics.mesh_metrics((verts, faces), (verts, faces), n_points=20_000, seed=seed)
+    assert same["f1_near"] == same["f1_volume"] == same["iou_volume"] == same["f_score"] == 1.0
+    assert same["chamfer_l1"] < 1e-9 and same["tau"] == pytest.approx(0.01 / fastsdf.normalize((verts, faces))[1].scale)
+    moved = metrics.mesh_metrics((verts + [0.5 * same["tau"], 0, 0], faces), (verts, faces), n_points=20_000, seed=seed)
+    # Moved by tau / 2 along x: every surface point within tau (F-score 1), a mean distance of about
+    # tau / 2 times the mean |n_x| (1/2 on a sphere), and the near points of the thin shell that moved
+    # across the surface (noise of std 2 tau) on the wrong side (about 10%).
+    assert moved["f_score"] == 1.0 and 0.15 < moved["chamfer_l1"] / same["tau"] < 0.35
+    assert 0.8 < moved["f1_near"] < 0.97 and moved["f1_volume"] > 0.98
+    empty = metrics.mesh_metrics((np.zeros((0, 3)), np.zeros((0, 3), int)), (verts, faces), n_points=1000, seed=seed)
+    assert empty["f1_near"] == empty["iou_volume"] == empty["f_score"] == 0.0 and empty["chamfer_l1"] == math.inf
+
+
 def _fitted_state(mesh, model, seed: int | None) -> dict[str, torch.Tensor]:
     fitted, _ = fastsdf.fit(mesh, model, steps=15, seed=seed, **SMALL)
     return fitted.state_dict()

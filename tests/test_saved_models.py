@@ -120,8 +120,13 @@ def _damaged(source: Path, edit: Edit, target: Path) -> Path:
 
 
 def test_the_untouched_files_load(files: dict[str, Path]) -> None:
-    assert isinstance(fastsdf.load_model(files["fitted"]), FittedSDF)
-    assert fastsdf.load_model(files["autodecoder"]).names == ["a", "b", "c"]
+    fitted, auto = fastsdf.load_model(files["fitted"]), fastsdf.load_model(files["autodecoder"])
+    assert isinstance(fitted, FittedSDF) and auto.names == ["a", "b", "c"]
+    # Loaded for inference: in training mode the decoder's dropout (0.2) would change every value
+    # from one call to the next (it did: fastsdf reconstruct meshed a loaded model that way).
+    assert not any(m.training for model in (fitted, auto) for m in model.modules())
+    points = np.random.default_rng(0).uniform(-1, 1, (64, 3)).astype(np.float32)
+    assert np.array_equal(auto.shape("a").sdf(points), auto.shape("a").sdf(points))
 
 
 def _refused_by_load_model(source: Path, damage: Edit, path: Path) -> Path:

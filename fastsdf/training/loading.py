@@ -23,8 +23,9 @@ READERS = {fitted.FORMAT: fitted.FittedSDF.from_state, autodecoder.FORMAT: autod
 def load_model(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
     """A saved model: a file, or a folder holding ``model.pt``. ``fastsdf fit``'s models come back
     as ``FittedSDF`` (``.sdf(points)`` in the mesh's units), ``fastsdf train-deepsdf``'s as
-    ``AutoDecoder``. Raises FileNotFoundError or ValueError (not a fastsdf model, damaged, or from a
-    newer version) with the path in the message."""
+    ``AutoDecoder``, in evaluation mode (``.eval()``: no dropout, batch norms on their running
+    statistics; ``.train()`` to train on). Raises FileNotFoundError or ValueError (not a fastsdf
+    model, damaged, or from a newer version) with the path in the message."""
     path, state = read_state(path)
     reader = READERS.get(state["format"])
     if reader is None:
@@ -33,4 +34,4 @@ def load_model(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
         model = reader(state)
     except (TypeError, RuntimeError, ValueError) as exc:  # the readers check every field; this is their say
         raise ValueError(f"{path} holds a damaged model: {' '.join(str(exc).split())}") from None
-    return model.to(device)
+    return model.to(device).eval()
