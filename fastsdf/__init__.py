@@ -21,13 +21,15 @@ from fastsdf.meshing.marching_squares import marching_squares
 from fastsdf import measure
 
 if TYPE_CHECKING:  # the names __getattr__ imports on first use, spelled out for type checkers and IDEs
-    from fastsdf.nn import DeepSDFDecoder, FourierFeatures, ReluMLP, Siren, SirenMLP
+    from fastsdf.nn import DeepSDFDecoder, FourierFeatures, OccupancyDecoder, PointNetEncoder, ReluMLP, Siren, SirenMLP
     from fastsdf.training.autodecoder import AutoDecoder
     from fastsdf.training.fit import fit
     from fastsdf.training.fitted import FittedSDF
     from fastsdf.training.loading import load_model
+    from fastsdf.training.occupancy import OccupancyNetwork, partial_cloud
     from fastsdf.training.reconstruct import partial_view, reconstruct
     from fastsdf.training.train_deepsdf import train_deepsdf
+    from fastsdf.training.train_occupancy import train_occupancy
 
 __version__ = "0.1.0"
 
@@ -36,7 +38,10 @@ _LAZY = {"Siren": "fastsdf.nn", "SirenMLP": "fastsdf.nn", "DeepSDFDecoder": "fas
          "FourierFeatures": "fastsdf.nn",
          "FittedSDF": "fastsdf.training.fitted", "load_model": "fastsdf.training.loading", "fit": "fastsdf.training.fit",
          "AutoDecoder": "fastsdf.training.autodecoder", "train_deepsdf": "fastsdf.training.train_deepsdf",
-         "reconstruct": "fastsdf.training.reconstruct", "partial_view": "fastsdf.training.reconstruct"}
+         "reconstruct": "fastsdf.training.reconstruct", "partial_view": "fastsdf.training.reconstruct",
+         "OccupancyDecoder": "fastsdf.nn", "PointNetEncoder": "fastsdf.nn",
+         "OccupancyNetwork": "fastsdf.training.occupancy", "partial_cloud": "fastsdf.training.occupancy",
+         "train_occupancy": "fastsdf.training.train_occupancy"}
 
 
 def __getattr__(name: str) -> Any:
@@ -59,6 +64,8 @@ __all__ = [
     "Intersection",
     "MeshSDF",
     "NormalizationTransform",
+    "OccupancyDecoder",
+    "OccupancyNetwork",
     "PolygonSDF",
     "Rectangle",
     "ReluMLP",
@@ -78,10 +85,13 @@ __all__ = [
     "marching_squares",
     "measure",
     "normalize",
+    "partial_cloud",
     "partial_view",
+    "PointNetEncoder",
     "reconstruct",
     "sample_meshes",
     "sample_sdf",
     "save_npz",
     "train_deepsdf",
+    "train_occupancy",
 ]

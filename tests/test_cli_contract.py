@@ -39,13 +39,18 @@ BAD_VALUES = {
                       "--workers": "-1", "--seed": "-1"},
     "reconstruct": {"--iterations": "0", "--samples-per-iteration": "0", "--learning-rate": "-1", "--resolution": "1",
                     "--interpolate": "1", "--seed": "-1"},
+    "train-occupancy": {"--latent-size": "0", "--width": "0", "--encoder-width": "0", "--blocks": "0", "--epochs": "0",
+                        "--shapes-per-batch": "0", "--samples-per-shape": "1", "--input-points": "0",
+                        "--input-noise": "-1", "--learning-rate": "0", "--workers": "-1", "--seed": "-1"},
+    "complete": {"--points": "-1", "--resolution": "1", "--seed": "-1"},
     "bench": {"--repeat": "0"},
 }
 # A command line that parses, for each command (paths under OUT, which must stay empty).
 BASE = {"fit": ["MESH", "--out", "OUT"], "demo": ["--out", "OUT"], "sample": ["MESH", "OUT"],
         "extract": ["OUT/m.pt", "--out", "OUT/m.ply"], "eval": ["OUT/m.pt", "MESH"],
         "render": ["OUT/m.pt", "--out", "OUT/m.png"], "train-deepsdf": ["OUT/data", "--out", "OUT"],
-        "reconstruct": ["OUT/m.pt", "OUT/s.npz", "--out", "OUT"], "bench": []}
+        "reconstruct": ["OUT/m.pt", "OUT/s.npz", "--out", "OUT"], "train-occupancy": ["OUT/data", "--out", "OUT"],
+        "complete": ["OUT/m.pt", "OUT/p.npz", "--out", "OUT"], "bench": []}
 
 
 def _argv(command: str, *extra: str, out: Path) -> list[str]:

@@ -107,8 +107,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def mesh_method(model: Any, requested: str = "sparse") -> str:
     """``requested``, except that an occupancy model (logits, not distances: no bound on how fast
-    they change) is never meshed sparsely."""
-    return "chunked" if requested == "sparse" and getattr(model, "kind", "sdf") != "sdf" else requested
+    they change) is never meshed by the narrow band: "sparse" becomes "mise" (Occupancy Networks'
+    extraction, refined where the signs change)."""
+    return "mise" if requested == "sparse" and getattr(model, "kind", "sdf") != "sdf" else requested
 
 
 def load_model_of(path: str, kind: type, what: str) -> Any:

@@ -22,9 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     extract.add_argument("--out", required=True, metavar="PLY", help="the mesh file to write")
     extract.add_argument("--resolution", type=resolution, default=256, metavar="N",
                          help="grid samples per axis (default: 256)")
-    extract.add_argument("--method", choices=("dense", "chunked", "sparse"), default="sparse",
+    extract.add_argument("--method", choices=("dense", "chunked", "sparse", "mise"), default="sparse",
                          help="dense: one grid; chunked: slabs of about 256 MiB, the same mesh; sparse: the "
-                              "slabs, evaluated only near the surface (default: sparse; occupancy models: chunked)")
+                              "slabs, evaluated only near the surface; mise: refined where the signs change "
+                              "(default: sparse; occupancy models: mise)")
     extract.add_argument("--safety", type=number(1.0), default=DEFAULT_SAFETY, metavar="S",
                          help="sparse: the gradient bound assumed when ruling out blocks; larger is safer and "
                               f"slower (default: {DEFAULT_SAFETY:g})")

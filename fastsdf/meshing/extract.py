@@ -6,7 +6,8 @@ or several. ``method="dense"`` fills one volume and meshes it; ``method="chunked
 point layers along axis 0, meshing each with the next slab's first vertices referenced by id, so
 peak memory stays bounded at any resolution and the mesh is the dense one, vertex for vertex.
 ``method="sparse"`` walks the same slabs but evaluates only the narrow band around the surface
-(``fastsdf.meshing.narrow_band``), so its cost grows with the surface, not the volume.
+(``fastsdf.meshing.narrow_band``), so its cost grows with the surface, not the volume;
+``method="mise"`` does so for fields without a distance bound (``fastsdf.meshing.mise``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fastsdf.geometry.grid import UNIT_BOUNDS, Bounds, Grid
 from fastsdf.io import PlyWriter, write_ply
 from fastsdf.meshing.evaluator import Evaluator
 from fastsdf.meshing.marching_cubes import prepare_volume
+from fastsdf.meshing.mise import Mise
 from fastsdf.meshing.narrow_band import DEFAULT_SAFETY, NarrowBand
 
 __all__ = ["extract_mesh"]
@@ -67,7 +69,11 @@ def extract_mesh(
             (the slabs of chunked, evaluated only near the surface: from coarse blocks of the grid
             down to blocks of 4^3 cells, a block is skipped when its centre value, minus the level,
             exceeds ``safety`` times its half-diagonal; see ``fastsdf.meshing.narrow_band``). For a
-            true SDF (analytic shapes, ``MeshSDF``) sparse gives the dense mesh exactly.
+            true SDF (analytic shapes, ``MeshSDF``) sparse gives the dense mesh exactly. ``"mise"``
+            (Occupancy Networks' multiresolution extraction, for fields without a Lipschitz bound
+            such as occupancy logits): the same slabs and blocks, a block refined only where the
+            values at its corners (or at a neighbour's) lie on both sides of the level; see
+            ``fastsdf.meshing.mise``.
         batch_size: points per call of ``sdf`` (default 262144).
         progress: show a progress bar (tqdm); ``None`` shows one for grids of 2^24 points or more
             when stderr is a terminal, ``False`` never.
@@ -104,7 +110,7 @@ def extract_mesh(
     """
     grid = Grid(resolution, bounds)
     level = real(level, "level")
-    one_of(method, "method", ("dense", "chunked", "sparse"))
+    one_of(method, "method", ("dense", "chunked", "sparse", "mise"))
     safety = real(safety, "safety", 1)  # 1: the gradient norm of a true SDF
     batch = _DEFAULT_BATCH if batch_size is None else integer(batch_size, "batch_size", minimum=1)
     evaluator = Evaluator(sdf, grid, device, batch, devices)
@@ -123,7 +129,8 @@ def extract_mesh(
             def fill(*slab: Any) -> None:
                 _fill_layers(evaluator, grid, *slab, batch, bar)
         else:
-            band = NarrowBand(evaluator, grid, level, safety, batch)
+            band = NarrowBand(evaluator, grid, level, safety, batch) if method == "sparse" else \
+                Mise(evaluator, grid, level, batch)
 
             def fill(*slab: Any) -> None:
                 _fill_band(evaluator, grid, band, *slab, batch, bar)

@@ -31,7 +31,7 @@ from fastsdf import _memory
 from fastsdf._arrays import to_numpy
 from fastsdf.geometry.grid import Grid
 
-__all__ = ["BLOCK", "COARSEST", "DEFAULT_SAFETY", "NarrowBand"]
+__all__ = ["ACTIVE", "BLOCK", "COARSEST", "DEFAULT_SAFETY", "BlockStates", "NarrowBand"]
 
 BLOCK = 4  # cells per axis of the finest blocks
 COARSEST = 32  # blocks per axis, at most, of the coarsest level
@@ -40,61 +40,39 @@ DEFAULT_SAFETY = 2.0
 ACTIVE = 0  # a block's state: ACTIVE, or the sign (+1 / -1) of all its samples
 
 
-class NarrowBand:
-    """The finest blocks' states (``ACTIVE``, +1 or -1) for one grid, found coarse to fine.
+class BlockStates:
+    """The finest blocks' states (``ACTIVE``, +1 or -1) for one grid, and the samples of each axis-0
+    layer that they leave to evaluate (``slab``). Subclasses find the states: ``NarrowBand`` by the
+    Lipschitz test, ``fastsdf.meshing.mise.Mise`` by sign changes.
 
-    Args:
-        evaluate: (N, 3) float32 points -> (N,) values (extract_mesh's checked evaluator).
-        grid: the grid of samples (``fastsdf.geometry.grid.Grid``).
-        level: the iso-value.
-        safety: the Lipschitz bound assumed (>= 1).
-        batch: points per call of ``evaluate``.
+    Attributes set by a subclass: ``state`` (int8 blocks of ``BLOCK``^3 cells) and ``fill`` (the
+    distance from the level of the value given to samples left out).
     """
 
-    def __init__(self, evaluate: Callable[[np.ndarray], Any], grid: Grid, level: float, safety: float, batch: int):
+    state: np.ndarray
+    fill: float
+
+    def __init__(self, grid: Grid, level: float):
         self.res, self.lo, self.step, self.level = grid.resolution, grid.lo, grid.step, level
         self.cells = tuple(r - 1 for r in self.res)
-        levels = 0
-        while max(math.ceil(c / (BLOCK << levels)) for c in self.cells) > COARSEST:
-            levels += 1
-        finest = tuple(math.ceil(c / BLOCK) for c in self.cells)
+        self.levels = 0  # block levels above the finest: the coarsest has at most COARSEST blocks per axis
+        while max(math.ceil(c / (BLOCK << self.levels)) for c in self.cells) > COARSEST:
+            self.levels += 1
+        finest = self._blocks(0)
         _memory.check_fits(3 * math.prod(finest), f"the narrow band's {finest[0]}x{finest[1]}x{finest[2]} blocks",
                            None, "use a coarser grid")
-        # Far enough from the level for a sign: safety * r, widened by float32's rounding of positions.
-        slack = 1e-5 + 8 * np.finfo(np.float32).eps * max(1.0, *(abs(v) for v in grid.lo), *(abs(v) for v in grid.hi))
-        state = np.zeros(self._blocks(levels), np.int8)
-        for k in range(levels, -1, -1):
-            if k < levels:
-                shape = self._blocks(k)
-                for axis in range(3):
-                    state = np.repeat(state, 2, axis=axis)[tuple(slice(shape[a]) if a == axis else slice(None)
-                                                                 for a in range(3))]
-            todo = np.nonzero(state == ACTIVE)
-            centre, radius = self._boxes(todo, BLOCK << k)
-            values = np.empty(len(centre), np.float64)
-            for s in range(0, len(centre), batch):
-                values[s:s + batch] = to_numpy(evaluate(centre[s:s + batch].astype(np.float32)))
-            offset = values - level
-            far = np.abs(offset) > safety * radius * (1 + 1e-5) + slack
-            state[todo] = np.where(far, np.sign(offset), ACTIVE).astype(np.int8)
-        self.state = state
-        # The value given to samples left out: any of the right sign would do; this one keeps
-        # vertices near the truth should a learned field break the bound.
-        self.fill = float(safety * 0.5 * math.sqrt(sum((BLOCK * s) ** 2 for s in self.step)))
+
+    @staticmethod
+    def refine(state: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+        """A level's states handed down to its children: each block's state repeated over the 2^3
+        blocks of the next finer level (of ``shape``)."""
+        for axis in range(3):
+            state = np.repeat(state, 2, axis=axis)[tuple(slice(shape[a]) if a == axis else slice(None)
+                                                         for a in range(3))]
+        return state
 
     def _blocks(self, k: int) -> tuple[int, int, int]:
         return tuple(math.ceil(c / (BLOCK << k)) for c in self.cells)  # type: ignore[return-value]
-
-    def _boxes(self, index: tuple[np.ndarray, ...], size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Centres (N, 3) and half-diagonals (N,) of blocks of ``size`` cells, float64."""
-        centre = np.empty((len(index[0]), 3), np.float64)
-        half = np.empty((len(index[0]), 3), np.float64)
-        for axis in range(3):
-            first = index[axis].astype(np.int64) * size
-            last = np.minimum(first + size, self.cells[axis])
-            centre[:, axis] = self.lo[axis] + 0.5 * (first + last) * self.step[axis]
-            half[:, axis] = 0.5 * (last - first) * self.step[axis]
-        return centre, np.linalg.norm(half, axis=1)
 
     def slab(self, layers: np.ndarray, out: np.ndarray) -> np.ndarray:
         """For the samples of the given axis-0 layers: writes into ``out`` (float32 (L, ny, nz))
@@ -116,6 +94,50 @@ class NarrowBand:
             _expand_last(source, by_z, target is mask)
             _expand_last(np.moveaxis(by_z, 1, -1), np.moveaxis(target, 1, -1), target is mask)
         return mask
+
+
+class NarrowBand(BlockStates):
+    """The finest blocks' states found coarse to fine by the Lipschitz test.
+
+    Args:
+        evaluate: (N, 3) float32 points -> (N,) values (extract_mesh's checked evaluator).
+        grid: the grid of samples (``fastsdf.geometry.grid.Grid``).
+        level: the iso-value.
+        safety: the Lipschitz bound assumed (>= 1).
+        batch: points per call of ``evaluate``.
+    """
+
+    def __init__(self, evaluate: Callable[[np.ndarray], Any], grid: Grid, level: float, safety: float, batch: int):
+        super().__init__(grid, level)
+        # Far enough from the level for a sign: safety * r, widened by float32's rounding of positions.
+        slack = 1e-5 + 8 * np.finfo(np.float32).eps * max(1.0, *(abs(v) for v in grid.lo), *(abs(v) for v in grid.hi))
+        state = np.zeros(self._blocks(self.levels), np.int8)
+        for k in range(self.levels, -1, -1):
+            if k < self.levels:
+                state = self.refine(state, self._blocks(k))
+            todo = np.nonzero(state == ACTIVE)
+            centre, radius = self._boxes(todo, BLOCK << k)
+            values = np.empty(len(centre), np.float64)
+            for s in range(0, len(centre), batch):
+                values[s:s + batch] = to_numpy(evaluate(centre[s:s + batch].astype(np.float32)))
+            offset = values - level
+            far = np.abs(offset) > safety * radius * (1 + 1e-5) + slack
+            state[todo] = np.where(far, np.sign(offset), ACTIVE).astype(np.int8)
+        self.state = state
+        # The value given to samples left out: any of the right sign would do; this one keeps
+        # vertices near the truth should a learned field break the bound.
+        self.fill = float(safety * 0.5 * math.sqrt(sum((BLOCK * s) ** 2 for s in self.step)))
+
+    def _boxes(self, index: tuple[np.ndarray, ...], size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Centres (N, 3) and half-diagonals (N,) of blocks of ``size`` cells, float64."""
+        centre = np.empty((len(index[0]), 3), np.float64)
+        half = np.empty((len(index[0]), 3), np.float64)
+        for axis in range(3):
+            first = index[axis].astype(np.int64) * size
+            last = np.minimum(first + size, self.cells[axis])
+            centre[:, axis] = self.lo[axis] + 0.5 * (first + last) * self.step[axis]
+            half[:, axis] = 0.5 * (last - first) * self.step[axis]
+        return centre, np.linalg.norm(half, axis=1)
 
 
 def _expand_last(blocks: np.ndarray, out: np.ndarray, shared: bool) -> None:

@@ -1,6 +1,7 @@
 """Networks: the fused SIREN (``SirenMLP``), the official ``Siren`` interface on top of it, DeepSDF's
-decoder (``DeepSDFDecoder``), and the baselines they are compared with: a ReLU MLP (``ReluMLP``)
-behind an optional ``FourierFeatures`` encoding."""
+decoder (``DeepSDFDecoder``), Occupancy Networks' encoder and decoder (``PointNetEncoder``,
+``OccupancyDecoder``), and the baselines they are compared with: a ReLU MLP (``ReluMLP``) behind an
+optional ``FourierFeatures`` encoding."""
 
 from typing import Any
 
@@ -8,15 +9,16 @@ from torch import nn
 
 from fastsdf.nn.deepsdf import DeepSDFDecoder
 from fastsdf.nn.fourier_features import FourierFeatures
+from fastsdf.nn.occupancy import OccupancyDecoder, PointNetEncoder
 from fastsdf.nn.relu_mlp import ReluMLP
 from fastsdf.nn.siren import Siren, SirenMLP
 
-__all__ = ["NETWORKS", "DeepSDFDecoder", "FourierFeatures", "ReluMLP", "Siren", "SirenMLP", "network_from_config",
-           "network_name"]
+__all__ = ["NETWORKS", "DeepSDFDecoder", "FourierFeatures", "OccupancyDecoder", "PointNetEncoder", "ReluMLP", "Siren",
+           "SirenMLP", "network_from_config", "network_name"]
 
 # The networks saved models may hold, by the name stored with them.
-NETWORKS: dict[str, type[nn.Module]] = {"SirenMLP": SirenMLP, "DeepSDFDecoder": DeepSDFDecoder,
-                                        "ReluMLP": ReluMLP}
+NETWORKS: dict[str, type[nn.Module]] = {"SirenMLP": SirenMLP, "DeepSDFDecoder": DeepSDFDecoder, "ReluMLP": ReluMLP,
+                                        "PointNetEncoder": PointNetEncoder, "OccupancyDecoder": OccupancyDecoder}
 
 
 def network_name(network: nn.Module) -> str:

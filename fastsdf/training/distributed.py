@@ -1,4 +1,10 @@
-"""Decisions the processes of a torchrun launch share, made so that none of them waits forever.
+"""What training under torchrun shares (``train_deepsdf``, ``train_occupancy``): the process count and
+rank, the import that must come before a script's ``init_process_group``, and the decisions the
+processes make together so that none of them waits forever.
+
+A script of its own imports a training function (``from fastsdf import train_deepsdf``, or
+``train_occupancy``) before ``init_process_group``, as the ``fastsdf`` commands do: see the import
+of ``torch.distributed.nn.functional`` below; training warns otherwise.
 
 Under DDP every process must take the same path: the same shapes, the same starting state, the
 same number of steps. A process that raises while the others wait in a collective leaves them
@@ -20,13 +26,44 @@ Without an initialised process group (one process) both simply run the step.
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+import warnings
+from typing import Any, Callable, TypeVar
 
 import torch
 
-__all__ = ["from_first_process", "on_every_process", "same_on_every_process"]
+if torch.distributed.is_available():
+    # Imported here, before a script's init_process_group, on purpose: this torch module takes the
+    # default process group as its functions' default arguments when it is imported (torch 2.13),
+    # and torch imports it lazily (the first optimiser step imports torch._dynamo, which imports
+    # it). Imported after init_process_group it keeps the group alive: destroy_process_group then
+    # leaves gloo's worker threads running, and one that frees a finished collective's tensor while
+    # the interpreter shuts down aborts the process (SIGABRT after a run that finished: about 1
+    # two-process run in 40 on 2 cores).
+    import torch.distributed.nn.functional  # noqa: F401
+
+__all__ = ["from_first_process", "on_every_process", "same_on_every_process", "world"]
 
 T = TypeVar("T")
+
+
+def world() -> tuple[int, int]:
+    """(process count, this process's rank): (1, 0) unless torch.distributed is initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if _holds_a_process_group(torch.distributed.nn.functional.broadcast):
+            warnings.warn("torch.distributed.nn was imported after init_process_group, so the process group "
+                          "outlives destroy_process_group and gloo processes may abort at exit: import "
+                          "fastsdf.training.train_deepsdf or train_occupancy (or `from fastsdf import "
+                          "train_deepsdf`) first", RuntimeWarning, stacklevel=3)
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _holds_a_process_group(function: Any) -> bool:
+    import torch.distributed as dist
+
+    return any(isinstance(value, dist.ProcessGroup) for value in function.__defaults__ or ())
 
 
 def _group() -> tuple[int, int] | None:

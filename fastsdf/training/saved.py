@@ -8,6 +8,8 @@ reads them all, each with its class's ``from_state``):
 
     fastsdf.fitted        a FittedSDF (``fastsdf.fit``, ``fastsdf fit``)
     fastsdf.autodecoder   an AutoDecoder: a decoder and its shapes' codes (``fastsdf train-deepsdf``)
+    fastsdf.occupancy     an OccupancyNetwork: a point-cloud encoder and its decoder
+                          (``fastsdf train-occupancy``)
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import torch
 
 from fastsdf.geometry.normalization import NormalizationTransform
 
-__all__ = ["ShapeCollection", "draw_rows", "epoch_order"]
+__all__ = ["ShapeCollection", "draw_rows", "epoch_order", "shape_generator"]
 
 _MIX = 1_000_003  # folds (seed, epoch[, shape]) into one generator seed
 
@@ -31,13 +31,27 @@ def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(count, generator=torch.Generator().manual_seed((seed * _MIX + epoch) % 2**63))
 
 
-def draw_rows(sizes: tuple[int, int], count: int, seed: int, epoch: int,
-              index: int) -> list[tuple[int, torch.Tensor]]:
+def shape_generator(seed: int, epoch: int, index: int, stream: int = 0) -> torch.Generator:
+    """The generator of shape ``index``'s draws in ``epoch``: seeded by (seed, epoch, index) and, for
+    draws other than its sample rows (``stream`` > 0: an occupancy network's input points), the stream."""
+    mixed = ((seed * _MIX + epoch) * _MIX + index) % 2**63
+    return torch.Generator().manual_seed(mixed if not stream else (mixed * _MIX + stream) % 2**63)
+
+
+def draw_rows(sizes: tuple[int, int], count: int, seed: int, epoch: int, index: int,
+              balanced: bool = True) -> list[tuple[int, torch.Tensor]]:
     """Which rows shape ``index`` gives in ``epoch``: (side, row indices) pairs, side 0 the outside
-    rows and 1 the inside ones, ``sizes`` their counts (not both 0). ``count // 2`` (plus the odd
-    one) from the outside and the rest from the inside, all from the non-empty side where one is
-    empty; drawn in that order by one generator seeded by (seed, epoch, index)."""
-    generator = torch.Generator().manual_seed(((seed * _MIX + epoch) * _MIX + index) % 2**63)
+    rows and 1 the inside ones, ``sizes`` their counts (not both 0). ``balanced`` (DeepSDF's):
+    ``count // 2`` (plus the odd one) from the outside and the rest from the inside, all from the
+    non-empty side where one is empty; drawn in that order by ``shape_generator(seed, epoch,
+    index)``. Otherwise (Occupancy Networks' draw from uniform samples) ``count`` rows uniformly
+    from all rows, in the same order split by side."""
+    generator = shape_generator(seed, epoch, index)
+    if not balanced:
+        chosen = torch.randint(0, sizes[0] + sizes[1], (count,), generator=generator)
+        outside = chosen < sizes[0]
+        picks = [(0, chosen[outside]), (1, chosen[~outside] - sizes[0])]
+        return [(side, rows) for side, rows in picks if len(rows)]
     sides = [side for side in (0, 1) if sizes[side]]
     shares = [count // len(sides) + (i < count % len(sides)) for i in range(len(sides))]
     return [(side, torch.randint(0, sizes[side], (share,), generator=generator))
@@ -74,6 +88,14 @@ class ShapeCollection:
 
     def rows(self, index: int, picks: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
         """The float32 (n, dim + 1) rows ``picks`` (``draw_rows``'s answer) name, in that order."""
+        raise NotImplementedError
+
+    def surface_size(self, index: int) -> int:
+        """Surface points stored for shape ``index`` (0 when its samples have none)."""
+        raise NotImplementedError
+
+    def surface_rows(self, index: int, chosen: torch.Tensor) -> torch.Tensor:
+        """The float32 (n, 3) surface points of shape ``index`` at positions ``chosen``."""
         raise NotImplementedError
 
     def batch(self, shapes: Sequence[int], samples_per_shape: int, seed: int,

@@ -4,8 +4,9 @@ DeepSDF's ``.npz`` files as ``fastsdf sample`` (``np.savez``) and DeepSDF's own 
 (``cnpy``) write them are uncompressed zip archives, so ``pos`` and ``neg`` lie whole at fixed
 offsets (``fastsdf.training.npz_layout``). Opening a collection reads each file once, in chunks,
 to check it: a CRC-32 that matches the archive's, float32 (N, 4) rows, all finite, ``pos`` rows
-with sdf > 0 and ``neg`` rows with sdf <= 0. It then keeps per shape only the file's path, the two
-offsets and row counts and the normalisation (a few hundred bytes, whatever the sample count); a
+with sdf > 0 and ``neg`` rows with sdf <= 0, and ``surface_points`` (where the file has them:
+``fastsdf sample --n-surface``; an occupancy network's input) float32 (S, 3) and finite. It then
+keeps per shape only the file's path, the arrays' offsets and row counts and the normalisation (a few hundred bytes, whatever the sample count); a
 batch maps the file, copies the rows it drew and unmaps it, so neither the process's objects nor
 its resident memory grow with the number of shapes, and DataLoader workers can be started with
 the collection as it is.
@@ -64,7 +65,8 @@ class ShapeFiles(ShapeCollection):
     def __init__(self, names: Sequence[str], paths: Sequence[str | os.PathLike]):
         self._take_names(names, len(paths), "files")
         self._paths: list[str] = []
-        self._places = np.zeros((len(paths), 4), np.int64)  # outside offset, rows, inside offset, rows
+        # outside offset, rows, inside offset, rows, surface points' offset, count
+        self._places = np.zeros((len(paths), 6), np.int64)
         self._transforms: list[NormalizationTransform | None] = []
         for i, source in enumerate(map(Path, paths)):
             path, (places, transform) = _open(source)
@@ -81,16 +83,24 @@ class ShapeFiles(ShapeCollection):
         return int(self._places[index, 1]), int(self._places[index, 3])
 
     def rows(self, index: int, picks: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
-        parts = []
-        for side, chosen in picks:
-            offset, count = (int(v) for v in self._places[index, 2 * side:2 * side + 2])
-            table = np.memmap(self._paths[index], _ROW, "r", offset=offset, shape=(count, 4))
-            parts.append(np.asarray(table[chosen.numpy()]))
-            del table  # unmapped here: resident memory holds no more than the batch's rows
-        return torch.from_numpy(np.concatenate(parts))
+        return torch.from_numpy(np.concatenate([self._read(index, 2 * side, 4, chosen) for side, chosen in picks]))
+
+    def surface_size(self, index: int) -> int:
+        return int(self._places[index, 5])
+
+    def surface_rows(self, index: int, chosen: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._read(index, 4, 3, chosen))
+
+    def _read(self, index: int, place: int, width: int, chosen: torch.Tensor) -> np.ndarray:
+        """Rows ``chosen`` of the array at ``_places[index, place]`` (its offset, then its rows)."""
+        offset, count = (int(v) for v in self._places[index, place:place + 2])
+        table = np.memmap(self._paths[index], _ROW, "r", offset=offset, shape=(count, width))
+        rows = np.asarray(table[chosen.numpy()])
+        del table  # unmapped here: resident memory holds no more than the batch's rows
+        return rows
 
 
-def _open(source: Path) -> tuple[Path, tuple[tuple[int, int, int, int], NormalizationTransform | None]]:
+def _open(source: Path) -> tuple[Path, tuple[tuple[int, ...], NormalizationTransform | None]]:
     """(the file to read, (its places, the normalisation)): ``source`` itself where it passes the
     check, else its converted copy."""
     if not source.is_file():
@@ -105,9 +115,10 @@ def _open(source: Path) -> tuple[Path, tuple[tuple[int, int, int, int], Normaliz
     return copy, found
 
 
-def _mappable(path: Path) -> tuple[tuple[int, int, int, int], NormalizationTransform | None] | None:
-    """The places of ``pos`` and ``neg`` in ``path`` and its normalisation, or None unless the
-    file passes the check as it is."""
+def _mappable(path: Path) -> tuple[tuple[int, ...], NormalizationTransform | None] | None:
+    """The places of ``pos``, ``neg`` and ``surface_points`` in ``path`` (0, 0 for the surface
+    points of a file without them) and its normalisation, or None unless the file passes the
+    check as it is."""
     try:
         with zipfile.ZipFile(path) as archive:
             keys = {name.removesuffix(".npy") for name in archive.namelist()}
@@ -117,6 +128,10 @@ def _mappable(path: Path) -> tuple[tuple[int, int, int, int], NormalizationTrans
             if not all(a is not None and _is_table(a) and _is_clean(path, a, outside=side == 0)
                        for side, a in enumerate(arrays)):
                 return None
+            surface = stored_array(path, archive, "surface_points") if "surface_points" in keys else None
+            if "surface_points" in keys and not (surface is not None and _is_table(surface, 3)
+                                                 and _is_clean(path, surface, None, 3)):
+                return None
             extras = {key: archive.read(f"{key}.npy") for key in ("offset", "scale") if key in keys}
         transform = None
         if extras:
@@ -124,7 +139,8 @@ def _mappable(path: Path) -> tuple[tuple[int, int, int, int], NormalizationTrans
     except (zipfile.BadZipFile, OSError, KeyError, ValueError, EOFError):
         return None
     (pos, neg) = arrays
-    return (pos.offset, _count(pos), neg.offset, _count(neg)), transform
+    places = (0, 0) if surface is None else (surface.offset, _count(surface))
+    return (pos.offset, _count(pos), neg.offset, _count(neg), *places), transform
 
 
 def _npy(data: bytes) -> np.ndarray:
@@ -135,26 +151,27 @@ def _count(array: StoredArray) -> int:
     return 0 if 0 in array.shape else array.shape[0]
 
 
-def _is_table(array: StoredArray) -> bool:
-    """Float32 little-endian (N, 4) rows in C order, or an empty float array (as load_npz takes)."""
+def _is_table(array: StoredArray, width: int = 4) -> bool:
+    """Float32 little-endian (N, width) rows in C order, or an empty float array (as load_npz takes)."""
     if array.dtype.kind == "f" and 0 in array.shape:
         return True
-    return len(array.shape) == 2 and array.shape[1] == 4 and array.dtype == _ROW and not array.fortran_order
+    return len(array.shape) == 2 and array.shape[1] == width and array.dtype == _ROW and not array.fortran_order
 
 
-def _is_clean(path: Path, array: StoredArray, outside: bool) -> bool:
-    """Reads the array's rows in chunks: the CRC-32 matches, every row is finite and on its side."""
+def _is_clean(path: Path, array: StoredArray, outside: bool | None, width: int = 4) -> bool:
+    """Reads the array's rows in chunks: the CRC-32 matches, every row is finite and (unless
+    ``outside`` is None) on its side."""
     crc = zlib.crc32(array.header)
     left = _count(array)
     with open(path, "rb") as f:
         f.seek(array.offset)
         while left:
-            chunk = np.fromfile(f, _ROW, 4 * min(left, _CHECK_ROWS))
-            if len(chunk) < 4 * min(left, _CHECK_ROWS):
+            chunk = np.fromfile(f, _ROW, width * min(left, _CHECK_ROWS))
+            if len(chunk) < width * min(left, _CHECK_ROWS):
                 return False
             crc = zlib.crc32(chunk, crc)
-            rows = chunk.reshape(-1, 4)
-            if not np.isfinite(rows).all() or not ((rows[:, 3] > 0) == outside).all():
+            rows = chunk.reshape(-1, width)
+            if not np.isfinite(rows).all() or (outside is not None and not ((rows[:, 3] > 0) == outside).all()):
                 return False
             left -= len(rows)
     return crc == array.crc

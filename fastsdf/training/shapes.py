@@ -42,6 +42,7 @@ class ShapeSamples(ShapeCollection):
             raise ValueError(f"shapes of different dimensions: {sorted(dims)}")
         self.dim = dims.pop()
         self._sides: list[tuple[torch.Tensor, torch.Tensor]] = []  # (outside (M, 4), inside (K, 4)) per shape
+        self._surfaces: list[torch.Tensor] = []  # (S, 3) per shape, S = 0 without surface points
         self._transforms = []
         for name, s in zip(names, samples):
             if len(s) == 0:
@@ -49,6 +50,8 @@ class ShapeSamples(ShapeCollection):
             rows = torch.from_numpy(np.concatenate([s.points, s.sdf[:, None]], axis=1))
             outside = rows[:, -1] > 0
             self._sides.append((rows[outside].contiguous(), rows[~outside].contiguous()))
+            surface = s.surface_points if s.surface_points is not None else np.zeros((0, 3), np.float32)
+            self._surfaces.append(torch.from_numpy(surface))
             self._transforms.append(s.transform)
 
     def transform(self, index: int) -> NormalizationTransform | None:
@@ -60,6 +63,12 @@ class ShapeSamples(ShapeCollection):
 
     def rows(self, index: int, picks: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
         return torch.cat([self._sides[index][side][chosen] for side, chosen in picks])
+
+    def surface_size(self, index: int) -> int:
+        return len(self._surfaces[index])
+
+    def surface_rows(self, index: int, chosen: torch.Tensor) -> torch.Tensor:
+        return self._surfaces[index][chosen]
 
 
 def load_shapes(folder_or_files: str | os.PathLike | Sequence[str | os.PathLike]) -> ShapeFiles:

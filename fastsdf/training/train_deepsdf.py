@@ -12,8 +12,8 @@ its share of the batch's sum scaled so that DDP's gradient average is exactly th
 mean gradient, and which points a shape gives does not depend on the process, so 1 and N processes
 train the same model (up to floating-point summation order, and to dropout masks, which each
 process draws for itself). A script of its own imports this module (``from fastsdf import
-train_deepsdf``) before ``init_process_group``, as ``fastsdf train-deepsdf`` does: see the import of
-``torch.distributed.nn.functional`` below; training warns otherwise.
+train_deepsdf``) before ``init_process_group``, as ``fastsdf train-deepsdf`` does
+(``fastsdf.training.distributed`` says why); training warns otherwise.
 
 On several nodes (``torchrun --nnodes N --nproc_per_node G --rdzv_backend c10d --rdzv_endpoint
 HOST:PORT``, the same command on every node; or static rendezvous, ``--master_addr HOST
@@ -42,27 +42,17 @@ import hashlib
 import math
 import os
 import time
-import warnings
 from typing import Any, Sequence
 
 import torch
 from torch import nn
-
-if torch.distributed.is_available():
-    # Imported here, before a script's init_process_group, on purpose: this torch module takes the
-    # default process group as its functions' default arguments when it is imported (torch 2.13),
-    # and torch imports it lazily (the first optimiser step imports torch._dynamo, which imports
-    # it). Imported after init_process_group it keeps the group alive: destroy_process_group then
-    # leaves gloo's worker threads running, and one that frees a finished collective's tensor while
-    # the interpreter shuts down aborts the process (SIGABRT after a run that finished: about 1
-    # two-process run in 40 on 2 cores).
-    import torch.distributed.nn.functional  # noqa: F401
 
 from fastsdf._progress import progress_bar
 from fastsdf._validation import integer, real
 from fastsdf.training.autodecoder import AutoDecoder
 from fastsdf.training.checkpoint import Checkpoint
 from fastsdf.training.distributed import from_first_process, on_every_process, same_on_every_process
+from fastsdf.training.distributed import world as process_world
 from fastsdf.training.losses import clamped_l1
 from fastsdf.training.seeding import check_seed
 from fastsdf.training.shape_collection import ShapeCollection
@@ -91,26 +81,6 @@ class _Trainable(nn.Module):
     def forward(self, points: torch.Tensor, owners: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         latent = self.codes(owners)
         return self.decoder(points, latent)[..., 0], latent
-
-
-def _world() -> tuple[int, int]:
-    """(process count, this process's rank): (1, 0) unless torch.distributed is initialised."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        if _holds_a_process_group(torch.distributed.nn.functional.broadcast):
-            warnings.warn("torch.distributed.nn was imported after init_process_group, so the process group "
-                          "outlives destroy_process_group and gloo processes may abort at exit: import "
-                          "fastsdf.training.train_deepsdf (or `from fastsdf import train_deepsdf`) first",
-                          RuntimeWarning, stacklevel=3)
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
-
-
-def _holds_a_process_group(function: Any) -> bool:
-    import torch.distributed as dist
-
-    return any(isinstance(value, dist.ProcessGroup) for value in function.__defaults__ or ())
 
 
 def _fingerprint(shapes: ShapeCollection) -> tuple[int, str]:
@@ -176,7 +146,7 @@ def train_deepsdf(data: ShapeCollection | str | os.PathLike | Sequence[str | os.
     code_regularization = real(code_regularization, "code_regularization", 0)
     code_init_std = real(code_init_std, "code_init_std", 0, low_open=True)
     num_workers = integer(num_workers, "num_workers", 0)
-    world, rank = _world()
+    world, rank = process_world()
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
     seed = check_seed(seed, allow_none=False)

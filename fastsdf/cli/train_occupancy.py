@@ -1,0 +1,135 @@
+"""``fastsdf train-occupancy``: an occupancy network (point-cloud encoder + decoder) over a folder of
+sample files, on 1 or N processes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from fastsdf.cli.common import add_overwrite_option, integer, number, positive, positive_int, refuse_to_overwrite, seed
+
+__all__ = ["add_parser"]
+
+_HELP = """\
+Train an occupancy network (Mescheder et al. 2019: a ResNet-PointNet encoder of point clouds and a
+decoder of ResNet blocks with conditional batch norm, BCE on occupancy) on the DeepSDF .npz files of
+DATA, then write into OUT:
+
+  model.pt       the encoder and the decoder (fastsdf.load_model(OUT) reads them;
+                 `fastsdf complete OUT POINTS` meshes the shape of a point cloud)
+  training.png   the loss curve
+
+The files need surface points, the encoder's input: for ONet's recipe, points uniform in the box
+and surface points, e.g.
+
+  fastsdf sample MESHES DATA --n-near 0 --n-uniform 100000 --n-surface 100000
+
+(DeepSDF's default files plus --n-surface serve too: their points lie mostly near the surface).
+Each step takes, per shape, 300 surface points with noise 0.01 (ONet's 0.005 in its unit cube) as
+input and 2,048 points whose occupancy is the sign of their distance. While it trains,
+OUT/checkpoint.pt holds its progress: the same command resumes a killed run (removed at the end);
+a finished run's outputs are never replaced without --overwrite. On several processes:
+
+  torchrun --standalone --nproc_per_node 2 -m fastsdf.cli train-occupancy DATA --out OUT
+
+The defaults are ONet's (Adam 1e-4, 64 shapes per batch, encoder 512 wide, decoder 256 wide, 5
+blocks each; codes of 256, ONet's point-cloud model uses 512): on a CPU, a smaller --width,
+--encoder-width and --shapes-per-batch make a first run practical.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from fastsdf.training import occupancy as oc
+    from fastsdf.training import train_occupancy as to
+
+    train = sub.add_parser("train-occupancy", help="train an occupancy network on a folder of .npz samples",
+                           description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("data", metavar="DATA", help="a folder of DeepSDF .npz files with surface points")
+    train.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    train.add_argument("--decoder", choices=("batchnorm", "concat"), default="batchnorm",
+                       help="conditional batch norm (ONet's DecoderCBatchNorm) or the code concatenated to the "
+                            "point (ONet's plain Decoder) (default: batchnorm)")
+    train.add_argument("--latent-size", type=positive_int, default=256, metavar="K", help="code length (default: 256)")
+    train.add_argument("--width", type=positive_int, default=None,
+                       help="the decoder's hidden features (default: 256, or 128 with --decoder concat)")
+    train.add_argument("--encoder-width", type=positive_int, default=512, metavar="W",
+                       help="the encoder's hidden features (default: 512)")
+    train.add_argument("--blocks", type=positive_int, default=5, help="ResNet blocks of each network (default: 5)")
+    train.add_argument("--epochs", type=positive_int, default=to.DEFAULT_EPOCHS, metavar="N",
+                       help=f"passes over all shapes (default: {to.DEFAULT_EPOCHS})")
+    train.add_argument("--shapes-per-batch", type=positive_int, default=to.SHAPES_PER_BATCH, metavar="N",
+                       help=f"shapes per batch (default: {to.SHAPES_PER_BATCH})")
+    train.add_argument("--samples-per-shape", type=integer(2), default=to.SAMPLES_PER_SHAPE, metavar="N",
+                       help=f"occupancy points per shape per batch (default: {to.SAMPLES_PER_SHAPE})")
+    train.add_argument("--input-points", type=positive_int, default=oc.CLOUD_POINTS, metavar="N",
+                       help=f"input points per shape (default: {oc.CLOUD_POINTS})")
+    train.add_argument("--input-noise", type=number(0.0), default=oc.CLOUD_NOISE, metavar="STD",
+                       help=f"Gaussian noise on the input points, normalised units (default: {oc.CLOUD_NOISE:g})")
+    train.add_argument("--balanced", action="store_true",
+                       help="draw the occupancy points half inside, half outside (default: uniformly from all rows)")
+    train.add_argument("--learning-rate", type=positive, default=to.LEARNING_RATE, metavar="LR",
+                       help=f"Adam's rate (default: {to.LEARNING_RATE:g})")
+    train.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
+    train.add_argument("--workers", type=integer(0), default=to.DEFAULT_WORKERS, metavar="N",
+                       help="processes that read the batches' samples from disk ahead of training; 0: none "
+                            f"(default: {to.DEFAULT_WORKERS}; the result does not depend on it)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_overwrite_option(train)
+    train.set_defaults(run=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from fastsdf.cli.common import progress_enabled
+    from fastsdf.nn import OccupancyDecoder, PointNetEncoder
+    from fastsdf.plots import plot_history
+    from fastsdf.training.shapes import load_shapes
+    from fastsdf.training.train_occupancy import train_occupancy
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out is not a folder: {out}")
+    shapes = load_shapes(args.data)  # fails here, before anything is started, on bad data
+    checkpoint = out / "checkpoint.pt"
+    if not checkpoint.exists():  # with one, the run is unfinished and resumes
+        refuse_to_overwrite([out / "model.pt", out / "training.png"], args.overwrite)
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    device = "cpu"
+    if launched:
+        cuda = torch.cuda.is_available()
+        dist.init_process_group("nccl" if cuda else "gloo")
+        if cuda:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+    elif torch.cuda.is_available():
+        device = "cuda"
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    try:
+        if checkpoint.exists() and rank == 0:
+            print(f"resuming from {checkpoint}")
+        torch.manual_seed(args.seed)  # the networks' initialisation, the same on every process
+        encoder = PointNetEncoder(args.latent_size, args.encoder_width, args.blocks)
+        decoder = OccupancyDecoder(args.latent_size, args.width, args.blocks, conditioning=args.decoder)
+        model, history = train_occupancy(
+            shapes, encoder, decoder, epochs=args.epochs, shapes_per_batch=args.shapes_per_batch,
+            samples_per_shape=args.samples_per_shape, cloud_points=args.input_points, cloud_noise=args.input_noise,
+            balanced=args.balanced, learning_rate=args.learning_rate, seed=args.seed, device=device,
+            checkpoint=checkpoint, progress=progress_enabled(args.quiet), num_workers=args.workers)
+        if rank == 0:
+            path = model.save(out)
+            plot_history(history, out / "training.png", title=f"fastsdf train-occupancy ({len(shapes)} shapes)",
+                         x="epoch")
+            processes = dist.get_world_size() if dist.is_initialized() else 1
+            print(f"trained on {len(shapes)} shapes: {history['epochs']} epochs in {history['training_seconds']:.1f} s "
+                  f"on {processes} process{'es' if processes > 1 else ''}, final BCE {history['loss'][-1]:.3g}, "
+                  f"occupancy accuracy {history['accuracy'][-1]:.3f}")
+            print(f"  model.pt:     {path.resolve()}")
+            print(f"  training.png: {(out / 'training.png').resolve()}")
+            checkpoint.unlink(missing_ok=True)
+    finally:
+        if launched:
+            dist.destroy_process_group()
+    return 0
