@@ -1,4 +1,4 @@
-"""Training curves and 2D signed distance fields as PNG (matplotlib, no display)."""
+"""Training curves, 2D signed distance fields and shape completions as PNG (matplotlib, no display)."""
 
 from __future__ import annotations
 
@@ -113,6 +113,11 @@ def plot_sdf_2d(fields: Sequence[Any], path: str | os.PathLike, bounds: Bounds =
             axis.set_aspect("equal")
             if titles is not None:
                 axis.set_title(str(titles[index]), fontsize=9)
+        figure.tight_layout()
+        with atomic_write(path) as out:
+            figure.savefig(out, format="png")
+    finally:
+        plt.close(figure)
 
 
 def plot_completion(rows: list[tuple[str, Any, Any, Any]], path: str | os.PathLike, size: int = 256) -> None:
