@@ -21,7 +21,6 @@ from fastsdf.cli.fit import network_builder
 from fastsdf.nn.fourier_features import MAX_FREQUENCIES, MAX_SIGMA
 from fastsdf.training.checkpoint import Checkpoint
 
-from cli_helpers import SMALL_FIT
 from training_helpers import sphere_samples
 
 EPS32 = 2.0**-24  # float32's unit roundoff

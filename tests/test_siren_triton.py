@@ -16,7 +16,6 @@ the same operand rounding and every sine and cosine off by the MUFU's documented
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import types
 from typing import Any

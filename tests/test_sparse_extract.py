@@ -20,7 +20,6 @@ import fastsdf.meshing.extract as extract_module
 from fastsdf import extract_mesh
 from fastsdf.geometry.grid import Grid
 from fastsdf.io import PlyWriter, write_ply
-from fastsdf.meshing import narrow_band
 from fastsdf.meshing.narrow_band import ACTIVE, BLOCK, NarrowBand
 
 from conftest import assert_closed_oriented_manifold, assert_identical_mesh, random_sphere, random_torus
