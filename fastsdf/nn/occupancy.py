@@ -16,7 +16,13 @@ normalisation. Both output one logit per point, trained negative inside (fastsdf
 
 Written from the paper and its published configuration, not from its code; the initialisation
 follows it where it matters: each block's second linear layer starts at zero (a block starts as
-its shortcut) and the conditional batch norms start as plain batch norms (scale 1, shift 0).
+its shortcut) and the conditional batch norms start as plain batch norms (scale 1, shift 0). One
+departure: with conditional batch norm, the linear layers whose outputs reach only batch norms
+(``fc_p`` and each block's ``fc_0`` and ``fc_1``: the running sum they add to is normalised before
+every use) have no bias. The normalisation subtracts any such bias again, so the loss does not
+depend on it: its gradient is rounding noise, which Adam scales up to steps of the learning rate,
+so with a bias it would wander at random (differently on 1 and N processes, whose rounding
+differs) and the evaluation's running means would trail it.
 
 Batch statistics are taken over every point of the batch (ONet's ``BatchNorm1d`` over the shapes
 and their points); with ``ConditionalBatchNorm.sync`` set (training under DDP does), over every
@@ -151,8 +157,9 @@ class _ConditionalBlock(nn.Module):
         super().__init__()
         self.bn_0 = ConditionalBatchNorm(latent_size, size)
         self.bn_1 = ConditionalBatchNorm(latent_size, size)
-        self.fc_0 = nn.Linear(size, size)
-        self.fc_1 = nn.Linear(size, size)
+        # No biases: batch norms follow, and subtract them again (the module's docstring says why).
+        self.fc_0 = nn.Linear(size, size, bias=False)
+        self.fc_1 = nn.Linear(size, size, bias=False)
         nn.init.zeros_(self.fc_1.weight)
 
     def forward(self, x: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
@@ -185,7 +192,7 @@ class OccupancyDecoder(nn.Module):
         self.in_features = integer(in_features, "in_features", minimum=1)
         h = self.hidden_features
         if self.conditioning == "batchnorm":
-            self.fc_p = nn.Linear(self.in_features, h)
+            self.fc_p = nn.Linear(self.in_features, h, bias=False)  # normalised before any use
             self.resnet = nn.ModuleList(_ConditionalBlock(self.latent_size, h) for _ in range(self.blocks))
             self.bn = ConditionalBatchNorm(self.latent_size, h)
         else:
