@@ -7,7 +7,7 @@ Adam with the decoder at 5e-4 and the codes at 1e-3, both halved every 500 epoch
 shapes with as many samples from inside as from outside each.
 
 Launched by torchrun (``torch.distributed`` initialised), training runs on PyTorch's
-DistributedDataParallel: every batch's shapes are dealt out to the processes, each process's loss is
+DistributedDataParallel (``fastsdf.training.epochs``, the loop ``train_occupancy`` shares): every batch's shapes are dealt out to the processes, each process's loss is
 its share of the batch's sum scaled so that DDP's gradient average is exactly the whole batch's
 mean gradient, and which points a shape gives does not depend on the process, so 1 and N processes
 train the same model (up to floating-point summation order, and to dropout masks, which each
@@ -38,26 +38,20 @@ not in the batch through their moments, which a sharded or sparse update would n
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import time
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from fastsdf._progress import progress_bar
 from fastsdf._validation import integer, real
 from fastsdf.training.autodecoder import AutoDecoder
-from fastsdf.training.checkpoint import Checkpoint
-from fastsdf.training.distributed import from_first_process, on_every_process, same_on_every_process
-from fastsdf.training.distributed import world as process_world
+from fastsdf.training.epochs import read_shapes, train_epochs, training_device
 from fastsdf.training.losses import clamped_l1
 from fastsdf.training.seeding import check_seed
 from fastsdf.training.shape_collection import ShapeCollection
-from fastsdf.training.shape_loader import DEFAULT_WORKERS, shape_batches
-from fastsdf.training.shapes import load_shapes
+from fastsdf.training.shape_loader import DEFAULT_WORKERS
 
 __all__ = ["train_deepsdf"]
 
@@ -83,21 +77,14 @@ class _Trainable(nn.Module):
         return self.decoder(points, latent)[..., 0], latent
 
 
-def _fingerprint(shapes: ShapeCollection) -> tuple[int, str]:
-    """(shape count, a digest of their names and row counts), which every process must share."""
-    digest = hashlib.sha256()
-    for index, name in enumerate(shapes.names):
-        digest.update(f"{name}\0{shapes.sizes(index)}\n".encode())
-    return len(shapes), digest.hexdigest()[:16]
-
-
 def train_deepsdf(data: ShapeCollection | str | os.PathLike | Sequence[str | os.PathLike], decoder: nn.Module | None = None,
                   *, epochs: int = DEFAULT_EPOCHS, latent_size: int = 256, shapes_per_batch: int = SHAPES_PER_BATCH,
                   samples_per_shape: int = SAMPLES_PER_SHAPE, learning_rate: float = DECODER_LEARNING_RATE,
                   code_learning_rate: float = CODE_LEARNING_RATE, decay_every: int = DECAY_EVERY,
                   code_regularization: float = CODE_REGULARIZATION, code_init_std: float = 1.0, seed: int = 0,
                   device: Any = None, checkpoint: str | os.PathLike | None = None, checkpoint_every: float = 60.0,
-                  progress: bool | None = None, num_workers: int = DEFAULT_WORKERS) -> tuple[AutoDecoder, dict[str, Any]]:
+                  time_budget: float | None = None, progress: bool | None = None,
+                  num_workers: int = DEFAULT_WORKERS) -> tuple[AutoDecoder, dict[str, Any]]:
     """Trains a decoder and one latent code per shape (DeepSDF's auto-decoder).
 
     Args:
@@ -121,6 +108,8 @@ def train_deepsdf(data: ShapeCollection | str | os.PathLike | Sequence[str | os.
         checkpoint: a file to save to every ``checkpoint_every`` seconds (at an epoch's end) and at
             the end; when it exists, training resumes from it (the same settings required). Only
             the first process reads and writes it; under DDP it sends the state to the others.
+        time_budget: stop at the end of the first epoch after this many seconds of training (the
+            checkpoint, if any, then lets a later call go on).
         progress: a tqdm bar over epochs (default: when stderr is a terminal; first process only).
         num_workers: DataLoader worker processes that draw the batches ahead of the training step
             (0: this process draws them); the result does not depend on it.
@@ -136,8 +125,7 @@ def train_deepsdf(data: ShapeCollection | str | os.PathLike | Sequence[str | os.
             the samples or the checkpoint, where it fails on one process, fails on every one
             (RuntimeError on the others, naming it).
     """
-    shapes = on_every_process(lambda: data if isinstance(data, ShapeCollection) else load_shapes(data),
-                              "reading the samples")
+    shapes = read_shapes(data)
     epochs, shapes_per_batch = integer(epochs, "epochs", 1), integer(shapes_per_batch, "shapes_per_batch", 1)
     samples_per_shape = integer(samples_per_shape, "samples_per_shape", 1)
     decay_every = integer(decay_every, "decay_every", 1)
@@ -145,9 +133,7 @@ def train_deepsdf(data: ShapeCollection | str | os.PathLike | Sequence[str | os.
     code_learning_rate = real(code_learning_rate, "code_learning_rate", 0, low_open=True)
     code_regularization = real(code_regularization, "code_regularization", 0)
     code_init_std = real(code_init_std, "code_init_std", 0, low_open=True)
-    num_workers = integer(num_workers, "num_workers", 0)
-    world, rank = process_world()
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = training_device(device)
 
     seed = check_seed(seed, allow_none=False)
     torch.manual_seed(seed)
@@ -171,69 +157,29 @@ def train_deepsdf(data: ShapeCollection | str | os.PathLike | Sequence[str | os.
     settings = {"epochs": epochs, "shapes_per_batch": shapes_per_batch, "samples_per_shape": samples_per_shape,
                 "learning_rate": learning_rate, "code_learning_rate": code_learning_rate, "decay_every": decay_every,
                 "code_regularization": code_regularization, "seed": seed, "shapes": shapes.names}
-    # Processes that disagree would deadlock or train apart: all stop, saying who saw what.
-    same_on_every_process({"shapes (count, digest of names and row counts)": _fingerprint(shapes),
-                           "latent_size": latent_size, "checkpoint": checkpoint is not None,
-                           **{k: v for k, v in settings.items() if k != "shapes"}},
-                          "the shapes and settings", "every node must read the same sample files at the same path, "
-                          "and every process train with the same settings")
-    saver = Checkpoint(checkpoint, settings, checkpoint_every) if checkpoint is not None else None
-    history: dict[str, Any] = {"epoch": [], "seconds": [], "loss": [], "code_norm": [], "learning_rate": []}
-    done, trained = 0, 0.0
-    if saver is not None:
-        # The first process decides and reads; its state reaches every process, whatever they see.
-        state = from_first_process(lambda: saver.load() if saver.exists() else None, f"reading {saver.path}")
-        if state is not None:
-            done, trained, history = saver.apply(state, trainable, optimiser)
-    engine = trainable
-    if world > 1:
-        # Gradients as views of DDP's buckets: one copy of the code table's gradient fewer.
-        engine = nn.parallel.DistributedDataParallel(trainable, device_ids=[device] if device.type == "cuda" else None,
-                                                     gradient_as_bucket_view=True)
 
-    stream = shape_batches(shapes, first_epoch=done, epochs=epochs, shapes_per_batch=shapes_per_batch,
-                           samples_per_shape=samples_per_shape, seed=seed, rank=rank, world=world,
-                           num_workers=num_workers, pin_memory=device.type == "cuda")
-    bar = progress_bar(progress if rank == 0 else False, epochs, done, "fastsdf train-deepsdf", "epoch")
-    trainable.train()
-    while done < epochs:
-        tick = time.perf_counter()
-        decay = 0.5 ** (done // decay_every)
+    def start_epoch(epoch: int) -> None:
         for group, base in zip(optimiser.param_groups, (learning_rate, code_learning_rate)):
-            group["lr"] = base * decay
-        totals = torch.zeros(3, dtype=torch.float64)  # clamped L1 sum, code norm sum, samples
-        for start in range(0, len(shapes), shapes_per_batch):
-            points, sdf, owners = (t.to(device, non_blocking=True) for t in next(stream))
-            optimiser.zero_grad(set_to_none=True)
-            predicted, latent = engine(points, owners)
-            errors = clamped_l1(predicted, sdf, reduction="none")
-            prior = code_regularization * latent.square().sum(dim=-1)
-            # Each process's share of the batch sum over the batch's size per process: DDP's average
-            # of the processes' gradients is then the gradient of the whole batch's mean.
-            batch = min(shapes_per_batch, len(shapes) - start)
-            loss = (errors + prior).sum() * (world / (batch * samples_per_shape))
-            loss.backward()
-            optimiser.step()
-            totals += torch.tensor([errors.detach().sum().item(), latent.detach().norm(dim=-1).sum().item(),
-                                    len(errors)], dtype=torch.float64)
-        if world > 1:
-            torch.distributed.all_reduce(totals)
-        done += 1
-        trained += time.perf_counter() - tick
-        for key, value in zip(("epoch", "seconds", "loss", "code_norm", "learning_rate"),
-                              (done, trained, totals[0].item() / totals[2].item(), totals[1].item() / totals[2].item(),
-                               learning_rate * decay)):
-            history[key].append(value)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{history['loss'][-1]:.2e}", refresh=False)
-        if saver is not None and rank == 0:
-            saver.maybe_save(trainable, optimiser, None, done, trained, history)
-    if bar is not None:
-        bar.close()
-    if saver is not None and rank == 0:
-        saver.save(trainable, optimiser, None, done, trained, history)
-    trainable.eval()
-    history.update(training_seconds=trained, epochs=done, settings={k: v for k, v in settings.items() if k != "shapes"})
+            group["lr"] = base * 0.5 ** (epoch // decay_every)
+
+    def step(engine: nn.Module, batch: tuple[torch.Tensor, ...], scale: float) -> tuple[torch.Tensor, list[float]]:
+        points, sdf, owners = batch
+        predicted, latent = engine(points, owners)
+        errors = clamped_l1(predicted, sdf, reduction="none")
+        prior = code_regularization * latent.square().sum(dim=-1)
+        # The mean over the batch's samples: its sum over shapes of each shape's mean.
+        loss = (errors + prior).sum() * (scale / samples_per_shape)
+        return loss, [errors.detach().sum().item(), latent.detach().norm(dim=-1).sum().item(), len(errors)]
+
+    def summary(totals: torch.Tensor, epoch: int) -> tuple[float, float, float]:
+        # totals: clamped L1 sum, code norm sum, samples
+        return (totals[0].item() / totals[2].item(), totals[1].item() / totals[2].item(),
+                learning_rate * 0.5 ** (epoch // decay_every))
+
+    history = train_epochs(shapes, trainable, optimiser, settings, label="fastsdf train-deepsdf",
+                           columns=("loss", "code_norm", "learning_rate"), step=step, summary=summary,
+                           start_epoch=start_epoch, agree={"latent_size": latent_size}, device=device,
+                           checkpoint=checkpoint, checkpoint_every=checkpoint_every, time_budget=time_budget,
+                           progress=progress, num_workers=num_workers)
     model = AutoDecoder(decoder, codes.weight, shapes.names, [shapes.transform(i) for i in range(len(shapes))], history)
     return model, history

@@ -9,32 +9,32 @@ from all of a shape's rows: with ``--n-near 0`` the rows are uniform in [-1, 1]^
 sampling; DeepSDF's default files give mostly points near the surface. The input points are the
 files' ``surface_points`` (``fastsdf sample --n-surface N``). One preprocessing serves both models.
 
-Under torchrun (``torch.distributed`` initialised) training runs on DistributedDataParallel, as
-``train_deepsdf`` does: each batch's shapes are dealt out, the conditional batch norms take their
-statistics over every process's points (``ConditionalBatchNorm.sync``), and each process's loss is
-scaled so that DDP's gradient average is the whole batch's: 1 and N processes train the same model
-up to floating-point summation order.
+Under torchrun (``torch.distributed`` initialised) training runs on DistributedDataParallel in the
+loop ``train_deepsdf`` shares (``fastsdf.training.epochs``), on one node or several, with its
+agreement and checkpoint rules: each batch's shapes are dealt out, the conditional batch norms take
+their statistics over every process's points (``ConditionalBatchNorm.sync``), and each process's
+loss is scaled so that DDP's gradient average is the whole batch's: 1 and N processes train the
+same model up to floating-point summation order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastsdf._progress import progress_bar
 from fastsdf._validation import integer, real
-from fastsdf.training.checkpoint import Checkpoint
-from fastsdf.training.distributed import world as _world_size
+from fastsdf.training.distributed import on_every_process
+from fastsdf.training.distributed import world as process_world
+from fastsdf.training.epochs import read_shapes, train_epochs, training_device
 from fastsdf.training.occupancy import CLOUD_NOISE, CLOUD_POINTS, OccupancyDraw, OccupancyNetwork, check_cloud_settings
 from fastsdf.training.seeding import check_seed
 from fastsdf.training.shape_collection import ShapeCollection
-from fastsdf.training.shape_loader import DEFAULT_WORKERS, shape_batches
-from fastsdf.training.shapes import load_shapes
+from fastsdf.training.shape_loader import DEFAULT_WORKERS
 
 __all__ = ["train_occupancy"]
 
@@ -83,7 +83,8 @@ def train_occupancy(data: ShapeCollection | str | os.PathLike | Sequence[str | o
         seed: an integer in [0, 2^63): the networks' initialisation (when built here), batches and
             clouds: the same seed gives the same run.
         checkpoint, checkpoint_every: a file saved every so many seconds (at an epoch's end) and at
-            the end; when it exists, training resumes from it (the same settings required).
+            the end; when it exists, training resumes from it (the same settings required). Only
+            the first process reads and writes it; under DDP it sends the state to the others.
         time_budget: stop at the end of the first epoch after this many seconds of training (the
             checkpoint, if any, then lets a later call go on).
         progress: a tqdm bar over epochs (default: when stderr is a terminal; first process only).
@@ -93,21 +94,20 @@ def train_occupancy(data: ShapeCollection | str | os.PathLike | Sequence[str | o
         The ``OccupancyNetwork`` (eval mode) and the history: per epoch ``epoch``, ``seconds``,
         ``loss`` (mean BCE per occupancy point), ``accuracy`` (of the occupancy signs);
         ``training_seconds``, ``epochs``, ``settings``.
+
+    Raises:
+        ValueError: bad arguments or samples (shapes without surface points); under DDP, processes
+            that see different shapes or were given different settings, or a checkpoint the first
+            process cannot use. Reading the samples or the checkpoint, where it fails on one
+            process, fails on every one (RuntimeError on the others, naming it).
     """
-    shapes = data if isinstance(data, ShapeCollection) else load_shapes(data)
+    shapes = read_shapes(data)
     epochs, shapes_per_batch = integer(epochs, "epochs", 1), integer(shapes_per_batch, "shapes_per_batch", 1)
     samples_per_shape = integer(samples_per_shape, "samples_per_shape", 2)
     cloud_points, cloud_noise = check_cloud_settings(cloud_points, cloud_noise)
     learning_rate = real(learning_rate, "learning_rate", 0, low_open=True)
-    if time_budget is not None:
-        time_budget = real(time_budget, "time_budget", 0, low_open=True)
-    num_workers = integer(num_workers, "num_workers", 0)
-    bare = [name for i, name in enumerate(shapes.names) if shapes.surface_size(i) == 0]
-    if bare:
-        raise ValueError(f"{len(bare)} shapes have no surface points for the input clouds (e.g. {bare[0]!r}): "
-                         "sample them with `fastsdf sample --n-surface N`")
-    world, rank = _world_size()
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    on_every_process(lambda: _check_surfaces(shapes), "checking the samples")  # so that all stop, or none
+    device = training_device(device)
 
     seed = check_seed(seed, allow_none=False)
     torch.manual_seed(seed)
@@ -118,65 +118,49 @@ def train_occupancy(data: ShapeCollection | str | os.PathLike | Sequence[str | o
     settings = {"epochs": epochs, "shapes_per_batch": shapes_per_batch, "samples_per_shape": samples_per_shape,
                 "input_points": cloud_points, "input_noise": cloud_noise, "balanced": bool(balanced),
                 "learning_rate": learning_rate, "seed": seed, "shapes": shapes.names}
-    model = OccupancyNetwork(encoder, decoder)  # checks that the two fit together
+    OccupancyNetwork(encoder, decoder)  # checks that the two fit together
     trainable = _Trainable(encoder, decoder).to(device)
     optimiser = torch.optim.Adam(trainable.parameters(), lr=learning_rate)
-    saver = Checkpoint(checkpoint, settings, checkpoint_every) if checkpoint is not None else None
-    history: dict[str, Any] = {"epoch": [], "seconds": [], "loss": [], "accuracy": []}
-    done, trained = 0, 0.0
-    if saver is not None and saver.exists():
-        done, trained, history = saver.restore(trainable, optimiser)
-    engine = trainable
-    if world > 1:
-        engine = nn.parallel.DistributedDataParallel(trainable, device_ids=[device] if device.type == "cuda" else None)
-    norms = [m for m in decoder.modules() if hasattr(m, "sync")]
-    for norm in norms:
-        norm.sync = world > 1
+
+    def step(engine: nn.Module, batch: tuple[torch.Tensor, ...], scale: float) -> tuple[torch.Tensor, list[float]]:
+        clouds, points, inside = batch
+        logits = engine(clouds, points)
+        # Logits are negative inside: BCE of -logit against "inside" (losses.occupancy_bce).
+        errors = F.binary_cross_entropy_with_logits(-logits, inside, reduction="none")
+        right = ((logits.detach() <= 0) == (inside > 0.5)).sum().item()
+        # ONet's loss: each shape's sum over its points, averaged over the batch's shapes.
+        return errors.sum() * scale, [errors.detach().sum().item(), right, errors.numel()]
+
+    def summary(totals: torch.Tensor, epoch: int) -> tuple[float, float]:
+        # totals: BCE sum, right signs, points
+        return totals[0].item() / totals[2].item(), totals[1].item() / totals[2].item()
 
     draw = OccupancyDraw(shapes, samples_per_shape, cloud_points, cloud_noise, seed, bool(balanced))
-    stream = shape_batches(shapes, first_epoch=done, epochs=epochs, shapes_per_batch=shapes_per_batch,
-                           samples_per_shape=samples_per_shape, seed=seed, rank=rank, world=world,
-                           num_workers=num_workers, pin_memory=device.type == "cuda", draw=draw)
-    bar = progress_bar(progress if rank == 0 else False, epochs, done, "fastsdf train-occupancy", "epoch")
-    trainable.train()
+    with _synced_batch_norms(decoder, process_world()[0] > 1):
+        history = train_epochs(shapes, trainable, optimiser, settings, label="fastsdf train-occupancy",
+                               columns=("loss", "accuracy"), step=step, summary=summary, draw=draw,
+                               agree={"latent_size": encoder.latent_size}, device=device, checkpoint=checkpoint,
+                               checkpoint_every=checkpoint_every, time_budget=time_budget, progress=progress,
+                               num_workers=num_workers)
+    model = OccupancyNetwork(encoder, decoder, history["settings"], history)
+    return model, history
+
+
+@contextlib.contextmanager
+def _synced_batch_norms(decoder: nn.Module, sync: bool) -> Iterator[None]:
+    """The decoder's conditional batch norms take their statistics over every process while it lasts."""
+    norms = [m for m in decoder.modules() if hasattr(m, "sync")]
+    for norm in norms:
+        norm.sync = sync
     try:
-        while done < epochs and (time_budget is None or trained < time_budget):
-            tick = time.perf_counter()
-            totals = torch.zeros(3, dtype=torch.float64)  # BCE sum, right signs, points
-            for start in range(0, len(shapes), shapes_per_batch):
-                clouds, points, inside = (t.to(device, non_blocking=True) for t in next(stream))
-                optimiser.zero_grad(set_to_none=True)
-                logits = engine(clouds, points)
-                # Logits are negative inside: BCE of -logit against "inside" (losses.occupancy_bce).
-                errors = F.binary_cross_entropy_with_logits(-logits, inside, reduction="none")
-                # ONet's loss, each shape's sum over its points averaged over the batch's shapes; each
-                # process's share scaled so that DDP's gradient average is the whole batch's.
-                batch = min(shapes_per_batch, len(shapes) - start)
-                loss = errors.sum() * (world / batch)
-                loss.backward()
-                optimiser.step()
-                right = ((logits.detach() <= 0) == (inside > 0.5)).sum().item()
-                totals += torch.tensor([errors.detach().sum().item(), right, errors.numel()], dtype=torch.float64)
-            if world > 1:
-                torch.distributed.all_reduce(totals)
-            done += 1
-            trained += time.perf_counter() - tick
-            for key, value in zip(("epoch", "seconds", "loss", "accuracy"),
-                                  (done, trained, totals[0].item() / totals[2].item(),
-                                   totals[1].item() / totals[2].item())):
-                history[key].append(value)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{history['loss'][-1]:.3e}", refresh=False)
-            if saver is not None and rank == 0:
-                saver.maybe_save(trainable, optimiser, None, done, trained, history)
+        yield
     finally:
         for norm in norms:
             norm.sync = False
-        if bar is not None:
-            bar.close()
-    if saver is not None and rank == 0:
-        saver.save(trainable, optimiser, None, done, trained, history)
-    history.update(training_seconds=trained, epochs=done, settings={k: v for k, v in settings.items() if k != "shapes"})
-    model = OccupancyNetwork(encoder, decoder, history["settings"], history)
-    return model, history
+
+
+def _check_surfaces(shapes: ShapeCollection) -> None:
+    bare = [name for i, name in enumerate(shapes.names) if shapes.surface_size(i) == 0]
+    if bare:
+        raise ValueError(f"{len(bare)} shapes have no surface points for the input clouds (e.g. {bare[0]!r}): "
+                         "sample them with `fastsdf sample --n-surface N`")
