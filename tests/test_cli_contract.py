@@ -174,6 +174,7 @@ def test_every_writing_command_refuses_existing_outputs(autodecoder: Path, tmp_p
         "render": ([str(model), "--out", str(out / "m.png"), "--size", "16"], "m.png"),
         "render ": ([str(bundled_mesh()), "--out", str(out / "m.png"), "--size", "16"], "m.png"),
         "train-deepsdf": ([str(data), "--out", str(out), *SMALL_DEEPSDF], "model.pt"),
+        "train-occupancy": ([str(data), "--out", str(out), "--quiet"], "model.pt"),
         "reconstruct": ([str(autodecoder), str(data), "--out", str(out), "--iterations", "2", "--resolution", "8",
                          "--quiet"], "r0.3.png"),
         "demo": (["--out", str(out), "--steps", "1", "--quiet"], "model.pt"),
@@ -222,6 +223,28 @@ def test_fit_seed_gives_the_same_model(quick_fit: None, tmp_path: Path) -> None:
         runs[name] = _state(tmp_path / name)
     assert _same(runs["a"], runs["b"])
     assert not any(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
+
+
+@pytest.mark.parametrize("options, expected", [
+    ([], ("DeepSDFDecoder", {"hidden_layers": 4, "latent_in": [2]})),
+    (["--decoder", "siren"], ("SirenMLP", {"hidden_layers": 3, "latent_features": 8})),
+    (["--decoder", "relu"], ("ReluMLP", {"hidden_layers": 3, "skip": [2], "latent_features": 8, "encoding": None})),
+    (["--decoder", "relu", "--layers", "8"], ("ReluMLP", {"hidden_layers": 7, "skip": [4]})),
+    (["--decoder", "relu", "--layers", "1"], ("ReluMLP", {"hidden_layers": 0, "skip": []})),
+])
+def test_train_deepsdf_trains_the_decoder_asked_for(options: list[str], expected: tuple, tmp_path: Path) -> None:
+    """--layers counts hidden layers, --width their features; relu is fastsdf fit's ReLU network
+    (DeepSDF's skip into the middle layer) with a latent input."""
+    rng = np.random.default_rng(0)
+    for radius in (0.3, 0.6):
+        fastsdf.save_npz(tmp_path / "data" / f"r{radius}.npz", sphere_samples(radius, rng, 300))
+    small = ["--latent-size", "8", "--width", "16", "--layers", "4", "--epochs", "1", "--samples-per-shape", "32",
+             "--workers", "0", "--quiet"]
+    assert main(["train-deepsdf", str(tmp_path / "data"), "--out", str(tmp_path / "run"), *small, *options]) == 0
+    decoder = fastsdf.load_model(tmp_path / "run").decoder
+    name, config = expected
+    assert type(decoder).__name__ == name and decoder.config()["hidden_features"] == 16
+    assert {key: decoder.config()[key] for key in config} == config
 
 
 def test_train_deepsdf_and_reconstruct_seeds_give_the_same_models(tmp_path: Path) -> None:

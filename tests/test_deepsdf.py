@@ -229,6 +229,7 @@ def test_load_shapes_and_its_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"epochs": 0}, "epochs"), ({"shapes_per_batch": 1.5}, "shapes_per_batch"),
     ({"learning_rate": float("nan")}, "learning_rate"), ({"code_regularization": -1.0}, "code_regularization"),
+    ({"time_budget": 0.0}, "time_budget"),
 ])
 def test_training_rejects_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -247,6 +248,15 @@ def test_siren_with_a_latent_input_is_a_decoder_too(seed: int) -> None:
                                                                                "learning_rate": 5e-4})
     assert np.mean(history["loss"][-5:]) < history["loss"][0] / 3
     assert radius_error(model.shape("r0.5"), 0.5, np.random.default_rng(seed)) < 0.05
+
+
+def test_a_time_budget_stops_at_an_epoch_s_end_and_the_checkpoint_goes_on(tmp_path: Path) -> None:
+    options = {**TRAINING, "epochs": 4, "samples_per_shape": 64, "seed": 1, "num_workers": 0}
+    _, history = fastsdf.train_deepsdf(sphere_family(0), small_decoder(), time_budget=1e-9,
+                                       checkpoint=tmp_path / "run.pt", **options)
+    assert history["epoch"] == [1] and history["epochs"] == 1
+    _, history = fastsdf.train_deepsdf(sphere_family(0), small_decoder(), checkpoint=tmp_path / "run.pt", **options)
+    assert history["epoch"] == [1, 2, 3, 4]
 
 
 def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from fastsdf import _validation
 
 __all__ = ["SEED_MAX", "Parser", "UsageError", "add_overwrite_option", "integer", "load_fitted", "load_model_of",
            "mesh_method", "number", "positive", "positive_int", "progress_enabled", "refuse_to_overwrite",
-           "resolution", "seed", "write_json"]
+           "relu_network", "resolution", "seed", "write_json"]
 
 SEED_MAX = 2**63 - 1  # fastsdf.training.seeding's limit
 
@@ -88,6 +88,19 @@ def refuse_to_overwrite(outputs: Iterable[Path], overwrite: bool) -> None:
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise FileExistsError(f"{existing[0]} exists{more}: pass --overwrite to replace it, or choose another output")
+
+
+def relu_network(width: int, hidden_layers: int, *, skip: bool = True, latent_features: int = 0,
+                 encoding: dict[str, Any] | None = None) -> Any:
+    """``fastsdf.ReluMLP(3, width, hidden_layers, 1)`` (``--network relu`` or ``pe``, ``--decoder
+    relu``), the input fed again into its middle layer, as DeepSDF's layer 4 of 8, unless not
+    ``skip`` (or it has no hidden layer to feed); ``latent_features``: a code's length;
+    ``encoding``: a ``FourierFeatures``'s arguments."""
+    from fastsdf.nn import FourierFeatures, ReluMLP
+
+    middle = ((hidden_layers + 1) // 2,) if skip and hidden_layers else ()
+    return ReluMLP(3, width, hidden_layers, 1, skip=middle, latent_features=latent_features,
+                   encoding=None if encoding is None else FourierFeatures(**encoding))
 
 
 def progress_enabled(quiet: bool) -> bool:

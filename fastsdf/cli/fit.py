@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from fastsdf.cli.common import (UsageError, add_overwrite_option, integer, mesh_method, number, positive,
-                                positive_int, progress_enabled, refuse_to_overwrite, resolution, seed, write_json)
+                                positive_int, progress_enabled, refuse_to_overwrite, relu_network, resolution, seed,
+                                write_json)
 
 __all__ = ["DEFAULT_FREQUENCIES", "NETWORK_CHOICES", "OUTPUTS", "add_parser", "check_outputs", "network_builder",
            "run"]
@@ -92,7 +93,7 @@ def network_builder(args: argparse.Namespace) -> Any:
     not go together."""
     import functools
 
-    from fastsdf.nn import FourierFeatures, ReluMLP, SirenMLP
+    from fastsdf.nn import SirenMLP
 
     encoding_options = [name for name in ("frequencies", "sigma", "features") if getattr(args, name) is not None]
     if args.network != "pe" and encoding_options:
@@ -105,18 +106,13 @@ def network_builder(args: argparse.Namespace) -> Any:
         raise UsageError("--features needs --sigma (it counts Gaussian features)")
     if args.network == "siren":
         return functools.partial(SirenMLP, 3, args.width, args.layers, 1, double_backward=False)
-    skip = () if args.no_skip else ((args.layers + 1) // 2,)  # the middle layer, as DeepSDF's 4 of 8
     encoding = None
     if args.network == "pe":
         encoding = {"in_features": 3, "frequencies": args.frequencies, "sigma": args.sigma, "features": args.features}
         if args.sigma is None and args.frequencies is None:
             encoding["frequencies"] = DEFAULT_FREQUENCIES
 
-    def build() -> Any:
-        return ReluMLP(3, args.width, args.layers, 1, skip=skip,
-                       encoding=None if encoding is None else FourierFeatures(**encoding))
-
-    return build
+    return functools.partial(relu_network, args.width, args.layers, skip=not args.no_skip, encoding=encoding)
 
 
 def _fit(args: argparse.Namespace) -> int:

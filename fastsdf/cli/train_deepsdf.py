@@ -4,10 +4,11 @@ torchrun, on several, on one node or several (the multi-node command is in the h
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from fastsdf.cli.common import add_overwrite_option, integer, number, positive, positive_int, refuse_to_overwrite, seed
+from fastsdf.cli.common import (add_overwrite_option, integer, number, positive, positive_int, progress_enabled,
+                                relu_network, seed)
+from fastsdf.cli.launch import multinode_help, train_command
 
 __all__ = ["add_parser"]
 
@@ -21,28 +22,11 @@ DATA (`fastsdf sample` writes them), then write into OUT:
 
 While it trains, OUT/checkpoint.pt holds its progress: if the run is killed, the same command
 resumes it (removed at the end); a finished run's outputs are never replaced without --overwrite.
-On several processes, launch it with torchrun, e.g.
-
-  torchrun --standalone --nproc_per_node 2 -m fastsdf.cli train-deepsdf DATA --out OUT
-
-(gloo on CPUs, NCCL on GPUs: one GPU per process); the result is the same as on one process.
-On several nodes, run the same command on each, with a rendezvous instead of --standalone:
-
-  torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \\
-      --rdzv_id JOB -m fastsdf.cli train-deepsdf DATA --out OUT
-
-(HOST: a node every node reaches; or static rendezvous: --master_addr HOST --master_port 29500
---node_rank I, I = 0 on HOST). DATA must hold the same files at the same path on every node (a
-shared filesystem or copies); the processes check that they see the same shapes and stop, all of
-them, if not. OUT is written and read (its checkpoint too) only by the first process (rank 0):
-the other nodes need not see it. With c10d, torchrun chooses which node that is (--node_rank is
-ignored), so resuming from a checkpoint on one node's own disk needs static rendezvous, with that
-node as node 0, or an OUT on a shared filesystem.
 The defaults are the paper's decoder (8 x 512, dropout 0.2, weight norm, codes of 256) and
 learning rates; on a CPU, a smaller --width and fewer --epochs make a first run practical.
 The samples stay on disk: --workers processes read each batch's rows as it is drawn, so memory
 does not grow with the number of shapes.
-"""
+""" + multinode_help("train-deepsdf")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,8 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("data", metavar="DATA", help="a folder of DeepSDF .npz files")
     train.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    train.add_argument("--decoder", choices=("deepsdf", "siren"), default="deepsdf",
-                       help="DeepSDF's ReLU decoder or a SIREN with a latent input (default: deepsdf)")
+    train.add_argument("--decoder", choices=("deepsdf", "siren", "relu"), default="deepsdf",
+                       help="DeepSDF's decoder (weight norm, dropout, its middle layer narrowed to take the input "
+                            "again), a SIREN with a latent input, or a plain ReLU MLP with DeepSDF's skip "
+                            "(fastsdf.ReluMLP, as `fastsdf fit --network relu`) (default: deepsdf)")
     train.add_argument("--latent-size", type=positive_int, default=256, metavar="K", help="code length (default: 256)")
     train.add_argument("--width", type=positive_int, default=512, help="hidden features (default: 512)")
     train.add_argument("--layers", type=positive_int, default=8, help="hidden layers (default: 8)")
@@ -87,76 +73,22 @@ def _decoder(args: argparse.Namespace):  # noqa: ANN202 - a torch module, import
 
     if args.decoder == "siren":
         return SirenMLP(3, args.width, args.layers - 1, 1, latent_features=args.latent_size, double_backward=False)
+    if args.decoder == "relu":
+        return relu_network(args.width, args.layers - 1, latent_features=args.latent_size)
     latent_in = (args.layers // 2,) if args.layers > 1 else ()
     return DeepSDFDecoder(latent_size=args.latent_size, hidden_features=args.width, hidden_layers=args.layers,
                           dropout=args.dropout, latent_in=latent_in)
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
-    import torch.distributed as dist
-
-    from fastsdf.cli.common import progress_enabled
-    from fastsdf.training.distributed import from_first_process, on_every_process
-    from fastsdf.training.shapes import load_shapes
     from fastsdf.training.train_deepsdf import train_deepsdf
 
-    out = Path(args.out)
-    checkpoint = out / "checkpoint.pt"
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
-    device = "cpu"
-    if launched:
-        cuda = torch.cuda.is_available()
-        dist.init_process_group("nccl" if cuda else "gloo")
-        if cuda:
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # this node's GPU, not the global rank's
-            torch.cuda.set_device(device)
-    elif torch.cuda.is_available():
-        device = "cuda"
-    try:
-        # OUT is the first process's alone (other nodes may not see it): it checks it and decides,
-        # and every process hears the answer, so that they all go on or all stop.
-        from_first_process(lambda: _check_out(out), "checking --out")
-        shapes = on_every_process(lambda: load_shapes(args.data), f"reading {args.data}")  # bad data: stop now
-        from_first_process(lambda: _claim_out(out, checkpoint, args.overwrite), "checking --out")
-        torch.manual_seed(args.seed)  # the decoder's initialisation, the same on every process
-        model, history = train_deepsdf(
+    def train(shapes, device: str, checkpoint: Path):  # noqa: ANN001, ANN202 - ShapeCollection, (AutoDecoder, dict)
+        return train_deepsdf(
             shapes, _decoder(args), epochs=args.epochs, shapes_per_batch=args.shapes_per_batch,
             samples_per_shape=args.samples_per_shape, learning_rate=args.learning_rate,
             code_learning_rate=args.code_learning_rate, decay_every=args.decay_every,
             code_regularization=args.code_regularization, seed=args.seed, device=device, checkpoint=checkpoint,
             progress=progress_enabled(args.quiet), num_workers=args.workers)
-        # Every process waits for the first one's writing, so that all end with its outcome.
-        from_first_process(lambda: _write(out, checkpoint, model, history), f"writing {out}")
-    finally:
-        if launched:
-            dist.destroy_process_group()
-    return 0
 
-
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out is not a folder: {out}")
-
-
-def _claim_out(out: Path, checkpoint: Path, overwrite: bool) -> None:
-    if checkpoint.exists():  # the run is unfinished: it resumes, and its outputs are its own
-        print(f"resuming from {checkpoint}")
-    else:
-        refuse_to_overwrite([out / "model.pt", out / "training.png"], overwrite)
-
-
-def _write(out: Path, checkpoint: Path, model, history: dict) -> None:  # noqa: ANN001 - an AutoDecoder
-    import torch.distributed as dist
-
-    from fastsdf.plots import plot_history
-
-    path = model.save(out)
-    shapes = len(model.names)
-    plot_history(history, out / "training.png", title=f"fastsdf train-deepsdf ({shapes} shapes)", x="epoch")
-    processes = dist.get_world_size() if dist.is_initialized() else 1
-    print(f"trained on {shapes} shapes: {history['epochs']} epochs in {history['training_seconds']:.1f} s "
-          f"on {processes} process{'es' if processes > 1 else ''}, final loss {history['loss'][-1]:.3g}")
-    print(f"  model.pt:     {path.resolve()}")
-    print(f"  training.png: {(out / 'training.png').resolve()}")
-    checkpoint.unlink(missing_ok=True)
+    return train_command(args, train, lambda history: f"final loss {history['loss'][-1]:.3g}")

@@ -1,13 +1,14 @@
 """``fastsdf train-occupancy``: an occupancy network (point-cloud encoder + decoder) over a folder of
-sample files, on 1 or N processes."""
+sample files, on one process or, under torchrun, on several, on one node or several (the multi-node
+command is in the help below)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from fastsdf.cli.common import add_overwrite_option, integer, number, positive, positive_int, refuse_to_overwrite, seed
+from fastsdf.cli.common import add_overwrite_option, integer, number, positive, positive_int, progress_enabled, seed
+from fastsdf.cli.launch import multinode_help, train_command
 
 __all__ = ["add_parser"]
 
@@ -29,14 +30,11 @@ and surface points, e.g.
 Each step takes, per shape, 300 surface points with noise 0.01 (ONet's 0.005 in its unit cube) as
 input and 2,048 points whose occupancy is the sign of their distance. While it trains,
 OUT/checkpoint.pt holds its progress: the same command resumes a killed run (removed at the end);
-a finished run's outputs are never replaced without --overwrite. On several processes:
-
-  torchrun --standalone --nproc_per_node 2 -m fastsdf.cli train-occupancy DATA --out OUT
-
+a finished run's outputs are never replaced without --overwrite.
 The defaults are ONet's (Adam 1e-4, 64 shapes per batch, encoder 512 wide, decoder 256 wide, 5
 blocks each; codes of 256, ONet's point-cloud model uses 512): on a CPU, a smaller --width,
 --encoder-width and --shapes-per-batch make a first run practical.
-"""
+""" + multinode_help("train-occupancy")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -80,56 +78,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
-    import torch.distributed as dist
-
-    from fastsdf.cli.common import progress_enabled
     from fastsdf.nn import OccupancyDecoder, PointNetEncoder
-    from fastsdf.plots import plot_history
-    from fastsdf.training.shapes import load_shapes
     from fastsdf.training.train_occupancy import train_occupancy
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out is not a folder: {out}")
-    shapes = load_shapes(args.data)  # fails here, before anything is started, on bad data
-    checkpoint = out / "checkpoint.pt"
-    if not checkpoint.exists():  # with one, the run is unfinished and resumes
-        refuse_to_overwrite([out / "model.pt", out / "training.png"], args.overwrite)
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
-    device = "cpu"
-    if launched:
-        cuda = torch.cuda.is_available()
-        dist.init_process_group("nccl" if cuda else "gloo")
-        if cuda:
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-            torch.cuda.set_device(device)
-    elif torch.cuda.is_available():
-        device = "cuda"
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    try:
-        if checkpoint.exists() and rank == 0:
-            print(f"resuming from {checkpoint}")
-        torch.manual_seed(args.seed)  # the networks' initialisation, the same on every process
+    def train(shapes, device: str, checkpoint: Path):  # noqa: ANN001, ANN202 - ShapeCollection, (OccupancyNetwork, dict)
         encoder = PointNetEncoder(args.latent_size, args.encoder_width, args.blocks)
         decoder = OccupancyDecoder(args.latent_size, args.width, args.blocks, conditioning=args.decoder)
-        model, history = train_occupancy(
+        return train_occupancy(
             shapes, encoder, decoder, epochs=args.epochs, shapes_per_batch=args.shapes_per_batch,
             samples_per_shape=args.samples_per_shape, cloud_points=args.input_points, cloud_noise=args.input_noise,
             balanced=args.balanced, learning_rate=args.learning_rate, seed=args.seed, device=device,
             checkpoint=checkpoint, progress=progress_enabled(args.quiet), num_workers=args.workers)
-        if rank == 0:
-            path = model.save(out)
-            plot_history(history, out / "training.png", title=f"fastsdf train-occupancy ({len(shapes)} shapes)",
-                         x="epoch")
-            processes = dist.get_world_size() if dist.is_initialized() else 1
-            print(f"trained on {len(shapes)} shapes: {history['epochs']} epochs in {history['training_seconds']:.1f} s "
-                  f"on {processes} process{'es' if processes > 1 else ''}, final BCE {history['loss'][-1]:.3g}, "
-                  f"occupancy accuracy {history['accuracy'][-1]:.3f}")
-            print(f"  model.pt:     {path.resolve()}")
-            print(f"  training.png: {(out / 'training.png').resolve()}")
-            checkpoint.unlink(missing_ok=True)
-    finally:
-        if launched:
-            dist.destroy_process_group()
-    return 0
+
+    return train_command(args, train, lambda history: f"final BCE {history['loss'][-1]:.3g}, occupancy accuracy "
+                                                      f"{history['accuracy'][-1]:.3f}")
