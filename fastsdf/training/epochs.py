@@ -80,9 +80,10 @@ def train_epochs(shapes: ShapeCollection, trainable: nn.Module, optimiser: torch
         label: the progress bar's.
         columns: the history's keys for ``summary``'s values, after ``epoch`` and ``seconds``; the
             bar shows the first.
-        step: ``step(module, batch, scale)``, the module DDP's wrapper under DDP, the batch
-            ``draw``'s tensors on ``device``: one batch's forward pass, (this process's loss to minimise, its share of the batch's sum over
-            shapes times ``scale``; the batch's contribution to the epoch's totals).
+        step: ``step(module, batch, scale)`` (the module: DDP's wrapper under DDP; the batch: the
+            tensors ``draw`` gives, on ``device``): one batch's forward pass -> (this process's loss
+            to minimise: its share of the batch's sum over shapes, times ``scale``; the numbers it
+            adds to the epoch's totals).
         summary: ``summary(totals, epoch)``: the values of ``columns`` from the epoch's totals
             (float64, summed over the processes), ``epoch`` counted from 0.
         start_epoch: called with the epoch (from 0) before its first batch (a learning-rate schedule).
