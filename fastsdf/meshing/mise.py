@@ -11,7 +11,9 @@ are then all evaluated, as in the narrow band; the other samples take a value of
 
 Exact where the coarse corners see every part of the surface: the mesh is the dense one, vertex for
 vertex, for any affine field (over a box it takes its extremes at the corners) and for a ball whose
-radius exceeds about 2 coarsest blocks (tested). A part of the surface smaller than the blocks and
+radius exceeds about 2 coarsest blocks (tested), given a field that gives a point the same value in
+any batch (BLAS's float32 products round by batch size and alignment, and MISE evaluates other
+batches than the dense grid; a network's mesh may then differ from the dense one by an ulp). A part of the surface smaller than the blocks and
 between their corners can be missed, as by ONet's MISE; the mesh stays closed around what was found.
 """
 
