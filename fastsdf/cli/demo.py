@@ -14,7 +14,7 @@ from fastsdf.cli.common import (add_overwrite_option, positive, positive_int, pr
 
 __all__ = ["add_parser", "bundled_mesh"]
 
-# The 2D demo's shapes (in [-1, 1]^2), the pair it interpolates, and its defaults: about 15 s on 2 cores.
+# The 2D demo's shapes (in [-1, 1]^2), the pair it interpolates, and its defaults: 40 s of CPU time.
 _SHAPES_2D = ("circle", "rounded box", "star", "ring", "capsule", "blob")
 _INTERPOLATE_2D = ("circle", "star")
 _STEPS_2D = 400
@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "(60 s of training by default), meshes it, scores it against the mesh and draws pictures; "
                     "prints where everything went. About 75 s on 2 cores. With --2d: fits a latent-conditioned "
                     f"SIREN to {len(_SHAPES_2D)} 2D shapes at once (DeepSDF's auto-decoder), interpolates between "
-                    "two of their codes and draws every field with its zero contour (about 15 s).")
+                    "two of their codes and draws every field with its zero contour (40 s of CPU time).")
     demo.add_argument("--2d", dest="two_d", action="store_true",
                       help="the 2D auto-decoder demo instead (outputs: model.pt, demo2d.png)")
     demo.add_argument("--out", default=None, help="output folder (default: outputs/demo, or outputs/demo2d with --2d)")
