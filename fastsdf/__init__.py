@@ -18,13 +18,15 @@ from fastsdf.meshing.marching_cubes import marching_cubes
 from fastsdf import measure
 
 if TYPE_CHECKING:  # the names __getattr__ imports on first use, spelled out for type checkers and IDEs
-    from fastsdf.nn import DeepSDFDecoder, Siren, SirenMLP
+    from fastsdf.nn import DeepSDFDecoder, LatentDenoiser, Siren, SirenMLP
     from fastsdf.training.autodecoder import AutoDecoder
     from fastsdf.training.fit import fit
     from fastsdf.training.fitted import FittedSDF
+    from fastsdf.training.latent_diffusion import LatentDiffusion
     from fastsdf.training.loading import load_model
     from fastsdf.training.reconstruct import partial_view, reconstruct
     from fastsdf.training.train_deepsdf import train_deepsdf
+    from fastsdf.training.train_diffusion import train_diffusion
 
 __version__ = "0.1.0"
 
@@ -32,7 +34,9 @@ __version__ = "0.1.0"
 _LAZY = {"Siren": "fastsdf.nn", "SirenMLP": "fastsdf.nn", "DeepSDFDecoder": "fastsdf.nn",
          "FittedSDF": "fastsdf.training.fitted", "load_model": "fastsdf.training.loading", "fit": "fastsdf.training.fit",
          "AutoDecoder": "fastsdf.training.autodecoder", "train_deepsdf": "fastsdf.training.train_deepsdf",
-         "reconstruct": "fastsdf.training.reconstruct", "partial_view": "fastsdf.training.reconstruct"}
+         "reconstruct": "fastsdf.training.reconstruct", "partial_view": "fastsdf.training.reconstruct",
+         "LatentDenoiser": "fastsdf.nn", "LatentDiffusion": "fastsdf.training.latent_diffusion",
+         "train_diffusion": "fastsdf.training.train_diffusion"}
 
 
 def __getattr__(name: str) -> Any:
@@ -50,6 +54,8 @@ __all__ = [
     "Difference",
     "FittedSDF",
     "Intersection",
+    "LatentDenoiser",
+    "LatentDiffusion",
     "MeshSDF",
     "NormalizationTransform",
     "SampleReport",
@@ -72,4 +78,5 @@ __all__ = [
     "sample_sdf",
     "save_npz",
     "train_deepsdf",
+    "train_diffusion",
 ]

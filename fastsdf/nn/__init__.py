@@ -1,17 +1,19 @@
-"""Networks: the fused SIREN (``SirenMLP``), the official ``Siren`` interface on top of it, and
-DeepSDF's decoder (``DeepSDFDecoder``)."""
+"""Networks: the fused SIREN (``SirenMLP``), the official ``Siren`` interface on top of it,
+DeepSDF's decoder (``DeepSDFDecoder``), and latent diffusion's denoiser (``LatentDenoiser``)."""
 
 from typing import Any
 
 from torch import nn
 
 from fastsdf.nn.deepsdf import DeepSDFDecoder
+from fastsdf.nn.denoiser import LatentDenoiser
 from fastsdf.nn.siren import Siren, SirenMLP
 
-__all__ = ["NETWORKS", "DeepSDFDecoder", "Siren", "SirenMLP", "network_from_config", "network_name"]
+__all__ = ["NETWORKS", "DeepSDFDecoder", "LatentDenoiser", "Siren", "SirenMLP", "network_from_config", "network_name"]
 
 # The networks saved models may hold, by the name stored with them.
-NETWORKS: dict[str, type[nn.Module]] = {"SirenMLP": SirenMLP, "DeepSDFDecoder": DeepSDFDecoder}
+NETWORKS: dict[str, type[nn.Module]] = {"SirenMLP": SirenMLP, "DeepSDFDecoder": DeepSDFDecoder,
+                                     "LatentDenoiser": LatentDenoiser}
 
 
 def network_name(network: nn.Module) -> str:

@@ -1,6 +1,7 @@
 """``load_model``: a saved model file read back as the model its format names.
 
-The table of readers sits above the model classes it dispatches to (``FittedSDF``, ``AutoDecoder``),
+The table of readers sits above the model classes it dispatches to (``FittedSDF``, ``AutoDecoder``,
+``LatentDiffusion``),
 which sit above the file format they share (``fastsdf.training.saved``), so that imports run one way.
 """
 
@@ -11,19 +12,20 @@ from typing import Any
 
 from torch import nn
 
-from fastsdf.training import autodecoder, fitted
+from fastsdf.training import autodecoder, fitted, latent_diffusion
 from fastsdf.training.saved import read_state
 
 __all__ = ["READERS", "load_model"]
 
 # A saved file's ``format`` -> the reader that rebuilds its model from the file's dict.
-READERS = {fitted.FORMAT: fitted.FittedSDF.from_state, autodecoder.FORMAT: autodecoder.AutoDecoder.from_state}
+READERS = {fitted.FORMAT: fitted.FittedSDF.from_state, autodecoder.FORMAT: autodecoder.AutoDecoder.from_state,
+           latent_diffusion.FORMAT: latent_diffusion.LatentDiffusion.from_state}
 
 
 def load_model(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
     """A saved model: a file, or a folder holding ``model.pt``. ``fastsdf fit``'s models come back
     as ``FittedSDF`` (``.sdf(points)`` in the mesh's units), ``fastsdf train-deepsdf``'s as
-    ``AutoDecoder``. Raises FileNotFoundError or ValueError (not a fastsdf model, damaged, or from a
+    ``AutoDecoder``, ``fastsdf train-diffusion``'s as ``LatentDiffusion``. Raises FileNotFoundError or ValueError (not a fastsdf model, damaged, or from a
     newer version) with the path in the message."""
     path, state = read_state(path)
     reader = READERS.get(state["format"])
