@@ -21,15 +21,18 @@ from fastsdf.meshing.marching_squares import marching_squares
 from fastsdf import measure
 
 if TYPE_CHECKING:  # the names __getattr__ imports on first use, spelled out for type checkers and IDEs
-    from fastsdf.nn import DeepSDFDecoder, FourierFeatures, OccupancyDecoder, PointNetEncoder, ReluMLP, Siren, SirenMLP
+    from fastsdf.nn import (DeepSDFDecoder, FourierFeatures, LatentDenoiser, OccupancyDecoder, PointNetEncoder, ReluMLP,
+                            Siren, SirenMLP)
     from fastsdf.training.autodecoder import AutoDecoder
     from fastsdf.training.fit import fit
     from fastsdf.training.fitted import FittedSDF
+    from fastsdf.training.latent_diffusion import LatentDiffusion
     from fastsdf.training.loading import load_model
     from fastsdf.training.occupancy import OccupancyNetwork, partial_cloud
     from fastsdf.training.reconstruct import partial_view, reconstruct
     from fastsdf.training.train_deepsdf import train_deepsdf
     from fastsdf.training.train_occupancy import train_occupancy
+    from fastsdf.training.train_diffusion import train_diffusion
 
 __version__ = "0.1.0"
 
@@ -41,7 +44,9 @@ _LAZY = {"Siren": "fastsdf.nn", "SirenMLP": "fastsdf.nn", "DeepSDFDecoder": "fas
          "reconstruct": "fastsdf.training.reconstruct", "partial_view": "fastsdf.training.reconstruct",
          "OccupancyDecoder": "fastsdf.nn", "PointNetEncoder": "fastsdf.nn",
          "OccupancyNetwork": "fastsdf.training.occupancy", "partial_cloud": "fastsdf.training.occupancy",
-         "train_occupancy": "fastsdf.training.train_occupancy"}
+         "train_occupancy": "fastsdf.training.train_occupancy",
+         "LatentDenoiser": "fastsdf.nn", "LatentDiffusion": "fastsdf.training.latent_diffusion",
+         "train_diffusion": "fastsdf.training.train_diffusion"}
 
 
 def __getattr__(name: str) -> Any:
@@ -62,6 +67,8 @@ __all__ = [
     "FittedSDF",
     "FourierFeatures",
     "Intersection",
+    "LatentDenoiser",
+    "LatentDiffusion",
     "MeshSDF",
     "NormalizationTransform",
     "OccupancyDecoder",
@@ -93,5 +100,6 @@ __all__ = [
     "sample_sdf",
     "save_npz",
     "train_deepsdf",
+    "train_diffusion",
     "train_occupancy",
 ]

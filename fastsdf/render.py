@@ -4,6 +4,7 @@
 orthographically, depth-tested per pixel and Lambert-shaded with their face normal (NumPy only).
 ``render_sdf``: sphere tracing of a signed distance function, shaded with its gradient as the
 normal (the network's ``forward_with_gradient``, one pass per hit point).
+``render_grid``: several meshes' ``render_mesh`` pictures side by side, in rows.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fastsdf._validation import integer, one_of, real
 from fastsdf.geometry.grid import parse_bounds
 from fastsdf.io import atomic_write
 
-__all__ = ["render_mesh", "render_sdf"]
+__all__ = ["render_grid", "render_mesh", "render_sdf"]
 
 _BACKGROUND = np.array([1.0, 1.0, 1.0])
 _COLOUR = np.array([0.38, 0.58, 0.85])
@@ -64,6 +65,28 @@ def render_mesh(verts: Any, faces: Any, path: str | os.PathLike | None = None, s
         hit = np.isfinite(depth).reshape(size, size)
         image[hit] = value.reshape(size, size)[hit, None] * _COLOUR
         image = image[::-1]  # image rows grow downwards, y upwards
+    _save_png(image, path)
+    return image
+
+
+def render_grid(meshes: Any, path: str | os.PathLike | None = None, size: int = 192, columns: int | None = None,
+                **view: Any) -> np.ndarray:
+    """``render_mesh`` of each ``(verts, faces)`` in ``meshes`` (``size`` pixels square, ``view``:
+    its azimuth, elevation and up), in rows of ``columns`` (default: about a square's worth),
+    left to right; an empty mesh leaves its tile blank. Returns the image and writes a PNG to
+    ``path`` if given."""
+    meshes = list(meshes)
+    if not meshes:
+        raise ValueError("meshes is empty: there is nothing to render")
+    columns = integer(columns, "columns", 1) if columns is not None else math.ceil(math.sqrt(len(meshes)))
+    columns = min(columns, len(meshes))
+    size = integer(size, "size", 16, 8192)
+    rows = math.ceil(len(meshes) / columns)
+    image = np.tile(_BACKGROUND, (rows * size, columns * size, 1))
+    for i, (verts, faces) in enumerate(meshes):
+        row, column = divmod(i, columns)
+        image[row * size:(row + 1) * size, column * size:(column + 1) * size] = render_mesh(verts, faces, size=size,
+                                                                                          **view)
     _save_png(image, path)
     return image
 

@@ -16,8 +16,9 @@ import fastsdf.training.fit
 from fastsdf.cli import _parser, main
 from fastsdf.cli.common import UsageError
 from fastsdf.cli.demo import bundled_mesh
-from fastsdf.nn import DeepSDFDecoder, SirenMLP
+from fastsdf.nn import DeepSDFDecoder, LatentDenoiser, SirenMLP
 from fastsdf.training.autodecoder import AutoDecoder
+from fastsdf.training.latent_diffusion import LatentDiffusion
 
 from cli_helpers import SMALL_DEEPSDF, SMALL_FIT
 from training_helpers import sphere_samples
@@ -43,6 +44,9 @@ BAD_VALUES = {
                         "--shapes-per-batch": "0", "--samples-per-shape": "1", "--input-points": "0",
                         "--input-noise": "-1", "--learning-rate": "0", "--workers": "-1", "--seed": "-1"},
     "complete": {"--points": "-1", "--resolution": "1", "--seed": "-1"},
+    "train-diffusion": {"--steps": "0", "--batch-size": "0", "--learning-rate": "0", "--width": "0", "--blocks": "0",
+                        "--timesteps": "1", "--seed": "-1"},
+    "generate": {"--count": "0", "--steps": "0", "--eta": "-1", "--resolution": "1", "--seed": "-1"},
     "bench": {"--repeat": "0"},
 }
 # A command line that parses, for each command (paths under OUT, which must stay empty).
@@ -50,7 +54,8 @@ BASE = {"fit": ["MESH", "--out", "OUT"], "demo": ["--out", "OUT"], "sample": ["M
         "extract": ["OUT/m.pt", "--out", "OUT/m.ply"], "eval": ["OUT/m.pt", "MESH"],
         "render": ["OUT/m.pt", "--out", "OUT/m.png"], "train-deepsdf": ["OUT/data", "--out", "OUT"],
         "reconstruct": ["OUT/m.pt", "OUT/s.npz", "--out", "OUT"], "train-occupancy": ["OUT/data", "--out", "OUT"],
-        "complete": ["OUT/m.pt", "OUT/p.npz", "--out", "OUT"], "bench": []}
+        "complete": ["OUT/m.pt", "OUT/p.npz", "--out", "OUT"], "train-diffusion": ["OUT/m.pt", "--out", "OUT"],
+        "generate": ["OUT/m.pt", "--count", "1", "--out", "OUT"], "bench": []}
 
 
 def _argv(command: str, *extra: str, out: Path) -> list[str]:
@@ -164,7 +169,11 @@ def test_every_writing_command_refuses_existing_outputs(autodecoder: Path, tmp_p
         fastsdf.save_npz(data / f"r{radius}.npz", sphere_samples(radius, np.random.default_rng(0), 500))
     out = tmp_path / "out"
     out.mkdir()
-    existing = {name: f"earlier {name}".encode() for name in ("m.ply", "e.json", "m.png", "model.pt", "r0.3.png")}
+    decoder = fastsdf.load_model(autodecoder)
+    diffusion = LatentDiffusion(LatentDenoiser(4, hidden_features=8, blocks=1), torch.zeros(4), torch.ones(4),
+                                timesteps=10, autodecoder=decoder).save(tmp_path / "diffusion")
+    existing = {name: f"earlier {name}".encode()
+                for name in ("m.ply", "e.json", "m.png", "model.pt", "r0.3.png", "shape_000.ply")}
     for name, content in existing.items():
         (out / name).write_bytes(content)
     runs = {
@@ -178,6 +187,8 @@ def test_every_writing_command_refuses_existing_outputs(autodecoder: Path, tmp_p
         "reconstruct": ([str(autodecoder), str(data), "--out", str(out), "--iterations", "2", "--resolution", "8",
                          "--quiet"], "r0.3.png"),
         "demo": (["--out", str(out), "--steps", "1", "--quiet"], "model.pt"),
+        "train-diffusion": ([str(autodecoder), "--out", str(out), "--steps", "1", "--quiet"], "model.pt"),
+        "generate": ([str(diffusion), "--count", "1", "--out", str(out), "--quiet"], "shape_000.ply"),
     }
     for command, (args, name) in runs.items():
         assert main([command.strip(), *args]) == 1, command

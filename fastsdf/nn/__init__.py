@@ -1,24 +1,26 @@
 """Networks: the fused SIREN (``SirenMLP``), the official ``Siren`` interface on top of it, DeepSDF's
 decoder (``DeepSDFDecoder``), Occupancy Networks' encoder and decoder (``PointNetEncoder``,
-``OccupancyDecoder``), and the baselines they are compared with: a ReLU MLP (``ReluMLP``) behind an
-optional ``FourierFeatures`` encoding."""
+``OccupancyDecoder``), latent diffusion's denoiser (``LatentDenoiser``), and the baselines they are
+compared with: a ReLU MLP (``ReluMLP``) behind an optional ``FourierFeatures`` encoding."""
 
 from typing import Any
 
 from torch import nn
 
 from fastsdf.nn.deepsdf import DeepSDFDecoder
+from fastsdf.nn.denoiser import LatentDenoiser
 from fastsdf.nn.fourier_features import FourierFeatures
 from fastsdf.nn.occupancy import OccupancyDecoder, PointNetEncoder
 from fastsdf.nn.relu_mlp import ReluMLP
 from fastsdf.nn.siren import Siren, SirenMLP
 
-__all__ = ["NETWORKS", "DeepSDFDecoder", "FourierFeatures", "OccupancyDecoder", "PointNetEncoder", "ReluMLP", "Siren",
-           "SirenMLP", "network_from_config", "network_name"]
+__all__ = ["NETWORKS", "DeepSDFDecoder", "FourierFeatures", "LatentDenoiser", "OccupancyDecoder", "PointNetEncoder",
+           "ReluMLP", "Siren", "SirenMLP", "network_from_config", "network_name"]
 
 # The networks saved models may hold, by the name stored with them.
 NETWORKS: dict[str, type[nn.Module]] = {"SirenMLP": SirenMLP, "DeepSDFDecoder": DeepSDFDecoder, "ReluMLP": ReluMLP,
-                                        "PointNetEncoder": PointNetEncoder, "OccupancyDecoder": OccupancyDecoder}
+                                        "PointNetEncoder": PointNetEncoder, "OccupancyDecoder": OccupancyDecoder,
+                                        "LatentDenoiser": LatentDenoiser}
 
 
 def network_name(network: nn.Module) -> str:

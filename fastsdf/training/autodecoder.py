@@ -108,10 +108,14 @@ class AutoDecoder(nn.Module):
     def save(self, path: str | os.PathLike) -> Any:
         """Writes the decoder, codes, names, transforms and history to ``path`` (a file, or a folder
         that gets ``model.pt``), atomically; ``fastsdf.load_model`` reads it."""
-        return write_state(path, FORMAT, {
-            "network": network_state(self.decoder), "codes": self.codes.detach().cpu(), "names": self.names,
-            "transforms": [t.to_dict() if t is not None else None for t in self.transforms],
-            "history": self.history})
+        return write_state(path, FORMAT, self.state())
+
+    def state(self) -> dict[str, Any]:
+        """The fields ``save`` writes (and ``from_state`` reads), as a dict of plain values and
+        tensors: what a model that holds an auto-decoder saves of it."""
+        return {"network": network_state(self.decoder), "codes": self.codes.detach().cpu(), "names": self.names,
+                "transforms": [t.to_dict() if t is not None else None for t in self.transforms],
+                "history": self.history}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "AutoDecoder":

@@ -10,6 +10,8 @@ reads them all, each with its class's ``from_state``):
     fastsdf.autodecoder   an AutoDecoder: a decoder and its shapes' codes (``fastsdf train-deepsdf``)
     fastsdf.occupancy     an OccupancyNetwork: a point-cloud encoder and its decoder
                           (``fastsdf train-occupancy``)
+    fastsdf.latent_diffusion  a LatentDiffusion: a denoiser over an auto-decoder's codes, their
+                          statistics and the auto-decoder itself (``fastsdf train-diffusion``)
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def read_state(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
         raise ValueError(f"{path} is not a readable model file (damaged, or not written by fastsdf: {reason})") from None
     if not isinstance(state, dict) or not isinstance(state.get("format"), str) or \
             not state["format"].startswith("fastsdf."):
-        raise ValueError(f"{path} is not a fastsdf model (fastsdf fit and fastsdf train-deepsdf write them)")
+        raise ValueError(f"{path} is not a fastsdf model (fastsdf fit, train-deepsdf and train-diffusion write them)")
     try:
         version = field(state, "version", int, "an integer")
     except ValueError as exc:

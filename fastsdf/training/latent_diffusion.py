@@ -1,0 +1,178 @@
+"""A trained latent diffusion model (``LatentDiffusion``): a denoiser over an auto-decoder's codes,
+the codes' per-dimension statistics it was trained in, and the auto-decoder that turns a generated
+code into a shape. ``fastsdf.train_diffusion`` trains one; saved and loaded as one file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastsdf._validation import integer, one_of, real
+from fastsdf.training.autodecoder import AutoDecoder
+from fastsdf.training.diffusion import PREDICTIONS, SCHEDULES, NoiseSchedule, ddim_sample
+from fastsdf.training.fitted import FittedSDF
+from fastsdf.training.saved import describe, field, network_from_state, network_state, write_state
+from fastsdf.training.seeding import check_seed
+
+__all__ = ["LatentDiffusion"]
+
+FORMAT = "fastsdf.latent_diffusion"
+SAMPLE_BATCH = 4096  # rows the denoiser sees at once while sampling
+
+
+class LatentDiffusion(nn.Module):
+    """A denoiser over normalised latent codes, with what it needs to generate shapes.
+
+    Args:
+        denoiser: a ``fastsdf.nn.LatentDenoiser`` trained on (code - mean) / std.
+        mean, std: (latent_size,) per-dimension statistics of the training codes (std > 0).
+        schedule, timesteps: the noise schedule (``"cosine"`` or ``"linear"``) and its length T.
+        prediction: what the denoiser predicts, ``"epsilon"`` (the noise) or ``"x0"`` (the code).
+        autodecoder: the ``AutoDecoder`` whose codes these are (decodes generated codes), or None.
+        clip: the largest |value| of the normalised training codes: sampling clamps its estimates
+            of the code to [-clip, clip] (``ddim_sample``'s ``clip``); None: no clamping.
+        history: what training recorded.
+    """
+
+    def __init__(self, denoiser: nn.Module, mean: torch.Tensor, std: torch.Tensor, schedule: str = "cosine",
+                 timesteps: int = 1000, prediction: str = "x0", autodecoder: AutoDecoder | None = None,
+                 clip: float | None = None, history: dict[str, Any] | None = None):
+        super().__init__()
+        latent_size = getattr(denoiser, "latent_size", None)
+        mean, std = (torch.as_tensor(v, dtype=torch.float32).detach().reshape(-1) for v in (mean, std))
+        if mean.shape != (latent_size,) or std.shape != (latent_size,):
+            raise ValueError(f"mean and std must have the denoiser's {latent_size} values, got {len(mean)} and {len(std)}")
+        if not bool(torch.isfinite(mean).all()) or not bool((torch.isfinite(std) & (std > 0)).all()):
+            raise ValueError("mean must be finite and std finite and positive")
+        if autodecoder is not None and autodecoder.latent_size != latent_size:
+            raise ValueError(f"the auto-decoder's codes have {autodecoder.latent_size} values, the denoiser's {latent_size}")
+        self.denoiser = denoiser
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
+        self.schedule_name = one_of(schedule, "schedule", SCHEDULES)
+        self.schedule = NoiseSchedule.named(schedule, timesteps)
+        self.prediction = one_of(prediction, "prediction", PREDICTIONS)
+        self.autodecoder = autodecoder
+        self.clip = None if clip is None else real(clip, "clip", 0, low_open=True)
+        self.history = history or {}
+
+    @property
+    def latent_size(self) -> int:
+        return len(self.mean)
+
+    @property
+    def condition_size(self) -> int:
+        return getattr(self.denoiser, "condition_size", 0)
+
+    def normalise(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes in the denoiser's units: (codes - mean) / std."""
+        return (codes - self.mean) / self.std
+
+    def denormalise(self, latents: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``normalise``."""
+        return latents * self.std + self.mean
+
+    def sample(self, count: int, steps: int = 50, eta: float = 0.0, seed: int | None = None,
+               condition: torch.Tensor | None = None, guidance: float = 1.0, clip: bool = True) -> torch.Tensor:
+        """``count`` new codes (count, latent_size), in the auto-decoder's units, by DDIM.
+
+        Args:
+            steps: denoising steps, 1 .. T (T with eta = 1 is DDPM's ancestral sampling).
+            eta: 0 deterministic (the same starting noise gives the same code), > 0 adds noise at
+                every step.
+            seed: the starting noise and the steps' noise (None: a fresh one each call); drawn on
+                the CPU, so a seed gives the same codes on any device, up to its arithmetic.
+            condition: (k,) for every code or (count, k) per code, for a denoiser trained with
+                conditions; None samples unconditionally.
+            guidance: classifier-free guidance scale with a condition (1: the conditional model).
+            clip: clamp the estimates of the code to the training codes' range (``self.clip``).
+        """
+        count = integer(count, "count", 1)
+        steps = integer(steps, "steps", 1, self.schedule.timesteps)
+        eta, guidance = real(eta, "eta", 0), real(guidance, "guidance")
+        generator = torch.Generator()
+        seed = check_seed(seed)
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        condition = self._condition(condition, count)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                parts = []
+                for start in range(0, count, SAMPLE_BATCH):
+                    rows = min(SAMPLE_BATCH, count - start)
+                    noise = torch.randn(rows, self.latent_size, generator=generator).to(self.mean.device)
+                    part = None if condition is None else condition[start:start + rows]
+                    parts.append(ddim_sample(self.denoiser, self.schedule, noise, steps, self.prediction, eta, part,
+                                             guidance, generator, self.clip if clip else None))
+        finally:
+            self.train(was_training)
+        return self.denormalise(torch.cat(parts))
+
+    def _condition(self, condition: torch.Tensor | None, count: int) -> torch.Tensor | None:
+        if condition is None:
+            return None
+        if not self.condition_size:
+            raise ValueError("this model was trained without conditions; sample it with condition=None")
+        condition = torch.as_tensor(condition, dtype=self.mean.dtype, device=self.mean.device)
+        if condition.ndim == 1:
+            condition = condition.expand(count, -1)
+        if condition.shape != (count, self.condition_size) or not bool(torch.isfinite(condition).all()):
+            raise ValueError(f"condition must be finite, ({self.condition_size},) or ({count}, {self.condition_size}), "
+                             f"got {tuple(condition.shape)}")
+        return condition
+
+    def shape(self, code: torch.Tensor) -> FittedSDF:
+        """A generated code as a shape (``.sdf``, ``extract_mesh``), decoded by the auto-decoder."""
+        if self.autodecoder is None:
+            raise ValueError("this model holds no auto-decoder to decode its codes")
+        return self.autodecoder.shape(code)
+
+    def save(self, path: str | os.PathLike) -> Any:
+        """Writes the denoiser, statistics, schedule, auto-decoder and history to ``path`` (a file, or
+        a folder that gets ``model.pt``), atomically; ``fastsdf.load_model`` reads it."""
+        return write_state(path, FORMAT, {
+            "network": network_state(self.denoiser), "mean": self.mean.detach().cpu(), "std": self.std.detach().cpu(),
+            "schedule": self.schedule_name, "timesteps": self.schedule.timesteps, "prediction": self.prediction,
+            "autodecoder": None if self.autodecoder is None else self.autodecoder.state(), "clip": self.clip,
+            "history": self.history})
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "LatentDiffusion":
+        """The model ``save`` wrote, from its dict; ValueError saying which field is wrong otherwise."""
+        from fastsdf.nn import LatentDenoiser
+
+        denoiser = network_from_state(field(state, "network", dict, "a dict"))
+        if not isinstance(denoiser, LatentDenoiser):
+            raise ValueError(f"'network' must be a LatentDenoiser, got a {type(denoiser).__name__}")
+        stats = [field(state, key, torch.Tensor, "a tensor") for key in ("mean", "std")]
+        if any(s.shape != (denoiser.latent_size,) or not s.is_floating_point() for s in stats):
+            raise ValueError(f"'mean' and 'std' must be floating tensors of {denoiser.latent_size} values, got "
+                             f"{[(s.dtype, tuple(s.shape)) for s in stats]}")
+        schedule = field(state, "schedule", str, "a schedule name")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"'schedule' must be one of {SCHEDULES}, got {schedule!r}")
+        timesteps = field(state, "timesteps", int, "an integer")
+        prediction = field(state, "prediction", str, "a prediction name")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"'prediction' must be one of {PREDICTIONS}, got {prediction!r}")
+        history = field(state, "history", dict, "a dict")
+        clip = field(state, "clip", (float, type(None)), "a number or None")
+        nested = field(state, "autodecoder", (dict, type(None)), "an auto-decoder's dict or None")
+        autodecoder = None
+        if nested is not None:
+            try:
+                autodecoder = AutoDecoder.from_state(nested)
+            except ValueError as exc:
+                raise ValueError(f"'autodecoder': {exc}") from None
+        try:
+            return cls(denoiser, stats[0], stats[1], schedule, timesteps, prediction, autodecoder, clip, history)
+        except ValueError as exc:
+            raise ValueError(f"the fields do not make a model: {exc} ({describe(timesteps)} timesteps)") from None

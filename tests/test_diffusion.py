@@ -1,0 +1,467 @@
+"""Latent diffusion: the maths against closed forms in float64 (noise schedules, forward noising,
+the posterior, DDIM and DDPM steps, guidance), the denoiser, and training on a small auto-decoder's
+codes end to end (resume, saving, the train-diffusion and generate commands).
+
+The shapes are the DeepSDF tests' family of spheres: a small auto-decoder learns their codes in a
+few seconds, and a small denoiser learns those codes' distribution in a few hundred steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fastsdf
+from fastsdf.cli import main
+from fastsdf.nn import LatentDenoiser
+from fastsdf.nn.denoiser import timestep_embedding
+from fastsdf.training.autodecoder import AutoDecoder
+from fastsdf.training.diffusion import NoiseSchedule, ddim_sample, ddim_timesteps, diffusion_loss, predictions
+from fastsdf.training.latent_diffusion import LatentDiffusion
+from fastsdf.training.shapes import ShapeSamples
+from training_helpers import sphere_samples
+
+RADII = (0.3, 0.4, 0.5, 0.6, 0.7)
+LATENT = 8
+SMALL_DENOISER = {"hidden_features": 64, "blocks": 2, "time_features": 32}
+TRAINING = {"steps": 300, "batch_size": 64, "timesteps": 100, "progress": False, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Networks this small run fastest on one thread, and far slower on a busy machine's two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def schedules(rng: np.random.Generator) -> list[NoiseSchedule]:
+    """Both kinds at a random length (linear needs T >= 21 to keep its scaled betas below 1)."""
+    return [NoiseSchedule.cosine(int(rng.integers(2, 1500))), NoiseSchedule.linear(int(rng.integers(21, 1500)))]
+
+
+# ------------------------------------------------------------------------------------------------
+# Schedules
+# ------------------------------------------------------------------------------------------------
+
+
+def test_linear_schedule_is_ddpm_s_scaled_by_1000_over_t(rng: np.random.Generator) -> None:
+    ddpm = NoiseSchedule.linear(1000)
+    assert ddpm.betas[0].item() == pytest.approx(1e-4, rel=1e-12)
+    assert ddpm.betas[-1].item() == pytest.approx(0.02, rel=1e-12)
+    steps = int(rng.integers(21, 3000))
+    schedule = NoiseSchedule.linear(steps)
+    expected = np.linspace(1e-4 * 1000 / steps, 0.02 * 1000 / steps, steps)
+    np.testing.assert_allclose(schedule.betas.numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(schedule.alpha_bars.numpy(), np.cumprod(1 - expected), rtol=1e-10)
+    with pytest.raises(ValueError, match="timesteps"):
+        NoiseSchedule.linear(20)  # beta_end 0.02 * 50 = 1
+
+
+def test_cosine_schedule_is_nichol_and_dhariwal_s(rng: np.random.Generator) -> None:
+    steps = int(rng.integers(2, 3000))
+    schedule = NoiseSchedule.cosine(steps)
+    f = [math.cos((t / steps + 0.008) / 1.008 * math.pi / 2) ** 2 for t in range(steps + 1)]
+    betas = np.minimum([1 - f[t + 1] / f[t] for t in range(steps)], 0.999)
+    np.testing.assert_allclose(schedule.betas.numpy(), betas, rtol=1e-9)
+    unclipped = betas < 0.999
+    np.testing.assert_allclose(schedule.alpha_bars.numpy()[unclipped], (np.array(f[1:]) / f[0])[unclipped], rtol=1e-9)
+    assert schedule.betas[-1].item() == 0.999  # f(T) = 0: clipped
+
+
+def test_every_schedule_noises_to_nothing_monotonically(rng: np.random.Generator) -> None:
+    for schedule in schedules(rng):
+        bars = schedule.alpha_bars
+        assert ((schedule.betas > 0) & (schedule.betas < 1)).all()
+        assert (bars[1:] < bars[:-1]).all() and bars[0] < 1
+        if schedule.timesteps >= 100:
+            assert bars[-1] < 1e-3
+    with pytest.raises(ValueError, match="betas"):
+        NoiseSchedule(torch.tensor([0.1, 1.0]))
+    with pytest.raises(ValueError, match="schedule"):
+        NoiseSchedule.named("quadratic", 10)
+
+
+def test_ddim_timesteps_run_down_evenly_to_zero(rng: np.random.Generator) -> None:
+    steps = int(rng.integers(2, 1000))
+    assert ddim_timesteps(steps, steps) == list(range(steps - 1, -1, -1))
+    some = ddim_timesteps(steps, int(rng.integers(2, steps + 1)))
+    assert some[0] == steps - 1 and some[-1] == 0 and all(a > b for a, b in zip(some, some[1:]))
+    assert ddim_timesteps(steps, 1) == [steps - 1]
+    with pytest.raises(ValueError, match="steps"):
+        ddim_timesteps(steps, steps + 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Forward noising and the posterior
+# ------------------------------------------------------------------------------------------------
+
+
+def test_forward_noising_step_by_step_has_the_closed_form_marginal(rng: np.random.Generator) -> None:
+    """x_t from x_{t-1} by N(sqrt(1 - beta_t) x_{t-1}, beta_t): the marginal is q_sample's
+    N(sqrt(abar_t) x0, (1 - abar_t) I), exactly for its coefficients and in distribution."""
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    schedule = schedules(rng)[int(rng.integers(2))]
+    t = int(rng.integers(min(schedule.timesteps, 60)))
+    mean, variance = 1.0, 0.0  # x_t = mean x0 + noise of this variance
+    for s in range(t + 1):
+        mean, variance = mean * math.sqrt(1 - schedule.betas[s]), (1 - schedule.betas[s]) * variance + schedule.betas[s]
+    bar = schedule.alpha_bars[t].item()
+    assert mean == pytest.approx(math.sqrt(bar), rel=1e-12) and variance == pytest.approx(1 - bar, rel=1e-10)
+
+    n = 200_000
+    x0 = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    x = x0.expand(n, 2).clone()
+    for s in range(t + 1):
+        x = torch.sqrt(1 - schedule.betas[s]) * x + torch.sqrt(schedule.betas[s]) * torch.randn(
+            n, 2, dtype=torch.float64, generator=generator)
+    # Six standard errors of the mean and of the variance: a false alarm once in ~10^8 runs.
+    torch.testing.assert_close(x.mean(0), math.sqrt(bar) * x0, rtol=0, atol=6 * math.sqrt((1 - bar) / n))
+    torch.testing.assert_close(x.var(0), torch.full((2,), 1 - bar, dtype=torch.float64), rtol=0,
+                               atol=6 * (1 - bar) * math.sqrt(2 / n))
+    noise = torch.randn(5, 2, dtype=torch.float64, generator=generator)
+    torch.testing.assert_close(schedule.q_sample(x0.expand(5, 2), t, noise),
+                               math.sqrt(bar) * x0 + math.sqrt(1 - bar) * noise, rtol=1e-14, atol=1e-14)
+
+
+def test_posterior_is_bayes_rule_of_the_forward_process(rng: np.random.Generator) -> None:
+    """q(x_{t-1} | x_t, x0) ~ q(x_t | x_{t-1}) q(x_{t-1} | x0): precisions add, means weigh by them."""
+    for schedule in schedules(rng):
+        t = torch.from_numpy(rng.integers(1, schedule.timesteps, 7))
+        x0, xt = (torch.from_numpy(rng.standard_normal((7, 3))) for _ in range(2))
+        bar_prev, beta = schedule.alpha_bars[t - 1][:, None], schedule.betas[t][:, None]
+        precision = 1 / (1 - bar_prev) + (1 - beta) / beta
+        variance = 1 / precision
+        mean = variance * (torch.sqrt(bar_prev) * x0 / (1 - bar_prev) + torch.sqrt(1 - beta) * xt / beta)
+        got_mean, got_variance = schedule.posterior(x0, xt, t)
+        scale = float(x0.abs().max() + xt.abs().max())
+        torch.testing.assert_close(got_mean, mean, rtol=1e-9, atol=1e-12 * scale)
+        torch.testing.assert_close(got_variance.expand(7, 1), variance, rtol=1e-9, atol=0)
+        mean0, variance0 = schedule.posterior(x0, xt, 0)
+        torch.testing.assert_close(mean0, x0, rtol=0, atol=1e-14 * scale)
+        assert variance0.item() == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# DDIM and DDPM steps
+# ------------------------------------------------------------------------------------------------
+
+
+def test_ddim_with_eta_0_and_the_true_noise_stays_on_the_trajectory(rng: np.random.Generator) -> None:
+    """Given the noise that made x_t, DDIM (eta 0) lands on x_{t'} = sqrt(abar_t') x0 + sqrt(1 -
+    abar_t') noise for any t' < t, and on x0 itself for t' = -1."""
+    for schedule in schedules(rng):
+        x0, noise = (torch.from_numpy(rng.standard_normal((6, 5))) for _ in range(2))
+        t = int(rng.integers(1, schedule.timesteps))
+        t_prev = int(rng.integers(-1, t))
+        xt = schedule.q_sample(x0, t, noise)
+        for prediction, output in (("epsilon", noise), ("x0", x0)):
+            x0_hat, noise_hat = predictions(output, xt, t, schedule, prediction)
+            # x0 from the noise divides by sqrt(abar_t), which magnifies rounding by 1 / sqrt(abar_t).
+            tolerance = 1e-13 * float(xt.abs().max()) / math.sqrt(schedule.alpha_bars[t].item())
+            torch.testing.assert_close(schedule.ddim_step(xt, t, -1, x0_hat, noise_hat), x0, rtol=0, atol=tolerance)
+            expected = x0 if t_prev < 0 else schedule.q_sample(x0, t_prev, noise)
+            torch.testing.assert_close(schedule.ddim_step(xt, t, t_prev, x0_hat, noise_hat), expected, rtol=0,
+                                       atol=tolerance)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "x0"])
+def test_ddim_sampling_with_an_exact_model_recovers_the_data_point(prediction: str, rng: np.random.Generator) -> None:
+    """The data are one point x*: the exact model predicts x* (or the noise that leads to it), and
+    DDIM with eta 0 reaches x* from any start in any number of steps."""
+    schedule = NoiseSchedule.cosine(int(rng.integers(2, 500)))
+    target = torch.from_numpy(rng.standard_normal(4))
+
+    def exact(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        bar = schedule.alpha_bars[t][:, None]
+        return target.expand_as(xt) if prediction == "x0" else (xt - torch.sqrt(bar) * target) / torch.sqrt(1 - bar)
+
+    noise = torch.from_numpy(rng.standard_normal((9, 4)))
+    steps = int(rng.integers(1, schedule.timesteps + 1))
+    out = ddim_sample(exact, schedule, noise, steps, prediction)
+    magnification = 1 / math.sqrt(schedule.alpha_bars[-1].item())  # the first x0 estimate from a noise prediction
+    torch.testing.assert_close(out, target.expand(9, 4), rtol=0, atol=1e-12 * magnification * 10)
+
+
+def test_ddim_with_eta_1_over_all_steps_is_ddpm_s_ancestral_step(rng: np.random.Generator) -> None:
+    for schedule in schedules(rng):
+        t = int(rng.integers(1, schedule.timesteps))
+        xt, x0, z = (torch.from_numpy(rng.standard_normal((5, 3))) for _ in range(3))
+        noise_hat = predictions(x0, xt, t, schedule, "x0")[1]
+        ddim = schedule.ddim_step(xt, t, t - 1, x0, noise_hat, eta=1.0, noise=z)
+        torch.testing.assert_close(ddim, schedule.ddpm_step(xt, t, x0, z), rtol=1e-10, atol=1e-10)
+        # eta = 1's sigma^2 is the posterior's variance: the same mean and spread whatever the draw.
+        mean, variance = schedule.posterior(x0, xt, t)
+        torch.testing.assert_close(schedule.ddim_step(xt, t, t - 1, x0, noise_hat, eta=1.0, noise=torch.zeros_like(z)),
+                                   mean, rtol=1e-10, atol=1e-10)
+        spread = schedule.ddim_step(xt, t, t - 1, x0, noise_hat, eta=1.0, noise=torch.ones_like(z)) - mean
+        torch.testing.assert_close(spread, torch.sqrt(variance).expand_as(spread), rtol=1e-9, atol=1e-12)
+
+
+def test_ddim_sampler_with_eta_1_and_all_steps_is_ddpm_s_sampler(rng: np.random.Generator) -> None:
+    schedule = NoiseSchedule.linear(int(rng.integers(21, 60)))
+    weight = torch.from_numpy(rng.standard_normal((3, 3))) * 0.3
+
+    def model(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # any smooth function of x_t and t
+        return torch.tanh(xt @ weight + t[:, None] / schedule.timesteps)
+
+    seed = int(rng.integers(2**62))
+    start = torch.from_numpy(rng.standard_normal((4, 3)))
+    ddim = ddim_sample(model, schedule, start, schedule.timesteps, "epsilon", eta=1.0,
+                       generator=torch.Generator().manual_seed(seed))
+    generator, x = torch.Generator().manual_seed(seed), start
+    for t in range(schedule.timesteps - 1, -1, -1):
+        x0, _ = predictions(model(x, torch.full((4,), t)), x, t, schedule, "epsilon")
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        x = schedule.ddpm_step(x, t, x0, z)
+    torch.testing.assert_close(ddim, x, rtol=1e-8, atol=1e-8 * float(x.abs().max()))
+
+
+def test_guidance_mixes_the_conditional_and_unconditional_outputs(rng: np.random.Generator, seed: int) -> None:
+    torch.manual_seed(seed)
+    denoiser = LatentDenoiser(3, condition_size=2, **SMALL_DENOISER).double()
+    with torch.no_grad():
+        denoiser.null_condition.normal_()
+    schedule = NoiseSchedule.cosine(50)
+    noise, condition = (torch.from_numpy(rng.standard_normal((5, k))) for k in (3, 2))
+    t = torch.full((5,), 49)
+    with torch.no_grad():
+        conditional, unconditional = denoiser(noise, t, condition), denoiser(noise, t)
+        torch.testing.assert_close(unconditional, denoiser(noise, t, condition, torch.ones(5, dtype=torch.bool)))
+        for w in (0.0, 1.0, float(rng.uniform(1.5, 4))):
+            # One step from T-1 to the data with x0-prediction returns the (guided) output itself.
+            out = ddim_sample(denoiser, schedule, noise, 1, "x0", condition=condition, guidance=w)
+            torch.testing.assert_close(out, unconditional + w * (conditional - unconditional), rtol=1e-12, atol=1e-12)
+
+
+def test_the_loss_of_an_exact_model_is_zero(rng: np.random.Generator) -> None:
+    schedule = NoiseSchedule.cosine(100)
+    x0, noise = (torch.from_numpy(rng.standard_normal((8, 4))) for _ in range(2))
+    t = torch.from_numpy(rng.integers(0, 100, 8))
+    loss = diffusion_loss(lambda xt, tt: (xt - torch.sqrt(schedule.alpha_bars[tt])[:, None] * x0)
+                          / torch.sqrt(1 - schedule.alpha_bars[tt])[:, None], schedule, x0, t, noise, "epsilon")
+    assert loss.item() < 1e-20
+    assert diffusion_loss(lambda xt, tt: x0, schedule, x0, t, noise, "x0").item() == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# The denoiser
+# ------------------------------------------------------------------------------------------------
+
+
+def test_timestep_embedding_is_the_sinusoidal_one(rng: np.random.Generator) -> None:
+    t = torch.from_numpy(rng.integers(0, 1000, 6))
+    for features in (8, 9):
+        embedding = timestep_embedding(t, features)
+        half = features // 2
+        frequencies = np.exp(-math.log(10_000) * np.arange(half) / half)
+        angles = t.numpy()[:, None] * frequencies
+        expected = np.concatenate([np.cos(angles), np.sin(angles), np.zeros((6, features % 2))], axis=1)
+        np.testing.assert_allclose(embedding.numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_denoiser_checks_its_inputs() -> None:
+    denoiser = LatentDenoiser(LATENT, **SMALL_DENOISER)
+    assert denoiser(torch.zeros(3, LATENT), torch.tensor([0, 5, 9])).shape == (3, LATENT)
+    assert denoiser(torch.zeros(3, LATENT), 4).shape == (3, LATENT)
+    for x, t, match in ((torch.zeros(3, 5), 0, "x must"), (torch.zeros(3, LATENT).double(), 0, "float64"),
+                        (torch.zeros(3, LATENT), torch.zeros(2), "t must")):
+        with pytest.raises(ValueError, match=match):
+            denoiser(x, t)
+    with pytest.raises(ValueError, match="unconditional"):
+        denoiser(torch.zeros(3, LATENT), 0, torch.zeros(3, 2))
+    conditional = LatentDenoiser(LATENT, condition_size=2, **SMALL_DENOISER)
+    with pytest.raises(ValueError, match="condition must"):
+        conditional(torch.zeros(3, LATENT), 0, torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="drop_condition"):
+        conditional(torch.zeros(3, LATENT), 0, torch.zeros(3, 2), torch.zeros(3))
+    with pytest.raises(ValueError, match="blocks"):
+        LatentDenoiser(LATENT, blocks=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Training on an auto-decoder's codes
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def autodecoder(one_thread: None) -> AutoDecoder:
+    rng = np.random.default_rng(0)
+    shapes = ShapeSamples([f"r{r}" for r in RADII], [sphere_samples(r, rng, 2000) for r in RADII])
+    torch.manual_seed(0)
+    decoder = fastsdf.DeepSDFDecoder(latent_size=LATENT, hidden_features=32, hidden_layers=3, latent_in=(), dropout=0.0)
+    model, _ = fastsdf.train_deepsdf(shapes, decoder, epochs=60, shapes_per_batch=5, samples_per_shape=256,
+                                     learning_rate=2e-3, code_learning_rate=1e-2, seed=0, progress=False,
+                                     num_workers=0, device="cpu")
+    return model
+
+
+@pytest.fixture(scope="module")
+def diffusion(autodecoder: AutoDecoder) -> tuple[LatentDiffusion, dict]:
+    torch.manual_seed(0)
+    return fastsdf.train_diffusion(autodecoder, LatentDenoiser(LATENT, **SMALL_DENOISER), seed=0, **TRAINING)
+
+
+def test_samples_follow_the_codes_distribution(autodecoder: AutoDecoder, diffusion, seed: int) -> None:
+    """In the normalised frame (where the codes have mean 0 and variance 1 per dimension, as N(0, I)
+    has), DDIM's codes lie near the training codes and have their covariance, which N(0, I) has not."""
+    model, history = diffusion
+    assert history["steps"] == TRAINING["steps"] and np.mean(history["loss"][-5:]) < history["loss"][0] / 2
+    train = model.normalise(autodecoder.codes)
+    generated = model.normalise(model.sample(400, steps=20, seed=seed))
+    prior = torch.randn(400, LATENT, generator=torch.Generator().manual_seed(seed))
+
+    def nearest(z: torch.Tensor) -> float:
+        return torch.cdist(z, train).min(dim=1).values.mean().item()
+
+    def covariance_error(z: torch.Tensor) -> float:
+        return torch.linalg.matrix_norm(torch.cov(z.T) - torch.cov(train.T) * 4 / 5).item()  # population covariance
+
+    assert nearest(generated) < 0.3 * nearest(prior), (nearest(generated), nearest(prior))
+    assert covariance_error(generated) < 0.5 * covariance_error(prior), (covariance_error(generated),
+                                                                         covariance_error(prior))
+    assert (generated.mean(0) - train.mean(0)).norm() < 0.6
+    # A generated code decodes to a sphere like the training ones (radii 0.3 to 0.7).
+    shape = model.shape(model.sample(1, steps=10, seed=seed)[0])
+    vertices, faces = fastsdf.extract_mesh(shape, 24, bounds=shape.bounds(), method="sparse", device="cpu")
+    radius = np.median(np.linalg.norm(vertices.numpy(), axis=1))
+    assert len(faces) and 0.25 < radius < 0.75, radius
+
+
+def test_sampling_is_seeded_and_eta_adds_noise(diffusion, seed: int) -> None:
+    model, _ = diffusion
+    a, b = model.sample(6, steps=10, seed=seed), model.sample(6, steps=10, seed=seed)
+    assert torch.equal(a, b) and a.shape == (6, LATENT)
+    noisy = model.sample(6, steps=10, eta=1.0, seed=seed)
+    assert not torch.equal(a, noisy) and torch.isfinite(noisy).all()
+    assert not torch.equal(a, model.sample(6, steps=10, seed=seed + 1 if seed < 2**62 else 0))
+    for kwargs, match in (({"count": 0}, "count"), ({"count": 2, "steps": 101}, "steps"),
+                          ({"count": 2, "eta": -1.0}, "eta"), ({"count": 2, "condition": torch.zeros(2)}, "without")):
+        with pytest.raises(ValueError, match=match):
+            model.sample(**kwargs)
+
+
+def test_save_and_load_the_diffusion_model(diffusion, tmp_path: Path, seed: int) -> None:
+    model, _ = diffusion
+    path = model.save(tmp_path / "diffusion")
+    loaded = fastsdf.load_model(tmp_path / "diffusion")
+    assert isinstance(loaded, LatentDiffusion) and path == tmp_path / "diffusion" / "model.pt"
+    assert loaded.autodecoder.names == model.autodecoder.names and loaded.clip == model.clip
+    assert torch.equal(loaded.sample(5, steps=7, seed=seed), model.sample(5, steps=7, seed=seed))
+    state = torch.load(path, weights_only=True)
+    for key, value, words in (("schedule", "quadratic", "'schedule'"), ("mean", torch.zeros(3), "'mean'"),
+                              ("autodecoder", {"codes": torch.zeros(2, 2)}, "'autodecoder'"),
+                              ("timesteps", 1, "timesteps"), ("clip", "big", "'clip'")):
+        torch.save({**state, key: value}, tmp_path / "bad.pt")
+        with pytest.raises(ValueError, match=words) as error:
+            fastsdf.load_model(tmp_path / "bad.pt")
+        assert str(tmp_path / "bad.pt") in str(error.value)
+    torch.save({**state, "network": model.autodecoder.state()["network"]}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="LatentDenoiser"):
+        fastsdf.load_model(tmp_path / "bad.pt")
+
+
+def test_a_killed_run_resumes_where_it_stopped(autodecoder: AutoDecoder, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    options = {**TRAINING, "steps": 40, "seed": 7, "checkpoint_every": 0.0}
+
+    def denoiser(seed: int) -> LatentDenoiser:
+        torch.manual_seed(seed)
+        return LatentDenoiser(LATENT, dropout=0.1, **SMALL_DENOISER)  # dropout: the global generator resumes too
+
+    whole, _ = fastsdf.train_diffusion(autodecoder, denoiser(0), checkpoint=tmp_path / "whole.pt", **options)
+    real_step, calls = torch.optim.Adam.step, {"n": 0}
+
+    def dying_step(self, *args, **kwargs):  # noqa: ANN001
+        calls["n"] += 1
+        if calls["n"] > 23:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        fastsdf.train_diffusion(autodecoder, denoiser(0), checkpoint=tmp_path / "run.pt", **options)
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    resumed, history = fastsdf.train_diffusion(autodecoder, denoiser(5), checkpoint=tmp_path / "run.pt", **options)
+    assert history["step"] == list(range(1, 41))
+    for key, value in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+    with pytest.raises(ValueError, match="another run"):
+        fastsdf.train_diffusion(autodecoder, denoiser(0), checkpoint=tmp_path / "run.pt", **{**options, "steps": 50})
+
+
+def test_conditions_train_and_guide(autodecoder: AutoDecoder, seed: int) -> None:
+    """The API an encoder will use: one condition per shape, and guided sampling on one."""
+    conditions = torch.tensor(RADII)[:, None]
+    torch.manual_seed(0)
+    model, _ = fastsdf.train_diffusion(autodecoder, LatentDenoiser(LATENT, condition_size=1, **SMALL_DENOISER),
+                                       conditions=conditions, seed=0, **{**TRAINING, "steps": 30})
+    codes = model.sample(4, steps=5, seed=seed, condition=torch.tensor([0.5]), guidance=2.0)
+    assert codes.shape == (4, LATENT) and torch.isfinite(codes).all()
+    with pytest.raises(ValueError, match="condition"):
+        model.sample(4, condition=torch.zeros(4, 2))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"steps": 0}, "steps"), ({"batch_size": 2.0}, "batch_size"), ({"schedule": "quadratic"}, "schedule"),
+    ({"prediction": "v"}, "prediction"), ({"learning_rate": float("nan")}, "learning_rate"),
+    ({"conditions": torch.zeros(4, 1)}, "conditions"), ({"timesteps": 1}, "timesteps"),
+    ({"condition_dropout": 1.5}, "condition_dropout"),
+])
+def test_training_rejects_bad_arguments(autodecoder: AutoDecoder, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        fastsdf.train_diffusion(autodecoder, **{**TRAINING, **kwargs})
+
+
+def test_training_needs_codes_that_vary_and_a_matching_denoiser(autodecoder: AutoDecoder, tmp_path: Path) -> None:
+    decoder = autodecoder.decoder
+    with pytest.raises(ValueError, match="at least 2"):
+        fastsdf.train_diffusion(AutoDecoder(decoder, torch.zeros(1, LATENT), ["a"]), **TRAINING)
+    with pytest.raises(ValueError, match="all the same"):
+        fastsdf.train_diffusion(AutoDecoder(decoder, torch.ones(3, LATENT), ["a", "b", "c"]), **TRAINING)
+    with pytest.raises(ValueError, match="latents of 5"):
+        fastsdf.train_diffusion(autodecoder, LatentDenoiser(5, **SMALL_DENOISER), **TRAINING)
+    fitted = fastsdf.FittedSDF(fastsdf.SirenMLP(3, 8, 1, 1), fastsdf.NormalizationTransform.identity())
+    with pytest.raises(ValueError, match="auto-decoder"):
+        fastsdf.train_diffusion(fitted.save(tmp_path / "fitted"), **TRAINING)
+    with pytest.raises(TypeError, match="AutoDecoder"):
+        fastsdf.train_diffusion(decoder, **TRAINING)
+
+
+# ------------------------------------------------------------------------------------------------
+# The commands
+# ------------------------------------------------------------------------------------------------
+
+
+def test_train_diffusion_and_generate_commands(autodecoder: AutoDecoder, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    autodecoder.save(tmp_path / "deepsdf")
+    train = ["train-diffusion", str(tmp_path / "deepsdf"), "--out", str(tmp_path / "diffusion"), "--steps", "60",
+             "--width", "32", "--blocks", "1", "--batch-size", "32", "--timesteps", "50", "--quiet"]
+    assert main(train) == 0
+    assert sorted(p.name for p in (tmp_path / "diffusion").iterdir()) == ["model.pt", "training.png"]
+    assert isinstance(fastsdf.load_model(tmp_path / "diffusion"), LatentDiffusion)
+    generate = ["generate", str(tmp_path / "diffusion"), "--count", "3", "--steps", "5", "--resolution", "16",
+                "--seed", "4", "--quiet"]
+    assert main([*generate, "--out", str(tmp_path / "a")]) == 0
+    assert main([*generate, "--out", str(tmp_path / "b")]) == 0
+    written = sorted(p.name for p in (tmp_path / "a").iterdir())
+    summary = json.loads((tmp_path / "a" / "generation.json").read_text())
+    meshed = [name for name, shape in summary["shapes"].items() if shape["triangles"]]
+    assert written == sorted(["generation.json", "grid.png", *(f"{name}.ply" for name in meshed)])
+    assert sorted(summary["shapes"]) == ["shape_000", "shape_001", "shape_002"] and meshed
+    assert (tmp_path / "a" / "grid.png").read_bytes()[1:4] == b"PNG"
+    again = json.loads((tmp_path / "b" / "generation.json").read_text())
+    assert again["shapes"] == summary["shapes"]  # the same seed, the same codes and meshes
+    capsys.readouterr()
+    assert main([*generate, "--out", str(tmp_path / "c"), "--steps", "51"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--steps must be <= 50" in err and not (tmp_path / "c").exists()
+    assert main(["generate", str(tmp_path / "deepsdf"), "--count", "1", "--out", str(tmp_path / "d")]) == 1
+    assert "latent diffusion model" in capsys.readouterr().err
