@@ -3,15 +3,10 @@
 // crossed-edge flags and in-row vertex ranks that turn an edge into its global vertex id. Scratch
 // memory is a handful of bytes per point of one layer per thread, never per voxel of the volume.
 #include <cstring>
-#include <exception>
-#include <mutex>
 #include <stdexcept>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+#include "common/parallel_ranges.h"
 #include "marching_cubes/attributes.h"
 #include "marching_cubes/marching_cubes.h"
 #include "marching_cubes/tables.h"
@@ -309,42 +304,14 @@ class Sweep {
   uint8_t nonfinite_ = 0;
 };
 
-// Threads that parallel_over_layers gives work to.
-int64_t busy_threads(int64_t layers) {
-#ifdef _OPENMP
-  const int64_t threads = omp_get_max_threads();
-#else
-  const int64_t threads = 1;
-#endif
-  return threads < layers ? threads : layers;
-}
-
-// Runs body(sweep, begin, end) on contiguous ranges of point layers, one per thread, and rethrows
-// the first exception any thread raised.
+// Runs body(sweep, begin, end) on contiguous ranges of point layers, one per thread, each with its
+// own sweep; rethrows the first exception any thread raised.
 template <typename T, typename Body>
 void parallel_over_layers(const T* data, const Grid& grid, double level, Body&& body) {
-  std::exception_ptr error;
-  std::mutex error_mutex;
-#pragma omp parallel
-  {
-#ifdef _OPENMP
-    const int64_t thread = omp_get_thread_num(), threads = omp_get_num_threads();
-#else
-    const int64_t thread = 0, threads = 1;
-#endif
-    const int64_t n = grid.shape[0];
-    const int64_t begin = n * thread / threads, end = n * (thread + 1) / threads;
-    if (begin < end) {
-      try {
-        Sweep<T> sweep(data, grid, level);
-        body(sweep, begin, end);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
-      }
-    }
-  }
-  if (error) std::rethrow_exception(error);
+  parallel_ranges(grid.shape[0], [&](int64_t begin, int64_t end) {
+    Sweep<T> sweep(data, grid, level);
+    body(sweep, begin, end);
+  });
 }
 
 }  // namespace

@@ -2,15 +2,10 @@
 // the two rows it is working on, one "above the level" byte per point, the crossed-edge flags and
 // the in-row vertex ranks that turn an edge into its global vertex id: a few bytes per point of one
 // row per thread, never per point of the grid.
-#include <exception>
-#include <mutex>
 #include <stdexcept>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+#include "common/parallel_ranges.h"
 #include "marching_squares/marching_squares.h"
 
 namespace fastsdf::ms {
@@ -193,41 +188,14 @@ class Rows {
   bool nonfinite_ = false;
 };
 
-int64_t busy_threads(int64_t rows) {
-#ifdef _OPENMP
-  const int64_t threads = omp_get_max_threads();
-#else
-  const int64_t threads = 1;
-#endif
-  return threads < rows ? threads : rows;
-}
-
-// Runs body(rows, begin, end) on contiguous ranges of point rows, one per thread, and rethrows the
-// first exception any thread raised.
+// Runs body(rows, begin, end) on contiguous ranges of point rows, one per thread, each with its own
+// rows; rethrows the first exception any thread raised.
 template <typename T, typename Body>
 void parallel_over_rows(const T* data, const Grid& grid, double level, Body&& body) {
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  const int64_t n = grid.shape[0];
-#pragma omp parallel num_threads(static_cast<int>(busy_threads(n)))
-  {
-#ifdef _OPENMP
-    const int64_t thread = omp_get_thread_num(), threads = omp_get_num_threads();
-#else
-    const int64_t thread = 0, threads = 1;
-#endif
-    const int64_t begin = n * thread / threads, end = n * (thread + 1) / threads;
-    if (begin < end) {
-      try {
-        Rows<T> rows(data, grid, level);
-        body(rows, begin, end);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
-      }
-    }
-  }
-  if (error) std::rethrow_exception(error);
+  parallel_ranges(grid.shape[0], [&](int64_t begin, int64_t end) {
+    Rows<T> rows(data, grid, level);
+    body(rows, begin, end);
+  });
 }
 
 }  // namespace
