@@ -23,16 +23,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsdf._progress import progress_bar
 from fastsdf._validation import integer, one_of, real
 from fastsdf.geometry.normalization import NormalizationTransform, normalize
 from fastsdf.geometry.samples_npz import load_npz
 from fastsdf.geometry.sampling import SdfSamples
 from fastsdf.training import losses
-from fastsdf.training.checkpoint import Checkpoint
 from fastsdf.training.data import POOL_NEAR, POOL_UNIFORM, PointPool
 from fastsdf.training.fitted import FittedSDF
 from fastsdf.training.seeding import check_seed
+from fastsdf.training.steps import train_steps
 
 __all__ = ["LOSSES", "fit"]
 
@@ -192,51 +191,25 @@ def fit(mesh_or_samples: Any, model: nn.Module | Callable[[], nn.Module] | None 
         # A resume with another architecture (a Gaussian encoding of another sigma has the same
         # shapes) is another run.
         settings["network"] = {"class": type(network).__name__, "config": network.config()}
-    saver = Checkpoint(checkpoint, settings, checkpoint_every) if checkpoint is not None else None
-    history: dict[str, Any] = {"step": [], "seconds": [], "loss": [], "learning_rate": []}
-    done, trained = 0, 0.0
-    if saver is not None and saver.exists():
-        done, trained, history = saver.restore(network, optimiser, generator)
-
     step_loss = _loss_function(loss, network, pool, batch_size, generator)
-    desc = "fastsdf fit" if steps else f"fastsdf fit ({time_budget:g} s)"
-    bar = progress_bar(progress, steps, done, desc, "step")
-    network.train()
-    while not _finished(done, trained, steps, time_budget):
-        fraction = max(done / steps if steps else 0.0, trained / time_budget if time_budget else 0.0)
-        cosine = 0.5 * (1 + math.cos(math.pi * fraction))
-        rate = learning_rate * (FINAL_LEARNING_RATE + (1 - FINAL_LEARNING_RATE) * cosine)
-        for group in optimiser.param_groups:
-            group["lr"] = rate
-        tick = time.perf_counter()
-        optimiser.zero_grad(set_to_none=True)
+
+    def step(done: int) -> torch.Tensor:
         value = step_loss()
         if not torch.isfinite(value):
             raise ValueError(f"training diverged at step {done} (loss {value.item()}): try a smaller learning_rate")
-        value.backward()
-        optimiser.step()
-        done += 1
-        trained += time.perf_counter() - tick
-        for key, item in zip(("step", "seconds", "loss", "learning_rate"), (done, trained, value.item(), rate)):
-            history[key].append(item)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{value.item():.2e}", refresh=False)
-        if saver is not None:
-            saver.maybe_save(network, optimiser, generator, done, trained, history)
-    if bar is not None:
-        bar.close()
-    if saver is not None:
-        saver.save(network, optimiser, generator, done, trained, history)
-    network.eval()
-    history.update(sampling_seconds=sampling_seconds, training_seconds=trained, steps=done,
-                   points=done * batch_size)
+        return value
+
+    def rate(done: int, trained: float) -> float:
+        fraction = max(done / steps if steps else 0.0, trained / time_budget if time_budget else 0.0)
+        cosine = 0.5 * (1 + math.cos(math.pi * fraction))
+        return learning_rate * (FINAL_LEARNING_RATE + (1 - FINAL_LEARNING_RATE) * cosine)
+
+    history = train_steps(network, optimiser, generator, settings, step=step, steps=steps, time_budget=time_budget,
+                          rate=rate, label="fastsdf fit" if steps else f"fastsdf fit ({time_budget:g} s)",
+                          checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress)
+    history.update(sampling_seconds=sampling_seconds, points=history["steps"] * batch_size)
     kind = "occupancy" if loss == "occupancy" else "sdf"
     return FittedSDF(network, transform, kind, _summary(history, settings)), history
-
-
-def _finished(done: int, trained: float, steps: int | None, time_budget: float | None) -> bool:
-    return (steps is not None and done >= steps) or (time_budget is not None and trained >= time_budget)
 
 
 def _summary(history: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from typing import Any
 
 import torch
 from torch import nn
 
-from fastsdf._progress import progress_bar
 from fastsdf._validation import integer, one_of, real
 from fastsdf.training.autodecoder import AutoDecoder
-from fastsdf.training.checkpoint import Checkpoint
 from fastsdf.training.diffusion import PREDICTIONS, SCHEDULES, diffusion_loss
 from fastsdf.training.latent_diffusion import LatentDiffusion
 from fastsdf.training.seeding import check_seed
+from fastsdf.training.steps import train_steps
 
 __all__ = ["train_diffusion"]
 
@@ -113,52 +111,22 @@ def train_diffusion(model: AutoDecoder | str | os.PathLike, denoiser: nn.Module 
     settings = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "schedule": schedule,
                 "timesteps": timesteps, "prediction": prediction, "condition_dropout": condition_dropout,
                 "seed": seed, "shapes": autodecoder.names}
-    saver = Checkpoint(checkpoint, settings, checkpoint_every) if checkpoint is not None else None
-    history: dict[str, Any] = {"step": [], "seconds": [], "loss": [], "learning_rate": []}
-    done, trained = 0, 0.0
-    if saver is not None and saver.exists():
-        done, trained, history = saver.restore(denoiser, optimiser, generator)
-    every = max(1, math.ceil(steps / HISTORY_POINTS))
-    bar = progress_bar(progress, steps, done, "fastsdf train-diffusion", "step")
-    denoiser.train()
-    window, window_steps, tick = 0.0, 0, time.perf_counter()
-    while done < steps:
-        rate = learning_rate * 0.5 * (1 + math.cos(math.pi * done / steps))
-        for group in optimiser.param_groups:
-            group["lr"] = rate
+
+    def step(done: int) -> torch.Tensor:
         rows = torch.randint(len(data), (batch_size,), generator=generator)
         t = torch.randint(timesteps, (batch_size,), generator=generator)
         noise = torch.randn(batch_size, autodecoder.latent_size, generator=generator)
         drop = torch.rand(batch_size, generator=generator) < condition_dropout if conditions is not None else None
         rows, t, noise = rows.to(device), t.to(device), noise.to(device)
-        optimiser.zero_grad(set_to_none=True)
-        loss = diffusion_loss(denoiser, result.schedule, data[rows], t, noise, prediction,
+        return diffusion_loss(denoiser, result.schedule, data[rows], t, noise, prediction,
                               None if conditions is None else conditions[rows],
                               None if drop is None else drop.to(device))
-        loss.backward()
-        optimiser.step()
-        done += 1
-        window += loss.item()
-        window_steps += 1
-        if done % every == 0 or done == steps:
-            now = time.perf_counter()
-            trained += now - tick
-            tick = now
-            for key, value in zip(("step", "seconds", "loss", "learning_rate"),
-                                  (done, trained, window / window_steps, rate)):
-                history[key].append(value)
-            window, window_steps = 0.0, 0
-            if bar is not None:
-                bar.update(done - bar.n)
-                bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", refresh=False)
-            if saver is not None:
-                saver.maybe_save(denoiser, optimiser, generator, done, trained, history)
-    if bar is not None:
-        bar.close()
-    if saver is not None:
-        saver.save(denoiser, optimiser, generator, done, trained, history)
-    denoiser.eval()
-    history.update(training_seconds=trained, steps=done, settings={k: v for k, v in settings.items() if k != "shapes"})
+
+    history = train_steps(denoiser, optimiser, generator, settings, step=step, steps=steps, time_budget=None,
+                          rate=lambda done, _: learning_rate * 0.5 * (1 + math.cos(math.pi * done / steps)),
+                          record_every=max(1, math.ceil(steps / HISTORY_POINTS)), label="fastsdf train-diffusion",
+                          checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress)
+    history.update(settings={k: v for k, v in settings.items() if k != "shapes"})
     result.history = history
     return result, history
 

@@ -1,0 +1,99 @@
+"""The step loop that ``fit`` and ``train_diffusion`` share: the checkpoint, the stop rule (steps
+and/or seconds of training), the history of the loss, the progress bar. A trainer brings what
+differs: its module, optimiser and generator, its settings, its loss per step (``step``), which
+draws its own batch, and its learning-rate schedule (``rate``).
+
+(``train_epochs`` is the epoch-based trainers' loop: shapes dealt out over processes, totals per
+epoch. ``reconstruct`` optimises one code for a few hundred iterations, with neither checkpoint nor
+history to keep, and has its own few lines.)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from fastsdf._progress import progress_bar
+from fastsdf.training.checkpoint import Checkpoint
+
+__all__ = ["train_steps"]
+
+COLUMNS = ("step", "seconds", "loss", "learning_rate")  # the history's keys per entry
+
+
+def train_steps(network: nn.Module, optimiser: torch.optim.Optimizer, generator: torch.Generator,
+                settings: dict[str, Any], *, step: Callable[[int], torch.Tensor], steps: int | None,
+                time_budget: float | None, rate: Callable[[int, float], float], record_every: int = 1,
+                label: str, checkpoint: str | os.PathLike | None, checkpoint_every: float,
+                progress: bool | None) -> dict[str, Any]:
+    """Trains ``network`` with ``optimiser`` until ``steps`` steps or ``time_budget`` seconds of
+    training, whichever comes first (at least one of them given); returns the history.
+
+    Args:
+        generator: the run's own generator, which ``step`` draws from; saved and restored with the
+            checkpoint (as is torch's global one).
+        settings: plain values describing the run, which a checkpoint must have been written with.
+        step: ``step(done)``: the loss of step ``done`` (counted from 0), its batch drawn; the loop
+            zeroes the gradients before, and steps the optimiser after.
+        rate: ``rate(done, trained)``: the learning rate of step ``done`` (counted from 0), after
+            ``trained`` seconds of training.
+        record_every: steps per history entry (and per checkpoint and bar update); the run's last
+            step always makes one.
+        label: the progress bar's.
+        checkpoint, checkpoint_every: a file saved every so many seconds (at a history entry) and
+            at the end; when it exists, training resumes from it.
+        progress: a bar over steps (default: when stderr is a terminal).
+
+    Returns:
+        per entry ``step`` (counted from 1), ``seconds`` (of training, so far), ``loss`` (the mean
+        over the steps since the previous entry), ``learning_rate`` (the last step's);
+        ``training_seconds``, ``steps`` (done).
+    """
+    saver = Checkpoint(checkpoint, settings, checkpoint_every) if checkpoint is not None else None
+    history: dict[str, Any] = {key: [] for key in COLUMNS}
+    done, trained = 0, 0.0
+    if saver is not None and saver.exists():
+        done, trained, history = saver.restore(network, optimiser, generator)
+
+    def finished() -> bool:
+        return (steps is not None and done >= steps) or (time_budget is not None and trained >= time_budget)
+
+    bar = progress_bar(progress, steps, done, label, "step")
+    network.train()
+    window, window_steps = 0.0, 0
+    try:
+        while not finished():
+            tick = time.perf_counter()
+            learning_rate = rate(done, trained)
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate
+            optimiser.zero_grad(set_to_none=True)
+            loss = step(done)
+            loss.backward()
+            optimiser.step()
+            window += loss.item()  # waits for the step: the seconds below are the device's too
+            window_steps += 1
+            trained += time.perf_counter() - tick
+            done += 1
+            if done % record_every != 0 and not finished():
+                continue
+            for key, value in zip(COLUMNS, (done, trained, window / window_steps, learning_rate)):
+                history[key].append(value)
+            window, window_steps = 0.0, 0
+            if bar is not None:
+                bar.update(done - bar.n)
+                bar.set_postfix(loss=f"{history['loss'][-1]:.3e}", refresh=False)
+            if saver is not None:
+                saver.maybe_save(network, optimiser, generator, done, trained, history)
+    finally:
+        if bar is not None:
+            bar.close()
+    if saver is not None:
+        saver.save(network, optimiser, generator, done, trained, history)
+    network.eval()
+    history.update(training_seconds=trained, steps=done)
+    return history
