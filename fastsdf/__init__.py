@@ -30,9 +30,11 @@ if TYPE_CHECKING:  # the names __getattr__ imports on first use, spelled out for
     from fastsdf.training.loading import load_model
     from fastsdf.training.occupancy import OccupancyNetwork, partial_cloud
     from fastsdf.training.reconstruct import partial_view, reconstruct
+    from fastsdf.training.shape_vae import ShapeVAE
     from fastsdf.training.train_deepsdf import train_deepsdf
     from fastsdf.training.train_occupancy import train_occupancy
     from fastsdf.training.train_diffusion import train_diffusion
+    from fastsdf.training.train_shape_vae import train_shape_vae
 
 __version__ = "0.1.0"
 
@@ -46,7 +48,8 @@ _LAZY = {"Siren": "fastsdf.nn", "SirenMLP": "fastsdf.nn", "DeepSDFDecoder": "fas
          "OccupancyNetwork": "fastsdf.training.occupancy", "partial_cloud": "fastsdf.training.occupancy",
          "train_occupancy": "fastsdf.training.train_occupancy",
          "LatentDenoiser": "fastsdf.nn", "LatentDiffusion": "fastsdf.training.latent_diffusion",
-         "train_diffusion": "fastsdf.training.train_diffusion"}
+         "train_diffusion": "fastsdf.training.train_diffusion", "ShapeVAE": "fastsdf.training.shape_vae",
+         "train_shape_vae": "fastsdf.training.train_shape_vae"}
 
 
 def __getattr__(name: str) -> Any:
@@ -78,6 +81,7 @@ __all__ = [
     "ReluMLP",
     "SampleReport",
     "SdfSamples",
+    "ShapeVAE",
     "Siren",
     "SirenMLP",
     "SmoothUnion",
@@ -102,4 +106,5 @@ __all__ = [
     "train_deepsdf",
     "train_diffusion",
     "train_occupancy",
+    "train_shape_vae",
 ]

@@ -44,9 +44,14 @@ BAD_VALUES = {
                         "--shapes-per-batch": "0", "--samples-per-shape": "1", "--input-points": "0",
                         "--input-noise": "-1", "--learning-rate": "0", "--workers": "-1", "--seed": "-1"},
     "complete": {"--points": "-1", "--resolution": "1", "--seed": "-1"},
+    "train-shape-vae": {"--latent-size": "0", "--width": "0", "--layers": "0", "--dropout": "1", "--encoder-width": "0",
+                        "--blocks": "0", "--epochs": "0", "--shapes-per-batch": "0", "--samples-per-shape": "0",
+                        "--input-points": "0", "--input-noise": "-1", "--kl-weight": "-1", "--prior-std": "0",
+                        "--learning-rate": "0", "--workers": "-1", "--seed": "-1"},
     "train-diffusion": {"--steps": "0", "--batch-size": "0", "--learning-rate": "0", "--width": "0", "--blocks": "0",
-                        "--timesteps": "1", "--seed": "-1"},
-    "generate": {"--count": "0", "--steps": "0", "--eta": "-1", "--resolution": "1", "--seed": "-1"},
+                        "--timesteps": "1", "--condition-dropout": "1.5", "--seed": "-1"},
+    "generate": {"--count": "0", "--steps": "0", "--eta": "-1", "--resolution": "1", "--guidance": "nan",
+                 "--seed": "-1"},
     "bench": {"--repeat": "0"},
 }
 # A command line that parses, for each command (paths under OUT, which must stay empty).
@@ -54,7 +59,8 @@ BASE = {"fit": ["MESH", "--out", "OUT"], "demo": ["--out", "OUT"], "sample": ["M
         "extract": ["OUT/m.pt", "--out", "OUT/m.ply"], "eval": ["OUT/m.pt", "MESH"],
         "render": ["OUT/m.pt", "--out", "OUT/m.png"], "train-deepsdf": ["OUT/data", "--out", "OUT"],
         "reconstruct": ["OUT/m.pt", "OUT/s.npz", "--out", "OUT"], "train-occupancy": ["OUT/data", "--out", "OUT"],
-        "complete": ["OUT/m.pt", "OUT/p.npz", "--out", "OUT"], "train-diffusion": ["OUT/m.pt", "--out", "OUT"],
+        "train-shape-vae": ["OUT/data", "--out", "OUT"], "complete": ["OUT/m.pt", "OUT/p.npz", "--out", "OUT"],
+        "train-diffusion": ["OUT/m.pt", "--out", "OUT"],
         "generate": ["OUT/m.pt", "--count", "1", "--out", "OUT"], "bench": []}
 
 
@@ -171,7 +177,7 @@ def test_every_writing_command_refuses_existing_outputs(autodecoder: Path, tmp_p
     out.mkdir()
     decoder = fastsdf.load_model(autodecoder)
     diffusion = LatentDiffusion(LatentDenoiser(4, hidden_features=8, blocks=1), torch.zeros(4), torch.ones(4),
-                                timesteps=10, autodecoder=decoder).save(tmp_path / "diffusion")
+                                timesteps=10, latent_model=decoder).save(tmp_path / "diffusion")
     existing = {name: f"earlier {name}".encode()
                 for name in ("m.ply", "e.json", "m.png", "model.pt", "r0.3.png", "shape_000.ply")}
     for name, content in existing.items():
@@ -184,6 +190,7 @@ def test_every_writing_command_refuses_existing_outputs(autodecoder: Path, tmp_p
         "render ": ([str(bundled_mesh()), "--out", str(out / "m.png"), "--size", "16"], "m.png"),
         "train-deepsdf": ([str(data), "--out", str(out), *SMALL_DEEPSDF], "model.pt"),
         "train-occupancy": ([str(data), "--out", str(out), "--quiet"], "model.pt"),
+        "train-shape-vae": ([str(data), "--out", str(out), "--quiet"], "model.pt"),
         "reconstruct": ([str(autodecoder), str(data), "--out", str(out), "--iterations", "2", "--resolution", "8",
                          "--quiet"], "r0.3.png"),
         "demo": (["--out", str(out), "--steps", "1", "--quiet"], "model.pt"),

@@ -18,14 +18,19 @@ import fastsdf
 from fastsdf.geometry.sampling import SdfSamples
 
 
-def sphere_samples(radius: float, rng: np.random.Generator, count: int = 6000) -> SdfSamples:
-    """DeepSDF-style samples of a sphere: most near the surface (std 0.02), a fifth uniform in the cube."""
+def sphere_samples(radius: float, rng: np.random.Generator, count: int = 6000, surface: int = 0) -> SdfSamples:
+    """DeepSDF-style samples of a sphere: most near the surface (std 0.02), a fifth uniform in the cube;
+    ``surface`` points on the sphere with their normals (an encoder's input), drawn after the rest."""
     near = count - count // 5
     directions = rng.standard_normal((near, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     points = np.concatenate([directions * (radius + rng.normal(0, 0.02, (near, 1))),
                              rng.uniform(-1, 1, (count // 5, 3))])
-    return SdfSamples(points, np.linalg.norm(points, axis=1) - radius)
+    if not surface:
+        return SdfSamples(points, np.linalg.norm(points, axis=1) - radius)
+    normals = rng.standard_normal((surface, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    return SdfSamples(points, np.linalg.norm(points, axis=1) - radius, normals * radius, normals)
 
 
 def free_port() -> int:

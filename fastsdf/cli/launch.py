@@ -1,6 +1,6 @@
-"""What the training commands share (``train-deepsdf``, ``train-occupancy``): their launch on one
-process or under torchrun, on one node or several, and their output folder, which only the first
-process checks, reads and writes."""
+"""What the training commands share (``train-deepsdf``, ``train-occupancy``, ``train-shape-vae``): their
+launch on one process or under torchrun, on one node or several, and their output folder, which only
+the first process checks, reads and writes."""
 
 from __future__ import annotations
 

@@ -1,21 +1,29 @@
-"""``fastsdf train-diffusion``: latent diffusion over the codes of a trained DeepSDF auto-decoder."""
+"""``fastsdf train-diffusion``: latent diffusion over the latents of a trained DeepSDF auto-decoder or
+shape VAE, conditioned on partial point clouds if asked."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from fastsdf.cli.common import add_overwrite_option, integer, positive, positive_int, refuse_to_overwrite, seed
+from fastsdf.cli.common import (add_overwrite_option, integer, number, positive, positive_int, refuse_to_overwrite,
+                                seed)
 
 __all__ = ["add_parser"]
 
 _HELP = """\
-Train a denoiser (DDPM) on the latent codes of MODEL (`fastsdf train-deepsdf`'s output folder or
-its model.pt), one code per training shape, normalised per dimension; then write into OUT:
+Train a denoiser (DDPM) on the latent codes of MODEL (`fastsdf train-deepsdf`'s or `fastsdf
+train-shape-vae`'s output folder or its model.pt), one code per training shape, normalised per
+dimension; then write into OUT:
 
-  model.pt       the denoiser, the codes' statistics and the auto-decoder (fastsdf.load_model(OUT)
+  model.pt       the denoiser, the codes' statistics and MODEL's model (fastsdf.load_model(OUT)
                  reads it; `fastsdf generate OUT --count N --out MESHES` makes new shapes)
   training.png   the loss and learning-rate curves
+
+--partial-clouds DATA (a shape VAE's MODEL, DATA its training samples): condition each shape's code
+on the VAE's encoding of the surface points of DATA's file that face a random direction, what one
+scan sees, with --condition-dropout of the steps unconditioned (classifier-free guidance); then
+`fastsdf generate OUT --condition POINTS.ply --guidance W` generates shapes that fit a (partial) cloud.
 
 While it trains, OUT/checkpoint.pt holds its progress: if the run is killed, the same command
 resumes it (removed at the end); a finished run's outputs are never replaced without --overwrite.
@@ -28,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     train = sub.add_parser("train-diffusion", help="train latent diffusion on a DeepSDF auto-decoder's codes",
                            description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("model", metavar="MODEL", help="fastsdf train-deepsdf's output (a folder or model.pt)")
+    train.add_argument("model", metavar="MODEL", help="fastsdf train-deepsdf's or train-shape-vae's output (a folder "
+                                                      "or model.pt)")
     train.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     train.add_argument("--steps", type=positive_int, default=td.DEFAULT_STEPS, metavar="N",
                        help=f"Adam steps (default: {td.DEFAULT_STEPS})")
@@ -44,6 +53,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="noise schedule: cosine (Nichol & Dhariwal, default) or linear (DDPM)")
     train.add_argument("--prediction", choices=PREDICTIONS, default=td.PREDICTION,
                        help=f"what the denoiser predicts: the noise or the code (default: {td.PREDICTION})")
+    train.add_argument("--partial-clouds", default=None, metavar="DATA",
+                       help="condition on partial clouds of the shape VAE's training samples in DATA")
+    train.add_argument("--condition-dropout", type=number(0.0, 1.0), default=td.CONDITION_DROPOUT, metavar="P",
+                       help=f"with --partial-clouds, the share of codes trained unconditioned (default: "
+                            f"{td.CONDITION_DROPOUT:g})")
     train.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     add_overwrite_option(train)
@@ -56,10 +70,18 @@ def _train(args: argparse.Namespace) -> int:
     from fastsdf.cli.common import load_model_of, progress_enabled
     from fastsdf.nn import LatentDenoiser
     from fastsdf.plots import plot_history
-    from fastsdf.training.autodecoder import AutoDecoder
+    from fastsdf.training.latent_model import LATENT_MODELS
+    from fastsdf.training.shape_vae import ShapeVAE
     from fastsdf.training.train_diffusion import train_diffusion
 
-    autodecoder = load_model_of(args.model, AutoDecoder, "a DeepSDF auto-decoder (fastsdf train-deepsdf's output)")
+    latent_model = load_model_of(args.model, tuple(LATENT_MODELS.values()), "a latent model: a DeepSDF auto-decoder "
+                                 "(fastsdf train-deepsdf's output) or a shape VAE (fastsdf train-shape-vae's)")
+    conditions = None
+    if args.partial_clouds is not None:
+        if not isinstance(latent_model, ShapeVAE):
+            raise ValueError(f"--partial-clouds needs a shape VAE to encode the clouds (fastsdf train-shape-vae's "
+                             f"output); {args.model} holds a {type(latent_model).__name__}")
+        conditions = latent_model.partial_conditions(args.partial_clouds, seed=args.seed)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out is not a folder: {out}")
@@ -69,16 +91,20 @@ def _train(args: argparse.Namespace) -> int:
     else:
         refuse_to_overwrite([out / "model.pt", out / "training.png"], args.overwrite)
     torch.manual_seed(args.seed)
-    denoiser = LatentDenoiser(autodecoder.latent_size, hidden_features=args.width, blocks=args.blocks)
+    denoiser = LatentDenoiser(latent_model.latent_size, hidden_features=args.width, blocks=args.blocks,
+                              condition_size=0 if conditions is None else conditions.shape[1])
     model, history = train_diffusion(
-        autodecoder, denoiser, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        schedule=args.schedule, timesteps=args.timesteps, prediction=args.prediction, seed=args.seed,
+        latent_model, denoiser, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        schedule=args.schedule, timesteps=args.timesteps, prediction=args.prediction, conditions=conditions,
+        condition_dropout=args.condition_dropout, seed=args.seed,
         device="cuda" if torch.cuda.is_available() else "cpu", checkpoint=checkpoint,
         progress=progress_enabled(args.quiet))
     path = model.to("cpu").save(out)
     plot_history(history, out / "training.png",
-                 title=f"fastsdf train-diffusion ({len(autodecoder.names)} codes)", x="step")
-    print(f"trained on {len(autodecoder.names)} codes: {history['steps']} steps in {history['training_seconds']:.1f} s, "
+                 title=f"fastsdf train-diffusion ({len(latent_model.names)} codes)", x="step")
+    conditioned = "" if conditions is None else " with partial-cloud conditions"
+    print(f"trained on {len(latent_model.names)} codes{conditioned}: {history['steps']} steps in "
+          f"{history['training_seconds']:.1f} s, "
           f"final loss {history['loss'][-1]:.3g}")
     print(f"  model.pt:     {path.resolve()}")
     print(f"  training.png: {(out / 'training.png').resolve()}")

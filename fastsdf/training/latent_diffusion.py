@@ -1,6 +1,8 @@
-"""A trained latent diffusion model (``LatentDiffusion``): a denoiser over an auto-decoder's codes,
-the codes' per-dimension statistics it was trained in, and the auto-decoder that turns a generated
-code into a shape. ``fastsdf.train_diffusion`` trains one; saved and loaded as one file.
+"""A trained latent diffusion model (``LatentDiffusion``): a denoiser over the latents of a latent
+model (an auto-decoder's codes or a shape VAE's latents, ``fastsdf.training.latent_model``), the
+latents' per-dimension statistics it was trained in, and the latent model that turns a generated
+latent into a shape (and, a shape VAE, a point cloud into a condition). ``fastsdf.train_diffusion``
+trains one; saved and loaded as one file.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import torch
 from torch import nn
 
 from fastsdf._validation import integer, one_of, real
-from fastsdf.training.autodecoder import AutoDecoder
 from fastsdf.training.diffusion import PREDICTIONS, SCHEDULES, NoiseSchedule, ddim_sample
 from fastsdf.training.fitted import FittedSDF
+from fastsdf.training.latent_model import LATENT_MODELS, LatentModel
 from fastsdf.training.saved import describe, field, network_from_state, network_state, write_state
 from fastsdf.training.seeding import check_seed
 
@@ -32,14 +34,15 @@ class LatentDiffusion(nn.Module):
         mean, std: (latent_size,) per-dimension statistics of the training codes (std > 0).
         schedule, timesteps: the noise schedule (``"cosine"`` or ``"linear"``) and its length T.
         prediction: what the denoiser predicts, ``"epsilon"`` (the noise) or ``"x0"`` (the code).
-        autodecoder: the ``AutoDecoder`` whose codes these are (decodes generated codes), or None.
+        latent_model: the model whose latents these are (an ``AutoDecoder`` or a ``ShapeVAE``:
+            decodes generated codes; a ``ShapeVAE`` also encodes conditions), or None.
         clip: the largest |value| of the normalised training codes: sampling clamps its estimates
             of the code to [-clip, clip] (``ddim_sample``'s ``clip``); None: no clamping.
         history: what training recorded.
     """
 
     def __init__(self, denoiser: nn.Module, mean: torch.Tensor, std: torch.Tensor, schedule: str = "cosine",
-                 timesteps: int = 1000, prediction: str = "x0", autodecoder: AutoDecoder | None = None,
+                 timesteps: int = 1000, prediction: str = "x0", latent_model: LatentModel | None = None,
                  clip: float | None = None, history: dict[str, Any] | None = None):
         super().__init__()
         latent_size = getattr(denoiser, "latent_size", None)
@@ -48,15 +51,18 @@ class LatentDiffusion(nn.Module):
             raise ValueError(f"mean and std must have the denoiser's {latent_size} values, got {len(mean)} and {len(std)}")
         if not bool(torch.isfinite(mean).all()) or not bool((torch.isfinite(std) & (std > 0)).all()):
             raise ValueError("mean must be finite and std finite and positive")
-        if autodecoder is not None and autodecoder.latent_size != latent_size:
-            raise ValueError(f"the auto-decoder's codes have {autodecoder.latent_size} values, the denoiser's {latent_size}")
+        if latent_model is not None and not isinstance(latent_model, tuple(LATENT_MODELS.values())):
+            raise TypeError(f"latent_model must be an AutoDecoder or a ShapeVAE, got {type(latent_model).__name__}")
+        if latent_model is not None and latent_model.latent_size != latent_size:
+            raise ValueError(f"the latent model's codes have {latent_model.latent_size} values, the denoiser's "
+                             f"{latent_size}")
         self.denoiser = denoiser
         self.register_buffer("mean", mean.clone())
         self.register_buffer("std", std.clone())
         self.schedule_name = one_of(schedule, "schedule", SCHEDULES)
         self.schedule = NoiseSchedule.named(schedule, timesteps)
         self.prediction = one_of(prediction, "prediction", PREDICTIONS)
-        self.autodecoder = autodecoder
+        self.latent_model = latent_model
         self.clip = None if clip is None else real(clip, "clip", 0, low_open=True)
         self.history = history or {}
 
@@ -67,6 +73,26 @@ class LatentDiffusion(nn.Module):
     @property
     def condition_size(self) -> int:
         return getattr(self.denoiser, "condition_size", 0)
+
+    @property
+    def autodecoder(self) -> Any:
+        """The latent model where it is an ``AutoDecoder`` (None otherwise)."""
+        return self.latent_model if isinstance(self.latent_model, LATENT_MODELS["autodecoder"]) else None
+
+    def encode_condition(self, points: Any, count: int | None = None, seed: int | None = None) -> torch.Tensor:
+        """The condition (condition_size,) of a point cloud (N, 3) in the normalised frame, full or
+        partial: its latent under the shape VAE's encoder (``ShapeVAE.encode``; ``count`` and
+        ``seed`` as there), for a model trained on such conditions (``ShapeVAE.partial_conditions``)."""
+        if not self.condition_size:
+            raise ValueError("this model was trained without conditions: it cannot be conditioned on a point cloud")
+        encode = getattr(self.latent_model, "encode", None)
+        if encode is None:
+            raise ValueError("this model's latent model has no point-cloud encoder (a shape VAE, fastsdf "
+                             "train-shape-vae's output, has one)")
+        if self.latent_model.latent_size != self.condition_size:
+            raise ValueError(f"the denoiser takes conditions of {self.condition_size} values, the encoder gives "
+                             f"{self.latent_model.latent_size}: it was trained on other conditions")
+        return encode(points, count, seed).to(self.mean.device, self.mean.dtype)
 
     def normalise(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes in the denoiser's units: (codes - mean) / std."""
@@ -130,19 +156,21 @@ class LatentDiffusion(nn.Module):
         return condition
 
     def shape(self, code: torch.Tensor) -> FittedSDF:
-        """A generated code as a shape (``.sdf``, ``extract_mesh``), decoded by the auto-decoder."""
-        if self.autodecoder is None:
-            raise ValueError("this model holds no auto-decoder to decode its codes")
-        return self.autodecoder.shape(code)
+        """A generated code as a shape (``.sdf``, ``extract_mesh``), decoded by the latent model."""
+        if self.latent_model is None:
+            raise ValueError("this model holds no latent model to decode its codes")
+        return self.latent_model.shape(code)
 
     def save(self, path: str | os.PathLike) -> Any:
-        """Writes the denoiser, statistics, schedule, auto-decoder and history to ``path`` (a file, or
-        a folder that gets ``model.pt``), atomically; ``fastsdf.load_model`` reads it."""
+        """Writes the denoiser, statistics, schedule, latent model and history to ``path`` (a file, or
+        a folder that gets ``model.pt``), atomically; ``fastsdf.load_model`` reads it. The latent
+        model's state goes under its kind's key (``LATENT_MODELS``), the others' are None."""
+        latent = {key: self.latent_model.state() if isinstance(self.latent_model, kind) else None
+                  for key, kind in LATENT_MODELS.items()}
         return write_state(path, FORMAT, {
             "network": network_state(self.denoiser), "mean": self.mean.detach().cpu(), "std": self.std.detach().cpu(),
             "schedule": self.schedule_name, "timesteps": self.schedule.timesteps, "prediction": self.prediction,
-            "autodecoder": None if self.autodecoder is None else self.autodecoder.state(), "clip": self.clip,
-            "history": self.history})
+            **latent, "clip": self.clip, "history": self.history})
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "LatentDiffusion":
@@ -165,14 +193,21 @@ class LatentDiffusion(nn.Module):
             raise ValueError(f"'prediction' must be one of {PREDICTIONS}, got {prediction!r}")
         history = field(state, "history", dict, "a dict")
         clip = field(state, "clip", (float, type(None)), "a number or None")
-        nested = field(state, "autodecoder", (dict, type(None)), "an auto-decoder's dict or None")
-        autodecoder = None
-        if nested is not None:
+        if "autodecoder" not in state:
+            raise ValueError("'autodecoder' is missing")
+        # Files from before shape VAEs have only the auto-decoder's key.
+        nested = {key: field({key: None, **state}, key, (dict, type(None)), f"the state of a {kind.__name__} or None")
+                  for key, kind in LATENT_MODELS.items()}
+        held = [key for key, value in nested.items() if value is not None]
+        if len(held) > 1:
+            raise ValueError(f"the file holds two latent models ({' and '.join(map(repr, held))}); a model decodes with one")
+        latent_model = None
+        for key in held:
             try:
-                autodecoder = AutoDecoder.from_state(nested)
+                latent_model = LATENT_MODELS[key].from_state(nested[key])
             except ValueError as exc:
-                raise ValueError(f"'autodecoder': {exc}") from None
+                raise ValueError(f"{key!r}: {exc}") from None
         try:
-            return cls(denoiser, stats[0], stats[1], schedule, timesteps, prediction, autodecoder, clip, history)
+            return cls(denoiser, stats[0], stats[1], schedule, timesteps, prediction, latent_model, clip, history)
         except ValueError as exc:
             raise ValueError(f"the fields do not make a model: {exc} ({describe(timesteps)} timesteps)") from None

@@ -1,7 +1,7 @@
 """``load_model``: a saved model file read back as the model its format names.
 
 The table of readers sits above the model classes it dispatches to (``FittedSDF``, ``AutoDecoder``,
-``OccupancyNetwork``, ``LatentDiffusion``), which sit above the file format they share
+``OccupancyNetwork``, ``ShapeVAE``, ``LatentDiffusion``), which sit above the file format they share
 (``fastsdf.training.saved``), so that imports run one way.
 """
 
@@ -12,22 +12,22 @@ from typing import Any
 
 from torch import nn
 
-from fastsdf.training import autodecoder, fitted, latent_diffusion, occupancy
+from fastsdf.training import autodecoder, fitted, latent_diffusion, occupancy, shape_vae
 from fastsdf.training.saved import read_state
 
 __all__ = ["READERS", "load_model"]
 
 # A saved file's ``format`` -> the reader that rebuilds its model from the file's dict.
 READERS = {fitted.FORMAT: fitted.FittedSDF.from_state, autodecoder.FORMAT: autodecoder.AutoDecoder.from_state,
-           occupancy.FORMAT: occupancy.OccupancyNetwork.from_state,
+           occupancy.FORMAT: occupancy.OccupancyNetwork.from_state, shape_vae.FORMAT: shape_vae.ShapeVAE.from_state,
            latent_diffusion.FORMAT: latent_diffusion.LatentDiffusion.from_state}
 
 
 def load_model(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
     """A saved model: a file, or a folder holding ``model.pt``. ``fastsdf fit``'s models come back
     as ``FittedSDF`` (``.sdf(points)`` in the mesh's units), ``fastsdf train-deepsdf``'s as
-    ``AutoDecoder``, ``fastsdf train-occupancy``'s as ``OccupancyNetwork``, ``fastsdf train-diffusion``'s as
-    ``LatentDiffusion``, in evaluation mode (``.eval()``: no dropout, batch norms on their running
+    ``AutoDecoder``, ``fastsdf train-occupancy``'s as ``OccupancyNetwork``, ``fastsdf train-shape-vae``'s as
+    ``ShapeVAE``, ``fastsdf train-diffusion``'s as ``LatentDiffusion``, in evaluation mode (``.eval()``: no dropout, batch norms on their running
     statistics; ``.train()`` to train on). Raises FileNotFoundError or ValueError (not a fastsdf
     model, damaged, or from a newer version) with the path in the message."""
     path, state = read_state(path)

@@ -1,4 +1,5 @@
-"""Training losses for implicit surfaces: DeepSDF's clamped L1, SIREN's SDF loss, occupancy BCE.
+"""Training losses for implicit surfaces: DeepSDF's clamped L1, SIREN's SDF loss, occupancy BCE, and
+a VAE's KL term.
 
 Conventions: signed distances and logits are negative inside.
 """
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 from fastsdf._validation import one_of
 
-__all__ = ["DEEPSDF_CLAMP", "SIREN_WEIGHTS", "clamped_l1", "occupancy_bce", "siren_sdf"]
+__all__ = ["DEEPSDF_CLAMP", "SIREN_WEIGHTS", "clamped_l1", "gaussian_kl", "occupancy_bce", "siren_sdf"]
 
 # DeepSDF's clamping distance delta (specs "ClampingDistance").
 DEEPSDF_CLAMP = 0.1
@@ -74,3 +75,11 @@ def occupancy_bce(logits: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of occupancy (Occupancy Networks), with logits negative inside: the
     network's zero level set is the surface, as for a signed distance."""
     return F.binary_cross_entropy_with_logits(-logits, inside.to(logits.dtype))
+
+
+def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor, prior_std: float = 1.0) -> torch.Tensor:
+    """KL(N(mean, exp(log_var)) || N(0, prior_std^2)) per element (a diagonal Gaussian's KL to the
+    prior is the sum of these over its dimensions): log(prior_std / sigma) + (sigma^2 + mean^2) /
+    (2 prior_std^2) - 1/2, written with log_var so that no exp(-log_var) can overflow."""
+    prior_var = float(prior_std) ** 2
+    return 0.5 * ((log_var.exp() + mean.square()) / prior_var - 1.0 - log_var + math.log(prior_var))

@@ -32,7 +32,8 @@ from fastsdf.training.fitted import FittedSDF
 from fastsdf.training.saved import field, network_from_state, network_state, write_state
 from fastsdf.training.shape_collection import ShapeCollection, draw_rows, shape_generator
 
-__all__ = ["CLOUD_NOISE", "CLOUD_POINTS", "OccupancyDraw", "OccupancyNetwork", "check_cloud_settings", "partial_cloud"]
+__all__ = ["CLOUD_NOISE", "CLOUD_POINTS", "OccupancyDraw", "OccupancyNetwork", "check_cloud_settings", "check_surfaces",
+           "input_cloud", "partial_cloud"]
 
 FORMAT = "fastsdf.occupancy"
 CLOUD_POINTS = 300  # ONet's point-cloud completion: 300 input points per shape
@@ -76,11 +77,7 @@ class OccupancyNetwork(nn.Module):
         ``count``: encode ``count`` of the points drawn at random (with replacement where there are
         fewer, as ONet's subsampling), seeded by ``seed``; default: all of them.
         """
-        cloud = _cloud(points)
-        if count is not None:
-            count = integer(count, "count", minimum=1)
-            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
-            cloud = cloud[torch.randint(0, len(cloud), (count,), generator=generator)]
+        cloud = input_cloud(points, count, seed)
         param = next(self.parameters())
         with torch.no_grad():
             return self.encoder(cloud.to(param.device, param.dtype)).reshape(-1)
@@ -110,8 +107,10 @@ class OccupancyNetwork(nn.Module):
         return cls(encoder, decoder, settings, history)
 
 
-def _cloud(points: Any) -> torch.Tensor:
-    """``points`` as a float32 (N, 3) CPU tensor with N >= 1, all finite; ValueError otherwise."""
+def input_cloud(points: Any, count: int | None = None, seed: int | None = None) -> torch.Tensor:
+    """``points`` as a float32 (N, 3) CPU tensor with N >= 1, all finite (ValueError otherwise): an
+    encoder's input. ``count``: that many of the points drawn at random, with replacement (as ONet
+    subsamples), seeded by ``seed`` (default 0)."""
     if isinstance(points, torch.Tensor):
         points = points.detach().cpu()
         points = points.float() if points.is_floating_point() else points
@@ -122,14 +121,18 @@ def _cloud(points: Any) -> torch.Tensor:
     cloud = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     if not bool(torch.isfinite(cloud).all()):
         raise ValueError("points must be finite (NaN or Inf found)")
-    return cloud
+    if count is None:
+        return cloud
+    count = integer(count, "count", minimum=1)
+    generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+    return cloud[torch.randint(0, len(cloud), (count,), generator=generator)]
 
 
 def partial_cloud(points: Any, direction: Any = (0.0, 0.0, 1.0)) -> np.ndarray:
     """The points of a cloud (N, 3) on the side facing ``direction`` (p . d >= 0 in the normalised
     frame, the shape centred at the origin): what a sensor on that side sees, for shape completion
     (``fastsdf.partial_view``'s rule for samples)."""
-    cloud = _cloud(points).numpy()
+    cloud = input_cloud(points).numpy()
     d = np.asarray(direction, dtype=np.float64).reshape(-1)
     if d.shape != (3,) or not np.isfinite(d).all() or not np.any(d):
         raise ValueError(f"direction must be a non-zero 3-vector, got {direction!r}")
@@ -143,12 +146,13 @@ def partial_cloud(points: Any, direction: Any = (0.0, 0.0, 1.0)) -> np.ndarray:
 class OccupancyDraw:
     """Draws the training batch of some shapes in an epoch (picklable, for DataLoader workers):
     per shape, ``samples_per_shape`` rows (``draw_rows``, uniform over all rows unless
-    ``balanced``) whose sign gives the occupancy, and ``cloud_points`` of its surface points (with
+    ``balanced``) whose sign gives the occupancy (or, with ``distances``, their signed distances
+    themselves: a shape VAE's batches), and ``cloud_points`` of its surface points (with
     replacement) plus N(0, ``cloud_noise``^2) on each coordinate, from ``shape_generator``'s own
     stream: the same (seed, epoch, shape) gives the same batch on any process.
 
     Returns (clouds (S, cloud_points, 3), points (S, samples_per_shape, 3), inside (S,
-    samples_per_shape) float 1.0 / 0.0), S the number of shapes.
+    samples_per_shape) float 1.0 / 0.0, or the distances), S the number of shapes.
     """
 
     shapes: ShapeCollection
@@ -157,6 +161,7 @@ class OccupancyDraw:
     cloud_noise: float
     seed: int
     balanced: bool = False
+    distances: bool = False
 
     def __call__(self, indices: Sequence[int], epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         clouds, points, inside = [], [], []
@@ -164,7 +169,7 @@ class OccupancyDraw:
             rows = self.shapes.rows(index, draw_rows(self.shapes.sizes(index), self.samples_per_shape, self.seed,
                                                      epoch, index, self.balanced))
             points.append(rows[:, :3])
-            inside.append((rows[:, 3] <= 0).to(torch.float32))
+            inside.append(rows[:, 3] if self.distances else (rows[:, 3] <= 0).to(torch.float32))
             generator = shape_generator(self.seed, epoch, index, _CLOUD_STREAM)
             chosen = torch.randint(0, self.shapes.surface_size(index), (self.cloud_points,), generator=generator)
             noise = torch.randn((self.cloud_points, 3), generator=generator) * self.cloud_noise
@@ -178,3 +183,11 @@ class OccupancyDraw:
 def check_cloud_settings(cloud_points: int, cloud_noise: float) -> tuple[int, float]:
     """The input-cloud settings checked: points >= 1, noise >= 0."""
     return integer(cloud_points, "cloud_points", minimum=1), real(cloud_noise, "cloud_noise", 0)
+
+
+def check_surfaces(shapes: ShapeCollection) -> None:
+    """ValueError unless every shape has surface points, an encoder's input."""
+    bare = [name for i, name in enumerate(shapes.names) if shapes.surface_size(i) == 0]
+    if bare:
+        raise ValueError(f"{len(bare)} shapes have no surface points for the input clouds (e.g. {bare[0]!r}): "
+                         "sample them with `fastsdf sample --n-surface N`")

@@ -10,8 +10,11 @@ reads them all, each with its class's ``from_state``):
     fastsdf.autodecoder   an AutoDecoder: a decoder and its shapes' codes (``fastsdf train-deepsdf``)
     fastsdf.occupancy     an OccupancyNetwork: a point-cloud encoder and its decoder
                           (``fastsdf train-occupancy``)
-    fastsdf.latent_diffusion  a LatentDiffusion: a denoiser over an auto-decoder's codes, their
-                          statistics and the auto-decoder itself (``fastsdf train-diffusion``)
+    fastsdf.shape_vae     a ShapeVAE: a point-cloud encoder to latent Gaussians, an SDF decoder of
+                          latents and the training shapes' latents (``fastsdf train-shape-vae``)
+    fastsdf.latent_diffusion  a LatentDiffusion: a denoiser over a latent model's latents, their
+                          statistics and the latent model itself, an auto-decoder or a shape VAE
+                          (``fastsdf train-diffusion``)
 """
 
 from __future__ import annotations
@@ -141,7 +144,7 @@ def read_state(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
         raise ValueError(f"{path} is not a readable model file (damaged, or not written by fastsdf: {reason})") from None
     if not isinstance(state, dict) or not isinstance(state.get("format"), str) or \
             not state["format"].startswith("fastsdf."):
-        raise ValueError(f"{path} is not a fastsdf model (fastsdf fit, train-deepsdf and train-diffusion write them)")
+        raise ValueError(f"{path} is not a fastsdf model (fastsdf fit and the train- commands write them)")
     try:
         version = field(state, "version", int, "an integer")
     except ValueError as exc:

@@ -1,11 +1,14 @@
-"""Training latent diffusion on a trained auto-decoder's codes (``train_diffusion``).
+"""Training latent diffusion on the latents of a trained latent model (``train_diffusion``): a DeepSDF
+auto-decoder's codes or a shape VAE's latent means (``fastsdf.training.latent_model``), one per
+training shape; "codes" below.
 
-The codes (one per training shape) are normalised per dimension (their mean and standard deviation
+The codes are normalised per dimension (their mean and standard deviation
 are kept with the model), then a ``LatentDenoiser`` learns DDPM's simple loss on them: each step
 draws a batch of codes with replacement, a timestep for each (uniform over 0 .. T-1) and standard
 noise, and regresses the noise (or the code) from the noisy code. Adam, its rate decayed along a
-half cosine to zero. With ``conditions`` (one vector per shape), a ``condition_dropout`` share of
-the rows is trained unconditionally (the null embedding), for classifier-free guidance.
+half cosine to zero. With ``conditions`` (one vector per shape: a shape VAE's encodings of partial
+clouds, ``ShapeVAE.partial_conditions``, say), a ``condition_dropout`` share of the rows is trained
+unconditionally (the null embedding), for classifier-free guidance.
 
 The data are a few thousand vectors at most, which one process trains on in seconds to minutes, so
 there is no DDP here (unlike ``train_deepsdf``, whose cost is the decoder's samples).
@@ -21,9 +24,9 @@ import torch
 from torch import nn
 
 from fastsdf._validation import integer, one_of, real
-from fastsdf.training.autodecoder import AutoDecoder
 from fastsdf.training.diffusion import PREDICTIONS, SCHEDULES, diffusion_loss
 from fastsdf.training.latent_diffusion import LatentDiffusion
+from fastsdf.training.latent_model import LATENT_MODELS, LatentModel
 from fastsdf.training.seeding import check_seed
 from fastsdf.training.steps import train_steps
 
@@ -39,25 +42,27 @@ HISTORY_POINTS = 200  # entries of the loss history, whatever the number of step
 MIN_STD = 1e-6  # a code dimension that varies less than this (relative to the largest) is not scaled up
 
 
-def train_diffusion(model: AutoDecoder | str | os.PathLike, denoiser: nn.Module | None = None, *,
+def train_diffusion(model: LatentModel | str | os.PathLike, denoiser: nn.Module | None = None, *,
                     steps: int = DEFAULT_STEPS, batch_size: int = BATCH_SIZE, learning_rate: float = LEARNING_RATE,
                     schedule: str = "cosine", timesteps: int = TIMESTEPS, prediction: str = PREDICTION,
                     conditions: torch.Tensor | None = None, condition_dropout: float = CONDITION_DROPOUT,
                     seed: int = 0, device: Any = None, checkpoint: str | os.PathLike | None = None,
                     checkpoint_every: float = 60.0, progress: bool | None = None
                     ) -> tuple[LatentDiffusion, dict[str, Any]]:
-    """Trains a denoiser on the codes of a trained auto-decoder.
+    """Trains a denoiser on the latents of a trained latent model.
 
     Args:
-        model: an ``AutoDecoder`` (``fastsdf.train_deepsdf``'s) or the path of a saved one
-            (``fastsdf train-deepsdf``'s output folder or its ``model.pt``). At least two shapes.
+        model: an ``AutoDecoder`` (``fastsdf.train_deepsdf``'s) or a ``ShapeVAE``
+            (``fastsdf.train_shape_vae``'s), or the path of a saved one (the training command's
+            output folder or its ``model.pt``). At least two shapes.
         denoiser: a ``fastsdf.nn.LatentDenoiser`` of the codes' length (with ``condition_size``
             matching ``conditions``); default ``LatentDenoiser(latent_size)``. Trained in place.
         steps, batch_size, learning_rate: Adam steps, codes per step (drawn with replacement),
             and the initial rate (decayed along a half cosine to 0 at the last step).
         schedule, timesteps: ``"cosine"`` (Nichol & Dhariwal) or ``"linear"`` (DDPM) noise, T steps.
         prediction: the denoiser's target, ``"x0"`` (the code) or ``"epsilon"`` (the noise).
-        conditions: (shapes, k) one vector per shape to condition on (from an encoder, say), or None.
+        conditions: (shapes, k) one vector per shape to condition on, or None; for generation from
+            point clouds, a shape VAE's ``partial_conditions(samples)`` (k = its latent size).
         condition_dropout: with conditions, the share of rows trained without them (the null
             embedding), which classifier-free guidance needs.
         seed: an integer in [0, 2^63): the denoiser (when built here), batches, timesteps and noise.
@@ -66,11 +71,11 @@ def train_diffusion(model: AutoDecoder | str | os.PathLike, denoiser: nn.Module 
         progress: a tqdm bar over steps (default: when stderr is a terminal).
 
     Returns:
-        The ``LatentDiffusion`` (holding the auto-decoder) and the history: ``step``, ``seconds``,
+        The ``LatentDiffusion`` (holding the latent model) and the history: ``step``, ``seconds``,
         ``loss`` (mean over the steps since the previous entry), ``learning_rate``, at most
         ``HISTORY_POINTS`` entries; ``training_seconds``, ``steps``, ``settings``.
     """
-    autodecoder = _autodecoder(model)
+    latent_model = _latent_model(model)
     steps, batch_size = integer(steps, "steps", 1), integer(batch_size, "batch_size", 1)
     learning_rate = real(learning_rate, "learning_rate", 0, low_open=True)
     schedule, prediction = one_of(schedule, "schedule", SCHEDULES), one_of(prediction, "prediction", PREDICTIONS)
@@ -80,27 +85,28 @@ def train_diffusion(model: AutoDecoder | str | os.PathLike, denoiser: nn.Module 
     checkpoint_every = real(checkpoint_every, "checkpoint_every", 0)
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    codes = autodecoder.codes.detach().to(torch.float32).cpu()
+    codes = latent_model.codes.detach().to(torch.float32).cpu()
     if len(codes) < 2:
-        raise ValueError(f"diffusion needs the codes of at least 2 shapes, the auto-decoder has {len(codes)}")
+        raise ValueError(f"diffusion needs the latents of at least 2 shapes, the model has {len(codes)}")
     mean, std = codes.mean(0), codes.std(0, unbiased=False)
     if float(std.max()) == 0:
-        raise ValueError("the auto-decoder's codes are all the same: there is no distribution to learn")
+        raise ValueError("the model's latents are all the same: there is no distribution to learn")
     std = torch.where(std > MIN_STD * std.max(), std, torch.ones_like(std))
     conditions = _conditions(conditions, len(codes))
     torch.manual_seed(seed)
     if denoiser is None:
         from fastsdf.nn import LatentDenoiser
 
-        denoiser = LatentDenoiser(autodecoder.latent_size, condition_size=0 if conditions is None else conditions.shape[1])
-    if getattr(denoiser, "latent_size", None) != autodecoder.latent_size:
+        denoiser = LatentDenoiser(latent_model.latent_size,
+                                  condition_size=0 if conditions is None else conditions.shape[1])
+    if getattr(denoiser, "latent_size", None) != latent_model.latent_size:
         raise ValueError(f"the denoiser takes latents of {getattr(denoiser, 'latent_size', None)} values, the codes "
-                         f"have {autodecoder.latent_size}")
+                         f"have {latent_model.latent_size}")
     if getattr(denoiser, "condition_size", 0) != (0 if conditions is None else conditions.shape[1]):
         raise ValueError(f"the denoiser takes conditions of {getattr(denoiser, 'condition_size', 0)} values, got "
                          f"{'none' if conditions is None else conditions.shape[1]}")
     normalised = (codes - mean) / std
-    result = LatentDiffusion(denoiser, mean, std, schedule, timesteps, prediction, autodecoder,
+    result = LatentDiffusion(denoiser, mean, std, schedule, timesteps, prediction, latent_model,
                              float(normalised.abs().max())).to(device)
     data = normalised.to(device)
     if conditions is not None:
@@ -110,12 +116,12 @@ def train_diffusion(model: AutoDecoder | str | os.PathLike, denoiser: nn.Module 
     generator = torch.Generator().manual_seed(seed)
     settings = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "schedule": schedule,
                 "timesteps": timesteps, "prediction": prediction, "condition_dropout": condition_dropout,
-                "seed": seed, "shapes": autodecoder.names}
+                "seed": seed, "shapes": latent_model.names}
 
     def step(done: int) -> torch.Tensor:
         rows = torch.randint(len(data), (batch_size,), generator=generator)
         t = torch.randint(timesteps, (batch_size,), generator=generator)
-        noise = torch.randn(batch_size, autodecoder.latent_size, generator=generator)
+        noise = torch.randn(batch_size, latent_model.latent_size, generator=generator)
         drop = torch.rand(batch_size, generator=generator) < condition_dropout if conditions is not None else None
         rows, t, noise = rows.to(device), t.to(device), noise.to(device)
         return diffusion_loss(denoiser, result.schedule, data[rows], t, noise, prediction,
@@ -131,17 +137,20 @@ def train_diffusion(model: AutoDecoder | str | os.PathLike, denoiser: nn.Module 
     return result, history
 
 
-def _autodecoder(model: Any) -> AutoDecoder:
-    if isinstance(model, AutoDecoder):
+def _latent_model(model: Any) -> LatentModel:
+    """``model`` itself if it is one of ``LATENT_MODELS``, or the one saved at a path."""
+    kinds = tuple(LATENT_MODELS.values())
+    if isinstance(model, kinds):
         return model
     if isinstance(model, (str, os.PathLike)):
         from fastsdf.training.loading import load_model
 
         loaded = load_model(model)
-        if isinstance(loaded, AutoDecoder):
+        if isinstance(loaded, kinds):
             return loaded
-        raise ValueError(f"{model} does not hold a DeepSDF auto-decoder (fastsdf train-deepsdf's output)")
-    raise TypeError(f"model must be an AutoDecoder or the path of a saved one, got {type(model).__name__}")
+        raise ValueError(f"{model} holds no latent model: a DeepSDF auto-decoder (fastsdf train-deepsdf's output) or "
+                         "a shape VAE (fastsdf train-shape-vae's)")
+    raise TypeError(f"model must be an AutoDecoder or a ShapeVAE, or the path of a saved one, got {type(model).__name__}")
 
 
 def _conditions(conditions: Any, shapes: int) -> torch.Tensor | None:

@@ -31,7 +31,8 @@ from fastsdf._validation import integer, real
 from fastsdf.training.distributed import on_every_process
 from fastsdf.training.distributed import world as process_world
 from fastsdf.training.epochs import read_shapes, train_epochs, training_device
-from fastsdf.training.occupancy import CLOUD_NOISE, CLOUD_POINTS, OccupancyDraw, OccupancyNetwork, check_cloud_settings
+from fastsdf.training.occupancy import (CLOUD_NOISE, CLOUD_POINTS, OccupancyDraw, OccupancyNetwork, check_cloud_settings,
+                                        check_surfaces)
 from fastsdf.training.seeding import check_seed
 from fastsdf.training.shape_collection import ShapeCollection
 from fastsdf.training.shape_loader import DEFAULT_WORKERS
@@ -106,7 +107,7 @@ def train_occupancy(data: ShapeCollection | str | os.PathLike | Sequence[str | o
     samples_per_shape = integer(samples_per_shape, "samples_per_shape", 2)
     cloud_points, cloud_noise = check_cloud_settings(cloud_points, cloud_noise)
     learning_rate = real(learning_rate, "learning_rate", 0, low_open=True)
-    on_every_process(lambda: _check_surfaces(shapes), "checking the samples")  # so that all stop, or none
+    on_every_process(lambda: check_surfaces(shapes), "checking the samples")  # so that all stop, or none
     device = training_device(device)
 
     seed = check_seed(seed, allow_none=False)
@@ -158,9 +159,3 @@ def _synced_batch_norms(decoder: nn.Module, sync: bool) -> Iterator[None]:
         for norm in norms:
             norm.sync = False
 
-
-def _check_surfaces(shapes: ShapeCollection) -> None:
-    bare = [name for i, name in enumerate(shapes.names) if shapes.surface_size(i) == 0]
-    if bare:
-        raise ValueError(f"{len(bare)} shapes have no surface points for the input clouds (e.g. {bare[0]!r}): "
-                         "sample them with `fastsdf sample --n-surface N`")
