@@ -14,7 +14,7 @@ from torch import nn
 from fastsdf._validation import integer
 from fastsdf.geometry.normalization import NormalizationTransform
 from fastsdf.training.fitted import FittedSDF
-from fastsdf.training.saved import describe, field, network_from_state, network_state, transform_from_state, write_state
+from fastsdf.training.saved import field, latent_table_from_state, network_from_state, network_state, write_state
 
 __all__ = ["AutoDecoder", "LatentShape"]
 
@@ -121,18 +121,7 @@ class AutoDecoder(nn.Module):
     def from_state(cls, state: dict[str, Any]) -> "AutoDecoder":
         """The model ``save`` wrote, from its dict (``fastsdf.training.saved.read_state``); ValueError
         saying which field is wrong for anything else."""
-        codes = field(state, "codes", torch.Tensor, "a tensor")
-        if codes.ndim != 2 or not codes.is_floating_point() or not bool(torch.isfinite(codes).all()):
-            raise ValueError(f"'codes' must be a finite floating (shapes, latent_size) tensor, got "
-                             f"{codes.dtype} {tuple(codes.shape)}")
-        names = field(state, "names", list, "a list of shape names")
-        if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names) or len(names) != len(codes):
-            raise ValueError(f"'names' must be {len(codes)} distinct strings (one per code), got {describe(names)}")
-        transforms = field(state, "transforms", list, "a list of transforms")
-        if len(transforms) != len(codes):
-            raise ValueError(f"'transforms' must have one entry per code ({len(codes)}), got {len(transforms)}")
-        transforms = [None if t is None else transform_from_state(t, f"transforms[{i}]")
-                      for i, t in enumerate(transforms)]
+        codes, names, transforms = latent_table_from_state(state)
         history = field(state, "history", dict, "a dict")
         decoder = network_from_state(field(state, "network", dict, "a dict"))
         latent_size = getattr(decoder, "latent_size", getattr(decoder, "latent_features", None))

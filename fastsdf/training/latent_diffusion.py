@@ -18,7 +18,7 @@ from fastsdf.training.diffusion import PREDICTIONS, SCHEDULES, NoiseSchedule, dd
 from fastsdf.training.fitted import FittedSDF
 from fastsdf.training.latent_model import LATENT_MODELS, LatentModel
 from fastsdf.training.saved import describe, field, network_from_state, network_state, write_state
-from fastsdf.training.seeding import check_seed
+from fastsdf.training.seeding import torch_generator
 
 __all__ = ["LatentDiffusion"]
 
@@ -120,12 +120,7 @@ class LatentDiffusion(nn.Module):
         count = integer(count, "count", 1)
         steps = integer(steps, "steps", 1, self.schedule.timesteps)
         eta, guidance = real(eta, "eta", 0), real(guidance, "guidance")
-        generator = torch.Generator()
-        seed = check_seed(seed)
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
+        generator = torch_generator(seed)
         condition = self._condition(condition, count)
         was_training = self.training
         self.eval()

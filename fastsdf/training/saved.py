@@ -28,8 +28,8 @@ from torch import nn
 
 from fastsdf.io import atomic_write
 
-__all__ = ["MODEL_FILE", "describe", "field", "network_from_state", "network_state", "read_state",
-           "transform_from_state", "write_state"]
+__all__ = ["MODEL_FILE", "describe", "field", "latent_table_from_state", "network_from_state", "network_state",
+           "read_state", "transform_from_state", "write_state"]
 
 MODEL_FILE = "model.pt"
 VERSION = 1
@@ -154,3 +154,21 @@ def read_state(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     if version > VERSION:
         raise ValueError(f"{path} was written by a newer fastsdf (format {version}); upgrade to read it")
     return path, state
+
+
+def latent_table_from_state(state: dict[str, Any]) -> tuple[torch.Tensor, list[str], list[Any]]:
+    """The ``codes`` (shapes, latent_size), ``names`` and ``transforms`` of a model that keeps one
+    latent per named training shape (``AutoDecoder``, ``ShapeVAE``); ValueError naming the field
+    that is wrong."""
+    codes = field(state, "codes", torch.Tensor, "a tensor")
+    if codes.ndim != 2 or not codes.is_floating_point() or not bool(torch.isfinite(codes).all()):
+        raise ValueError(f"'codes' must be a finite floating (shapes, latent_size) tensor, got "
+                         f"{codes.dtype} {tuple(codes.shape)}")
+    names = field(state, "names", list, "a list of shape names")
+    if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names) or len(names) != len(codes):
+        raise ValueError(f"'names' must be {len(codes)} distinct strings (one per code), got {describe(names)}")
+    transforms = field(state, "transforms", list, "a list of transforms")
+    if len(transforms) != len(codes):
+        raise ValueError(f"'transforms' must have one entry per code ({len(codes)}), got {len(transforms)}")
+    return codes, names, [None if t is None else transform_from_state(t, f"transforms[{i}]")
+                          for i, t in enumerate(transforms)]

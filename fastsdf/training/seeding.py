@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from fastsdf._validation import integer
 
-__all__ = ["SEED_LIMIT", "check_seed"]
+__all__ = ["SEED_LIMIT", "check_seed", "torch_generator"]
 
 SEED_LIMIT = 2**63  # torch takes seeds below 2^64, NumPy any non-negative integer; derived seeds stay below 2^64
 
@@ -16,3 +18,14 @@ def check_seed(seed: Any, allow_none: bool = True) -> int | None:
     if seed is None and allow_none:
         return None
     return integer(seed, "seed", 0, SEED_LIMIT - 1)
+
+
+def torch_generator(seed: Any) -> torch.Generator:
+    """A CPU generator seeded by ``seed`` (checked by ``check_seed``), or from fresh entropy for None."""
+    generator = torch.Generator()
+    seed = check_seed(seed)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator

@@ -26,8 +26,8 @@ from fastsdf.geometry.normalization import NormalizationTransform
 from fastsdf.training.autodecoder import LatentShape
 from fastsdf.training.fitted import FittedSDF
 from fastsdf.training.occupancy import input_cloud, partial_cloud
-from fastsdf.training.saved import describe, field, network_from_state, network_state, transform_from_state, write_state
-from fastsdf.training.seeding import check_seed
+from fastsdf.training.saved import field, latent_table_from_state, network_from_state, network_state, write_state
+from fastsdf.training.seeding import check_seed, torch_generator
 from fastsdf.training.shape_collection import ShapeCollection, shape_generator
 from fastsdf.training.shapes import load_shapes
 
@@ -130,12 +130,7 @@ class ShapeVAE(nn.Module):
         mean, log_var = self.distribution(points, count, seed)
         if not sample:
             return mean
-        generator = torch.Generator()
-        seed = check_seed(seed)
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
+        generator = torch_generator(seed)
         noise = torch.randn(mean.shape, generator=generator).to(mean.device, mean.dtype)
         return reparameterise(mean, log_var, noise)
 
@@ -191,18 +186,7 @@ class ShapeVAE(nn.Module):
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "ShapeVAE":
         """The model ``save`` wrote, from its dict; ValueError saying which field is wrong otherwise."""
-        codes = field(state, "codes", torch.Tensor, "a tensor")
-        if codes.ndim != 2 or not codes.is_floating_point() or not bool(torch.isfinite(codes).all()):
-            raise ValueError(f"'codes' must be a finite floating (shapes, latent_size) tensor, got "
-                             f"{codes.dtype} {tuple(codes.shape)}")
-        names = field(state, "names", list, "a list of shape names")
-        if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names) or len(names) != len(codes):
-            raise ValueError(f"'names' must be {len(codes)} distinct strings (one per code), got {describe(names)}")
-        transforms = field(state, "transforms", list, "a list of transforms")
-        if len(transforms) != len(codes):
-            raise ValueError(f"'transforms' must have one entry per code ({len(codes)}), got {len(transforms)}")
-        transforms = [None if t is None else transform_from_state(t, f"transforms[{i}]")
-                      for i, t in enumerate(transforms)]
+        codes, names, transforms = latent_table_from_state(state)
         settings, history = field(state, "settings", dict, "a dict"), field(state, "history", dict, "a dict")
         encoder = network_from_state(field(state, "encoder", dict, "a dict"))
         decoder = network_from_state(field(state, "decoder", dict, "a dict"))
