@@ -35,7 +35,9 @@ Optional keys add columns to a group's table where any of its rows has them:
                              build_in_call, the time of a 1-point call for a peer that builds in every call
     peak_rss_mb, peak_gpu_mb peak extra host resident / GPU memory of one call, MiB
     max_abs_error            largest distance error against fastsdf's reference
-    sign_disagreement        share of sign disagreements (with sign_disagreements and sign_points, counts)
+    sign_disagreement        share of sign disagreements (with sign_disagreements and sign_points, counts);
+                             ``signed: false`` marks a peer of unsigned distances, whose signs are not compared
+    same_counts_as_fastsdf   whether a mesh has fastsdf's vertex and triangle counts on the same input
     steps                    training steps taken (fit and training benchmarks)
     steps_per_second         training steps per second (training benchmarks)
     meshes_per_s             meshes processed per second (preprocessing benchmarks)
@@ -226,6 +228,8 @@ def fmt_score(value: Any) -> str:
 
 
 def fmt_share(extra: dict[str, Any]) -> str:
+    if extra.get("signed") is False:
+        return "n/a (unsigned)"
     share = extra.get("sign_disagreement")
     if share is None:
         return "?"
@@ -334,6 +338,8 @@ COLUMNS: list[tuple[str, str, Any, str]] = [
      "peak_gpu_mb"),
     ("vertices", "r", lambda r: fmt_count(r.extra.get("vertices")), "vertices"),
     ("triangles", "r", lambda r: fmt_count(r.extra.get("faces")), "faces"),
+    ("same counts as fastsdf", "l",
+     lambda r: {True: "yes", False: "no"}.get(r.extra.get("same_counts_as_fastsdf"), ""), "same_counts_as_fastsdf"),
     ("max \\|error\\|", "r", lambda r: fmt_error(r.extra.get("max_abs_error")), "max_abs_error"),
     ("sign disagreements", "r", lambda r: fmt_share(r.extra), "sign_disagreement"),
     ("steps", "r", lambda r: fmt_count(r.extra.get("steps")), "steps"),

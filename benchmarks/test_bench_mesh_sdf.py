@@ -1,11 +1,14 @@
-"""Mesh SDF benchmarks: fastsdf.MeshSDF against pysdf, Open3D, libigl and trimesh.
+"""Mesh SDF benchmarks: fastsdf.MeshSDF against pysdf, Open3D, libigl, trimesh, fcpw and NVIDIA Warp.
 
 Each mesh is one pytest-benchmark group, so the peers are compared side by side on the same points:
 
     mesh_sdf-cpu-{mesh}            signed distances (negative inside) at 1,000,000 float32 points,
                                    half uniform in [-1, 1]^3, half near the surface; fastsdf with
                                    each sign mode, pysdf, Open3D (RaycastingScene), libigl with the
-                                   sign type matching each fastsdf mode, trimesh (10,000 points)
+                                   sign type matching each fastsdf mode, trimesh (10,000 points),
+                                   fcpw (closest points, unsigned and signed by its normal), Warp's
+                                   CPU mesh queries (unsigned, and signed by winding number); the
+                                   unsigned peers are compared with MeshSDF.unsigned
     mesh_sdf-grid-{n}              MeshSDF.grid(n), n = 256, on cheburashka, against the same grid
                                    through pysdf and Open3D
     mesh_sdf-cuda-icosphere20k     fastsdf on CUDA tensors, 1M and 16M points, each sign mode
@@ -15,7 +18,8 @@ Meshes: every ``*.obj`` of ``shared/meshes`` and a 20,480-face icosphere, normal
 sphere (bench_common.load_mesh). A peer's structure (BVH, k-d tree, Embree scene) is built before
 timing and never timed; fastsdf's build time is recorded in extra_info (``build_s``). libigl's
 ``igl.signed_distance`` builds its trees inside every call, which therefore sit in its time
-(``build_in_call``; the time of a 1-point call is recorded as ``build_s``).
+(``build_in_call``; the time of a 1-point call is recorded as ``build_s``). Warp's kernels are compiled
+before the build (``compile_s``).
 
 Before the timed rounds, one untimed call gives the accuracy of each peer against fastsdf
 (``max_abs_error``: largest | |d| - fastsdf.unsigned | over the first 10,000 points;
@@ -31,6 +35,7 @@ skipped. See benchmarks/README.md.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import time
@@ -96,6 +101,8 @@ class Peer:
     compare_with: str = DEFAULT_SIGN  # the fastsdf sign mode its ratio is taken against
     max_points: int | None = None
     build_in_call: bool = False
+    signed: bool = True  # False: it returns unsigned distances, whose signs are not compared
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded in extra_info
     notes: list[str] = field(default_factory=list)
 
 
@@ -195,12 +202,123 @@ def _trimesh() -> Peer:
                        "(its ratio compares time per point); positive inside, negated here."])
 
 
+UNSIGNED = "unsigned"  # the variant of MeshSDF.unsigned, the baseline of the unsigned peers
+
+
+def _fastsdf_unsigned() -> Peer:
+    def build(mesh: BenchMesh) -> Built:
+        return Built(fastsdf.MeshSDF(mesh.vertices, mesh.faces).unsigned)
+
+    return Peer("fastsdf", fastsdf.__version__, cpu_threads(), "none (unsigned)", build, variant=UNSIGNED,
+                compare_with=UNSIGNED, signed=False)
+
+
+FCPW_NOTE = ("fcpw: scene_3D built with bvh_surface_area and vectorize=True (its README's CPU settings) from float32 "
+             "vertices; find_closest_points runs on one thread, and its results come back as a list of interaction "
+             "objects, read in Python inside the timed call (d, or signed_distance from the recorded normal).")
+
+
+def _fcpw(signed: bool) -> Callable[[], Peer]:
+    def make() -> Peer:
+        fcpw = pytest.importorskip("fcpw")
+
+        def build(mesh: BenchMesh) -> Built:
+            scene = fcpw.scene_3D()
+            scene.set_object_count(1)
+            scene.set_object_vertices(np.asfortranarray(mesh.vertices, dtype=np.float32), 0)
+            scene.set_object_triangles(np.asfortranarray(mesh.faces, dtype=np.int32), 0)
+            scene.build(fcpw.aggregate_type.bvh_surface_area, True)
+
+            def query(points: np.ndarray) -> np.ndarray:
+                found = fcpw.interaction_3D_list()
+                radii = np.full(len(points), np.inf, np.float32)
+                scene.find_closest_points(np.asfortranarray(points), radii, found, record_normal=signed)
+                if signed:
+                    return np.fromiter((i.signed_distance(x) for i, x in zip(found, points)), np.float32, len(found))
+                return np.fromiter((i.d for i in found), np.float32, len(found))
+
+            return Built(query)
+
+        if signed:
+            return Peer("fcpw", importlib.metadata.version("fcpw"), 1, "normal at the closest point", build,
+                        compare_with="pseudonormal", notes=[FCPW_NOTE])
+        return Peer("fcpw", importlib.metadata.version("fcpw"), 1, "none (unsigned)", build, compare_with=UNSIGNED,
+                    signed=False, notes=[FCPW_NOTE])
+
+    return make
+
+
+WARP_ACCURACY = 2.0  # mesh_query_point_sign_winding_number's defaults: Barnes-Hut accuracy and inside threshold
+WARP_THRESHOLD = 0.5
+WARP_MAX_DIST = 1.0e6
+
+
+@functools.cache
+def _warp_kernels() -> tuple[Any, dict[bool, Any], float]:
+    """(warp, {signed: kernel}, seconds to compile them): compiled once, before any mesh is built."""
+    wp = pytest.importorskip("warp")
+    wp.config.quiet = True
+    wp.init()
+
+    @wp.kernel
+    def unsigned_kernel(mesh: wp.uint64, points: wp.array(dtype=wp.vec3), out: wp.array(dtype=float)):
+        tid = wp.tid()
+        x = points[tid]
+        hit = wp.mesh_query_point_no_sign(mesh, x, WARP_MAX_DIST)
+        out[tid] = wp.length(x - wp.mesh_eval_position(mesh, hit.face, hit.u, hit.v))
+
+    @wp.kernel
+    def winding_kernel(mesh: wp.uint64, points: wp.array(dtype=wp.vec3), out: wp.array(dtype=float)):
+        tid = wp.tid()
+        x = points[tid]
+        hit = wp.mesh_query_point_sign_winding_number(mesh, x, WARP_MAX_DIST, WARP_ACCURACY, WARP_THRESHOLD)
+        out[tid] = hit.sign * wp.length(x - wp.mesh_eval_position(mesh, hit.face, hit.u, hit.v))
+
+    start = time.perf_counter()
+    wp.load_module(device="cpu")  # compiles this module's kernels (or loads them from Warp's cache)
+    return wp, {False: unsigned_kernel, True: winding_kernel}, time.perf_counter() - start
+
+
+def _warp(signed: bool) -> Callable[[], Peer]:
+    def make() -> Peer:
+        wp, kernels, compile_s = _warp_kernels()
+        kernel = kernels[signed]
+
+        def build(mesh: BenchMesh) -> Built:
+            warp_mesh = wp.Mesh(points=wp.array(mesh.vertices.astype(np.float32), dtype=wp.vec3, device="cpu"),
+                                indices=wp.array(mesh.faces.astype(np.int32).reshape(-1), dtype=int, device="cpu"),
+                                support_winding_number=signed)
+
+            def query(points: np.ndarray) -> np.ndarray:
+                where = wp.array(points, dtype=wp.vec3, device="cpu", copy=False)
+                out = wp.empty(len(points), dtype=float, device="cpu")
+                wp.launch(kernel, dim=len(points), inputs=[warp_mesh.id, where, out], device="cpu")
+                return out.numpy()
+
+            return Built(query)
+
+        note = ("Warp: wp.Mesh from float32 vertices; a kernel calling mesh_query_point_no_sign, or "
+                f"mesh_query_point_sign_winding_number (accuracy {WARP_ACCURACY:g}, threshold {WARP_THRESHOLD:g}), "
+                "then the distance to the closest point; Warp runs CPU kernels on one thread. Kernels are compiled "
+                "before the build, outside the timed calls (compile_s, or loaded from Warp's kernel cache).")
+        sign = "winding number (Warp)" if signed else "none (unsigned)"
+        return Peer("Warp", wp.__version__, 1, sign, build, compare_with="winding" if signed else UNSIGNED,
+                    signed=signed, extra={"compile_s": compile_s}, notes=[note])
+
+    return make
+
+
 CPU_PEERS: dict[str, Callable[[], Peer]] = {
     **{f"fastsdf-{s}": _fastsdf(s) for s in FASTSDF_SIGNS},
+    "fastsdf-unsigned": _fastsdf_unsigned,
     "pysdf": _pysdf,
     "open3d": _open3d,
     **{f"libigl-{s}": _libigl(s) for s in FASTSDF_SIGNS},
     "trimesh": _trimesh,
+    "fcpw-unsigned": _fcpw(False),
+    "fcpw": _fcpw(True),
+    "warp-unsigned": _warp(False),
+    "warp-winding": _warp(True),
 }
 GRID_PEERS: dict[str, Callable[[], Peer]] = {"fastsdf": _fastsdf(DEFAULT_SIGN), "pysdf": _pysdf, "open3d": _open3d}
 
@@ -248,6 +366,8 @@ def _record(benchmark: Any, peer: Peer, device: str, points: int, build_s: float
         build_in_call=peer.build_in_call,
         input=input_text,
         notes=[*notes, *peer.notes],
+        signed=peer.signed,
+        **peer.extra,
         **call,
     )
 
@@ -287,6 +407,8 @@ def test_mesh_sdf_cpu(benchmark: Any, mesh_workload: MeshWorkloads, mesh_name: s
     _check(distances, len(points))
     unsigned, exact = work.references()
     quality = accuracy(distances, unsigned, exact)
+    if not peer.signed:
+        quality = {key: value for key, value in quality.items() if not key.startswith("sign")}
     warmup, rounds = timed_rounds(call_s)
     benchmark.pedantic(built.query, args=(points,), rounds=rounds, warmup_rounds=warmup, iterations=1)
     _record(benchmark, peer, "cpu", len(points), build_s,
