@@ -1,4 +1,4 @@
-"""The epoch loop that ``train_deepsdf`` and ``train_occupancy`` share: the processes' agreement, the
+"""The epoch loop that ``train_deepsdf``, ``train_occupancy`` and ``train_shape_vae`` share: the processes' agreement, the
 checkpoint, DistributedDataParallel, the stream of batches, the totals and history of each epoch,
 the progress bar and the time budget. A trainer brings what differs: its module and optimiser,
 its settings, its loss per batch (``step``) and what an epoch's totals mean (``summary``).
