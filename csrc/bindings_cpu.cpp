@@ -67,8 +67,20 @@ auto dispatch_dtype(const py::array& volume, Fn&& fn) {
   throw std::invalid_argument("volume must be float32 or float64");
 }
 
-py::tuple mc_count(const py::array& volume, double level, const py::object& cube_mask) {
+// The above-bits cache of a volume of grid g (see count_cpu), or null for None: a writeable,
+// contiguous uint64 vector of exactly above_cache_words(shape) words.
+uint64_t* above_cache_of(const py::object& cache, const Grid& g) {
+  if (cache.is_none()) return nullptr;
+  auto a = cache.cast<py::array>();
+  if (!a.writeable()) throw std::invalid_argument("above_bits must be writeable");
+  const auto words = static_cast<int64_t>(fastsdf::mc::above_cache_words(g.shape));
+  return const_cast<uint64_t*>(fastsdf::vector_data<uint64_t>(a, words, "above_bits"));
+}
+
+py::tuple mc_count(const py::array& volume, double level, const py::object& cube_mask,
+                   const py::object& above_bits) {
   const Grid g = grid_of(volume, cube_mask);
+  uint64_t* cache = above_cache_of(above_bits, g);
   py::array_t<int64_t> vertex_counts(g.shape[0]);
   py::array_t<int64_t> triangle_counts(g.shape[0] - 1);
   py::array_t<int64_t> centre_counts(g.shape[0] - 1);
@@ -77,7 +89,7 @@ py::tuple mc_count(const py::array& volume, double level, const py::object& cube
   int64_t* cc = centre_counts.mutable_data();
   const bool finite = dispatch_dtype(volume, [&](auto data) {
     py::gil_scoped_release release;
-    return fastsdf::mc::count_cpu(data, g, level, vc, tc, cc);
+    return fastsdf::mc::count_cpu(data, g, level, vc, tc, cc, cache);
   });
   return py::make_tuple(vertex_counts, triangle_counts, centre_counts, finite);
 }
@@ -88,8 +100,9 @@ void mc_fill(const py::array& volume, double level, const py::array& vertex_offs
              std::pair<int64_t, int64_t> cube_layers, int64_t vertex_base,
              std::array<int64_t, 3> index_offset, std::array<double, 3> origin,
              std::array<double, 3> spacing, py::array verts, py::array faces, py::object normals,
-             py::object values, const py::object& cube_mask) {
+             py::object values, const py::object& cube_mask, const py::object& above_bits) {
   const Grid g = grid_of(volume, cube_mask);
+  const uint64_t* cache = above_cache_of(above_bits, g);
   FillArgs a = fastsdf::mc::make_fill_args(level, index_offset, origin, spacing, vertex_layers,
                                                cube_layers, vertex_base);
   a.vertex_capacity = verts.ndim() == 2 ? verts.shape(0) : 0;
@@ -103,7 +116,7 @@ void mc_fill(const py::array& volume, double level, const py::array& vertex_offs
   const int64_t* co = fastsdf::vector_data<int64_t>(centre_offsets, g.shape[0] - 1, "centre_offsets");
   dispatch_dtype(volume, [&](auto data) {
     py::gil_scoped_release release;
-    fastsdf::mc::fill_cpu(data, g, a, vo, to, co);
+    fastsdf::mc::fill_cpu(data, g, a, vo, to, co, cache);
     return 0;
   });
 }
@@ -379,13 +392,18 @@ void siren_sincos(const py::array& z, float omega, py::array s, const py::object
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastsdf CPU kernels (C++17, OpenMP)";
   m.def("mc_count", &mc_count, py::arg("volume"), py::arg("level"), py::arg("cube_mask") = py::none(),
-        "Edge vertices per point layer, triangles and centre vertices per cube layer, and whether all values are finite.");
+        py::arg("above_bits") = py::none(),
+        "Edge vertices per point layer, triangles and centre vertices per cube layer, and whether all values are "
+        "finite; fills above_bits (None, or uint64 of mc_above_words(shape)) for mc_fill.");
   m.def("mc_fill", &mc_fill, py::arg("volume"), py::arg("level"), py::arg("vertex_offsets"),
         py::arg("triangle_offsets"), py::arg("centre_offsets"), py::arg("vertex_layers"), py::arg("cube_layers"),
         py::arg("vertex_base"), py::arg("index_offset"), py::arg("origin"), py::arg("spacing"),
         py::arg("verts"), py::arg("faces"), py::arg("normals") = py::none(), py::arg("values") = py::none(),
-        py::arg("cube_mask") = py::none(),
-        "Writes the vertices and faces counted by mc_count (and, unless None, unit gradients and values).");
+        py::arg("cube_mask") = py::none(), py::arg("above_bits") = py::none(),
+        "Writes the vertices and faces counted by mc_count (and, unless None, unit gradients and values); "
+        "above_bits: None, or the array mc_count filled for this volume, level and mask.");
+  m.def("mc_above_words", [](std::array<int64_t, 3> shape) { return fastsdf::mc::above_cache_words(shape.data()); },
+        py::arg("shape"), "Size in uint64 words of mc_count's above_bits for a volume of this shape.");
   m.def("mc_scratch_bytes", [](std::array<int64_t, 3> shape) { return fastsdf::mc::scratch_bytes_cpu(shape.data()); },
         py::arg("shape"), "Bytes mc_count and mc_fill allocate for a volume of this shape, all threads together.");
   m.def("ms_count", &ms_count, py::arg("grid"), py::arg("level"),

@@ -3,6 +3,7 @@ input kinds and errors, and (marked ``cuda``) the CUDA backend against the CPU o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -19,6 +20,7 @@ import torch
 import fastsdf
 import fastsdf._memory
 from fastsdf import marching_cubes
+from fastsdf.meshing.marching_cubes import CpuKernels, _above_bits
 from fastsdf.meshing.marching_cubes_reference import marching_cubes_reference
 
 from conftest import (
@@ -81,6 +83,44 @@ def test_level_spacing_origin_match_reference(rng, seed) -> None:
     origin = tuple(rng.uniform(-100, 100, 3))
     check_against_reference(volume, f"seed={seed} level={level} spacing={spacing} origin={origin}",
                             level=level, spacing=spacing, origin=origin)
+
+
+WORD_SHAPES = [(3, 4, 64), (2, 3, 65), (4, 2, 130), (3, 3, 191)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", WORD_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_rows_across_word_boundaries_match_reference(shape: tuple[int, int, int], dtype: type, rng, seed) -> None:
+    # The CPU kernels hold a row of points as bits, 64 to a word: rows of one word, a word and a
+    # point, and several words with a partial last one; contiguous, reversed and stepped rows.
+    volume = random_volume(rng, shape, dtype)
+    for name, view in {"plain": volume, "reversed": volume[::-1, :, ::-1], "stepped": volume[:, :, 1::2]}.items():
+        check_against_reference(view, f"seed={seed} shape={shape} view={name}")
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["unmasked", "masked"])
+@pytest.mark.parametrize("shape", WORD_SHAPES[1:], ids=lambda s: "x".join(map(str, s)))
+def test_fill_with_and_without_the_count_bits(shape: tuple[int, int, int], masked: bool, rng, seed) -> None:
+    # The fill pass reads the count pass's above-the-level bits, or compares the samples again where
+    # memory is short for them: both must give the reference mesh, cube mask included.
+    volume = random_volume(rng, shape)
+    cube_mask = rng.random(tuple(n - 1 for n in shape)) > 0.3 if masked else None
+    expected = marching_cubes_reference(volume, cube_mask=cube_mask)
+    kernels = CpuKernels()
+    counts = kernels.count(volume, 0.0, cube_mask)
+    assert counts.above_bits is not None
+    for bits in (counts.above_bits, None):
+        got = kernels.fill(volume, 0.0, dataclasses.replace(counts, above_bits=bits), vertex_base=0,
+                           layers=shape[0], index_offset=(0, 0, 0), origin=(0.0, 0.0, 0.0),
+                           spacing=(1.0, 1.0, 1.0), cube_mask=cube_mask)
+        assert_same_mesh(got, expected, context=f"seed={seed} masked={masked} bits={bits is not None}")
+
+
+def test_count_bits_skipped_when_memory_is_short(monkeypatch) -> None:
+    monkeypatch.setattr(fastsdf._memory, "available_bytes", lambda device=None: 1000)
+    assert _above_bits((40, 40, 40)) is None
+    monkeypatch.setattr(fastsdf._memory, "available_bytes", lambda device=None: 1 << 30)
+    assert _above_bits((40, 40, 40)).dtype == np.uint64
 
 
 VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {

@@ -98,13 +98,19 @@ inline FillArgs make_fill_args(double level, const std::array<int64_t, 3>& index
 // holds NaN or Inf. fill_cpu takes the matching global ids vertex_offsets[shape[0]] (each layer's
 // first edge vertex) and centre_offsets[shape[0] - 1] (each cube layer's first centre vertex), and
 // triangle_offsets[shape[0] - 1] (row in faces of each cube layer's first triangle).
+// above_cache is null or above_cache_words(shape) words: count_cpu writes there which points lie
+// above the level, and fill_cpu, given the same buffer, reads it instead of comparing every sample
+// again (a bit per point, where the volume has 32 or 64).
 template <typename T>
 bool count_cpu(const T* data, const Grid& grid, double level, int64_t* vertex_counts,
-               int64_t* triangle_counts, int64_t* centre_counts);
+               int64_t* triangle_counts, int64_t* centre_counts, uint64_t* above_cache);
 
 template <typename T>
 void fill_cpu(const T* data, const Grid& grid, const FillArgs& args, const int64_t* vertex_offsets,
-              const int64_t* triangle_offsets, const int64_t* centre_offsets);
+              const int64_t* triangle_offsets, const int64_t* centre_offsets, const uint64_t* above_cache);
+
+// Size of count_cpu's above_cache in 8-byte words; a double, as for scratch_bytes_cpu.
+double above_cache_words(const int64_t shape[3]);
 
 // Bytes that count_cpu and fill_cpu allocate for a grid of this shape (scratch of every thread and
 // their per-layer flags), so that the caller can refuse a volume before they try. A double: the

@@ -1,58 +1,59 @@
 // CPU marching cubes: OpenMP threads take contiguous slabs of point layers. Each thread keeps, for
-// the few layers it is working on, one "above the level" byte per point, and for the fill pass the
-// crossed-edge flags and in-row vertex ranks that turn an edge into its global vertex id. Scratch
-// memory is a handful of bytes per point of one layer per thread, never per voxel of the volume.
+// the few layers it is working on, the rows of "above the level" bits of its points (bit_rows.h),
+// and for the fill pass the crossed-edge bits per axis and the rank of each word's first vertex,
+// which turn an edge into its global vertex id. Scratch memory is a few bits per point of one layer
+// per thread. The caller may also lend a cache of the above bits of every point (a bit per point):
+// the count pass fills it and the fill pass then reads the volume only next to the surface, not
+// a second time in full.
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
 
 #include "common/parallel_ranges.h"
 #include "marching_cubes/attributes.h"
+#include "marching_cubes/bit_rows.h"
 #include "marching_cubes/marching_cubes.h"
 #include "marching_cubes/tables.h"
 
 namespace fastsdf::mc {
 namespace {
 
-constexpr uint64_t kAllCornersAbove = 0x0F0F0F0F0F0F0F0FULL;
+using bits::kWordBits;
 
-inline int popcount3(uint8_t f) { return (f & 1) + ((f >> 1) & 1) + ((f >> 2) & 1); }
-
-// The first k' >= k below n with flags[k'] != 0, or n; runs of zeros are skipped eight at a time.
-inline int64_t next_nonzero(const uint8_t* flags, int64_t k, int64_t n) {
-  for (uint64_t word; k + 8 <= n; k += 8) {
-    std::memcpy(&word, flags + k, 8);
-    if (word) break;
-  }
-  while (k < n && !flags[k]) ++k;
-  return k;
-}
-
-// Vertex ids of one point layer: crossed-edge flags per point (bit = axis), the rank of each point's
-// first vertex within its row, and the rank of each row's first vertex within the layer.
-struct LayerIndex {
+// The crossed edges of one point layer that get a vertex, a bit set per axis (edges towards layer
+// i + 1, the next row, the next point), and per word of a row the rank within the layer of the
+// first vertex of its points.
+struct LayerEdges {
   int64_t layer = -1;
-  std::vector<uint8_t> flags;
-  std::vector<int32_t> rank_in_row;
-  std::vector<int64_t> row_start;
+  std::vector<uint64_t> crossed[3];
+  std::vector<int64_t> rank;
   int64_t total = 0;
 };
 
 template <typename T>
 class Sweep {
  public:
-  Sweep(const T* data, const Grid& grid, double level)
+  // `cache`: null, or the above bits of every layer (above_cache_words); filled by this sweep for
+  // layers [cache_begin, cache_end), or only read when that range is empty.
+  Sweep(const T* data, const Grid& grid, double level, uint64_t* cache, int64_t cache_begin, int64_t cache_end)
       : data_(data), grid_(grid), level_(level), threshold_(threshold_for<T>(level)),
-        ny_(grid.shape[1]), nz_(grid.shape[2]), points_(ny_ * nz_), cube_row_(nz_) {
-    for (auto& a : above_) a.resize(points_);
-    for (auto& l : index_) {
-      l.flags.resize(points_);
-      l.rank_in_row.resize(points_);
-      l.row_start.resize(ny_);
+        ny_(grid.shape[1]), nz_(grid.shape[2]), words_(bits::words_for(nz_)), row_words_(words_ + 1),
+        cache_(cache), cache_begin_(cache_begin), cache_end_(cache_end) {
+    // One zero word past the end of every row (bits::next_points reads it).
+    const size_t layer_words = static_cast<size_t>(ny_ * row_words_);
+    // A sweep that only reads the cache needs no slots of its own.
+    if (!cache_ || cache_begin_ < cache_end_)
+      for (auto& a : above_) a.assign(layer_words, 0);
+    if (grid_.mask.data)
+      for (auto& m : mask_) m.assign(layer_words, 0);
+    for (auto& l : edges_) {
+      for (auto& c : l.crossed) c.assign(layer_words, 0);
+      l.rank.assign(layer_words, 0);
     }
   }
 
-  bool saw_nonfinite() const { return nonfinite_ != 0; }
+  bool saw_nonfinite() const { return nonfinite_; }
 
   T value(int64_t i, int64_t j, int64_t k) const {
     return data_[i * grid_.stride[0] + j * grid_.stride[1] + k * grid_.stride[2]];
@@ -60,62 +61,96 @@ class Sweep {
 
   double operator()(int64_t i, int64_t j, int64_t k) const { return static_cast<double>(value(i, j, k)); }
 
-  // One byte per point of layer i: 1 where the sample is above the level.
-  const uint8_t* above(int64_t i, bool check_finite) {
-    auto& slot = above_[i % 3];
-    if (above_layer_[i % 3] == i) return slot.data();
+  // The above-the-level bits of point layer i, row j at j * row_words_.
+  template <bool Check>
+  const uint64_t* above(int64_t i) {
+    if (above_layer_[i % 3] == i) return above_ptr_[i % 3];
+    // The cache when it is read, or filled by this sweep for layer i; else a slot of our own.
+    const bool reading = cache_ && cache_begin_ == cache_end_;
+    const bool filling = cache_ && cache_begin_ <= i && i < cache_end_;
+    uint64_t* out = reading || filling ? cache_ + i * ny_ * row_words_ : above_[i % 3].data();
+    if (!reading) {
+      bool bad = false;
+      for (int64_t j = 0; j < ny_; ++j) {
+        bits::threshold_row<Check>(data_ + i * grid_.stride[0] + j * grid_.stride[1], grid_.stride[2], nz_,
+                                   threshold_, out + j * row_words_, bad);
+        out[j * row_words_ + words_] = 0;  // the cache comes uninitialised
+      }
+      nonfinite_ |= bad;
+    }
     above_layer_[i % 3] = i;
-    // Locals and restrict pointers: byte stores may alias anything, which stops vectorisation.
-    const int64_t ny = ny_, nz = nz_, s = grid_.stride[2];
-    const T thr = threshold_;
-    uint8_t bad = 0;
-    for (int64_t j = 0; j < ny; ++j) {
-      const T* __restrict__ row = data_ + i * grid_.stride[0] + j * grid_.stride[1];
-      uint8_t* __restrict__ out = slot.data() + j * nz;
-      if (s == 1) {
-        for (int64_t k = 0; k < nz; ++k) out[k] = row[k] > thr;
-        if (check_finite)
-          for (int64_t k = 0; k < nz; ++k) bad |= static_cast<uint8_t>(!(row[k] - row[k] == T(0)));
-      } else {
-        for (int64_t k = 0; k < nz; ++k) out[k] = row[k * s] > thr;
-        if (check_finite)
-          for (int64_t k = 0; k < nz; ++k) bad |= static_cast<uint8_t>(!(row[k * s] - row[k * s] == T(0)));
+    above_ptr_[i % 3] = out;
+    return out;
+  }
+
+  // The cube-mask bits of cube layer c (rows j < ny - 1, bits k < nz - 1; the rest zero).
+  const uint64_t* mask_bits(int64_t c) {
+    auto& slot = mask_[c % 3];
+    if (mask_layer_[c % 3] == c) return slot.data();
+    mask_layer_[c % 3] = c;
+    for (int64_t j = 0; j + 1 < ny_; ++j) {
+      uint64_t* row = slot.data() + j * row_words_;
+      for (int64_t w = 0; w < words_; ++w) {
+        uint64_t word = 0;
+        for (int64_t k = w * kWordBits, e = std::min(nz_ - 1, k + kWordBits); k < e; ++k)
+          word |= static_cast<uint64_t>(grid_.mask.keeps(c, j, k)) << (k - w * kWordBits);
+        row[w] = word;
       }
     }
-    nonfinite_ |= bad;
     return slot.data();
   }
 
-  // Crossed grid edges owned by the points of layer i (x towards layer i + 1, y and z in-layer)
-  // that get a vertex.
-  int64_t count_vertices(int64_t i) {
-    if (grid_.mask.data) return count_masked_vertices(i);
-    const uint8_t* __restrict__ a = above(i, true);
-    const int64_t points = points_, nz = nz_;
-    uint64_t n = 0;
-    if (i + 1 < grid_.shape[0]) {
-      const uint8_t* __restrict__ b = above(i + 1, true);
-      for (int64_t p = 0; p < points; ++p) n += a[p] ^ b[p];
+  template <bool Check>
+  const LayerEdges& layer_edges(int64_t i) {
+    LayerEdges& l = edges_[i & 1];
+    if (l.layer == i) return l;
+    l.layer = i;
+    const int64_t nx = grid_.shape[0], rw = row_words_;
+    const uint64_t* a = above<Check>(i);
+    const uint64_t* b = i + 1 < nx ? above<Check>(i + 1) : nullptr;
+    // Kept edges: a crossed edge gets a vertex only where a cube the mask keeps holds it.
+    const uint64_t* m_here = grid_.mask.data && i + 1 < nx ? mask_bits(i) : nullptr;
+    const uint64_t* m_back = grid_.mask.data && i > 0 ? mask_bits(i - 1) : nullptr;
+    uint64_t *x0 = l.crossed[0].data(), *x1 = l.crossed[1].data(), *x2 = l.crossed[2].data();
+    int64_t* rank = l.rank.data();
+    int64_t total = 0;
+    for (int64_t j = 0; j < ny_; ++j) {
+      const uint64_t* row = a + j * rw;
+      for (int64_t w = 0; w < words_; ++w) {
+        const int64_t p = j * rw + w;
+        uint64_t c0 = b ? row[w] ^ b[p] : 0;
+        uint64_t c1 = j + 1 < ny_ ? row[w] ^ row[w + rw] : 0;
+        uint64_t c2 = (row[w] ^ bits::next_points(row, w)) & bits::low_bits(nz_ - 1 - w * kWordBits);
+        if (grid_.mask.data) {
+          // Edge along axis 0 from (i, j, k): cubes (i, j - dj, k - dk); along axis 1: cubes
+          // (i - di, j, k - dk); along axis 2: cubes (i - di, j - dj, k). Rows of cubes off the grid
+          // are zero, and so are the words before the first.
+          auto at = [&](const uint64_t* m, int64_t jj, int64_t ww) -> uint64_t {
+            return m && jj >= 0 && ww >= 0 ? m[jj * rw + ww] : 0;
+          };
+          auto with_previous_point = [&](uint64_t here, uint64_t before) { return here | (here << 1) | (before >> 63); };
+          c0 &= with_previous_point(at(m_here, j, w) | at(m_here, j - 1, w), at(m_here, j, w - 1) | at(m_here, j - 1, w - 1));
+          c1 &= with_previous_point(at(m_here, j, w) | at(m_back, j, w), at(m_here, j, w - 1) | at(m_back, j, w - 1));
+          c2 &= at(m_here, j, w) | at(m_here, j - 1, w) | at(m_back, j, w) | at(m_back, j - 1, w);
+        }
+        x0[p] = c0;
+        x1[p] = c1;
+        x2[p] = c2;
+        rank[p] = total;
+        total += bits::popcount(c0) + bits::popcount(c1) + bits::popcount(c2);
+      }
     }
-    for (int64_t p = 0; p + nz < points; ++p) n += a[p] ^ a[p + nz];
-    for (int64_t p = 0; p + 1 < points; ++p) n += a[p] ^ a[p + 1];
-    // The pairs just counted across the ends of rows are not grid edges.
-    for (int64_t p = nz - 1; p + 1 < points; p += nz) n -= a[p] ^ a[p + 1];
-    return static_cast<int64_t>(n);
+    l.total = total;
+    return l;
   }
 
-  int64_t count_masked_vertices(int64_t i) {
-    // Finiteness is checked on the way in; layer_index then finds these layers cached.
-    above(i, true);
-    if (i + 1 < grid_.shape[0]) above(i + 1, true);
-    return layer_index(i).total;
-  }
+  int64_t count_vertices(int64_t i) { return layer_edges<true>(i).total; }
 
   // Triangles and centre vertices of cube layer i.
   void count_triangles(int64_t i, int64_t* triangles, int64_t* centres) {
     const Tables& tab = tables();
     int64_t n = 0, c = 0;
-    for_each_active_cube(i, true, [&](int64_t, int64_t, int key) {
+    for_each_active_cube<true>(i, [&](int64_t, int64_t, int key) {
       n += tab.num_triangles[key];
       c += tab.centre_edges[key] != 0;
     });
@@ -123,119 +158,87 @@ class Sweep {
     *centres = c;
   }
 
-  // Calls visit(j, k, key) for every cube of cube layer i that the surface crosses.
-  template <typename Visit>
-  void for_each_active_cube(int64_t i, bool check_finite, Visit&& visit) {
+  // Calls visit(j, k, key) for every cube of cube layer i that the surface crosses and the mask keeps.
+  template <bool Check, typename Visit>
+  void for_each_active_cube(int64_t i, Visit&& visit) {
     const Tables& tab = tables();
-    const uint8_t* a0 = above(i, check_finite);
-    const uint8_t* a1 = above(i + 1, check_finite);
-    uint8_t* __restrict__ w = cube_row_.data();
-    const int64_t ny = ny_, nz = nz_;
-    for (int64_t j = 0; j + 1 < ny; ++j) {
-      const uint8_t *__restrict__ p00 = a0 + j * nz, *__restrict__ p10 = a1 + j * nz;
-      const uint8_t *__restrict__ p01 = p00 + nz, *__restrict__ p11 = p10 + nz;
-      // Four corner bits per point pair; a cube's index is w[k] | w[k + 1] << 4.
-      for (int64_t k = 0; k < nz; ++k)
-        w[k] = static_cast<uint8_t>(p00[k] | (p10[k] << 1) | (p01[k] << 2) | (p11[k] << 3));
-      int64_t k = 0;
-      while (k + 1 < nz) {
-        if (k + 9 <= nz) {
-          uint64_t lo, hi;
-          std::memcpy(&lo, w + k, 8);
-          std::memcpy(&hi, w + k + 1, 8);
-          if (lo == hi && (lo == 0 || lo == kAllCornersAbove)) {
-            k += 8;
-            continue;
-          }
-        }
-        const int cube = w[k] | (w[k + 1] << 4);
-        if (cube != 0 && cube != 255 && grid_.mask.keeps(i, j, k)) {
-          int bits = 0;
+    const uint64_t* a0 = above<Check>(i);
+    const uint64_t* a1 = above<Check>(i + 1);
+    const uint64_t* mask = grid_.mask.data ? mask_bits(i) : nullptr;
+    const int64_t rw = row_words_;
+    for (int64_t j = 0; j + 1 < ny_; ++j) {
+      // Corner rows (i, j), (i + 1, j), (i, j + 1), (i + 1, j + 1): corner bits 0..3 of a cube's index.
+      const uint64_t *p0 = a0 + j * rw, *p1 = a1 + j * rw, *p2 = p0 + rw, *p3 = p1 + rw;
+      // Bit k: the four points of column k are not all on one side.
+      auto split = [&](int64_t w) { return (p0[w] ^ p1[w]) | (p0[w] ^ p2[w]) | (p0[w] ^ p3[w]); };
+      uint64_t here = split(0);
+      for (int64_t w = 0; w < words_; ++w) {
+        const uint64_t next = split(w + 1);
+        uint64_t cut = here | (here >> 1) | (next << 63) | (p0[w] ^ bits::next_points(p0, w));
+        cut &= bits::low_bits(nz_ - 1 - w * kWordBits);
+        if (mask) cut &= mask[j * rw + w];
+        here = next;
+        for (; cut; cut &= cut - 1) {
+          const int64_t k = w * kWordBits + bits::lowest_bit(cut);
+          const int r0 = bits::two_bits(p0, k), r1 = bits::two_bits(p1, k);
+          const int r2 = bits::two_bits(p2, k), r3 = bits::two_bits(p3, k);
+          const int cube = (r0 & 1) | (r1 & 1) << 1 | (r2 & 1) << 2 | (r3 & 1) << 3 |
+                           (r0 >> 1) << 4 | (r1 >> 1) << 5 | (r2 >> 1) << 6 | (r3 >> 1) << 7;
+          int face = 0;
           if (const int amb = tab.ambiguous_faces[cube]) {
             double rel[8];
             for (int c = 0; c < 8; ++c)
               rel[c] = static_cast<double>(value(i + corner_offset(c, 0), j + corner_offset(c, 1),
                                                  k + corner_offset(c, 2))) - level_;
-            bits = face_bits(cube, amb, rel);
+            face = face_bits(cube, amb, rel);
           }
-          visit(j, k, (bits << 8) | cube);
+          visit(j, k, (face << 8) | cube);
         }
-        ++k;
       }
     }
   }
 
-  const LayerIndex& layer_index(int64_t i) {
-    LayerIndex& l = index_[i & 1];
-    if (l.layer == i) return l;
-    l.layer = i;
-    const int64_t ny = ny_, nz = nz_, points = points_;
-    const uint8_t* __restrict__ a = above(i, false);
-    uint8_t* __restrict__ f = l.flags.data();
-    if (i + 1 < grid_.shape[0]) {
-      const uint8_t* __restrict__ b = above(i + 1, false);
-      for (int64_t p = 0; p < points; ++p) f[p] = a[p] ^ b[p];
-    } else {
-      std::memset(f, 0, static_cast<size_t>(points));
-    }
-    for (int64_t p = 0; p + nz < points; ++p) f[p] |= static_cast<uint8_t>((a[p] ^ a[p + nz]) << 1);
-    for (int64_t p = 0; p + 1 < points; ++p) f[p] |= static_cast<uint8_t>((a[p] ^ a[p + 1]) << 2);
-    for (int64_t p = nz - 1; p < points; p += nz) f[p] &= 3;  // no z edge past the end of a row
-    if (grid_.mask.data) {
-      for (int64_t j = 0; j < ny; ++j) {
-        uint8_t* fr = f + j * nz;
-        for (int64_t k = next_nonzero(fr, 0, nz); k < nz; k = next_nonzero(fr, k + 1, nz))
-          fr[k] &= static_cast<uint8_t>(kept_edges(grid_, i, j, k));
-      }
-    }
-    int64_t total = 0;
-    int32_t* __restrict__ ranks = l.rank_in_row.data();
-    for (int64_t j = 0; j < ny; ++j) {
-      const uint8_t* fr = f + j * nz;
-      int32_t* rank = ranks + j * nz;
-      l.row_start[j] = total;
-      int32_t acc = 0;
-      // Ranks are only read where a point has vertices, so runs of empty points are skipped.
-      for (int64_t k = next_nonzero(fr, 0, nz); k < nz; k = next_nonzero(fr, k + 1, nz)) {
-        rank[k] = acc;
-        acc += popcount3(fr[k]);
-      }
-      total += acc;
-    }
-    l.total = total;
-    return l;
-  }
-
-  int64_t vertex_id(const int64_t* vertex_offsets, int64_t i, int64_t j, int64_t k, int axis) {
-    const LayerIndex& l = layer_index(i);
-    const int64_t p = j * nz_ + k;
-    return vertex_offsets[i] + l.row_start[j] + l.rank_in_row[p] + popcount3(l.flags[p] & ((1 << axis) - 1));
+  // Global id of the vertex on the edge from point (j, k) of layer l along `axis`.
+  int64_t vertex_id(const LayerEdges& l, int64_t first, int64_t j, int64_t k, int axis) const {
+    const int64_t p = j * row_words_ + k / kWordBits;
+    const int o = static_cast<int>(k % kWordBits);
+    const uint64_t below = bits::low_bits(o);
+    const uint64_t x0 = l.crossed[0][p], x1 = l.crossed[1][p];
+    int64_t id = first + l.rank[p] + bits::popcount(x0 & below) + bits::popcount(x1 & below) +
+                 bits::popcount(l.crossed[2][p] & below);
+    if (axis > 0) id += (x0 >> o) & 1;
+    if (axis > 1) id += (x1 >> o) & 1;
+    return id;
   }
 
   // Writes the vertices of point layer i; returns false if one would land outside the buffer.
   bool emit_vertices(int64_t i, const FillArgs& args, const int64_t* vertex_offsets) {
-    const LayerIndex& l = layer_index(i);
+    const LayerEdges& l = layer_edges<false>(i);
     int64_t out = vertex_offsets[i] - args.vertex_base;
     for (int64_t j = 0; j < ny_; ++j) {
-      const uint8_t* fr = l.flags.data() + j * nz_;
-      for (int64_t k = next_nonzero(fr, 0, nz_); k < nz_; k = next_nonzero(fr, k + 1, nz_)) {
-        const uint8_t f = fr[k];
-        const double v0 = static_cast<double>(value(i, j, k));
-        const int64_t idx[3] = {i, j, k};
-        for (int axis = 0; axis < 3; ++axis) {
-          if (!((f >> axis) & 1)) continue;
-          if (out < 0 || out >= args.vertex_capacity) return false;
-          const double v1 = static_cast<double>(value(i + (axis == 0), j + (axis == 1), k + (axis == 2)));
-          double pos[3];
-          edge_point(idx, axis, v0, v1, level_, args.index_offset, args.origin, args.spacing, pos);
-          for (int d = 0; d < 3; ++d) args.verts[3 * out + d] = static_cast<float>(pos[d]);
-          if (args.normals) {
-            double g[3];
-            edge_gradient(*this, grid_.shape, args.spacing, idx, axis, edge_fraction(v0, v1, level_), g);
-            store_unit(g, args.normals + 3 * out);
+      for (int64_t w = 0; w < words_; ++w) {
+        const int64_t p = j * row_words_ + w;
+        const uint64_t x[3] = {l.crossed[0][p], l.crossed[1][p], l.crossed[2][p]};
+        for (uint64_t any = x[0] | x[1] | x[2]; any; any &= any - 1) {
+          const int o = bits::lowest_bit(any);
+          const int64_t k = w * kWordBits + o;
+          const double v0 = static_cast<double>(value(i, j, k));
+          const int64_t idx[3] = {i, j, k};
+          for (int axis = 0; axis < 3; ++axis) {
+            if (!((x[axis] >> o) & 1)) continue;
+            if (out < 0 || out >= args.vertex_capacity) return false;
+            const double v1 = static_cast<double>(value(i + (axis == 0), j + (axis == 1), k + (axis == 2)));
+            double pos[3];
+            edge_point(idx, axis, v0, v1, level_, args.index_offset, args.origin, args.spacing, pos);
+            for (int d = 0; d < 3; ++d) args.verts[3 * out + d] = static_cast<float>(pos[d]);
+            if (args.normals) {
+              double g[3];
+              edge_gradient(*this, grid_.shape, args.spacing, idx, axis, edge_fraction(v0, v1, level_), g);
+              store_unit(g, args.normals + 3 * out);
+            }
+            if (args.values) args.values[out] = edge_value(*this, grid_, idx, axis, level_);
+            ++out;
           }
-          if (args.values) args.values[out] = edge_value(*this, grid_, idx, axis, level_);
-          ++out;
         }
       }
     }
@@ -246,12 +249,12 @@ class Sweep {
   bool emit_triangles(int64_t i, const FillArgs& args, const int64_t* vertex_offsets,
                       const int64_t* triangle_offsets, const int64_t* centre_offsets) {
     const Tables& tab = tables();
-    layer_index(i);
-    layer_index(i + 1);
+    const LayerEdges* layers[2] = {&layer_edges<false>(i), &layer_edges<false>(i + 1)};
     int64_t out = triangle_offsets[i];
     int64_t centre = centre_offsets[i];
     bool ok = true;
-    for_each_active_cube(i, false, [&](int64_t j, int64_t k, int key) {
+    for_each_active_cube<false>(i, [&](int64_t j, int64_t k, int key) {
+      if (!ok) return;
       const int n = tab.num_triangles[key];
       if (out < 0 || out + n > args.triangle_capacity) {
         ok = false;
@@ -273,17 +276,22 @@ class Sweep {
           centre_normal(*this, grid_.shape, args.spacing, cube, centre_edges, corner, level_, args.normals + 3 * slot);
         if (args.values) args.values[slot] = static_cast<float>(cube_spread(corner, level_));
       }
+      // Each edge's id once, however many triangles share it.
+      int64_t ids[kNumEdges + 1];
+      ids[kCentre] = centre;
+      unsigned known = 1u << kCentre;
       const uint8_t* edges = tab.triangle_edges[key].data();
       int64_t* dst = args.faces + 3 * out;
       for (int v = 0; v < 3 * n; ++v) {
         const int e = edges[v];
-        if (e == kCentre) {
-          dst[v] = centre;
-          continue;
+        if (!((known >> e) & 1)) {
+          const int c = edge_start_corner(e);
+          const int dx = corner_offset(c, 0);
+          ids[e] = vertex_id(*layers[dx], vertex_offsets[i + dx], j + corner_offset(c, 1), k + corner_offset(c, 2),
+                             edge_axis(e));
+          known |= 1u << e;
         }
-        const int c = edge_start_corner(e);
-        dst[v] = vertex_id(vertex_offsets, i + corner_offset(c, 0), j + corner_offset(c, 1),
-                           k + corner_offset(c, 2), edge_axis(e));
+        dst[v] = ids[e];
       }
       centre += tab.centre_edges[key] != 0;
       out += n;
@@ -296,20 +304,26 @@ class Sweep {
   Grid grid_;
   double level_;
   T threshold_;
-  int64_t ny_, nz_, points_;
-  std::vector<uint8_t> above_[3];
+  int64_t ny_, nz_, words_, row_words_;
+  uint64_t* cache_;
+  int64_t cache_begin_, cache_end_;
+  std::vector<uint64_t> above_[3];
   int64_t above_layer_[3] = {-1, -1, -1};
-  LayerIndex index_[2];
-  std::vector<uint8_t> cube_row_;
-  uint8_t nonfinite_ = 0;
+  const uint64_t* above_ptr_[3] = {nullptr, nullptr, nullptr};
+  std::vector<uint64_t> mask_[3];
+  int64_t mask_layer_[3] = {-1, -1, -1};
+  LayerEdges edges_[2];
+  bool nonfinite_ = false;
 };
 
 // Runs body(sweep, begin, end) on contiguous ranges of point layers, one per thread, each with its
 // own sweep; rethrows the first exception any thread raised.
+// `cache` as for Sweep: each thread fills the layers of its own range.
 template <typename T, typename Body>
-void parallel_over_layers(const T* data, const Grid& grid, double level, Body&& body) {
+void parallel_over_layers(const T* data, const Grid& grid, double level, uint64_t* cache, bool fill_cache,
+                          Body&& body) {
   parallel_ranges(grid.shape[0], [&](int64_t begin, int64_t end) {
-    Sweep<T> sweep(data, grid, level);
+    Sweep<T> sweep(data, grid, level, cache, fill_cache ? begin : 0, fill_cache ? end : 0);
     body(sweep, begin, end);
   });
 }
@@ -318,9 +332,9 @@ void parallel_over_layers(const T* data, const Grid& grid, double level, Body&& 
 
 template <typename T>
 bool count_cpu(const T* data, const Grid& grid, double level, int64_t* vertex_counts,
-               int64_t* triangle_counts, int64_t* centre_counts) {
+               int64_t* triangle_counts, int64_t* centre_counts, uint64_t* above_cache) {
   std::vector<uint8_t> nonfinite(static_cast<size_t>(grid.shape[0]), 0);
-  parallel_over_layers(data, grid, level, [&](Sweep<T>& sweep, int64_t begin, int64_t end) {
+  parallel_over_layers(data, grid, level, above_cache, true, [&](Sweep<T>& sweep, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       vertex_counts[i] = sweep.count_vertices(i);
       if (i + 1 < grid.shape[0]) sweep.count_triangles(i, triangle_counts + i, centre_counts + i);
@@ -334,9 +348,10 @@ bool count_cpu(const T* data, const Grid& grid, double level, int64_t* vertex_co
 
 template <typename T>
 void fill_cpu(const T* data, const Grid& grid, const FillArgs& args, const int64_t* vertex_offsets,
-              const int64_t* triangle_offsets, const int64_t* centre_offsets) {
+              const int64_t* triangle_offsets, const int64_t* centre_offsets, const uint64_t* above_cache) {
   const int64_t cube_layers = grid.shape[0] - 1;
-  parallel_over_layers(data, grid, args.level, [&](Sweep<T>& sweep, int64_t begin, int64_t end) {
+  // Read only: no layer is the sweeps' to fill.
+  parallel_over_layers(data, grid, args.level, const_cast<uint64_t*>(above_cache), false, [&](Sweep<T>& sweep, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       if (args.vertex_layers.contains(i) && !sweep.emit_vertices(i, args, vertex_offsets))
         throw std::out_of_range("marching cubes: vertex buffer smaller than the counts promise");
@@ -347,19 +362,23 @@ void fill_cpu(const T* data, const Grid& grid, const FillArgs& args, const int64
   });
 }
 
+double above_cache_words(const int64_t shape[3]) {
+  return static_cast<double>(shape[0]) * static_cast<double>(shape[1]) * static_cast<double>(bits::words_for(shape[2]) + 1);
+}
+
 double scratch_bytes_cpu(const int64_t shape[3]) {
-  // Per thread (see Sweep): three "above" layers, two layer indices (flags, int32 ranks, int64 row
-  // starts) and a row of cube bits; per layer: a finiteness byte.
-  const double points = static_cast<double>(shape[1]) * static_cast<double>(shape[2]);
-  const double per_thread = 3 * points + 2 * (5 * points + 8.0 * shape[1]) + shape[2];
+  // Per thread (see Sweep), in 8-byte words per row: three "above" layers, three cube-mask layers
+  // and two layers of crossed edges (three words) and ranks (one); per layer: a finiteness byte.
+  const double row_words = static_cast<double>(bits::words_for(shape[2]) + 1);
+  const double per_thread = 8.0 * static_cast<double>(shape[1]) * row_words * (3 + 3 + 2 * 4);
   return static_cast<double>(busy_threads(shape[0])) * per_thread + static_cast<double>(shape[0]);
 }
 
-template bool count_cpu<float>(const float*, const Grid&, double, int64_t*, int64_t*, int64_t*);
-template bool count_cpu<double>(const double*, const Grid&, double, int64_t*, int64_t*, int64_t*);
+template bool count_cpu<float>(const float*, const Grid&, double, int64_t*, int64_t*, int64_t*, uint64_t*);
+template bool count_cpu<double>(const double*, const Grid&, double, int64_t*, int64_t*, int64_t*, uint64_t*);
 template void fill_cpu<float>(const float*, const Grid&, const FillArgs&, const int64_t*, const int64_t*,
-                              const int64_t*);
+                              const int64_t*, const uint64_t*);
 template void fill_cpu<double>(const double*, const Grid&, const FillArgs&, const int64_t*, const int64_t*,
-                               const int64_t*);
+                               const int64_t*, const uint64_t*);
 
 }  // namespace fastsdf::mc

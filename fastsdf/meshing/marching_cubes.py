@@ -94,6 +94,7 @@ class LayerCounts:
     triangles: np.ndarray
     centres: np.ndarray
     device_counts: Any = None  # the CUDA backend's (3, segments) counts, reused by its fill pass
+    above_bits: np.ndarray | None = None  # the CPU backend's bit per point above the level, for its fill pass
 
     def layer_starts(self, vertex_base: int) -> np.ndarray:
         """Global id of each point layer's first vertex: its edge vertices come first, then the
@@ -126,10 +127,11 @@ class CpuKernels:
 
     def count(self, volume: np.ndarray, level: float, cube_mask: np.ndarray | None = None) -> LayerCounts:
         self.check_working_memory(volume)
-        vertices, triangles, centres, finite = _backend.cpu().mc_count(volume, level, cube_mask)
+        above_bits = _above_bits(volume.shape)
+        vertices, triangles, centres, finite = _backend.cpu().mc_count(volume, level, cube_mask, above_bits)
         if not finite:
             raise ValueError(nonfinite_message(volume))
-        return LayerCounts(vertices, triangles, centres)
+        return LayerCounts(vertices, triangles, centres, above_bits=above_bits)
 
     def fill(self, volume, level, counts, *, vertex_base, layers, index_offset, origin, spacing,
              attributes=False, cube_mask=None):
@@ -145,8 +147,18 @@ class CpuKernels:
         values = np.empty(n_verts, np.float32) if attributes else None
         _backend.cpu().mc_fill(volume, level, starts, triangle_offsets, centre_offsets, (0, layers),
                                (0, layers), vertex_base, index_offset, origin, spacing, verts, faces,
-                               normals, values, cube_mask)
+                               normals, values, cube_mask, counts.above_bits)
         return (verts, faces, normals, values) if attributes else (verts, faces)
+
+
+def _above_bits(shape: tuple[int, ...]) -> np.ndarray | None:
+    """A bit per point for the count pass to record which samples lie above the level, so that the
+    fill pass need not read the whole volume again; None (the fill pass compares the samples again)
+    where it would take more than a quarter of the memory available, as a broadcast volume's would."""
+    words = int(_backend.cpu().mc_above_words(shape))
+    if 8 * words > _memory.available_bytes() // 4:
+        return None
+    return np.empty(words, np.uint64)
 
 
 class CudaKernels:
