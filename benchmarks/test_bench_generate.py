@@ -1,7 +1,7 @@
 """Generating shapes on a generated collection: sample -> train_deepsdf -> train_diffusion -> DDIM,
 against two baselines, scored with fastsdf.metrics' generation metrics.
 
-    generate-cpu-{n}shapes  n training meshes of tests/collection_helpers.py (random CSG of analytic
+    generate-cpu-{n}shapes  n training meshes of fastsdf.write_random_shapes (random CSG of analytic
                             primitives) and n/4 held-out ones, sampled (DeepSDF's recipe, fewer
                             points), an auto-decoder trained on them, a denoiser on its codes; then
                             as many shapes as the training set from each of:
@@ -26,7 +26,6 @@ make a smaller run.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,7 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from collection_helpers import write_collection  # noqa: E402 - tests/ is put on the path above
+from fastsdf import write_random_shapes
 
 pytest.importorskip("pytest_benchmark")
 
@@ -97,7 +95,7 @@ def test_generate_pipeline(benchmark: Any, tmp_path: Path) -> None:
     import fastsdf
     from fastsdf.metrics import chamfer_matrix, point_clouds
 
-    paths = write_collection(tmp_path / "meshes", SHAPES + HELD_OUT)
+    paths = write_random_shapes(tmp_path / "meshes", SHAPES + HELD_OUT, progress=False)
     train_paths, held_paths = paths[:SHAPES], paths[SHAPES:]
     results: dict[str, Any] = {}
 

@@ -2,7 +2,7 @@
 reports it.
 
     occupancy-cpu-completion  train_occupancy on FASTSDF_BENCH_ONET_TRAIN generated meshes
-                              (tests/collection_helpers.py, random CSG, seed 0) for
+                              (fastsdf.random_mesh: random CSG, seed 0) for
                               FASTSDF_BENCH_ONET_SECONDS of training on 2 threads, then completion
                               of held-out meshes (seed 1) and of the shared meshes from 300 surface
                               points with noise 0.01 (ONet's 0.005 in its unit cube), all of the
@@ -25,7 +25,6 @@ FASTSDF_BENCH_ONET_RESOLUTION (default 128), FASTSDF_BENCH_ONET_POINTS (samples 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,6 @@ from bench_common import MESH_DIR, load_mesh
 from fastsdf.metrics import occupancy_network_metrics
 from fastsdf.plots import plot_completion
 from fastsdf.training.occupancy import CLOUD_NOISE, CLOUD_POINTS
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from collection_helpers import generated_mesh  # noqa: E402 - tests/ is put on the path above
 
 pytest.importorskip("pytest_benchmark")
 
@@ -66,8 +62,9 @@ def collection(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tup
     """The training files, and the held-out shapes: (name, samples, normalised mesh)."""
     folder = tmp_path_factory.mktemp("onet-data")
     for index in range(TRAIN):
-        fastsdf.save_npz(folder / f"shape_{index:05d}.npz", _samples(generated_mesh(index, seed=0), index)[0])
-    held_out = [(f"held_{index:03d}", *_samples(generated_mesh(index, seed=1), 10_000 + index)) for index in range(TEST)]
+        fastsdf.save_npz(folder / f"shape_{index:05d}.npz", _samples(fastsdf.random_mesh(index, seed=0), index)[0])
+    held_out = [(f"held_{index:03d}", *_samples(fastsdf.random_mesh(index, seed=1), 10_000 + index))
+                for index in range(TEST)]
     for path in sorted(MESH_DIR.glob("*.obj")) if MESH_DIR.is_dir() else []:
         mesh = load_mesh(path.stem)
         held_out.append((path.stem, *_samples((mesh.vertices, mesh.faces), 20_000)))

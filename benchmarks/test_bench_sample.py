@@ -1,7 +1,7 @@
 """``fastsdf sample`` on a generated collection: meshes per second serially, on the process pool and
 on Ray, and where a mesh's time goes.
 
-    sample-cpu-{n}meshes the command on n generated meshes (tests/collection_helpers.py: random CSG
+    sample-cpu-{n}meshes the command on n generated meshes (fastsdf.write_random_shapes: random CSG
                          of analytic primitives, ~1,900 faces each), DeepSDF's 500,000 samples per
                          mesh, --seed 0: --workers 1 (today's serial command, the kernels on every
                          core), then the pool and Ray with --workers = the cores (one thread per
@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,7 @@ import numpy as np
 import pytest
 
 from bench_common import cpu_threads
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from collection_helpers import write_collection  # noqa: E402 - tests/ is put on the path above
+from fastsdf import write_random_shapes
 
 pytest.importorskip("pytest_benchmark")
 
@@ -49,7 +46,7 @@ _FILES: dict[str, dict[str, bytes]] = {}
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("collection")
-    write_collection(folder, MESHES)
+    write_random_shapes(folder, MESHES, progress=False)
     return folder
 
 

@@ -11,6 +11,7 @@ from fastsdf.geometry.analytic import (Box, Capsule, Circle, Difference, Interse
                                       Torus, Union)
 from fastsdf.geometry.mesh_sdf import MeshSDF
 from fastsdf.geometry.polygon_sdf import PolygonSDF
+from fastsdf.geometry.random_shapes import random_mesh, random_shape, write_random_shapes
 from fastsdf.geometry.normalization import NormalizationTransform, normalize
 from fastsdf.geometry.dataset_sampling import SampleReport, sample_meshes
 from fastsdf.geometry.samples_npz import load_npz, save_npz
@@ -99,6 +100,8 @@ __all__ = [
     "partial_cloud",
     "partial_view",
     "PointNetEncoder",
+    "random_mesh",
+    "random_shape",
     "reconstruct",
     "sample_meshes",
     "sample_sdf",
@@ -107,4 +110,5 @@ __all__ = [
     "train_diffusion",
     "train_occupancy",
     "train_shape_vae",
+    "write_random_shapes",
 ]

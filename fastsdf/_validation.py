@@ -19,7 +19,11 @@ from typing import Any, Collection, Sequence
 
 import numpy as np
 
-__all__ = ["WrongTypeError", "integer", "one_of", "real", "triple", "vector"]
+__all__ = ["SEED_LIMIT", "WrongTypeError", "integer", "one_of", "real", "triple", "vector"]
+
+# Seeds are below this: torch takes seeds below 2^64, NumPy any non-negative integer, and seeds
+# derived from one (a seed plus a rank or an index) stay below 2^64.
+SEED_LIMIT = 2**63
 
 
 class WrongTypeError(TypeError, ValueError):

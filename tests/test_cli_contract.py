@@ -29,6 +29,7 @@ BAD_VALUES = {
             "--learning-rate": "0", "--seed": "-1", "--resolution": "1", "--frequencies": "17", "--sigma": "0",
             "--features": "0"},
     "demo": {"--time-budget": "-1", "--steps": "0", "--resolution": "1", "--seed": "-1"},
+    "shapes": {"--count": "0", "--seed": "-1", "--start": "-1", "--resolution": "7"},
     "sample": {"--n-uniform": "-1", "--n-near": "-5", "--n-surface": "-1", "--near-std": "0", "--seed": "-1",
                "--workers": "0", "--threads": "0"},
     "extract": {"--resolution": "1", "--safety": "0.5"},
@@ -55,7 +56,8 @@ BAD_VALUES = {
     "bench": {"--repeat": "0"},
 }
 # A command line that parses, for each command (paths under OUT, which must stay empty).
-BASE = {"fit": ["MESH", "--out", "OUT"], "demo": ["--out", "OUT"], "sample": ["MESH", "OUT"],
+BASE = {"fit": ["MESH", "--out", "OUT"], "demo": ["--out", "OUT"], "shapes": ["OUT", "--count", "1"],
+        "sample": ["MESH", "OUT"],
         "extract": ["OUT/m.pt", "--out", "OUT/m.ply"], "eval": ["OUT/m.pt", "MESH"],
         "render": ["OUT/m.pt", "--out", "OUT/m.png"], "train-deepsdf": ["OUT/data", "--out", "OUT"],
         "reconstruct": ["OUT/m.pt", "OUT/s.npz", "--out", "OUT"], "train-occupancy": ["OUT/data", "--out", "OUT"],
@@ -179,7 +181,7 @@ def test_every_writing_command_refuses_existing_outputs(autodecoder: Path, tmp_p
     diffusion = LatentDiffusion(LatentDenoiser(4, hidden_features=8, blocks=1), torch.zeros(4), torch.ones(4),
                                 timesteps=10, latent_model=decoder).save(tmp_path / "diffusion")
     existing = {name: f"earlier {name}".encode()
-                for name in ("m.ply", "e.json", "m.png", "model.pt", "r0.3.png", "shape_000.ply")}
+                for name in ("m.ply", "e.json", "m.png", "model.pt", "r0.3.png", "shape_000.ply", "shape_00000.ply")}
     for name, content in existing.items():
         (out / name).write_bytes(content)
     runs = {
@@ -196,6 +198,7 @@ def test_every_writing_command_refuses_existing_outputs(autodecoder: Path, tmp_p
         "demo": (["--out", str(out), "--steps", "1", "--quiet"], "model.pt"),
         "train-diffusion": ([str(autodecoder), "--out", str(out), "--steps", "1", "--quiet"], "model.pt"),
         "generate": ([str(diffusion), "--count", "1", "--out", str(out), "--quiet"], "shape_000.ply"),
+        "shapes": ([str(out), "--count", "1", "--quiet"], "shape_00000.ply"),
     }
     for command, (args, name) in runs.items():
         assert main([command.strip(), *args]) == 1, command

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collection_helpers import generated_mesh, write_collection
-from fastsdf import _parallel, sample_meshes
+from fastsdf import _parallel, sample_meshes, write_random_shapes
 from fastsdf.cli import main
 from fastsdf.geometry import sampling
 from fastsdf.geometry.mesh_io import load_mesh
@@ -279,25 +278,11 @@ def test_the_command_line_entry_point(tmp_path: Path) -> None:
     assert "470,000" in help_text and "30,000" in help_text and "0.0707,0.0224" in help_text
 
 
-def test_the_generated_collection_is_closed_distinct_and_reproducible(seed: int) -> None:
-    import trimesh
-
-    meshes = [generated_mesh(index, seed % 1000) for index in range(6)]
-    for vertices, faces in meshes:
-        mesh = trimesh.Trimesh(vertices, faces)
-        assert mesh.is_watertight and mesh.volume > 0
-        assert np.abs(vertices).max() < 1
-    assert len({(len(v), round(float(trimesh.Trimesh(v, f).volume), 9)) for v, f in meshes}) == 6
-    again = generated_mesh(4, seed % 1000)
-    np.testing.assert_array_equal(again[0], meshes[4][0])
-    np.testing.assert_array_equal(again[1], meshes[4][1])
-
-
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four generated meshes and a broken one."""
     folder = tmp_path_factory.mktemp("collection")
-    write_collection(folder, 4, seed=7)
+    write_random_shapes(folder, 4, seed=7, progress=False)
     (folder / "broken.obj").write_text("this is not a mesh\nf 1 2 3 4 5\n")
     return folder
 

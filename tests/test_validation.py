@@ -95,4 +95,4 @@ def test_arrays_and_progress() -> None:
     assert concatenate([np.zeros(1), np.ones(2)]).tolist() == [0.0, 1.0, 1.0]
     assert show_progress(True, long_run=False) and not show_progress(False)
     assert not show_progress(None, long_run=False)  # the caller's "too short to watch" wins even on a terminal
-    assert _validation.__all__ == ["WrongTypeError", "integer", "one_of", "real", "triple", "vector"]
+    assert _validation.__all__ == ["SEED_LIMIT", "WrongTypeError", "integer", "one_of", "real", "triple", "vector"]

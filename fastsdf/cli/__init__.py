@@ -17,11 +17,11 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     from fastsdf.cli import (bench, complete, demo, evaluate, extract, fit, generate, reconstruct, render, sample,
-                             train_deepsdf, train_diffusion, train_occupancy, train_shape_vae)
+                             shapes, train_deepsdf, train_diffusion, train_occupancy, train_shape_vae)
 
     parser = Parser(prog="fastsdf", description="Kernel-accelerated signed distance functions.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, sample, fit, extract, evaluate, train_deepsdf, reconstruct, train_occupancy, complete,
+    for module in (demo, shapes, sample, fit, extract, evaluate, train_deepsdf, reconstruct, train_occupancy, complete,
                    train_shape_vae, train_diffusion, generate, render,
                    bench):
         module.add_parser(sub)

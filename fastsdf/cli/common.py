@@ -16,7 +16,7 @@ __all__ = ["SEED_MAX", "Parser", "UsageError", "add_overwrite_option", "integer"
            "mesh_method", "number", "positive", "positive_int", "progress_enabled", "refuse_to_overwrite",
            "relu_network", "resolution", "seed", "write_json"]
 
-SEED_MAX = 2**63 - 1  # fastsdf.training.seeding's limit
+SEED_MAX = _validation.SEED_LIMIT - 1
 
 
 class UsageError(ValueError):

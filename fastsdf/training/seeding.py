@@ -6,11 +6,9 @@ from typing import Any
 
 import torch
 
-from fastsdf._validation import integer
+from fastsdf._validation import SEED_LIMIT, integer
 
 __all__ = ["SEED_LIMIT", "check_seed", "torch_generator"]
-
-SEED_LIMIT = 2**63  # torch takes seeds below 2^64, NumPy any non-negative integer; derived seeds stay below 2^64
 
 
 def check_seed(seed: Any, allow_none: bool = True) -> int | None:
