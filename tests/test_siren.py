@@ -300,7 +300,7 @@ def test_sincos_kernel_every_magnitude(omega: float, rng: np.random.Generator, p
 def test_fused_sine_every_magnitude(width: int, rng: np.random.Generator, poisoned: None) -> None:
     """The fused kernel's own sine, for each vector width: a network y = sin(omega x) (one sine unit,
     a linear output of weight 1), so y and its Jacobian omega cos(omega x) come straight from the
-    kernel's sine, forward and from the tape."""
+    kernel's sine, forward (with the Jacobian and without) and from the tape."""
     omega = 3.0
     weights = [np.ones((1, 1), np.float32), np.ones((1, 1), np.float32)]
     try:
@@ -317,6 +317,10 @@ def test_fused_sine_every_magnitude(width: int, rng: np.random.Generator, poison
     phase = (x * np.float32(omega)).astype(np.float64)
     assert np.abs(y - np.sin(phase)).max() <= SINE_ATOL
     assert np.abs(j[:, :, 0] / omega - np.cos(phase)).max() <= SINE_ATOL + 2**-24
+    # Inference alone (no Jacobian, no tape) runs the kernel's sine without its cosine.
+    y_alone = np.empty_like(y)
+    net.forward(x, y_alone, None, 1, None)
+    assert np.abs(y_alone - np.sin(phase)).max() <= SINE_ATOL
     # The backward rebuilds sin and cos from the tape: d(sum y)/dW_last = sum of sin(omega x).
     grad_w = [np.empty((1, 1), np.float32), np.empty((1, 1), np.float32)]
     net.backward(x, np.ones((n, 1), np.float32), np.zeros((n, 1, 1), np.float32), 1, grad_w, [None, None], None,

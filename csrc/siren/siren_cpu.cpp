@@ -47,6 +47,27 @@ FASTSDF_INLINE void store(float* p, typename Vec<W>::F v) {
   std::memcpy(p, &v, sizeof v);
 }
 
+// *p in every lane, as one broadcast load. GCC builds a vector of equal lanes inside these generic
+// templates (no target attribute of their own) lane by lane, with inserts, even once they are
+// inlined into an AVX2 or AVX-512 function, and `F{} + x` costs a scalar add first (it turns -0
+// into +0, so it stays): either puts extra uops on the FMA ports for every broadcast of the
+// products' inner loop. The instruction itself avoids both; SSE vectors splat well as they are.
+template <int W>
+FASTSDF_INLINE typename Vec<W>::F broadcast(const float* p) {
+  typename Vec<W>::F v;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if constexpr (W == 8) {
+    asm("vbroadcastss %1, %0" : "=x"(v) : "m"(*p));  // ymm0-15: no AVX-512 register
+    return v;
+  } else if constexpr (W == 16) {
+    asm("vbroadcastss %1, %0" : "=v"(v) : "m"(*p));
+    return v;
+  }
+#endif
+  v = *p - typename Vec<W>::F{};  // x - (+0) is x for every float: a plain splat
+  return v;
+}
+
 // Arguments below this magnitude go through the fast reduction below, which stays exact there with
 // or without FMA: q < 2^13 times pi/2's first two parts (8 and 11 bits) fits a float. Beyond, the
 // vectors' sines would drift from sin and then, past 2^22 (q no longer in the mantissa), leave
@@ -127,15 +148,19 @@ template <int W>
 FASTSDF_INLINE void multiply_block(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb,
                                    int64_t k_count, typename Vec<W>::F (&acc)[kRows<W>][2]) {
   using F = typename Vec<W>::F;
-  for (int i = 0; i < kRows<W>; ++i) acc[i][0] = acc[i][1] = F{};
+  // Summed in a local block, copied out at the end: the broadcasts read memory, and acc's could
+  // be what they read for all the compiler knows, so it would store acc at every step.
+  F sum[kRows<W>][2];
+  for (int i = 0; i < kRows<W>; ++i) sum[i][0] = sum[i][1] = F{};
   for (int64_t k = 0; k < k_count; ++k) {
     const F b0 = load<W>(b + ldb * k), b1 = load<W>(b + ldb * k + W);
     for (int i = 0; i < kRows<W>; ++i) {
-      const F ai = F{} + a[i * a_row + k * a_col];
-      acc[i][0] += ai * b0;
-      acc[i][1] += ai * b1;
+      const F ai = broadcast<W>(a + i * a_row + k * a_col);
+      sum[i][0] += ai * b0;
+      sum[i][1] += ai * b1;
     }
   }
+  for (int i = 0; i < kRows<W>; ++i) acc[i][0] = sum[i][0], acc[i][1] = sum[i][1];
 }
 
 // A (rows x k_count, row-major, stride lda; rows a multiple of MR) times packed panels (each
@@ -245,12 +270,51 @@ FASTSDF_INLINE void load_inputs(const std::vector<PackedNet::Layer>& layers, con
   for (int64_t i = 0; i < count; ++i) std::memcpy(inputs + i * ld_in, x + (first + i) * in, sizeof(float) * in);
 }
 
-// The tile's inputs through the network: act, deriv and, with the Jacobian, jac and x_jacobian
-// (dy/d input rows). With a tape (tape_per_tile floats), the pre-activations z_k and the rows G_k
-// go there too, for a backward that then need not run the network again (restore_tile).
+// The bias and sine of a block of products (acc): a = sin(omega z) into next and, if kDerivative,
+// c = omega cos(omega z) into derivative; a linear layer's a = z. z itself goes to z_out unless null.
+template <int W, bool kDerivative>
+FASTSDF_INLINE void bias_sine_block(const PackedNet::Layer& layer, int64_t r, int64_t col,
+                                    typename Vec<W>::F (&acc)[kRows<W>][2], float* next, float* derivative,
+                                    float* z_out) {
+  using F = typename Vec<W>::F;
+  const int64_t ldc = layer.out_padded;
+  const float* bias = layer.bias.data() + col;
+  typename Vec<W>::U largest{};
+  for (int i = 0; i < kRows<W>; ++i) {
+    for (int h = 0; h < 2; ++h) {
+      const int64_t at = (r + i) * ldc + col + h * W;
+      const F z = acc[i][h] + load<W>(bias + h * W);
+      if (z_out) store<W>(z_out + at, z);
+      if (!layer.sine) {
+        store<W>(next + at, z);
+        continue;
+      }
+      F sine, cosine;
+      const F phase = z * layer.omega;
+      sincos_vec<W>(phase, &sine, &cosine);
+      track_magnitude<W>(phase, &largest);
+      store<W>(next + at, sine);
+      if constexpr (kDerivative) store<W>(derivative + at, cosine * layer.omega);
+    }
+  }
+  if (!beyond_fast_range<W>(largest)) return;
+  for (int i = 0; i < kRows<W>; ++i) {
+    for (int h = 0; h < 2; ++h) {
+      const int64_t at = (r + i) * ldc + col + h * W;
+      float z[W];
+      store<W>(z, acc[i][h] + load<W>(bias + h * W));
+      exact_sincos(z, W, layer.omega, next + at, kDerivative ? derivative + at : nullptr);
+    }
+  }
+}
+
+// The tile's inputs through the network: act, deriv (if `derivatives` or with_jacobian: inference
+// alone needs no c_k, which spares a cosine per activation) and, with the Jacobian, jac and
+// x_jacobian (dy/d input rows). With a tape (tape_per_tile floats), the pre-activations z_k and the
+// rows G_k go there too, for a backward that then need not run the network again (restore_tile).
 template <int W>
 FASTSDF_INLINE void forward_tile(const std::vector<PackedNet::Layer>& layers, const float* x, int64_t first,
-                                 int64_t count, bool with_jacobian, Scratch* s, float* tape) {
+                                 int64_t count, bool with_jacobian, bool derivatives, Scratch* s, float* tape) {
   using F = typename Vec<W>::F;
   constexpr int64_t kTileRows = kTile<W>;
   const int64_t out = layers.back().out;
@@ -260,39 +324,20 @@ FASTSDF_INLINE void forward_tile(const std::vector<PackedNet::Layer>& layers, co
     const PackedNet::Layer& layer = layers[k];
     float* next = s->act[k + 1].data();
     float* derivative = s->deriv[k].data();
-    const int64_t ldc = layer.out_padded;
     float* z_out = z_tape;
-    if (z_tape) z_tape += kTileRows * ldc;
-    multiply<W>(s->act[k].data(), layer.in_padded, kTileRows, layer.forward.data(), layer.in, ldc,
-                [&](int64_t r, int64_t col, F (&acc)[kRows<W>][2]) {
-                  typename Vec<W>::U largest{};
-                  for (int i = 0; i < kRows<W>; ++i) {
-                    for (int h = 0; h < 2; ++h) {
-                      const int64_t at = (r + i) * ldc + col + h * W;
-                      const F z = acc[i][h] + load<W>(layer.bias.data() + col + h * W);
-                      if (z_out) store<W>(z_out + at, z);
-                      if (!layer.sine) {
-                        store<W>(next + at, z);
-                        continue;
-                      }
-                      F sine, cosine;
-                      const F phase = z * layer.omega;
-                      sincos_vec<W>(phase, &sine, &cosine);
-                      track_magnitude<W>(phase, &largest);
-                      store<W>(next + at, sine);
-                      store<W>(derivative + at, cosine * layer.omega);
-                    }
-                  }
-                  if (!beyond_fast_range<W>(largest)) return;
-                  for (int i = 0; i < kRows<W>; ++i) {
-                    for (int h = 0; h < 2; ++h) {
-                      const int64_t at = (r + i) * ldc + col + h * W;
-                      float z[W];
-                      store<W>(z, acc[i][h] + load<W>(layer.bias.data() + col + h * W));
-                      exact_sincos(z, W, layer.omega, next + at, derivative + at);
-                    }
-                  }
-                });
+    if (z_tape) z_tape += kTileRows * layer.out_padded;
+    const auto epilogue = [&](auto with_derivative) {
+      return [&](int64_t r, int64_t col, F (&acc)[kRows<W>][2]) {
+        bias_sine_block<W, decltype(with_derivative)::value>(layer, r, col, acc, next, derivative, z_out);
+      };
+    };
+    if (derivatives || with_jacobian) {
+      multiply<W>(s->act[k].data(), layer.in_padded, kTileRows, layer.forward.data(), layer.in, layer.out_padded,
+                  epilogue(std::true_type{}));
+    } else {
+      multiply<W>(s->act[k].data(), layer.in_padded, kTileRows, layer.forward.data(), layer.in, layer.out_padded,
+                  epilogue(std::false_type{}));
+    }
   }
   if (!with_jacobian) return;
   float* g_tape = z_tape;
@@ -444,7 +489,7 @@ template <int W>
 FASTSDF_INLINE void infer_tile(const std::vector<PackedNet::Layer>& layers, const float* x, int64_t first,
                                int64_t count, float* y, float* jacobian, int64_t grad_columns, Scratch* s,
                                float* tape) {
-  forward_tile<W>(layers, x, first, count, jacobian != nullptr, s, tape);
+  forward_tile<W>(layers, x, first, count, jacobian != nullptr, false, s, tape);
   const int64_t in = layers.front().in, out = layers.back().out;
   const int64_t ld_out = layers.back().out_padded, ld_in = layers.front().in_padded;
   const float* result = s->act.back().data();
@@ -467,7 +512,7 @@ FASTSDF_INLINE void train_tile(const std::vector<PackedNet::Layer>& layers, cons
   if (tape) {
     restore_tile<W>(layers, x, first, count, dj != nullptr, tape, s);
   } else {
-    forward_tile<W>(layers, x, first, count, dj != nullptr, s, nullptr);
+    forward_tile<W>(layers, x, first, count, dj != nullptr, true, s, nullptr);
   }
   const int64_t in = layers.front().in, ld_in = layers.front().in_padded, out = layers.back().out;
   // Upstream gradients of the tile, zero-padded: dy rows, dj rows (columns of the Jacobian placed at
