@@ -392,8 +392,16 @@ def test_a_killed_run_resumes_where_it_stopped(autodecoder: AutoDecoder, tmp_pat
     assert history["step"] == list(range(1, 41))
     for key, value in whole.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
-    with pytest.raises(ValueError, match="another run"):
+    with pytest.raises(ValueError, match=r"another run \(steps: 40 saved, 50 now\)"):
         fastsdf.train_diffusion(autodecoder, denoiser(0), checkpoint=tmp_path / "run.pt", **{**options, "steps": 50})
+    conditions = torch.randn(len(autodecoder.names), 3)
+    conditioned = LatentDenoiser(LATENT, condition_size=3, **SMALL_DENOISER)
+    with pytest.raises(ValueError, match=r"another run \(condition_size: 0 saved, 3 now\)"):
+        fastsdf.train_diffusion(autodecoder, conditioned, conditions=conditions, checkpoint=tmp_path / "run.pt",
+                                **options)
+    wider = LatentDenoiser(LATENT, **{**SMALL_DENOISER, "hidden_features": 2 * SMALL_DENOISER["hidden_features"]})
+    with pytest.raises(ValueError, match="checkpoint is of another network than this run's"):
+        fastsdf.train_diffusion(autodecoder, wider, checkpoint=tmp_path / "run.pt", **options)
 
 
 def test_conditions_train_and_guide(autodecoder: AutoDecoder, seed: int) -> None:

@@ -298,6 +298,10 @@ def test_train_shape_vae_train_diffusion_and_conditioned_generate(tmp_path: Path
     assert main([*generate[:-4], "--guidance", "2", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--condition" in err and not (tmp_path / "x").exists()
+    assert main([*train, "--condition-dropout", "0.2", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--condition-dropout needs --partial-clouds" in err
+    assert not (tmp_path / "d").exists()
     assert main([*train, "--out", str(tmp_path / "plain")]) == 0
     capsys.readouterr()
     assert main(["generate", str(tmp_path / "plain"), "--count", "1", "--condition", str(tmp_path / "scan.npz"),

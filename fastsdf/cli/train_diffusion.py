@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fastsdf.cli.common import (add_overwrite_option, integer, number, positive, positive_int, refuse_to_overwrite,
-                                seed)
+from fastsdf.cli.common import (UsageError, add_overwrite_option, integer, number, positive, positive_int,
+                                refuse_to_overwrite, seed)
 
 __all__ = ["add_parser"]
 
@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help=f"what the denoiser predicts: the noise or the code (default: {td.PREDICTION})")
     train.add_argument("--partial-clouds", default=None, metavar="DATA",
                        help="condition on partial clouds of the shape VAE's training samples in DATA")
-    train.add_argument("--condition-dropout", type=number(0.0, 1.0), default=td.CONDITION_DROPOUT, metavar="P",
+    train.add_argument("--condition-dropout", type=number(0.0, 1.0), default=None, metavar="P",
                        help=f"with --partial-clouds, the share of codes trained unconditioned (default: "
                             f"{td.CONDITION_DROPOUT:g})")
     train.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
@@ -65,6 +65,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.condition_dropout is not None and args.partial_clouds is None:
+        raise UsageError("--condition-dropout needs --partial-clouds: without conditions there is nothing to drop")
     import torch
 
     from fastsdf.cli.common import load_model_of, progress_enabled
@@ -72,7 +74,7 @@ def _train(args: argparse.Namespace) -> int:
     from fastsdf.plots import plot_history
     from fastsdf.training.latent_model import LATENT_MODELS
     from fastsdf.training.shape_vae import ShapeVAE
-    from fastsdf.training.train_diffusion import train_diffusion
+    from fastsdf.training.train_diffusion import CONDITION_DROPOUT, train_diffusion
 
     latent_model = load_model_of(args.model, tuple(LATENT_MODELS.values()), "a latent model: a DeepSDF auto-decoder "
                                  "(fastsdf train-deepsdf's output) or a shape VAE (fastsdf train-shape-vae's)")
@@ -96,8 +98,8 @@ def _train(args: argparse.Namespace) -> int:
     model, history = train_diffusion(
         latent_model, denoiser, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
         schedule=args.schedule, timesteps=args.timesteps, prediction=args.prediction, conditions=conditions,
-        condition_dropout=args.condition_dropout, seed=args.seed,
-        device="cuda" if torch.cuda.is_available() else "cpu", checkpoint=checkpoint,
+        condition_dropout=CONDITION_DROPOUT if args.condition_dropout is None else args.condition_dropout,
+        seed=args.seed, device="cuda" if torch.cuda.is_available() else "cpu", checkpoint=checkpoint,
         progress=progress_enabled(args.quiet))
     path = model.to("cpu").save(out)
     plot_history(history, out / "training.png",

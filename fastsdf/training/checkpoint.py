@@ -58,8 +58,8 @@ class Checkpoint:
         if "network" not in state["settings"]:  # written before checkpoints recorded the network
             settings = {key: value for key, value in settings.items() if key != "network"}
         if state["settings"] != settings:
-            raise ValueError(f"{self.path} is a checkpoint of another run ({state['settings']}, not "
-                             f"{self.settings}): remove it to start afresh")
+            raise ValueError(f"{self.path} is a checkpoint of another run ({_differences(state['settings'], settings)}"
+                             f"): remove it to start afresh")
         return state
 
     @staticmethod
@@ -67,8 +67,13 @@ class Checkpoint:
               generator: torch.Generator | None = None) -> tuple[int, float, dict[str, Any]]:
         """Puts ``load``'s state into ``network``, ``optimiser``, ``generator`` and torch's global
         generator; returns (steps done, seconds trained, history)."""
-        network.load_state_dict(state["network"])
-        optimiser.load_state_dict(state["optimiser"])
+        try:
+            network.load_state_dict(state["network"])
+            optimiser.load_state_dict(state["optimiser"])
+        except (RuntimeError, ValueError) as exc:
+            first_line = str(exc).strip().splitlines()[0]
+            raise ValueError(f"the checkpoint is of another network than this run's ({first_line}): remove it to "
+                             f"start afresh") from None
         if generator is not None:
             generator.set_state(state["generator"])
         torch.random.set_rng_state(state["torch_rng"])
@@ -87,3 +92,28 @@ class Checkpoint:
         with atomic_write(self.path) as f:
             torch.save(state, f)
         self._last = time.perf_counter()
+
+
+def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """The settings in which a checkpoint differs from this run, one clause each; a list (such as
+    the shapes' names) by its length and first difference rather than in full."""
+    clauses = []
+    for key in sorted(set(saved) | set(wanted), key=str):
+        if key not in saved or key not in wanted:
+            clauses.append(f"{key}: {'not ' if key not in saved else ''}saved, {'not ' if key not in wanted else ''}"
+                           f"set now")
+            continue
+        old, new = saved[key], wanted[key]
+        if old == new:
+            continue
+        if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+            first = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
+            clauses.append(f"{key}: {len(old)} saved, {len(new)} now, first differing at position {first}")
+        else:
+            clauses.append(f"{key}: {_short(old)} saved, {_short(new)} now")
+    return "; ".join(clauses)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

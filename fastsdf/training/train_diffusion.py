@@ -116,7 +116,8 @@ def train_diffusion(model: LatentModel | str | os.PathLike, denoiser: nn.Module 
     generator = torch.Generator().manual_seed(seed)
     settings = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "schedule": schedule,
                 "timesteps": timesteps, "prediction": prediction, "condition_dropout": condition_dropout,
-                "seed": seed, "shapes": latent_model.names}
+                "condition_size": 0 if conditions is None else conditions.shape[1], "seed": seed,
+                "shapes": latent_model.names}
 
     def step(done: int) -> torch.Tensor:
         rows = torch.randint(len(data), (batch_size,), generator=generator)
