@@ -7,11 +7,11 @@ uses NumPy alone never pays for the import.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["concatenate", "is_tensor", "to_numpy"]
+__all__ = ["concatenate", "constant_like", "is_tensor", "to_numpy"]
 
 
 def is_tensor(x: Any) -> bool:
@@ -35,3 +35,12 @@ def concatenate(parts: list[Any]) -> Any:
 
         return torch.cat(parts)
     return np.concatenate(parts)
+
+
+def constant_like(values: Sequence[float] | np.ndarray, like: Any) -> Any:
+    """``values`` as an array of ``like``'s kind, dtype and device (to combine with it)."""
+    if is_tensor(like):
+        import torch
+
+        return torch.as_tensor(values, dtype=like.dtype, device=like.device)
+    return np.asarray(values, dtype=like.dtype)

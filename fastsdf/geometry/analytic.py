@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fastsdf._arrays import is_tensor
+from fastsdf._arrays import constant_like, is_tensor
 from fastsdf._validation import real, vector
 
 __all__ = ["SDF", "check_points", "Sphere", "Circle", "Box", "Rectangle", "Torus", "Capsule", "Union", "Intersection",
@@ -34,14 +34,6 @@ def check_points(points: Any, dim: int | None) -> Any:
     if points.ndim < 1 or (dim is not None and points.shape[-1] != dim):
         raise ValueError(f"points must have shape (..., {dim}), got {tuple(points.shape)}")
     return points
-
-
-def _const(values: Sequence[float], like: Any) -> Any:
-    if is_tensor(like):
-        import torch
-
-        return torch.as_tensor(values, dtype=like.dtype, device=like.device)
-    return np.asarray(values, dtype=like.dtype)
 
 
 def _norm(x: Any) -> Any:
@@ -96,7 +88,7 @@ class Sphere(SDF):
         self.center = vector(center, "center", self.dim)
 
     def distance(self, points: Any) -> Any:
-        return _norm(points - _const(self.center, points)) - self.radius
+        return _norm(points - constant_like(self.center, points)) - self.radius
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(radius={self.radius}, center={self.center})"
@@ -123,7 +115,7 @@ class Box(SDF):
 
     def distance(self, points: Any) -> Any:
         core = [h - self.radius for h in self.half_size]
-        q = abs(points - _const(self.center, points)) - _const(core, points)
+        q = abs(points - constant_like(self.center, points)) - constant_like(core, points)
         outside = _norm(_clamp_min0(q))
         largest = q[..., 0]
         for axis in range(1, q.shape[-1]):
@@ -157,7 +149,7 @@ class Torus(SDF):
         self.center = vector(center, "center", 3)
 
     def distance(self, points: Any) -> Any:
-        p = points - _const(self.center, points)
+        p = points - constant_like(self.center, points)
         ring = _norm(p[..., :2]) - self.major
         return _norm(_stack2(ring, p[..., 2])) - self.minor
 
@@ -176,8 +168,8 @@ class Capsule(SDF):
         self.radius = real(radius, "radius", 0)
 
     def distance(self, points: Any) -> Any:
-        a = _const(self.a, points)
-        ab = _const(self.b, points) - a
+        a = constant_like(self.a, points)
+        ab = constant_like(self.b, points) - a
         length2 = float((np.asarray(self.b) - np.asarray(self.a)) @ (np.asarray(self.b) - np.asarray(self.a)))
         ap = points - a
         # A segment of zero length is the point a.

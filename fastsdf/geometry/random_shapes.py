@@ -15,9 +15,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fastsdf._arrays import constant_like
 from fastsdf._progress import progress_bar
 from fastsdf._validation import SEED_LIMIT, WrongTypeError, integer
-from fastsdf.geometry.analytic import SDF, Box, Difference, Sphere, Torus, Union, _const
+from fastsdf.geometry.analytic import SDF, Box, Difference, Sphere, Torus, Union
 from fastsdf.io import write_ply
 from fastsdf.meshing.extract import extract_mesh
 
@@ -40,7 +41,7 @@ class _Turned(SDF):
 
     def distance(self, points: Any) -> Any:
         # Row vectors times R are R^T applied to each point: the rotation's inverse.
-        return self.shape(points @ _const(self.rotation, points))
+        return self.shape(points @ constant_like(self.rotation, points))
 
     def __repr__(self) -> str:
         return f"_Turned({self.shape!r}, rotation={self.rotation.tolist()})"
@@ -53,7 +54,7 @@ class _Moved(SDF):
         self.shape, self.offset = shape, offset
 
     def distance(self, points: Any) -> Any:
-        return self.shape(points - _const(self.offset, points))
+        return self.shape(points - constant_like(self.offset, points))
 
     def __repr__(self) -> str:
         return f"_Moved({self.shape!r}, offset={self.offset.tolist()})"
