@@ -16,7 +16,7 @@ from fastsdf.geometry.normalization import NormalizationTransform
 from fastsdf.training.fitted import FittedSDF
 from fastsdf.training.saved import field, latent_table_from_state, network_from_state, network_state, write_state
 
-__all__ = ["AutoDecoder", "LatentShape"]
+__all__ = ["AutoDecoder", "LatentShape", "shape_index"]
 
 FORMAT = "fastsdf.autodecoder"
 
@@ -74,14 +74,14 @@ class AutoDecoder(nn.Module):
 
     def code(self, shape: str | int) -> torch.Tensor:
         """The code of a training shape, by name or index."""
-        return self.codes[self._index(shape)]
+        return self.codes[shape_index(self.names, shape)]
 
     def shape(self, code: str | int | torch.Tensor, transform: NormalizationTransform | None = None) -> FittedSDF:
         """One shape as a ``FittedSDF`` (``.sdf(points)``, ``extract_mesh``, ``render_sdf``): a
         training shape by name or index (in its own mesh's coordinates when its samples recorded
         the normalisation), or any code (in the normalised frame, unless ``transform`` is given)."""
         if isinstance(code, (str, int)):
-            index = self._index(code)
+            index = shape_index(self.names, code)
             code, transform = self.codes[index], transform or self.transforms[index]
         code = torch.as_tensor(code, dtype=self.codes.dtype, device=self.codes.device).reshape(-1)
         if len(code) != self.latent_size:
@@ -93,17 +93,9 @@ class AutoDecoder(nn.Module):
         """``count`` shapes whose codes run linearly from ``a``'s to ``b``'s, both included (in the
         normalised frame)."""
         count = integer(count, "count", minimum=2)
-        ends = [self.codes[self._index(c)] if isinstance(c, (str, int)) else torch.as_tensor(c) for c in (a, b)]
+        ends = [self.codes[shape_index(self.names, c)] if isinstance(c, (str, int)) else torch.as_tensor(c)
+                for c in (a, b)]
         return [self.shape(torch.lerp(ends[0], ends[1], t / (count - 1))) for t in range(count)]
-
-    def _index(self, shape: str | int) -> int:
-        if isinstance(shape, str):
-            if shape not in self.names:
-                raise KeyError(f"no shape named {shape!r} (there are {len(self.names)}: {self.names[:5]}...)")
-            return self.names.index(shape)
-        if not -len(self.names) <= shape < len(self.names):
-            raise IndexError(f"shape index {shape} out of range for {len(self.names)} shapes")
-        return int(shape) % len(self.names)
 
     def save(self, path: str | os.PathLike) -> Any:
         """Writes the decoder, codes, names, transforms and history to ``path`` (a file, or a folder
@@ -128,3 +120,15 @@ class AutoDecoder(nn.Module):
         if codes.shape[1] != latent_size:
             raise ValueError(f"'codes' have {codes.shape[1]} values each, the decoder takes {latent_size}")
         return cls(decoder, codes, names, transforms, history)
+
+
+def shape_index(names: list[str], shape: str | int) -> int:
+    """The row of ``shape`` (a training shape's name, or an index, negative ones from the end)
+    among ``names``; KeyError or IndexError naming what exists."""
+    if isinstance(shape, str):
+        if shape not in names:
+            raise KeyError(f"no shape named {shape!r} (there are {len(names)}: {names[:5]}...)")
+        return names.index(shape)
+    if not -len(names) <= shape < len(names):
+        raise IndexError(f"shape index {shape} out of range for {len(names)} shapes")
+    return int(shape) % len(names)

@@ -23,7 +23,7 @@ from torch import nn
 
 from fastsdf._validation import integer, real
 from fastsdf.geometry.normalization import NormalizationTransform
-from fastsdf.training.autodecoder import LatentShape
+from fastsdf.training.autodecoder import LatentShape, shape_index
 from fastsdf.training.fitted import FittedSDF
 from fastsdf.training.occupancy import input_cloud, partial_cloud
 from fastsdf.training.saved import field, latent_table_from_state, network_from_state, network_state, write_state
@@ -139,7 +139,7 @@ class ShapeVAE(nn.Module):
         index (in its mesh's coordinates where its samples recorded the normalisation), or any
         latent (in the normalised frame, unless ``transform`` is given)."""
         if isinstance(code, (str, int)):
-            index = self._index(code)
+            index = shape_index(self.names, code)
             code, transform = self.codes[index], transform or self.transforms[index]
         code = torch.as_tensor(code, dtype=self.codes.dtype, device=self.codes.device).reshape(-1)
         if len(code) != self.latent_size or not bool(torch.isfinite(code).all()):
@@ -161,15 +161,6 @@ class ShapeVAE(nn.Module):
                              f"model was trained on ({len(self.names)}: {self.names[:3]}...)")
         return cloud_latents(self, shapes, self.settings.get("input_points"), check_seed(seed, allow_none=False),
                              partial=True)
-
-    def _index(self, shape: str | int) -> int:
-        if isinstance(shape, str):
-            if shape not in self.names:
-                raise KeyError(f"no shape named {shape!r} (there are {len(self.names)}: {self.names[:5]}...)")
-            return self.names.index(shape)
-        if not -len(self.names) <= shape < len(self.names):
-            raise IndexError(f"shape index {shape} out of range for {len(self.names)} shapes")
-        return int(shape) % len(self.names)
 
     def save(self, path: str | os.PathLike) -> Any:
         """Writes the networks, latents, names, transforms, settings and history to ``path`` (a file,
