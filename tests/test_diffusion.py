@@ -24,21 +24,12 @@ from fastsdf.training.autodecoder import AutoDecoder
 from fastsdf.training.diffusion import NoiseSchedule, ddim_sample, ddim_timesteps, diffusion_loss, predictions
 from fastsdf.training.latent_diffusion import LatentDiffusion
 from fastsdf.training.shapes import ShapeSamples
-from training_helpers import sphere_samples
+from training_helpers import one_thread, sphere_samples  # noqa: F401 - one_thread: a fixture, autouse
 
 RADII = (0.3, 0.4, 0.5, 0.6, 0.7)
 LATENT = 8
 SMALL_DENOISER = {"hidden_features": 64, "blocks": 2, "time_features": 32}
 TRAINING = {"steps": 300, "batch_size": 64, "timesteps": 100, "progress": False, "device": "cpu"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Networks this small run fastest on one thread, and far slower on a busy machine's two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def schedules(rng: np.random.Generator) -> list[NoiseSchedule]:

@@ -22,7 +22,7 @@ from fastsdf.training.latent_diffusion import LatentDiffusion
 from fastsdf.training.losses import gaussian_kl
 from fastsdf.training.shape_vae import ShapeVAE, cloud_latents, reparameterise, shape_vae_encoder
 from fastsdf.training.shapes import ShapeSamples
-from training_helpers import sphere_samples
+from training_helpers import one_thread, sphere_samples  # noqa: F401 - one_thread: a fixture, autouse
 
 RADII = (0.3, 0.45, 0.6, 0.75)
 LATENT = 8
@@ -30,15 +30,6 @@ SMALL = {"shapes_per_batch": 4, "samples_per_shape": 256, "cloud_points": 64, "l
          "progress": False, "num_workers": 0, "device": "cpu"}
 DENOISER = {"hidden_features": 64, "blocks": 2, "time_features": 32}
 RAY = np.stack([np.linspace(0, 1, 101), np.zeros(101), np.zeros(101)], axis=1).astype(np.float32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Networks this small run fastest on one thread, and far slower on a busy machine's two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def spheres(seed: int, radii: tuple[float, ...] = RADII) -> ShapeSamples:

@@ -13,9 +13,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 import fastsdf
 from fastsdf.geometry.sampling import SdfSamples
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Networks this small run fastest on one thread, and far slower on a busy machine's two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def sphere_samples(radius: float, rng: np.random.Generator, count: int = 6000, surface: int = 0) -> SdfSamples:
