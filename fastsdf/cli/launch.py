@@ -9,11 +9,22 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from fastsdf.cli.common import refuse_to_overwrite
+from fastsdf.cli.common import add_overwrite_option, integer, refuse_to_overwrite, seed
 
-__all__ = ["OUTPUTS", "multinode_help", "train_command"]
+__all__ = ["OUTPUTS", "add_run_options", "multinode_help", "train_command"]
 
 OUTPUTS = ("model.pt", "training.png")
+
+
+def add_run_options(train: argparse.ArgumentParser, default_workers: int) -> None:
+    """The options every dataset trainer's command ends with: --seed, --workers (loader processes),
+    --quiet and --overwrite."""
+    train.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
+    train.add_argument("--workers", type=integer(0), default=default_workers, metavar="N",
+                       help="processes that read the batches' samples from disk ahead of training; 0: none "
+                            f"(default: {default_workers}; the result does not depend on it)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_overwrite_option(train)
 
 
 def multinode_help(command: str) -> str:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fastsdf.cli.common import (add_overwrite_option, integer, number, positive, positive_int, progress_enabled,
-                                relu_network, seed)
-from fastsdf.cli.launch import multinode_help, train_command
+from fastsdf.cli.common import number, positive, positive_int, progress_enabled, relu_network
+from fastsdf.cli.launch import add_run_options, multinode_help, train_command
 
 __all__ = ["add_parser"]
 
@@ -59,12 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help=f"halve both rates every N epochs (default: {ad.DECAY_EVERY})")
     train.add_argument("--code-regularization", type=number(0.0), default=ad.CODE_REGULARIZATION, metavar="L",
                        help=f"1/sigma^2 of the code prior (default: {ad.CODE_REGULARIZATION:g})")
-    train.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
-    train.add_argument("--workers", type=integer(0), default=ad.DEFAULT_WORKERS, metavar="N",
-                       help="processes that read the batches' samples from disk ahead of training; 0: none "
-                            f"(default: {ad.DEFAULT_WORKERS}; the result does not depend on it)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_overwrite_option(train)
+    add_run_options(train, ad.DEFAULT_WORKERS)
     train.set_defaults(run=_train)
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fastsdf.cli.common import add_overwrite_option, integer, number, positive, positive_int, progress_enabled, seed
-from fastsdf.cli.launch import multinode_help, train_command
+from fastsdf.cli.common import number, positive, positive_int, progress_enabled
+from fastsdf.cli.launch import add_run_options, multinode_help, train_command
 
 __all__ = ["add_parser"]
 
@@ -63,12 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help=f"std of the latents' Gaussian prior (default: {tv.PRIOR_STD:g})")
     train.add_argument("--learning-rate", type=positive, default=tv.LEARNING_RATE, metavar="LR",
                        help=f"Adam's rate (default: {tv.LEARNING_RATE:g})")
-    train.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
-    train.add_argument("--workers", type=integer(0), default=tv.DEFAULT_WORKERS, metavar="N",
-                       help="processes that read the batches' samples from disk ahead of training; 0: none "
-                            f"(default: {tv.DEFAULT_WORKERS}; the result does not depend on it)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_overwrite_option(train)
+    add_run_options(train, tv.DEFAULT_WORKERS)
     train.set_defaults(run=_train)
 
 
