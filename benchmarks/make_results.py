@@ -48,6 +48,8 @@ Optional keys add columns to a group's table where any of its rows has them:
     identical_to_dense       whether the mesh equals the dense extraction's, vertex for vertex
     identical_to_serial      whether a parallel run wrote the serial run's files, byte for byte
     notes                    list of sentences printed under the table (once each)
+    any key holding {row: {column: value}}  a table of its own under the group's (scores per input kind,
+                             generation metrics per sampling source)
 
 The ratio column compares a row with a fastsdf row of the same group: the one whose ``variant`` equals
 the row's ``compare_with`` (else its ``variant``), preferring the same points and size. Where both
@@ -370,6 +372,32 @@ def group_table(results: list[Result]) -> list[str]:
                  "".join(align for _, align, *_ in shown) + "l", rows)
 
 
+def fmt_cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return fmt_number(value) if abs(value) >= 100 else f"{value:.3g}"
+    return "?" if value is None else str(value)
+
+
+def breakdown_tables(results: list[Result]) -> list[str]:
+    """A table for each extra_info value of a result that is a dict of dicts of scalars
+    (``{row: {column: value}}``, e.g. scores per input kind or per sampling source), under the
+    group's table: rows in their recorded order, columns in the order they first appear."""
+    lines: list[str] = []
+    for r in results:
+        for key, value in r.extra.items():
+            if not (isinstance(value, dict) and value and all(isinstance(row, dict) for row in value.values())):
+                continue
+            columns = list({column: None for row in value.values() for column in row})
+            rows = [[str(label), *(fmt_cell(row.get(column)) for column in columns)] for label, row in value.items()]
+            lines += ["", f"`{key}` of {r.peer} ({r.name}):", "",
+                      *table([key, *columns], "l" + "r" * len(columns), rows)]
+    return lines
+
+
 def group_notes(results: list[Result]) -> list[str]:
     """The group's notes, each once, in the order of first appearance."""
     notes = {str(note): None for r in results for note in (r.extra.get("notes") or [])}
@@ -399,7 +427,7 @@ def render_section(op: str, results: list[Result], level: int) -> str:
         lines += ["", f"{'#' * (level + 1)} {group}", ""]
         caption = "; ".join(inputs + [f"run {sources}"])
         lines.append(caption[:1].upper() + caption[1:] + ".")
-        lines += ["", *group_table(members)]
+        lines += ["", *group_table(members), *breakdown_tables(members)]
         if notes := group_notes(members):
             lines += ["", *notes]
     lines.append(f"<!-- {op}:end -->")
