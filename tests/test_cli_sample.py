@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import types
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
 
 from fastsdf import _parallel, sample_meshes, write_random_shapes
 from fastsdf.cli import main
-from fastsdf.geometry import sampling
+from fastsdf.geometry import dataset_sampling, sampling
 from fastsdf.geometry.mesh_io import load_mesh
 from fastsdf.geometry.normalization import NormalizationTransform, normalize
 from fastsdf.geometry.samples_npz import load_npz
@@ -349,3 +353,95 @@ def test_without_ray_auto_is_the_pool_and_ray_is_refused(tmp_path: Path, capsys:
     with pytest.raises(ValueError, match="workers"):
         sample_meshes([MESHES / "cow.obj"], tmp_path / "out", workers=0)
     assert not (tmp_path / "out").exists()
+
+
+def _segfault() -> None:
+    import resource  # POSIX only, as the tests that use it
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _square_or_die(value: int, death: str, marks: str) -> int:
+    """A task that leaves one file per run in ``marks``; ``death`` "always": a segfault every run,
+    "once": its process exits on the first run only (as a kill for memory might)."""
+    Path(marks, f"{value}.{os.getpid()}.{len(os.listdir(marks))}").touch()
+    if death == "always":
+        _segfault()
+    if death == "once" and len([name for name in os.listdir(marks) if name.startswith(f"{value}.")]) == 1:
+        os._exit(3)
+    return value * value
+
+
+@contextlib.contextmanager
+def _deadline(seconds: int) -> Iterator[None]:
+    """Fails the test instead of hanging it (SIGALRM in this, the main, thread)."""
+    def expire(*_) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+posix = pytest.mark.skipif(os.name != "posix", reason="kills its worker with a signal, times out with SIGALRM")
+
+
+@posix
+@pytest.mark.parametrize("engine", ["pool", "ray"])
+def test_a_worker_that_dies_loses_only_its_own_task(engine: str, tmp_path: Path,
+                                                    request: pytest.FixtureRequest) -> None:
+    """A process pool whose worker died failed every task not yet done (BrokenProcessPool), without
+    saying which one killed it; Ray reran the task 3 times. Now both rerun it once, then report it."""
+    if engine == "ray":
+        ray = request.getfixturevalue("local_ray")
+        # Ray's workers cannot import this module: the task goes to them by value.
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        request.addfinalizer(lambda: ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__]))
+    deaths = {3: "always", 5: "once"}
+    items = [(value, deaths.get(value, ""), str(tmp_path)) for value in range(8)]
+    results: dict[int, object] = {}
+    with _deadline(120):
+        for index, result, message in _parallel.map_unordered(_square_or_die, items, engine=engine, workers=2):
+            assert index not in results
+            results[index] = result if message is None else message
+    assert {index: results[index] for index in range(8) if index != 3} == {i: i * i for i in range(8) if i != 3}
+    died = "the worker process died while running it, on each of its 2 tries ("
+    assert str(results[3]).startswith(died), results[3]
+    if engine == "pool":
+        assert results[3].endswith("(exit code -11, SIGSEGV)")
+    # Every task ran once, but the ones whose worker died: twice.
+    runs = collections.Counter(int(path.name.split(".")[0]) for path in tmp_path.iterdir())
+    assert runs == {value: 2 if value in deaths else 1 for value in range(8)}
+
+
+_sample_mesh_file = dataset_sampling.sample_mesh_file
+
+
+def _sample_or_segfault(path: Path, *args: object) -> object:
+    """sample_mesh_file, but a mesh named bad kills its worker as a native library's crash would."""
+    if path.stem == "bad":
+        _segfault()
+    return _sample_mesh_file(path, *args)
+
+
+@posix
+def test_a_mesh_that_kills_its_worker_is_reported_and_the_rest_are_written(
+        collection: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    # sample_meshes hands the pool the module's sample_mesh_file, now this one, which the spawned
+    # workers import by reference from this module (the pool carries this process's sys.path).
+    monkeypatch.setattr(dataset_sampling, "sample_mesh_file", _sample_or_segfault)
+    shutil.copy(collection / "shape_00000.ply", tmp_path / "bad.ply")
+    meshes = sorted(collection.iterdir()) + [tmp_path / "bad.ply"]
+    with _deadline(120):
+        report = sample_meshes(meshes, tmp_path / "out", n_near=200, n_uniform=50, seed=seed, engine="pool",
+                               workers=2, progress=False)
+    assert sorted(path.name for path in report.written) == [f"shape_0000{i}.npz" for i in range(4)]
+    assert len(report.failures) == 2 and "broken.obj" in report.failures[0]
+    assert report.failures[1] == (f"{tmp_path / 'bad.ply'}: the worker process died while running it, on each of "
+                                  "its 2 tries (exit code -11, SIGSEGV)")
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [f"shape_0000{i}.npz" for i in range(4)]

@@ -20,9 +20,10 @@ DeepSDF's preprocessing writes them, plus `offset` and `scale` (original -> norm
 std 0.0224, i.e. variances 0.005 and 0.0005) and 30,000 uniform points in [-1, 1]^3, after
 centring the mesh and scaling it into the sphere of radius 1/1.03. Existing outputs are skipped,
 never overwritten (unless --overwrite), so a rerun finishes a folder; a mesh that fails is reported
-at the end (exit status 1) and the rest go on. Several meshes are sampled at once (--workers), on Ray
-when it is installed (pip install 'fastsdf[distributed]'; --address for an existing cluster), else
-on a local process pool; --seed gives the same files whichever runs them.
+at the end (exit status 1) and the rest go on (one that kills its worker process is tried once more,
+then reported with how the process died). Several meshes are sampled at once (--workers), on a local
+process pool, or on Ray when a cluster is named (--address or RAY_ADDRESS; pip install
+'fastsdf[distributed]') or --engine ray asks for it; --seed gives the same files whichever runs them.
 """
 
 

@@ -2,7 +2,8 @@
 on a process pool or Ray (``fastsdf._parallel``), resumably.
 
 What a run promises whatever the engine: outputs that exist are skipped (never overwritten unless
-asked), every file is written atomically, a mesh that fails is reported and the rest go on, and a
+asked), every file is written atomically, a mesh that fails is reported and the rest go on (one that
+kills its worker process too, on the pool and on Ray: ``fastsdf._parallel.map_unordered``), and a
 ``seed`` gives byte-identical files: each mesh draws from a stream seeded by the run's seed and its
 file name, never by the order or the process it runs in.
 """
@@ -85,7 +86,14 @@ def sample_meshes(
         log: called with one line per mesh written or skipped.
 
     Returns:
-        A ``SampleReport``. Failing meshes do not raise: they are in ``failures``.
+        A ``SampleReport``. Failing meshes do not raise: they are in ``failures``. That includes a
+        mesh whose worker process dies (a segfault in a native library, the out-of-memory killer):
+        it is sampled once more in a fresh process, and if that one dies too, reported as
+        ``"<path>: the worker process died while running it, on each of its 2 tries (exit code
+        -11, SIGSEGV)"`` (on Ray: Ray's ``WorkerCrashedError`` or ``OutOfMemoryError``); the
+        other meshes are neither stopped nor run twice, and an interrupted write leaves no output.
+        A mesh whose sampling never returned would hold its worker until the run is interrupted
+        (there is no timeout per mesh); a rerun then resumes.
 
     Raises:
         ValueError: bad counts, options, ``workers`` or ``threads``; Ray asked for but not installed.
