@@ -45,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--steps", type=positive_int, default=td.DEFAULT_STEPS, metavar="N",
                        help=f"Adam steps (default: {td.DEFAULT_STEPS})")
     train.add_argument("--batch-size", type=positive_int, default=td.BATCH_SIZE, metavar="N",
-                       help=f"codes per step, drawn with replacement (default: {td.BATCH_SIZE})")
+                       help=f"codes per step, drawn with replacement; under torchrun, the processes' together "
+                            f"(default: {td.BATCH_SIZE})")
     train.add_argument("--learning-rate", type=positive, default=td.LEARNING_RATE, metavar="LR",
                        help=f"Adam's initial rate, decayed along a half cosine (default: {td.LEARNING_RATE:g})")
     train.add_argument("--width", type=positive_int, default=256, help="the denoiser's hidden features (default: 256)")
