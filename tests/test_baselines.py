@@ -282,7 +282,7 @@ def test_a_checkpoint_of_another_network_is_refused_and_an_old_one_resumes(tmp_p
     state = torch.load(checkpoint, weights_only=True)
     del state["settings"]["network"]
     torch.save(state, checkpoint)
-    assert Checkpoint(checkpoint, {**state["settings"], "network": {}}).restore(
+    assert Checkpoint(checkpoint, {**state["settings"], "network": {}}).resume(
         ReluMLP(3, 8, 1, 1, encoding=gaussian()), torch.optim.Adam(ReluMLP(3, 8, 1, 1).parameters()))[0] == 4
 
 

@@ -50,7 +50,7 @@ BAD_VALUES = {
                         "--input-points": "0", "--input-noise": "-1", "--kl-weight": "-1", "--prior-std": "0",
                         "--learning-rate": "0", "--workers": "-1", "--seed": "-1"},
     "train-diffusion": {"--steps": "0", "--batch-size": "0", "--learning-rate": "0", "--width": "0", "--blocks": "0",
-                        "--timesteps": "1", "--condition-dropout": "1.5", "--seed": "-1"},
+                        "--timesteps": "1", "--condition-dropout": "1.5", "--ema-decay": "1", "--seed": "-1"},
     "generate": {"--count": "0", "--steps": "0", "--eta": "-1", "--resolution": "1", "--guidance": "nan",
                  "--seed": "-1"},
     "bench": {"--repeat": "0"},

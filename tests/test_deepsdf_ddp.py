@@ -24,7 +24,7 @@ import fastsdf
 from fastsdf import DeepSDFDecoder
 from fastsdf.training.autodecoder import AutoDecoder
 from fastsdf.training.shapes import load_shapes
-from training_helpers import free_port, run_together, sphere_samples
+from training_helpers import first_process_wrote, free_port, run_together, sphere_samples
 
 RADII = (0.3, 0.4, 0.5, 0.6, 0.7)
 EPOCHS, SHAPES_PER_BATCH, SEED = 6, 4, 3  # 2 steps per epoch over the 5 shapes
@@ -155,25 +155,13 @@ def test_two_nodes_resume_from_the_checkpoint_only_the_first_process_s_node_has(
     """The first process reads its node's checkpoint and sends its state to the other, which never
     reads its own folder (a damaged checkpoint there): the uninterrupted run's model, bitwise equal
     replicas, written on the first process's node only."""
-    root, (_, single) = two_nodes["folder"], spheres
-    for status, out, err in two_nodes["resume"]:
-        assert status == 0 and "replicas identical: True" in out, err
-    (_, out0, _), (_, out1, _) = two_nodes["resume"]
-    assert "resuming from" in out0 and "on 2 processes" in out0 and "resuming" not in out1 and "trained" not in out1
-    assert sorted(p.name for p in (root / "resume0").iterdir()) == ["model.pt", "training.png"]
-    assert [p.name for p in (root / "resume1").iterdir()] == ["checkpoint.pt"]
-    resumed = fastsdf.load_model(root / "resume0")
+    resumed = fastsdf.load_model(first_process_wrote(two_nodes["resume"], two_nodes["folder"], "resume", True))
     assert resumed.history["epoch"] == list(range(1, EPOCHS + 1))
-    assert_same_model(resumed, single)
+    assert_same_model(resumed, spheres[1])
 
 
 def test_two_nodes_train_what_one_process_trains(two_nodes, spheres) -> None:
     """Bitwise equal replicas; the model, only in the first process's node's folder, is the
     single-process one; the other node's folder is never made."""
-    root, (_, single) = two_nodes["folder"], spheres
-    for status, out, err in two_nodes["fresh"]:
-        assert status == 0 and "replicas identical: True" in out, err
-    assert "on 2 processes" in two_nodes["fresh"][0][1]
-    assert sorted(p.name for p in (root / "fresh0").iterdir()) == ["model.pt", "training.png"]
-    assert not (root / "fresh1").exists()
-    assert_same_model(fastsdf.load_model(root / "fresh0"), single)
+    folder = first_process_wrote(two_nodes["fresh"], two_nodes["folder"], "fresh", False)
+    assert_same_model(fastsdf.load_model(folder), spheres[1])

@@ -1,6 +1,7 @@
 """Latent diffusion: the maths against closed forms in float64 (noise schedules, forward noising,
-the posterior, DDIM and DDPM steps, guidance), the denoiser, and training on a small auto-decoder's
-codes end to end (resume, saving, the train-diffusion and generate commands).
+the posterior, DDIM and DDPM steps, guidance, the moving average of the weights), the denoiser, and
+training on a small auto-decoder's codes end to end (resume, saving, the train-diffusion and
+generate commands). Under torchrun: test_diffusion_ddp.py.
 
 The shapes are the DeepSDF tests' family of spheres: a small auto-decoder learns their codes in a
 few seconds, and a small denoiser learns those codes' distribution in a few hundred steps.
@@ -22,8 +23,10 @@ from fastsdf.nn import LatentDenoiser
 from fastsdf.nn.denoiser import timestep_embedding
 from fastsdf.training.autodecoder import AutoDecoder
 from fastsdf.training.diffusion import NoiseSchedule, ddim_sample, ddim_timesteps, diffusion_loss, predictions
+from fastsdf.training.ema import moving_average
 from fastsdf.training.latent_diffusion import LatentDiffusion
 from fastsdf.training.shapes import ShapeSamples
+from fastsdf.training.steps import train_steps
 from training_helpers import one_thread, sphere_samples  # noqa: F401 - one_thread: a fixture, autouse
 
 RADII = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -277,6 +280,85 @@ def test_denoiser_checks_its_inputs() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# The moving average of the weights
+# ------------------------------------------------------------------------------------------------
+
+
+def ema_closed_form(weights: list[np.ndarray], decay: float) -> np.ndarray:
+    """The average after len(weights) - 1 steps, weights[0] the initial ones and weights[k] those after
+    step k: w_0 prod_k d_k + sum_k (1 - d_k) w_k prod_{j > k} d_j, d_k = min(decay, (1 + k) / (10 + k))."""
+    d = [min(decay, (1 + k) / (10 + k)) for k in range(1, len(weights))]
+    total = weights[0] * np.prod(d)
+    for k in range(1, len(weights)):
+        total = total + (1 - d[k - 1]) * weights[k] * np.prod(d[k:])
+    return total
+
+
+def test_the_moving_average_is_its_closed_form(rng: np.random.Generator) -> None:
+    """Over steps where the warm-up rules and steps where the decay does (it takes over at k = 8 for
+    0.5, never for 0.9999 here); its state (the step count included) resumes it exactly."""
+    for decay in (float(rng.uniform(0.5, 0.8)), 0.9999):
+        network = torch.nn.Linear(3, 2).double()
+        weights = [torch.cat([p.detach().reshape(-1) for p in network.parameters()]).numpy().copy()]
+        average = moving_average(network, decay)
+        halfway = None
+        for k in range(1, 13):
+            with torch.no_grad():
+                for p in network.parameters():
+                    p.copy_(torch.from_numpy(rng.standard_normal(p.shape)))
+            weights.append(torch.cat([p.detach().reshape(-1) for p in network.parameters()]).numpy().copy())
+            average.update_parameters(network)
+            if k == 6:
+                halfway = moving_average(torch.nn.Linear(3, 2).double(), decay)
+                halfway.load_state_dict(average.state_dict())
+            elif k > 6:
+                halfway.update_parameters(network)
+        got = torch.cat([p.detach().reshape(-1) for p in average.module.parameters()]).numpy()
+        np.testing.assert_allclose(got, ema_closed_form(weights, decay), rtol=1e-12, atol=1e-12)
+        for a, b in zip(average.module.parameters(), halfway.module.parameters()):
+            assert torch.equal(a, b)
+
+
+def test_training_averages_the_weights_of_every_step(autodecoder: AutoDecoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's ``ema`` is the closed form over the weights after each of the run's steps, from
+    the initial ones; ``ema_decay=0`` keeps none."""
+    torch.manual_seed(0)
+    denoiser = LatentDenoiser(LATENT, **SMALL_DENOISER)
+    weights = [torch.cat([p.detach().reshape(-1) for p in denoiser.parameters()]).double().numpy().copy()]
+    real_step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        result = real_step(self, *args, **kwargs)
+        weights.append(torch.cat([p.detach().reshape(-1) for p in denoiser.parameters()]).double().numpy().copy())
+        return result
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    model, _ = fastsdf.train_diffusion(autodecoder, denoiser, ema_decay=0.7, seed=1, **{**TRAINING, "steps": 15})
+    assert len(weights) == 16 and model.ema is not denoiser
+    got = torch.cat([p.detach().reshape(-1) for p in model.ema.parameters()]).double().numpy()
+    np.testing.assert_allclose(got, ema_closed_form(weights, 0.7), rtol=0, atol=1e-6 * np.abs(weights).max())
+    plain, _ = fastsdf.train_diffusion(autodecoder, ema_decay=0, **{**TRAINING, "steps": 2})
+    assert plain.ema is None
+
+
+def test_sampling_uses_the_moving_average(diffusion, seed: int) -> None:
+    """By default DDIM denoises with ``ema``; ``ema=False`` with the last step's weights."""
+    model, _ = diffusion
+    assert model.ema is not None
+
+    def alone(denoiser: torch.nn.Module) -> LatentDiffusion:
+        return LatentDiffusion(denoiser, model.mean, model.std, model.schedule_name, model.schedule.timesteps,
+                               model.prediction, clip=model.clip)
+
+    averaged, last = model.sample(5, steps=7, seed=seed), model.sample(5, steps=7, seed=seed, ema=False)
+    assert torch.equal(averaged, alone(model.ema).sample(5, steps=7, seed=seed))
+    assert torch.equal(last, alone(model.denoiser).sample(5, steps=7, seed=seed))
+    assert not torch.equal(averaged, last)
+    with pytest.raises(ValueError, match="ema must be the denoiser's network"):
+        LatentDiffusion(model.denoiser, model.mean, model.std, ema=LatentDenoiser(LATENT, hidden_features=8, blocks=1))
+
+
+# ------------------------------------------------------------------------------------------------
 # Training on an auto-decoder's codes
 # ------------------------------------------------------------------------------------------------
 
@@ -345,10 +427,18 @@ def test_save_and_load_the_diffusion_model(diffusion, tmp_path: Path, seed: int)
     assert isinstance(loaded, LatentDiffusion) and path == tmp_path / "diffusion" / "model.pt"
     assert loaded.autodecoder.names == model.autodecoder.names and loaded.clip == model.clip
     assert torch.equal(loaded.sample(5, steps=7, seed=seed), model.sample(5, steps=7, seed=seed))
+    for a, b in zip(loaded.ema.parameters(), model.ema.parameters()):
+        assert torch.equal(a, b)
     state = torch.load(path, weights_only=True)
+    del state["ema"]  # a file from before the moving average: sampled with the denoiser
+    torch.save(state, tmp_path / "old.pt")
+    old = fastsdf.load_model(tmp_path / "old.pt")
+    assert old.ema is None and torch.equal(old.sample(5, steps=7, seed=seed), model.sample(5, steps=7, seed=seed,
+                                                                                            ema=False))
     for key, value, words in (("schedule", "quadratic", "'schedule'"), ("mean", torch.zeros(3), "'mean'"),
                               ("autodecoder", {"codes": torch.zeros(2, 2)}, "'autodecoder'"),
-                              ("timesteps", 1, "timesteps"), ("clip", "big", "'clip'")):
+                              ("timesteps", 1, "timesteps"), ("clip", "big", "'clip'"), ("ema", 3, "'ema'"),
+                              ("ema", {"class": "LatentDenoiser"}, "'ema'")):
         torch.save({**state, key: value}, tmp_path / "bad.pt")
         with pytest.raises(ValueError, match=words) as error:
             fastsdf.load_model(tmp_path / "bad.pt")
@@ -381,8 +471,21 @@ def test_a_killed_run_resumes_where_it_stopped(autodecoder: AutoDecoder, tmp_pat
     monkeypatch.setattr(torch.optim.Adam, "step", real_step)
     resumed, history = fastsdf.train_diffusion(autodecoder, denoiser(5), checkpoint=tmp_path / "run.pt", **options)
     assert history["step"] == list(range(1, 41))
-    for key, value in whole.state_dict().items():
+    assert resumed.ema is not None and any(key.startswith("ema.") for key in whole.state_dict())
+    for key, value in whole.state_dict().items():  # the moving average's too
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+    with pytest.raises(ValueError, match=r"another run \(ema_decay: 0.9999 saved, 0.999 now\)"):
+        fastsdf.train_diffusion(autodecoder, denoiser(0), checkpoint=tmp_path / "run.pt",
+                                **{**options, "ema_decay": 0.999})
+    # A checkpoint from before the moving average resumes without one, and only so.
+    state = torch.load(tmp_path / "run.pt", weights_only=True)
+    del state["settings"]["ema_decay"], state["average"]
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"before checkpoints recorded ema_decay .*: resume it with ema_decay=0.0"):
+        fastsdf.train_diffusion(autodecoder, denoiser(0), checkpoint=tmp_path / "old.pt", **options)
+    old, history = fastsdf.train_diffusion(autodecoder, denoiser(0), checkpoint=tmp_path / "old.pt",
+                                           **{**options, "ema_decay": 0.0})
+    assert old.ema is None and history["step"] == list(range(1, 41))
     with pytest.raises(ValueError, match=r"another run \(steps: 40 saved, 50 now\)"):
         fastsdf.train_diffusion(autodecoder, denoiser(0), checkpoint=tmp_path / "run.pt", **{**options, "steps": 50})
     conditions = torch.randn(len(autodecoder.names), 3)
@@ -393,6 +496,15 @@ def test_a_killed_run_resumes_where_it_stopped(autodecoder: AutoDecoder, tmp_pat
     wider = LatentDenoiser(LATENT, **{**SMALL_DENOISER, "hidden_features": 2 * SMALL_DENOISER["hidden_features"]})
     with pytest.raises(ValueError, match="checkpoint is of another network than this run's"):
         fastsdf.train_diffusion(autodecoder, wider, checkpoint=tmp_path / "run.pt", **options)
+
+
+def test_parallel_training_stops_by_steps_alone() -> None:
+    """Each process would measure its own seconds and stop at its own step, leaving the others waiting."""
+    network = torch.nn.Linear(2, 1)
+    with pytest.raises(ValueError, match="time budget would stop parallel processes"):
+        train_steps(network, torch.optim.Adam(network.parameters()), None, {}, step=lambda done: network.weight.sum(),
+                    steps=None, time_budget=1.0, rate=lambda done, trained: 1e-3, label="", checkpoint=None,
+                    checkpoint_every=0.0, progress=False, parallel=True)
 
 
 def test_conditions_train_and_guide(autodecoder: AutoDecoder, seed: int) -> None:
@@ -411,7 +523,8 @@ def test_conditions_train_and_guide(autodecoder: AutoDecoder, seed: int) -> None
     ({"steps": 0}, "steps"), ({"batch_size": 2.0}, "batch_size"), ({"schedule": "quadratic"}, "schedule"),
     ({"prediction": "v"}, "prediction"), ({"learning_rate": float("nan")}, "learning_rate"),
     ({"conditions": torch.zeros(4, 1)}, "conditions"), ({"timesteps": 1}, "timesteps"),
-    ({"condition_dropout": 1.5}, "condition_dropout"),
+    ({"condition_dropout": 1.5}, "condition_dropout"), ({"ema_decay": 1.0}, "ema_decay"),
+    ({"ema_decay": -0.1}, "ema_decay"),
 ])
 def test_training_rejects_bad_arguments(autodecoder: AutoDecoder, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -95,3 +95,21 @@ def run_together(commands: list[list[str]], timeout: float, envs: list[dict[str,
         results.append(subprocess.CompletedProcess(command, process.returncode, out.read(), err.read()))
         out.close(), err.close()
     return results
+
+
+def first_process_wrote(outcomes: tuple[list, list], root: Path, name: str, resumed: bool) -> Path:
+    """The folder ``root/{name}0`` after checking a case that tests/replica_probe.py ran on 2
+    processes, with ``--out root/{name}0`` and ``root/{name}1``: both succeeded with bitwise equal
+    replicas; the first alone trained (resuming its checkpoint if ``resumed``) and wrote its folder;
+    the second's folder holds only its own checkpoint (damaged: unread) if ``resumed``, else was never made."""
+    for status, out, err in outcomes:
+        assert status == 0 and "replicas identical: True" in out, err
+    (_, out0, _), (_, out1, _) = outcomes
+    assert "on 2 processes" in out0 and "trained" not in out1
+    assert ("resuming from" in out0) == resumed and "resuming" not in out1
+    assert sorted(p.name for p in (root / f"{name}0").iterdir()) == ["model.pt", "training.png"]
+    if resumed:
+        assert [p.name for p in (root / f"{name}1").iterdir()] == ["checkpoint.pt"]
+    else:
+        assert not (root / f"{name}1").exists()
+    return root / f"{name}0"

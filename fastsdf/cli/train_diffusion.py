@@ -1,13 +1,14 @@
 """``fastsdf train-diffusion``: latent diffusion over the latents of a trained DeepSDF auto-decoder or
-shape VAE, conditioned on partial point clouds if asked."""
+shape VAE, conditioned on partial point clouds if asked, on one process or, under torchrun, on
+several (the multi-node command is in the help below)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from fastsdf.cli.common import (UsageError, add_overwrite_option, integer, number, positive, positive_int,
-                                refuse_to_overwrite, seed)
+from fastsdf.cli.common import UsageError, integer, number, positive, positive_int, progress_enabled
+from fastsdf.cli.launch import add_run_options, multinode_help, train_command
 
 __all__ = ["add_parser"]
 
@@ -16,8 +17,9 @@ Train a denoiser (DDPM) on the latent codes of MODEL (`fastsdf train-deepsdf`'s 
 train-shape-vae`'s output folder or its model.pt), one code per training shape, normalised per
 dimension; then write into OUT:
 
-  model.pt       the denoiser, the codes' statistics and MODEL's model (fastsdf.load_model(OUT)
-                 reads it; `fastsdf generate OUT --count N --out MESHES` makes new shapes)
+  model.pt       the denoiser and the moving average of its weights (--ema-decay), which sampling
+                 uses, the codes' statistics and MODEL's model (fastsdf.load_model(OUT) reads it;
+                 `fastsdf generate OUT --count N --out MESHES` makes new shapes)
   training.png   the loss and learning-rate curves
 
 --partial-clouds DATA (a shape VAE's MODEL, DATA its training samples): condition each shape's code
@@ -27,7 +29,8 @@ scan sees, with --condition-dropout of the steps unconditioned (classifier-free 
 
 While it trains, OUT/checkpoint.pt holds its progress: if the run is killed, the same command
 resumes it (removed at the end); a finished run's outputs are never replaced without --overwrite.
-"""
+Under torchrun the processes share each batch's codes: 1 and N processes train the same model.
+""" + multinode_help("train-diffusion", "MODEL")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--steps", type=positive_int, default=td.DEFAULT_STEPS, metavar="N",
                        help=f"Adam steps (default: {td.DEFAULT_STEPS})")
     train.add_argument("--batch-size", type=positive_int, default=td.BATCH_SIZE, metavar="N",
-                       help=f"codes per step, drawn with replacement (default: {td.BATCH_SIZE})")
+                       help=f"codes per step, drawn with replacement; under torchrun, the processes' together "
+                            f"(default: {td.BATCH_SIZE})")
     train.add_argument("--learning-rate", type=positive, default=td.LEARNING_RATE, metavar="LR",
                        help=f"Adam's initial rate, decayed along a half cosine (default: {td.LEARNING_RATE:g})")
     train.add_argument("--width", type=positive_int, default=256, help="the denoiser's hidden features (default: 256)")
@@ -58,57 +62,46 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--condition-dropout", type=number(0.0, 1.0), default=None, metavar="P",
                        help=f"with --partial-clouds, the share of codes trained unconditioned (default: "
                             f"{td.CONDITION_DROPOUT:g})")
-    train.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_overwrite_option(train)
+    train.add_argument("--ema-decay", type=number(0.0, 1.0, high_open=True), default=td.EMA_DECAY, metavar="D",
+                       help=f"decay of the moving average of the weights that sampling uses, warmed up as "
+                            f"(1 + k) / (10 + k) at step k; 0: none (default: {td.EMA_DECAY:g})")
+    add_run_options(train, None)
     train.set_defaults(run=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
     if args.condition_dropout is not None and args.partial_clouds is None:
         raise UsageError("--condition-dropout needs --partial-clouds: without conditions there is nothing to drop")
-    import torch
-
-    from fastsdf.cli.common import load_model_of, progress_enabled
-    from fastsdf.nn import LatentDenoiser
-    from fastsdf.plots import plot_history
-    from fastsdf.training.latent_model import LATENT_MODELS
-    from fastsdf.training.shape_vae import ShapeVAE
     from fastsdf.training.train_diffusion import CONDITION_DROPOUT, train_diffusion
 
-    latent_model = load_model_of(args.model, tuple(LATENT_MODELS.values()), "a latent model: a DeepSDF auto-decoder "
-                                 "(fastsdf train-deepsdf's output) or a shape VAE (fastsdf train-shape-vae's)")
-    conditions = None
-    if args.partial_clouds is not None:
+    def inputs():  # noqa: ANN202 - ((latent model, conditions), its name in the summary)
+        from fastsdf.cli.common import load_model_of
+        from fastsdf.training.latent_model import LATENT_MODELS
+        from fastsdf.training.shape_vae import ShapeVAE
+
+        latent_model = load_model_of(args.model, tuple(LATENT_MODELS.values()), "a latent model: a DeepSDF "
+                                     "auto-decoder (fastsdf train-deepsdf's output) or a shape VAE (fastsdf "
+                                     "train-shape-vae's)")
+        if args.partial_clouds is None:
+            return (latent_model, None), f"{len(latent_model.names)} codes"
         if not isinstance(latent_model, ShapeVAE):
             raise ValueError(f"--partial-clouds needs a shape VAE to encode the clouds (fastsdf train-shape-vae's "
                              f"output); {args.model} holds a {type(latent_model).__name__}")
         conditions = latent_model.partial_conditions(args.partial_clouds, seed=args.seed)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out is not a folder: {out}")
-    checkpoint = out / "checkpoint.pt"
-    if checkpoint.exists():  # the run is unfinished and resumes
-        print(f"resuming from {checkpoint}")
-    else:
-        refuse_to_overwrite([out / "model.pt", out / "training.png"], args.overwrite)
-    torch.manual_seed(args.seed)
-    denoiser = LatentDenoiser(latent_model.latent_size, hidden_features=args.width, blocks=args.blocks,
-                              condition_size=0 if conditions is None else conditions.shape[1])
-    model, history = train_diffusion(
-        latent_model, denoiser, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        schedule=args.schedule, timesteps=args.timesteps, prediction=args.prediction, conditions=conditions,
-        condition_dropout=CONDITION_DROPOUT if args.condition_dropout is None else args.condition_dropout,
-        seed=args.seed, device="cuda" if torch.cuda.is_available() else "cpu", checkpoint=checkpoint,
-        progress=progress_enabled(args.quiet))
-    path = model.to("cpu").save(out)
-    plot_history(history, out / "training.png",
-                 title=f"fastsdf train-diffusion ({len(latent_model.names)} codes)", x="step")
-    conditioned = "" if conditions is None else " with partial-cloud conditions"
-    print(f"trained on {len(latent_model.names)} codes{conditioned}: {history['steps']} steps in "
-          f"{history['training_seconds']:.1f} s, "
-          f"final loss {history['loss'][-1]:.3g}")
-    print(f"  model.pt:     {path.resolve()}")
-    print(f"  training.png: {(out / 'training.png').resolve()}")
-    checkpoint.unlink(missing_ok=True)
-    return 0
+        return (latent_model, conditions), f"{len(latent_model.names)} codes with partial-cloud conditions"
+
+    def train(data, device: str, checkpoint: Path):  # noqa: ANN001, ANN202 - (LatentModel, tensor), (LatentDiffusion, dict)
+        from fastsdf.nn import LatentDenoiser
+
+        latent_model, conditions = data
+        denoiser = LatentDenoiser(latent_model.latent_size, hidden_features=args.width, blocks=args.blocks,
+                                  condition_size=0 if conditions is None else conditions.shape[1])
+        model, history = train_diffusion(
+            latent_model, denoiser, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            schedule=args.schedule, timesteps=args.timesteps, prediction=args.prediction, conditions=conditions,
+            condition_dropout=CONDITION_DROPOUT if args.condition_dropout is None else args.condition_dropout,
+            ema_decay=args.ema_decay, seed=args.seed, device=device, checkpoint=checkpoint,
+            progress=progress_enabled(args.quiet))
+        return model.to("cpu"), history
+
+    return train_command(args, train, lambda history: f"final loss {history['loss'][-1]:.3g}", inputs, unit="step")

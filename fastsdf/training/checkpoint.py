@@ -1,4 +1,10 @@
-"""Training progress saved atomically every so often, so that a killed run resumes where it was."""
+"""Training progress saved atomically every so often, so that a killed run resumes where it was.
+
+The checkpoint of a run that torchrun's processes train together (``shared``) is the first
+process's (rank 0): it alone decides whether there is one, reads it and sends its state to the
+others (``resume``), and writes it (``save`` does nothing on the other processes), so that nodes
+need not share the output folder.
+"""
 
 from __future__ import annotations
 
@@ -11,37 +17,54 @@ import torch
 from torch import nn
 
 from fastsdf.io import atomic_write
+from fastsdf.training.distributed import from_first_process
+from fastsdf.training.distributed import world as process_world
 
 __all__ = ["Checkpoint"]
 
 FORMAT = "fastsdf.checkpoint"
+ANY = object()  # see ADDED_SETTINGS
+# Settings that checkpoints gained later, with the value a file that lacks them was written with
+# (ANY: not known, so any value resumes it).
+ADDED_SETTINGS = {"network": ANY, "ema_decay": 0.0}
 
 
 class Checkpoint:
     """A checkpoint file for one run: the model, optimiser, random generators (the run's own, if it
-    has one, and torch's global one, which dropout draws from), steps done, seconds trained and
+    has one, and torch's global one, which dropout draws from), the moving average of the model's
+    weights (if the run keeps one: ``fastsdf.training.ema``), steps done, seconds trained and
     history, with the run's settings, which a resume must match.
 
     Args:
         path: the file (written atomically: a kill during a save leaves the previous one whole).
         settings: plain values describing the run (compared on resume).
         every: seconds between saves (``maybe_save``).
+        shared: the run is torchrun's processes' together, and the checkpoint the first process's;
+            otherwise each process's own (one process's run).
     """
 
-    def __init__(self, path: str | os.PathLike, settings: dict[str, Any], every: float = 30.0):
+    def __init__(self, path: str | os.PathLike, settings: dict[str, Any], every: float = 30.0, *,
+                 shared: bool = False):
         self.path = Path(path)
         self.settings = settings
         self.every = float(every)
+        self.shared = shared
         self._last = time.perf_counter()
 
     def exists(self) -> bool:
         return self.path.exists()
 
-    def restore(self, network: nn.Module, optimiser: torch.optim.Optimizer,
-                generator: torch.Generator | None = None) -> tuple[int, float, dict[str, Any]]:
-        """Loads the saved state into ``network``, ``optimiser`` and ``generator``; returns (steps
-        done, seconds trained, history)."""
-        return self.apply(self.load(), network, optimiser, generator)
+    def resume(self, network: nn.Module, optimiser: torch.optim.Optimizer, generator: torch.Generator | None = None,
+               average: nn.Module | None = None) -> tuple[int, float, dict[str, Any]] | None:
+        """Where the file exists, its state put into ``network``, ``optimiser``, ``generator`` and
+        ``average`` (``apply``): (steps done, seconds trained, history); None where there is none.
+        A shared checkpoint: where it exists on the first process, which reads it, on every
+        process; reading it, where it fails, fails on every process."""
+        def read() -> dict[str, Any] | None:
+            return self.load() if self.exists() else None
+
+        state = from_first_process(read, f"reading {self.path}") if self.shared else read()
+        return None if state is None else self.apply(state, network, optimiser, generator, average)
 
     def load(self) -> dict[str, Any]:
         """The saved state, checked: a fastsdf checkpoint of this run (``apply`` puts it in place;
@@ -54,22 +77,30 @@ class Checkpoint:
                              f"{type(exc).__name__}; remove it to start afresh") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"{self.path} is not a fastsdf checkpoint")
-        settings = self.settings
-        if "network" not in state["settings"]:  # written before checkpoints recorded the network
-            settings = {key: value for key, value in settings.items() if key != "network"}
-        if state["settings"] != settings:
-            raise ValueError(f"{self.path} is a checkpoint of another run ({_differences(state['settings'], settings)}"
+        saved = dict(state["settings"])
+        for key, implied in ADDED_SETTINGS.items():
+            if key in self.settings and key not in saved:
+                if implied is not ANY and self.settings[key] != implied:
+                    raise ValueError(f"{self.path} was written before checkpoints recorded {key} (its run had {key}="
+                                     f"{implied!r}, this one {self.settings[key]!r}): resume it with {key}={implied!r}, "
+                                     f"or remove it to start afresh")
+                saved[key] = self.settings[key]
+        if saved != self.settings:
+            raise ValueError(f"{self.path} is a checkpoint of another run ({_differences(saved, self.settings)}"
                              f"): remove it to start afresh")
         return state
 
     @staticmethod
     def apply(state: dict[str, Any], network: nn.Module, optimiser: torch.optim.Optimizer,
-              generator: torch.Generator | None = None) -> tuple[int, float, dict[str, Any]]:
-        """Puts ``load``'s state into ``network``, ``optimiser``, ``generator`` and torch's global
-        generator; returns (steps done, seconds trained, history)."""
+              generator: torch.Generator | None = None,
+              average: nn.Module | None = None) -> tuple[int, float, dict[str, Any]]:
+        """Puts ``load``'s state into ``network``, ``optimiser``, ``generator``, ``average`` and
+        torch's global generator; returns (steps done, seconds trained, history)."""
         try:
             network.load_state_dict(state["network"])
             optimiser.load_state_dict(state["optimiser"])
+            if average is not None:
+                average.load_state_dict(state.get("average") or {})
         except (RuntimeError, ValueError) as exc:
             first_line = str(exc).strip().splitlines()[0]
             raise ValueError(f"the checkpoint is of another network than this run's ({first_line}): remove it to "
@@ -85,10 +116,14 @@ class Checkpoint:
             self.save(*args, **kwargs)
 
     def save(self, network: nn.Module, optimiser: torch.optim.Optimizer, generator: torch.Generator | None,
-             steps: int, seconds: float, history: dict[str, Any]) -> None:
+             steps: int, seconds: float, history: dict[str, Any], average: nn.Module | None = None) -> None:
+        """Writes the state (a shared checkpoint: on the first process only)."""
+        if self.shared and process_world()[1] != 0:
+            return
         state = {"format": FORMAT, "settings": self.settings, "network": network.state_dict(),
                  "optimiser": optimiser.state_dict(), "generator": None if generator is None else generator.get_state(),
-                 "torch_rng": torch.random.get_rng_state(), "steps": steps, "seconds": seconds, "history": history}
+                 "torch_rng": torch.random.get_rng_state(), "average": None if average is None else average.state_dict(),
+                 "steps": steps, "seconds": seconds, "history": history}
         with atomic_write(self.path) as f:
             torch.save(state, f)
         self._last = time.perf_counter()

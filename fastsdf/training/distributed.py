@@ -1,6 +1,7 @@
-"""What training under torchrun shares (``train_deepsdf``, ``train_occupancy``): the process count and
-rank, the import that must come before a script's ``init_process_group``, and the decisions the
-processes make together so that none of them waits forever.
+"""What training under torchrun shares (``train_deepsdf``, ``train_occupancy``, ``train_shape_vae``,
+``train_diffusion``): the process count and rank, the import that must come before a script's
+``init_process_group``, the decisions the processes make together so that none of them waits
+forever, and the wrapping of the trained module in DistributedDataParallel (``data_parallel``).
 
 A script of its own imports a training function (``from fastsdf import train_deepsdf``, or
 ``train_occupancy``) before ``init_process_group``, as the ``fastsdf`` commands do: see the import
@@ -30,6 +31,7 @@ import warnings
 from typing import Any, Callable, TypeVar
 
 import torch
+from torch import nn
 
 if torch.distributed.is_available():
     # Imported here, before a script's init_process_group, on purpose: this torch module takes the
@@ -41,7 +43,7 @@ if torch.distributed.is_available():
     # two-process run in 40 on 2 cores).
     import torch.distributed.nn.functional  # noqa: F401
 
-__all__ = ["from_first_process", "on_every_process", "same_on_every_process", "world"]
+__all__ = ["data_parallel", "from_first_process", "on_every_process", "same_on_every_process", "world"]
 
 T = TypeVar("T")
 
@@ -143,3 +145,14 @@ def same_on_every_process(value: object, what: str, hint: str) -> None:
     if any(v != values[0] for v in values):
         seen = "; ".join(f"process {rank}: {v}" for rank, v in enumerate(values))
         raise ValueError(f"the processes do not agree on {what} ({seen}): {hint}")
+
+
+def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` under DistributedDataParallel where several processes train (on ``device``: one GPU
+    per process, or the CPU), else ``module`` itself. DDP starts every process from the first one's
+    weights and averages the gradients over the processes at each backward pass."""
+    if _group() is None:
+        return module
+    # Gradients as views of DDP's buckets: one copy of them fewer (DeepSDF's code table is large).
+    return nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None,
+                                               gradient_as_bucket_view=True)

@@ -28,7 +28,7 @@ from torch import nn
 from fastsdf._progress import progress_bar
 from fastsdf._validation import integer, real
 from fastsdf.training.checkpoint import Checkpoint
-from fastsdf.training.distributed import from_first_process, on_every_process, same_on_every_process
+from fastsdf.training.distributed import data_parallel, on_every_process, same_on_every_process
 from fastsdf.training.distributed import world as process_world
 from fastsdf.training.shape_collection import ShapeCollection
 from fastsdf.training.shape_loader import shape_batches
@@ -111,19 +111,13 @@ def train_epochs(shapes: ShapeCollection, trainable: nn.Module, optimiser: torch
                            **public},
                           "the shapes and settings", "every node must read the same sample files at the same path, "
                           "and every process train with the same settings")
-    saver = Checkpoint(checkpoint, settings, checkpoint_every) if checkpoint is not None else None
+    saver = Checkpoint(checkpoint, settings, checkpoint_every, shared=True) if checkpoint is not None else None
     history: dict[str, Any] = {key: [] for key in ("epoch", "seconds", *columns)}
     done, trained = 0, 0.0
-    if saver is not None:
-        # The first process decides and reads; its state reaches every process, whatever they see.
-        state = from_first_process(lambda: saver.load() if saver.exists() else None, f"reading {saver.path}")
-        if state is not None:
-            done, trained, history = saver.apply(state, trainable, optimiser)
-    engine = trainable
-    if world > 1:
-        # Gradients as views of DDP's buckets: one copy of them fewer (DeepSDF's code table is large).
-        engine = nn.parallel.DistributedDataParallel(trainable, device_ids=[device] if device.type == "cuda" else None,
-                                                     gradient_as_bucket_view=True)
+    resumed = None if saver is None else saver.resume(trainable, optimiser)
+    if resumed is not None:
+        done, trained, history = resumed
+    engine = data_parallel(trainable, device)
 
     stream = shape_batches(shapes, first_epoch=done, epochs=epochs, shapes_per_batch=shapes_per_batch,
                            samples_per_shape=settings["samples_per_shape"], seed=settings["seed"], rank=rank,
@@ -153,12 +147,12 @@ def train_epochs(shapes: ShapeCollection, trainable: nn.Module, optimiser: torch
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({columns[0]: f"{history[columns[0]][-1]:.3e}"}, refresh=False)
-            if saver is not None and rank == 0:
+            if saver is not None:
                 saver.maybe_save(trainable, optimiser, None, done, trained, history)
     finally:
         if bar is not None:
             bar.close()
-    if saver is not None and rank == 0:
+    if saver is not None:
         saver.save(trainable, optimiser, None, done, trained, history)
     trainable.eval()
     history.update(training_seconds=trained, epochs=done, settings=public)

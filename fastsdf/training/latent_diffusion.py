@@ -39,11 +39,14 @@ class LatentDiffusion(nn.Module):
         clip: the largest |value| of the normalised training codes: sampling clamps its estimates
             of the code to [-clip, clip] (``ddim_sample``'s ``clip``); None: no clamping.
         history: what training recorded.
+        ema: the denoiser with the exponential moving average of the trained weights
+            (``fastsdf.training.ema``), the same network as ``denoiser``, which ``sample`` uses by
+            default; None: sampling uses ``denoiser``.
     """
 
     def __init__(self, denoiser: nn.Module, mean: torch.Tensor, std: torch.Tensor, schedule: str = "cosine",
                  timesteps: int = 1000, prediction: str = "x0", latent_model: LatentModel | None = None,
-                 clip: float | None = None, history: dict[str, Any] | None = None):
+                 clip: float | None = None, history: dict[str, Any] | None = None, ema: nn.Module | None = None):
         super().__init__()
         latent_size = getattr(denoiser, "latent_size", None)
         mean, std = (torch.as_tensor(v, dtype=torch.float32).detach().reshape(-1) for v in (mean, std))
@@ -56,7 +59,10 @@ class LatentDiffusion(nn.Module):
         if latent_model is not None and latent_model.latent_size != latent_size:
             raise ValueError(f"the latent model's codes have {latent_model.latent_size} values, the denoiser's "
                              f"{latent_size}")
+        if ema is not None and (type(ema) is not type(denoiser) or _shapes(ema) != _shapes(denoiser)):
+            raise ValueError(f"ema must be the denoiser's network, got a {type(ema).__name__} with other weights")
         self.denoiser = denoiser
+        self.ema = ema
         self.register_buffer("mean", mean.clone())
         self.register_buffer("std", std.clone())
         self.schedule_name = one_of(schedule, "schedule", SCHEDULES)
@@ -103,7 +109,8 @@ class LatentDiffusion(nn.Module):
         return latents * self.std + self.mean
 
     def sample(self, count: int, steps: int = 50, eta: float = 0.0, seed: int | None = None,
-               condition: torch.Tensor | None = None, guidance: float = 1.0, clip: bool = True) -> torch.Tensor:
+               condition: torch.Tensor | None = None, guidance: float = 1.0, clip: bool = True,
+               ema: bool = True) -> torch.Tensor:
         """``count`` new codes (count, latent_size), in the auto-decoder's units, by DDIM.
 
         Args:
@@ -116,12 +123,15 @@ class LatentDiffusion(nn.Module):
                 conditions; None samples unconditionally.
             guidance: classifier-free guidance scale with a condition (1: the conditional model).
             clip: clamp the estimates of the code to the training codes' range (``self.clip``).
+            ema: denoise with the moving average of the weights (``self.ema``) where the model has
+                one, rather than the last step's weights (``self.denoiser``).
         """
         count = integer(count, "count", 1)
         steps = integer(steps, "steps", 1, self.schedule.timesteps)
         eta, guidance = real(eta, "eta", 0), real(guidance, "guidance")
         generator = torch_generator(seed)
         condition = self._condition(condition, count)
+        denoiser = self.ema if ema and self.ema is not None else self.denoiser
         was_training = self.training
         self.eval()
         try:
@@ -131,7 +141,7 @@ class LatentDiffusion(nn.Module):
                     rows = min(SAMPLE_BATCH, count - start)
                     noise = torch.randn(rows, self.latent_size, generator=generator).to(self.mean.device)
                     part = None if condition is None else condition[start:start + rows]
-                    parts.append(ddim_sample(self.denoiser, self.schedule, noise, steps, self.prediction, eta, part,
+                    parts.append(ddim_sample(denoiser, self.schedule, noise, steps, self.prediction, eta, part,
                                              guidance, generator, self.clip if clip else None))
         finally:
             self.train(was_training)
@@ -157,15 +167,17 @@ class LatentDiffusion(nn.Module):
         return self.latent_model.shape(code)
 
     def save(self, path: str | os.PathLike) -> Any:
-        """Writes the denoiser, statistics, schedule, latent model and history to ``path`` (a file, or
-        a folder that gets ``model.pt``), atomically; ``fastsdf.load_model`` reads it. The latent
-        model's state goes under its kind's key (``LATENT_MODELS``), the others' are None."""
+        """Writes the denoiser (and its average), statistics, schedule, latent model and history to
+        ``path`` (a file, or a folder that gets ``model.pt``), atomically; ``fastsdf.load_model``
+        reads it. The latent model's state goes under its kind's key (``LATENT_MODELS``), the
+        others' are None."""
         latent = {key: self.latent_model.state() if isinstance(self.latent_model, kind) else None
                   for key, kind in LATENT_MODELS.items()}
         return write_state(path, FORMAT, {
             "network": network_state(self.denoiser), "mean": self.mean.detach().cpu(), "std": self.std.detach().cpu(),
             "schedule": self.schedule_name, "timesteps": self.schedule.timesteps, "prediction": self.prediction,
-            **latent, "clip": self.clip, "history": self.history})
+            **latent, "clip": self.clip, "history": self.history,
+            "ema": None if self.ema is None else network_state(self.ema)})
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "LatentDiffusion":
@@ -188,6 +200,13 @@ class LatentDiffusion(nn.Module):
             raise ValueError(f"'prediction' must be one of {PREDICTIONS}, got {prediction!r}")
         history = field(state, "history", dict, "a dict")
         clip = field(state, "clip", (float, type(None)), "a number or None")
+        # Files from before the moving average have no 'ema'.
+        ema = field({"ema": None, **state}, "ema", (dict, type(None)), "a network's state or None")
+        if ema is not None:
+            try:
+                ema = network_from_state(ema)
+            except ValueError as exc:
+                raise ValueError(f"'ema': {exc}") from None
         if "autodecoder" not in state:
             raise ValueError("'autodecoder' is missing")
         # Files from before shape VAEs have only the auto-decoder's key.
@@ -203,6 +222,10 @@ class LatentDiffusion(nn.Module):
             except ValueError as exc:
                 raise ValueError(f"{key!r}: {exc}") from None
         try:
-            return cls(denoiser, stats[0], stats[1], schedule, timesteps, prediction, latent_model, clip, history)
+            return cls(denoiser, stats[0], stats[1], schedule, timesteps, prediction, latent_model, clip, history, ema)
         except ValueError as exc:
             raise ValueError(f"the fields do not make a model: {exc} ({describe(timesteps)} timesteps)") from None
+
+
+def _shapes(network: nn.Module) -> list[tuple[str, torch.Size]]:
+    return [(name, value.shape) for name, value in network.state_dict().items()]

@@ -8,7 +8,9 @@ import torch
 
 from fastsdf._validation import SEED_LIMIT, integer
 
-__all__ = ["SEED_LIMIT", "check_seed", "torch_generator"]
+__all__ = ["SEED_LIMIT", "check_seed", "mixed_seed", "torch_generator"]
+
+_MIX = 1_000_003  # the multiplier that folds counters (an epoch, a shape, a step) into a seed
 
 
 def check_seed(seed: Any, allow_none: bool = True) -> int | None:
@@ -16,6 +18,15 @@ def check_seed(seed: Any, allow_none: bool = True) -> int | None:
     if seed is None and allow_none:
         return None
     return integer(seed, "seed", 0, SEED_LIMIT - 1)
+
+
+def mixed_seed(seed: int, *counters: int) -> int:
+    """One seed in [0, 2^63) from ``seed`` and ``counters`` (say an epoch and a shape, or a step):
+    a draw seeded by it depends on them alone, not on what was drawn before, so that any process,
+    DataLoader worker or resumed run makes the same draw."""
+    for counter in counters:
+        seed = (seed * _MIX + counter) % 2**63
+    return seed
 
 
 def torch_generator(seed: Any) -> torch.Generator:

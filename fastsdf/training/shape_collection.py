@@ -20,22 +20,20 @@ from typing import Sequence
 import torch
 
 from fastsdf.geometry.normalization import NormalizationTransform
+from fastsdf.training.seeding import mixed_seed
 
 __all__ = ["ShapeCollection", "draw_rows", "epoch_order", "shape_generator"]
-
-_MIX = 1_000_003  # folds (seed, epoch[, shape]) into one generator seed
 
 
 def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
     """The order in which an epoch visits ``count`` shapes: a permutation seeded by (seed, epoch)."""
-    return torch.randperm(count, generator=torch.Generator().manual_seed((seed * _MIX + epoch) % 2**63))
+    return torch.randperm(count, generator=torch.Generator().manual_seed(mixed_seed(seed, epoch)))
 
 
 def shape_generator(seed: int, epoch: int, index: int, stream: int = 0) -> torch.Generator:
     """The generator of shape ``index``'s draws in ``epoch``: seeded by (seed, epoch, index) and, for
     draws other than its sample rows (``stream`` > 0: an occupancy network's input points), the stream."""
-    mixed = ((seed * _MIX + epoch) * _MIX + index) % 2**63
-    return torch.Generator().manual_seed(mixed if not stream else (mixed * _MIX + stream) % 2**63)
+    return torch.Generator().manual_seed(mixed_seed(seed, epoch, index, *((stream,) if stream else ())))
 
 
 def draw_rows(sizes: tuple[int, int], count: int, seed: int, epoch: int, index: int,

@@ -6,16 +6,26 @@ The codes are normalised per dimension (their mean and standard deviation
 are kept with the model), then a ``LatentDenoiser`` learns DDPM's simple loss on them: each step
 draws a batch of codes with replacement, a timestep for each (uniform over 0 .. T-1) and standard
 noise, and regresses the noise (or the code) from the noisy code. Adam, its rate decayed along a
-half cosine to zero. With ``conditions`` (one vector per shape: a shape VAE's encodings of partial
+half cosine to zero; an exponential moving average of the weights (``fastsdf.training.ema``), which
+sampling uses. With ``conditions`` (one vector per shape: a shape VAE's encodings of partial
 clouds, ``ShapeVAE.partial_conditions``, say), a ``condition_dropout`` share of the rows is trained
 unconditionally (the null embedding), for classifier-free guidance.
 
-The data are a few thousand vectors at most, which one process trains on in seconds to minutes, so
-there is no DDP here (unlike ``train_deepsdf``, whose cost is the decoder's samples).
+A step's draws come from a generator seeded by (seed, step) alone, so a resumed run draws what the
+uninterrupted one would have. Under torchrun (``torch.distributed`` initialised) the processes
+train one model with DistributedDataParallel, in the loop ``fit`` shares (``train_steps``): every
+process draws the whole batch from that generator and trains on its own share of the rows (the
+processes' shares are different rows, timesteps and noise), its loss scaled so that DDP's average
+of the gradients is the whole batch's: 1 and N processes train the same model (up to
+floating-point summation order and dropout, whose masks each process draws from a generator seeded
+by (seed, step, rank)). The first process alone reads and writes the checkpoint; the processes
+check that they hold the same codes and settings. The batches are small (a few hundred codes), so
+drawing all of a batch on every process costs little.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from typing import Any
@@ -25,9 +35,13 @@ from torch import nn
 
 from fastsdf._validation import integer, one_of, real
 from fastsdf.training.diffusion import PREDICTIONS, SCHEDULES, diffusion_loss
+from fastsdf.training.distributed import data_parallel
+from fastsdf.training.distributed import world as process_world
+from fastsdf.training.ema import EMA_DECAY, moving_average
+from fastsdf.training.epochs import training_device
 from fastsdf.training.latent_diffusion import LatentDiffusion
 from fastsdf.training.latent_model import LATENT_MODELS, LatentModel
-from fastsdf.training.seeding import check_seed
+from fastsdf.training.seeding import check_seed, mixed_seed
 from fastsdf.training.steps import train_steps
 
 __all__ = ["train_diffusion"]
@@ -46,9 +60,9 @@ def train_diffusion(model: LatentModel | str | os.PathLike, denoiser: nn.Module 
                     steps: int = DEFAULT_STEPS, batch_size: int = BATCH_SIZE, learning_rate: float = LEARNING_RATE,
                     schedule: str = "cosine", timesteps: int = TIMESTEPS, prediction: str = PREDICTION,
                     conditions: torch.Tensor | None = None, condition_dropout: float = CONDITION_DROPOUT,
-                    seed: int = 0, device: Any = None, checkpoint: str | os.PathLike | None = None,
-                    checkpoint_every: float = 60.0, progress: bool | None = None
-                    ) -> tuple[LatentDiffusion, dict[str, Any]]:
+                    ema_decay: float = EMA_DECAY, seed: int = 0, device: Any = None,
+                    checkpoint: str | os.PathLike | None = None, checkpoint_every: float = 60.0,
+                    progress: bool | None = None) -> tuple[LatentDiffusion, dict[str, Any]]:
     """Trains a denoiser on the latents of a trained latent model.
 
     Args:
@@ -57,23 +71,35 @@ def train_diffusion(model: LatentModel | str | os.PathLike, denoiser: nn.Module 
             output folder or its ``model.pt``). At least two shapes.
         denoiser: a ``fastsdf.nn.LatentDenoiser`` of the codes' length (with ``condition_size``
             matching ``conditions``); default ``LatentDenoiser(latent_size)``. Trained in place.
-        steps, batch_size, learning_rate: Adam steps, codes per step (drawn with replacement),
-            and the initial rate (decayed along a half cosine to 0 at the last step).
+        steps, batch_size, learning_rate: Adam steps, codes per step (drawn with replacement; under
+            torchrun, the processes' together), and the initial rate (decayed along a half cosine
+            to 0 at the last step).
         schedule, timesteps: ``"cosine"`` (Nichol & Dhariwal) or ``"linear"`` (DDPM) noise, T steps.
         prediction: the denoiser's target, ``"x0"`` (the code) or ``"epsilon"`` (the noise).
         conditions: (shapes, k) one vector per shape to condition on, or None; for generation from
             point clouds, a shape VAE's ``partial_conditions(samples)`` (k = its latent size).
         condition_dropout: with conditions, the share of rows trained without them (the null
             embedding), which classifier-free guidance needs.
+        ema_decay: the decay of the moving average of the weights, in [0, 1) (DDPM's 0.9999, with
+            ``fastsdf.training.ema``'s warm-up), which the model samples with; 0: none, sampling
+            uses the last step's weights.
         seed: an integer in [0, 2^63): the denoiser (when built here), batches, timesteps and noise.
         checkpoint: a file to save to every ``checkpoint_every`` seconds and at the end; when it
-            exists, training resumes from it (the same settings required).
-        progress: a tqdm bar over steps (default: when stderr is a terminal).
+            exists, training resumes from it (the same settings required; a file written before
+            checkpoints kept the moving average resumes with ``ema_decay=0`` only). Under
+            torchrun, the first process's alone.
+        progress: a tqdm bar over steps (default: when stderr is a terminal; first process only).
 
     Returns:
-        The ``LatentDiffusion`` (holding the latent model) and the history: ``step``, ``seconds``,
+        The ``LatentDiffusion`` (holding the latent model and, with ``ema_decay``, the averaged
+        denoiser as ``ema``) and the history: ``step``, ``seconds``,
         ``loss`` (mean over the steps since the previous entry), ``learning_rate``, at most
         ``HISTORY_POINTS`` entries; ``training_seconds``, ``steps``, ``settings``.
+
+    Raises:
+        ValueError: bad arguments; under torchrun, processes that hold other codes or were given
+            other settings, a ``batch_size`` smaller than the number of processes, or a checkpoint
+            the first process cannot use.
     """
     latent_model = _latent_model(model)
     steps, batch_size = integer(steps, "steps", 1), integer(batch_size, "batch_size", 1)
@@ -81,9 +107,14 @@ def train_diffusion(model: LatentModel | str | os.PathLike, denoiser: nn.Module 
     schedule, prediction = one_of(schedule, "schedule", SCHEDULES), one_of(prediction, "prediction", PREDICTIONS)
     timesteps = integer(timesteps, "timesteps", 2)
     condition_dropout = real(condition_dropout, "condition_dropout", 0, 1)
+    ema_decay = real(ema_decay, "ema_decay", 0, 1, high_open=True)
     seed = check_seed(seed, allow_none=False)
     checkpoint_every = real(checkpoint_every, "checkpoint_every", 0)
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = training_device(device)
+    world, rank = process_world()
+    if batch_size < world:
+        raise ValueError(f"batch_size ({batch_size}) must be at least the number of processes ({world}): each trains "
+                         f"on its share of every batch")
 
     codes = latent_model.codes.detach().to(torch.float32).cpu()
     if len(codes) < 2:
@@ -106,36 +137,54 @@ def train_diffusion(model: LatentModel | str | os.PathLike, denoiser: nn.Module 
         raise ValueError(f"the denoiser takes conditions of {getattr(denoiser, 'condition_size', 0)} values, got "
                          f"{'none' if conditions is None else conditions.shape[1]}")
     normalised = (codes - mean) / std
+    agree = {"codes (digest)": _digest(codes, conditions)}
+    denoiser.to(device)
+    engine = data_parallel(denoiser, device)
+    average = moving_average(denoiser, ema_decay) if ema_decay > 0 else None  # of the weights DDP gave everyone
     result = LatentDiffusion(denoiser, mean, std, schedule, timesteps, prediction, latent_model,
-                             float(normalised.abs().max())).to(device)
+                             float(normalised.abs().max()), ema=None if average is None else average.module).to(device)
     data = normalised.to(device)
     if conditions is not None:
         conditions = conditions.to(device)
 
     optimiser = torch.optim.Adam(denoiser.parameters(), lr=learning_rate)
-    generator = torch.Generator().manual_seed(seed)
     settings = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "schedule": schedule,
                 "timesteps": timesteps, "prediction": prediction, "condition_dropout": condition_dropout,
-                "condition_size": 0 if conditions is None else conditions.shape[1], "seed": seed,
-                "shapes": latent_model.names}
+                "condition_size": 0 if conditions is None else conditions.shape[1], "ema_decay": ema_decay,
+                "seed": seed, "shapes": latent_model.names}
+    generator = torch.Generator()
+    share = slice(batch_size * rank // world, batch_size * (rank + 1) // world)  # this process's rows of a batch
 
     def step(done: int) -> torch.Tensor:
-        rows = torch.randint(len(data), (batch_size,), generator=generator)
-        t = torch.randint(timesteps, (batch_size,), generator=generator)
-        noise = torch.randn(batch_size, latent_model.latent_size, generator=generator)
-        drop = torch.rand(batch_size, generator=generator) < condition_dropout if conditions is not None else None
+        generator.manual_seed(mixed_seed(seed, done))
+        rows = torch.randint(len(data), (batch_size,), generator=generator)[share]
+        t = torch.randint(timesteps, (batch_size,), generator=generator)[share]
+        noise = torch.randn(batch_size, latent_model.latent_size, generator=generator)[share]
+        drop = (torch.rand(batch_size, generator=generator) < condition_dropout)[share] if conditions is not None \
+            else None
+        torch.manual_seed(mixed_seed(seed, done, 1 + rank))  # this process's dropout masks
         rows, t, noise = rows.to(device), t.to(device), noise.to(device)
-        return diffusion_loss(denoiser, result.schedule, data[rows], t, noise, prediction,
+        loss = diffusion_loss(engine, result.schedule, data[rows], t, noise, prediction,
                               None if conditions is None else conditions[rows],
                               None if drop is None else drop.to(device))
+        return loss * (len(rows) * world / batch_size)  # the processes' mean: the batch's mean
 
-    history = train_steps(denoiser, optimiser, generator, settings, step=step, steps=steps, time_budget=None,
+    history = train_steps(denoiser, optimiser, None, settings, step=step, steps=steps, time_budget=None,
                           rate=lambda done, _: learning_rate * 0.5 * (1 + math.cos(math.pi * done / steps)),
                           record_every=max(1, math.ceil(steps / HISTORY_POINTS)), label="fastsdf train-diffusion",
-                          checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress)
+                          checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+                          average=average, parallel=True, agree=agree)
     history.update(settings={k: v for k, v in settings.items() if k != "shapes"})
     result.history = history
     return result, history
+
+
+def _digest(codes: torch.Tensor, conditions: torch.Tensor | None) -> str:
+    """A digest of the codes and conditions (float32, on the CPU), which every process must share."""
+    digest = hashlib.sha256(codes.numpy().tobytes())
+    if conditions is not None:
+        digest.update(conditions.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _latent_model(model: Any) -> LatentModel:
