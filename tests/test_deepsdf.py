@@ -259,6 +259,15 @@ def test_a_time_budget_stops_at_an_epoch_s_end_and_the_checkpoint_goes_on(tmp_pa
     assert history["epoch"] == [1, 2, 3, 4]
 
 
+def test_parallel_training_stops_by_epochs_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process's own clock would stop it at a different epoch, and the others would wait forever."""
+    import fastsdf.training.epochs as epochs
+
+    monkeypatch.setattr(epochs, "process_world", lambda: (2, 0))
+    with pytest.raises(ValueError, match="time budget would stop parallel processes"):
+        fastsdf.train_deepsdf(sphere_family(0), small_decoder(), time_budget=10.0, **TRAINING)
+
+
 def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Streamed from the files by 2 DataLoader workers (ShapeSamples in memory go the same way)."""
     options = {**TRAINING, "epochs": 12, "shapes_per_batch": 2, "seed": 5, "checkpoint_every": 0.0, "num_workers": 2}

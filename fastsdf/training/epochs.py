@@ -93,6 +93,7 @@ def train_epochs(shapes: ShapeCollection, trainable: nn.Module, optimiser: torch
             the end, by the first process only; when it exists (on the first process), training
             resumes from it, its state sent to every process.
         time_budget: seconds of training (None: no limit); with a checkpoint, a later call goes on.
+            Refused with several processes, whose clocks would stop them at different epochs.
         progress: a bar over epochs (default: when stderr is a terminal; first process only).
         num_workers: DataLoader processes drawing the batches; the result does not depend on it.
 
@@ -105,6 +106,8 @@ def train_epochs(shapes: ShapeCollection, trainable: nn.Module, optimiser: torch
     num_workers = integer(num_workers, "num_workers", 0)
     epochs, shapes_per_batch = settings["epochs"], settings["shapes_per_batch"]
     world, rank = process_world()
+    if world > 1 and time_budget is not None:
+        raise ValueError("a time budget would stop parallel processes at different epochs: give epochs alone")
     public = {key: value for key, value in settings.items() if key != "shapes"}
     # Processes that disagree would deadlock or train apart: all stop, saying who saw what.
     same_on_every_process({SHAPES: fingerprint(shapes), **(agree or {}), "checkpoint": checkpoint is not None,
@@ -139,7 +142,9 @@ def train_epochs(shapes: ShapeCollection, trainable: nn.Module, optimiser: torch
                 counts = torch.tensor(counts, dtype=torch.float64)
                 totals = counts if totals is None else totals + counts
             if world > 1:
+                totals = totals.to(device)  # NCCL reduces CUDA tensors
                 torch.distributed.all_reduce(totals)
+                totals = totals.cpu()
             trained += time.perf_counter() - tick
             for key, value in zip(("epoch", "seconds", *columns), (done + 1, trained, *summary(totals, done))):
                 history[key].append(value)
