@@ -9,6 +9,7 @@ few seconds, and a small denoiser learns those codes' distribution in a few hund
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -479,7 +480,7 @@ def test_a_killed_run_resumes_where_it_stopped(autodecoder: AutoDecoder, tmp_pat
                                 **{**options, "ema_decay": 0.999})
     # A checkpoint from before the moving average resumes without one, and only so.
     state = torch.load(tmp_path / "run.pt", weights_only=True)
-    del state["settings"]["ema_decay"], state["average"]
+    del state["settings"]["ema_decay"], state["settings"]["latents"], state["average"]
     torch.save(state, tmp_path / "old.pt")
     with pytest.raises(ValueError, match=r"before checkpoints recorded ema_decay .*: resume it with ema_decay=0.0"):
         fastsdf.train_diffusion(autodecoder, denoiser(0), checkpoint=tmp_path / "old.pt", **options)
@@ -490,9 +491,14 @@ def test_a_killed_run_resumes_where_it_stopped(autodecoder: AutoDecoder, tmp_pat
         fastsdf.train_diffusion(autodecoder, denoiser(0), checkpoint=tmp_path / "run.pt", **{**options, "steps": 50})
     conditions = torch.randn(len(autodecoder.names), 3)
     conditioned = LatentDenoiser(LATENT, condition_size=3, **SMALL_DENOISER)
-    with pytest.raises(ValueError, match=r"another run \(condition_size: 0 saved, 3 now\)"):
+    with pytest.raises(ValueError, match=r"another run \(condition_size: 0 saved, 3 now; latents: "):
         fastsdf.train_diffusion(autodecoder, conditioned, conditions=conditions, checkpoint=tmp_path / "run.pt",
                                 **options)
+    # The same shapes' codes, retrained since: the checkpoint's denoiser learned other latents.
+    retrained = copy.deepcopy(autodecoder)
+    retrained.codes.mul_(1.5)
+    with pytest.raises(ValueError, match=r"another run \(latents: '[0-9a-f]{16}' saved, '[0-9a-f]{16}' now\)"):
+        fastsdf.train_diffusion(retrained, denoiser(0), checkpoint=tmp_path / "run.pt", **options)
     wider = LatentDenoiser(LATENT, **{**SMALL_DENOISER, "hidden_features": 2 * SMALL_DENOISER["hidden_features"]})
     with pytest.raises(ValueError, match="checkpoint is of another network than this run's"):
         fastsdf.train_diffusion(autodecoder, wider, checkpoint=tmp_path / "run.pt", **options)

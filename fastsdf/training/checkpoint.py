@@ -26,7 +26,7 @@ FORMAT = "fastsdf.checkpoint"
 ANY = object()  # see ADDED_SETTINGS
 # Settings that checkpoints gained later, with the value a file that lacks them was written with
 # (ANY: not known, so any value resumes it).
-ADDED_SETTINGS = {"network": ANY, "ema_decay": 0.0}
+ADDED_SETTINGS = {"network": ANY, "ema_decay": 0.0, "latents": ANY}
 
 
 class Checkpoint:

@@ -137,7 +137,6 @@ def train_diffusion(model: LatentModel | str | os.PathLike, denoiser: nn.Module 
         raise ValueError(f"the denoiser takes conditions of {getattr(denoiser, 'condition_size', 0)} values, got "
                          f"{'none' if conditions is None else conditions.shape[1]}")
     normalised = (codes - mean) / std
-    agree = {"codes (digest)": _digest(codes, conditions)}
     denoiser.to(device)
     engine = data_parallel(denoiser, device)
     average = moving_average(denoiser, ema_decay) if ema_decay > 0 else None  # of the weights DDP gave everyone
@@ -151,7 +150,7 @@ def train_diffusion(model: LatentModel | str | os.PathLike, denoiser: nn.Module 
     settings = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "schedule": schedule,
                 "timesteps": timesteps, "prediction": prediction, "condition_dropout": condition_dropout,
                 "condition_size": 0 if conditions is None else conditions.shape[1], "ema_decay": ema_decay,
-                "seed": seed, "shapes": latent_model.names}
+                "seed": seed, "shapes": latent_model.names, "latents": _digest(codes, conditions)}
     generator = torch.Generator()
     share = slice(batch_size * rank // world, batch_size * (rank + 1) // world)  # this process's rows of a batch
 
@@ -173,14 +172,15 @@ def train_diffusion(model: LatentModel | str | os.PathLike, denoiser: nn.Module 
                           rate=lambda done, _: learning_rate * 0.5 * (1 + math.cos(math.pi * done / steps)),
                           record_every=max(1, math.ceil(steps / HISTORY_POINTS)), label="fastsdf train-diffusion",
                           checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
-                          average=average, parallel=True, agree=agree)
-    history.update(settings={k: v for k, v in settings.items() if k != "shapes"})
+                          average=average, parallel=True)
+    history.update(settings={k: v for k, v in settings.items() if k not in ("shapes", "latents")})
     result.history = history
     return result, history
 
 
 def _digest(codes: torch.Tensor, conditions: torch.Tensor | None) -> str:
-    """A digest of the codes and conditions (float32, on the CPU), which every process must share."""
+    """A digest of the codes and conditions (float32, on the CPU): every process must train on the
+    same ones, and a resumed run on the ones its checkpoint was trained on."""
     digest = hashlib.sha256(codes.numpy().tobytes())
     if conditions is not None:
         digest.update(conditions.numpy().tobytes())
