@@ -261,7 +261,7 @@ def test_a_time_budget_stops_at_an_epoch_s_end_and_the_checkpoint_goes_on(tmp_pa
 
 def test_parallel_training_stops_by_epochs_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each process's own clock would stop it at a different epoch, and the others would wait forever."""
-    import fastsdf.training.epochs as epochs
+    from fastsdf.training import epochs
 
     monkeypatch.setattr(epochs, "process_world", lambda: (2, 0))
     with pytest.raises(ValueError, match="time budget would stop parallel processes"):
