@@ -245,17 +245,20 @@ class Sweep {
     // The samples next to the surface are scattered, and the count pass read them long ago: ask for
     // those of a row a few rows ahead (its first and last crossed points per word, in layers i and
     // i + 1), so that they arrive while this row is written.
-    constexpr int64_t kAhead = 4;
+    constexpr int64_t kAhead = 6;
     auto prefetch_row = [&](int64_t j) {
       if (j >= ny_) return;
       for (int64_t w = 0; w < words_; ++w) {
         const int64_t p = j * row_words_ + w;
         const uint64_t any = l.crossed[0][p] | l.crossed[1][p] | l.crossed[2][p];
-        if (!any) continue;
-        for (const int64_t k : {w * kWordBits + bits::lowest_bit(any), w * kWordBits + bits::highest_bit(any)}) {
-          const T* at = data_ + i * grid_.stride[0] + j * grid_.stride[1] + k * grid_.stride[2];
+        // A point every 16 or more along the row: a cache line of float32 samples at most.
+        for (uint64_t m = any; m;) {
+          const int o = bits::lowest_bit(m);
+          m = o + 16 < kWordBits ? m & (~uint64_t{0} << (o + 16)) : 0;
+          const T* at = data_ + i * grid_.stride[0] + j * grid_.stride[1] + (w * kWordBits + o) * grid_.stride[2];
           bits::prefetch(at);
           if (l.crossed[0][p]) bits::prefetch(at + grid_.stride[0]);
+          if (l.crossed[1][p]) bits::prefetch(at + grid_.stride[1]);
         }
       }
     };
