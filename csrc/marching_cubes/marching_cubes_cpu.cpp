@@ -85,12 +85,21 @@ class Sweep {
 
   double operator()(int64_t i, int64_t j, int64_t k) const { return static_cast<double>(value(i, j, k)); }
 
+  // Whether the above bits come from the cache rather than from the samples.
+  bool cache_reading() const { return cache_ && cache_begin_ == cache_end_; }
+
+  // Asks for the samples of a contiguous row of nz_ points to be cached.
+  void prefetch_samples(const T* row) const {
+    constexpr int64_t kLine = 64 / sizeof(T);
+    for (int64_t k = 0; k < nz_; k += kLine) bits::prefetch(row + k);
+  }
+
   // The above-the-level bits of point layer i, row j at j * row_words_.
   template <bool Check>
   const uint64_t* above(int64_t i) {
     if (above_layer_[i % 3] == i) return above_ptr_[i % 3];
     // The cache when it is read, or filled by this sweep for layer i; else a slot of our own.
-    const bool reading = cache_ && cache_begin_ == cache_end_;
+    const bool reading = cache_reading();
     const bool filling = cache_ && cache_begin_ <= i && i < cache_end_;
     uint64_t* out = reading || filling ? cache_ + i * ny_ * row_words_ : above_[i % 3].data();
     if (!reading) {
@@ -190,7 +199,15 @@ class Sweep {
     const uint64_t* a1 = above<Check>(i + 1);
     const uint64_t* mask = grid_.mask.data ? mask_bits(i) : nullptr;
     const int64_t rw = row_words_;
+    // The count pass compares layer i + 2 next: fetching it now keeps memory busy while this layer's
+    // cubes are counted (they need no samples), rather than idle, and the compare then finds it cached.
+    const T* ahead = Check && !cache_reading() && i + 2 < grid_.shape[0] && grid_.stride[2] == 1
+                         ? data_ + (i + 2) * grid_.stride[0] : nullptr;
     for (int64_t j = 0; j + 1 < ny_; ++j) {
+      if (ahead) {
+        prefetch_samples(ahead + j * grid_.stride[1]);
+        if (j + 2 == ny_) prefetch_samples(ahead + (j + 1) * grid_.stride[1]);
+      }
       // Corner rows (i, j), (i + 1, j), (i, j + 1), (i + 1, j + 1): corner bits 0..3 of a cube's index.
       const uint64_t *p0 = a0 + j * rw, *p1 = a1 + j * rw, *p2 = p0 + rw, *p3 = p1 + rw;
       // Bit k: the four points of column k are not all on one side.
