@@ -137,7 +137,8 @@ class Sweep {
   const LayerEdges& layer_edges(int64_t i) {
     LayerEdges& l = edges_[i & 1];
     if (l.layer == i) return l;
-    l.layer = i;
+    // The count pass (Check) needs only the total: it stores no bits and no ranks to reuse.
+    l.layer = Check ? -1 : i;
     const int64_t nx = grid_.shape[0], rw = row_words_;
     const uint64_t* a = above<Check>(i);
     const uint64_t* b = i + 1 < nx ? above<Check>(i + 1) : nullptr;
@@ -166,10 +167,12 @@ class Sweep {
           c1 &= with_previous_point(at(m_here, j, w) | at(m_back, j, w), at(m_here, j, w - 1) | at(m_back, j, w - 1));
           c2 &= at(m_here, j, w) | at(m_here, j - 1, w) | at(m_back, j, w) | at(m_back, j - 1, w);
         }
-        x0[p] = c0;
-        x1[p] = c1;
-        x2[p] = c2;
-        rank[p] = total;
+        if constexpr (!Check) {
+          x0[p] = c0;
+          x1[p] = c1;
+          x2[p] = c2;
+          rank[p] = total;
+        }
         total += bits::popcount<Fast>(c0) + bits::popcount<Fast>(c1) + bits::popcount<Fast>(c2);
       }
     }
