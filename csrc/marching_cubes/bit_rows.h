@@ -50,16 +50,6 @@ inline int lowest_bit(uint64_t x) {  // x != 0
 #endif
 }
 
-inline int highest_bit(uint64_t x) {  // x != 0
-#if defined(__GNUC__)
-  return kWordBits - 1 - __builtin_clzll(x);
-#else
-  int n = kWordBits - 1;
-  while (!((x >> n) & 1)) --n;
-  return n;
-#endif
-}
-
 inline void prefetch(const void* p) {
 #if defined(__GNUC__)
   __builtin_prefetch(p);
