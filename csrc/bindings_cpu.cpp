@@ -404,6 +404,8 @@ PYBIND11_MODULE(_C, m) {
         "above_bits: None, or the array mc_count filled for this volume, level and mask.");
   m.def("mc_above_words", [](std::array<int64_t, 3> shape) { return fastsdf::mc::above_cache_words(shape.data()); },
         py::arg("shape"), "Size in uint64 words of mc_count's above_bits for a volume of this shape.");
+  m.def("mc_cpu_path", [] { return fastsdf::mc::cpu_path() == fastsdf::mc::CpuPath::kAvx2 ? "avx2" : "baseline"; },
+        "The code mc_count and mc_fill run on this CPU: \"avx2\" (AVX2, BMI1, POPCNT) or \"baseline\".");
   m.def("mc_scratch_bytes", [](std::array<int64_t, 3> shape) { return fastsdf::mc::scratch_bytes_cpu(shape.data()); },
         py::arg("shape"), "Bytes mc_count and mc_fill allocate for a volume of this shape, all threads together.");
   m.def("ms_count", &ms_count, py::arg("grid"), py::arg("level"),

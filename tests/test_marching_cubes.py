@@ -116,6 +116,63 @@ def test_fill_with_and_without_the_count_bits(shape: tuple[int, int, int], maske
         assert_same_mesh(got, expected, context=f"seed={seed} masked={masked} bits={bits is not None}")
 
 
+_PATHS_SCRIPT = textwrap.dedent("""
+    import dataclasses, sys, numpy as np, fastsdf
+    from fastsdf import _backend
+    from fastsdf.meshing.marching_cubes import CpuKernels
+    data = dict(np.load(sys.argv[1]))
+    out = {"path": np.array(_backend.cpu().mc_cpu_path())}
+    for name, volume in data.items():
+        if name.startswith("volume"):
+            out[name + "_verts"], out[name + "_faces"] = fastsdf.marching_cubes(volume)
+            out[name + "_stepped_verts"], out[name + "_stepped_faces"] = fastsdf.marching_cubes(volume[:, ::-1, ::2])
+    kernels, volume, mask = CpuKernels(), data["masked"], data["mask"]
+    counts = kernels.count(volume, 0.0, mask)
+    for name, bits in (("masked", counts.above_bits), ("masked_uncached", None)):
+        out[name + "_verts"], out[name + "_faces"], out[name + "_normals"], out[name + "_values"] = kernels.fill(
+            volume, 0.0, dataclasses.replace(counts, above_bits=bits), vertex_base=0, layers=volume.shape[0],
+            index_offset=(0, 0, 0), origin=(0.0, 0.0, 0.0), spacing=(1.0, 1.0, 1.0), attributes=True,
+            cube_mask=mask)
+    np.savez(sys.argv[2], **out)
+""")
+
+
+def test_cpu_code_paths_match_reference(tmp_path: Path, rng, seed) -> None:
+    # The CPU kernels run AVX2/POPCNT code where the CPU has it and SSE2/portable code otherwise
+    # (or with FASTSDF_CPU_ISA=baseline; chosen once per process, hence the subprocesses): both must
+    # give the reference mesh, across word boundaries, for contiguous and strided rows, and the
+    # same attributes with a cube mask, with and without the count pass's above bits.
+    volumes = {f"volume{n}": random_volume(rng, shape, dtype)
+               for n, (shape, dtype) in enumerate([(s, np.float32) for s in WORD_SHAPES + [(9, 11, 67)]]
+                                                  + [((3, 5, 131), np.float64), ((2, 2, 5), np.float64)])}
+    volumes["volume_smooth"] = smooth_random_volume(rng, (12, 21, 200))
+    masked = random_volume(rng, (6, 7, 129))
+    mask = rng.random((5, 6, 128)) > 0.3
+    np.savez(tmp_path / "in.npz", masked=masked, mask=mask, **volumes)
+    results = {}
+    for flag in ("default", "baseline"):
+        env = {k: v for k, v in os.environ.items() if k != "FASTSDF_CPU_ISA"}
+        if flag == "baseline":
+            env["FASTSDF_CPU_ISA"] = "baseline"
+        out = tmp_path / f"{flag}.npz"
+        run = subprocess.run([sys.executable, "-c", _PATHS_SCRIPT, str(tmp_path / "in.npz"), str(out)],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert run.returncode == 0, run.stderr
+        results[flag] = dict(np.load(out))
+    assert str(results["baseline"]["path"]) == "baseline"
+    expected = {name + suffix: marching_cubes_reference(view) for name, volume in volumes.items()
+                for suffix, view in (("", volume), ("_stepped", volume[:, ::-1, ::2]))}
+    expected["masked"] = expected["masked_uncached"] = marching_cubes_reference(masked, cube_mask=mask)
+    for got in results.values():
+        for name, mesh in expected.items():
+            assert_same_mesh((got[name + "_verts"], got[name + "_faces"]), mesh,
+                             context=f"seed={seed} path={got['path']} {name}")
+    for name in ("masked", "masked_uncached"):
+        for key in ("verts", "normals", "values"):
+            np.testing.assert_array_equal(results["default"][f"{name}_{key}"], results["baseline"]["masked_" + key],
+                                          err_msg=f"seed={seed} {name}_{key}")
+
+
 def test_count_bits_skipped_when_memory_is_short(monkeypatch) -> None:
     monkeypatch.setattr(fastsdf._memory, "available_bytes", lambda device=None: 1000)
     assert _above_bits((40, 40, 40)) is None

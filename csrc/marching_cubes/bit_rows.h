@@ -9,6 +9,13 @@
 #include <emmintrin.h>
 #endif
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+// The fast path: x86-64-v3's AVX2, BMI1 and POPCNT, compiled into the functions that carry this
+// attribute and chosen at run time (see marching_cubes_cpu.cpp); without it, SSE2 and portable code.
+#define FASTSDF_MC_FAST_TARGET __attribute__((target("avx2,bmi,popcnt")))
+#endif
+
 namespace fastsdf::mc::bits {
 
 constexpr int kWordBits = 64;
@@ -18,7 +25,10 @@ inline int64_t words_for(int64_t n) { return (n + kWordBits - 1) / kWordBits; }
 // Bits [0, n) of a word, n in [0, 64].
 inline uint64_t low_bits(int64_t n) { return n >= kWordBits ? ~uint64_t{0} : (uint64_t{1} << n) - 1; }
 
+// Fast: the caller is compiled for POPCNT (FASTSDF_MC_FAST_TARGET) and inlines this.
+template <bool Fast = false>
 inline int popcount(uint64_t x) {
+  if constexpr (Fast) return __builtin_popcountll(x);
 #if defined(__GNUC__) && (defined(__POPCNT__) || !defined(__x86_64__))
   return __builtin_popcountll(x);
 #else
@@ -40,25 +50,61 @@ inline int lowest_bit(uint64_t x) {  // x != 0
 #endif
 }
 
+inline void prefetch(const void* p) {
+#if defined(__GNUC__)
+  __builtin_prefetch(p);
+#else
+  (void)p;
+#endif
+}
+
 // Word w of a row shifted down by one point (bit k holds point k + 1); rows carry a zero word past
 // their end, so w + 1 is always readable.
 inline uint64_t next_points(const uint64_t* row, int64_t w) { return (row[w] >> 1) | (row[w + 1] << 63); }
 
-// Bits k and k + 1 of a row, in bits 0 and 1.
-inline int two_bits(const uint64_t* row, int64_t k) {
-  const int64_t w = k / kWordBits;
-  const int o = static_cast<int>(k % kWordBits);
-  const uint64_t lo = row[w] >> o;
-  return static_cast<int>((o == kWordBits - 1 ? lo | (row[w + 1] << 1) : lo) & 3);
+#if defined(FASTSDF_MC_FAST_TARGET)
+// The whole words of threshold_row for contiguous samples, eight floats or four doubles to a
+// compare; returns the number of samples done (a multiple of 64).
+template <bool Check, typename T>
+FASTSDF_MC_FAST_TARGET int64_t threshold_words_avx2(const T* row, int64_t n, T threshold, uint64_t* out, bool& bad) {
+  int64_t k = 0;
+  __m256i acc = _mm256_setzero_si256();
+  for (; k + kWordBits <= n; k += kWordBits) {
+    uint64_t word = 0;
+    if constexpr (sizeof(T) == 4) {
+      const __m256 thr = _mm256_set1_ps(threshold);
+      for (int g = 0; g < kWordBits; g += 8) {
+        const __m256 x = _mm256_loadu_ps(reinterpret_cast<const float*>(row) + k + g);
+        word |= static_cast<uint64_t>(_mm256_movemask_ps(_mm256_cmp_ps(x, thr, _CMP_GT_OQ))) << g;
+        if constexpr (Check) acc = _mm256_or_si256(acc, _mm256_castps_si256(_mm256_sub_ps(x, x)));
+      }
+    } else {
+      const __m256d thr = _mm256_set1_pd(threshold);
+      for (int g = 0; g < kWordBits; g += 4) {
+        const __m256d x = _mm256_loadu_pd(reinterpret_cast<const double*>(row) + k + g);
+        word |= static_cast<uint64_t>(_mm256_movemask_pd(_mm256_cmp_pd(x, thr, _CMP_GT_OQ))) << g;
+        if constexpr (Check) acc = _mm256_or_si256(acc, _mm256_castpd_si256(_mm256_sub_pd(x, x)));
+      }
+    }
+    out[k / kWordBits] = word;
+  }
+  if constexpr (Check) bad |= !_mm256_testz_si256(acc, acc);
+  return k;
 }
+#endif
 
 // Samples row[0], row[stride], ... (n of them) against `threshold`: bit k of out set where sample k
 // is above it. With Check, `bad` becomes true if a sample is NaN or Inf. Bits past n are zero.
-template <bool Check, typename T>
+// Fast: the caller is compiled for FASTSDF_MC_FAST_TARGET.
+template <bool Check, bool Fast = false, typename T>
 void threshold_row(const T* row, int64_t stride, int64_t n, T threshold, uint64_t* out, bool& bad) {
   int64_t k = 0;
+#if defined(FASTSDF_MC_FAST_TARGET)
+  if constexpr (Fast)
+    if (stride == 1) k = threshold_words_avx2<Check>(row, n, threshold, out, bad);
+#endif
 #if defined(__SSE2__)
-  if (stride == 1) {
+  if (stride == 1 && !Fast) {
     // x - x is +0 for finite x and NaN otherwise: OR-ing its bits flags any non-finite sample.
     if constexpr (sizeof(T) == 4) {
       const __m128 thr = _mm_set1_ps(threshold);

@@ -109,6 +109,12 @@ template <typename T>
 void fill_cpu(const T* data, const Grid& grid, const FillArgs& args, const int64_t* vertex_offsets,
               const int64_t* triangle_offsets, const int64_t* centre_offsets, const uint64_t* above_cache);
 
+// The code count_cpu and fill_cpu run, chosen once: AVX2 with BMI1 and POPCNT where the CPU has
+// them and FASTSDF_CPU_ISA (common/cpu_isa.h) is not "baseline"; else SSE2 and portable code. Both
+// give the same mesh.
+enum class CpuPath { kBaseline, kAvx2 };
+CpuPath cpu_path();
+
 // Size of count_cpu's above_cache in 8-byte words; a double, as for scratch_bytes_cpu.
 double above_cache_words(const int64_t shape[3]);
 

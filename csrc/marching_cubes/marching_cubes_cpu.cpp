@@ -6,10 +6,12 @@
 // the count pass fills it and the fill pass then reads the volume only next to the surface, not
 // a second time in full.
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
 
+#include "common/cpu_isa.h"
 #include "common/parallel_ranges.h"
 #include "marching_cubes/attributes.h"
 #include "marching_cubes/bit_rows.h"
@@ -31,7 +33,29 @@ struct LayerEdges {
   int64_t total = 0;
 };
 
-template <typename T>
+// Fast: compiled for FASTSDF_MC_FAST_TARGET (AVX2 thresholds, POPCNT ranks), see run_slab.
+// Per cube index, its crossed edges (corners on opposite sides); per edge, the offset of its start
+// corner along the three axes.
+struct EdgeGeometry {
+  std::array<uint16_t, 256> crossed{};
+  std::array<std::array<int8_t, 3>, kNumEdges> start{};
+
+  EdgeGeometry() {
+    for (int e = 0; e < kNumEdges; ++e) {
+      const int c0 = edge_start_corner(e), c1 = c0 | (1 << edge_axis(e));
+      for (int d = 0; d < 3; ++d) start[e][d] = static_cast<int8_t>(corner_offset(c0, d));
+      for (int cube = 0; cube < 256; ++cube)
+        if (((cube >> c0) ^ (cube >> c1)) & 1) crossed[cube] |= static_cast<uint16_t>(1u << e);
+    }
+  }
+};
+
+const EdgeGeometry& edge_geometry() {
+  static const EdgeGeometry geometry;
+  return geometry;
+}
+
+template <typename T, bool Fast>
 class Sweep {
  public:
   // `cache`: null, or the above bits of every layer (above_cache_words); filled by this sweep for
@@ -61,18 +85,27 @@ class Sweep {
 
   double operator()(int64_t i, int64_t j, int64_t k) const { return static_cast<double>(value(i, j, k)); }
 
+  // Whether the above bits come from the cache rather than from the samples.
+  bool cache_reading() const { return cache_ && cache_begin_ == cache_end_; }
+
+  // Asks for the samples of a contiguous row of nz_ points to be cached.
+  void prefetch_samples(const T* row) const {
+    constexpr int64_t kLine = 64 / sizeof(T);
+    for (int64_t k = 0; k < nz_; k += kLine) bits::prefetch(row + k);
+  }
+
   // The above-the-level bits of point layer i, row j at j * row_words_.
   template <bool Check>
   const uint64_t* above(int64_t i) {
     if (above_layer_[i % 3] == i) return above_ptr_[i % 3];
     // The cache when it is read, or filled by this sweep for layer i; else a slot of our own.
-    const bool reading = cache_ && cache_begin_ == cache_end_;
+    const bool reading = cache_reading();
     const bool filling = cache_ && cache_begin_ <= i && i < cache_end_;
     uint64_t* out = reading || filling ? cache_ + i * ny_ * row_words_ : above_[i % 3].data();
     if (!reading) {
       bool bad = false;
       for (int64_t j = 0; j < ny_; ++j) {
-        bits::threshold_row<Check>(data_ + i * grid_.stride[0] + j * grid_.stride[1], grid_.stride[2], nz_,
+        bits::threshold_row<Check, Fast>(data_ + i * grid_.stride[0] + j * grid_.stride[1], grid_.stride[2], nz_,
                                    threshold_, out + j * row_words_, bad);
         out[j * row_words_ + words_] = 0;  // the cache comes uninitialised
       }
@@ -104,7 +137,8 @@ class Sweep {
   const LayerEdges& layer_edges(int64_t i) {
     LayerEdges& l = edges_[i & 1];
     if (l.layer == i) return l;
-    l.layer = i;
+    // The count pass (Check) needs only the total: it stores no bits and no ranks to reuse.
+    l.layer = Check ? -1 : i;
     const int64_t nx = grid_.shape[0], rw = row_words_;
     const uint64_t* a = above<Check>(i);
     const uint64_t* b = i + 1 < nx ? above<Check>(i + 1) : nullptr;
@@ -133,11 +167,13 @@ class Sweep {
           c1 &= with_previous_point(at(m_here, j, w) | at(m_back, j, w), at(m_here, j, w - 1) | at(m_back, j, w - 1));
           c2 &= at(m_here, j, w) | at(m_here, j - 1, w) | at(m_back, j, w) | at(m_back, j - 1, w);
         }
-        x0[p] = c0;
-        x1[p] = c1;
-        x2[p] = c2;
-        rank[p] = total;
-        total += bits::popcount(c0) + bits::popcount(c1) + bits::popcount(c2);
+        if constexpr (!Check) {
+          x0[p] = c0;
+          x1[p] = c1;
+          x2[p] = c2;
+          rank[p] = total;
+        }
+        total += bits::popcount<Fast>(c0) + bits::popcount<Fast>(c1) + bits::popcount<Fast>(c2);
       }
     }
     l.total = total;
@@ -166,7 +202,15 @@ class Sweep {
     const uint64_t* a1 = above<Check>(i + 1);
     const uint64_t* mask = grid_.mask.data ? mask_bits(i) : nullptr;
     const int64_t rw = row_words_;
+    // The count pass compares layer i + 2 next: fetching it now keeps memory busy while this layer's
+    // cubes are counted (they need no samples), rather than idle, and the compare then finds it cached.
+    const T* ahead = Check && !cache_reading() && i + 2 < grid_.shape[0] && grid_.stride[2] == 1
+                         ? data_ + (i + 2) * grid_.stride[0] : nullptr;
     for (int64_t j = 0; j + 1 < ny_; ++j) {
+      if (ahead) {
+        prefetch_samples(ahead + j * grid_.stride[1]);
+        if (j + 2 == ny_) prefetch_samples(ahead + (j + 1) * grid_.stride[1]);
+      }
       // Corner rows (i, j), (i + 1, j), (i, j + 1), (i + 1, j + 1): corner bits 0..3 of a cube's index.
       const uint64_t *p0 = a0 + j * rw, *p1 = a1 + j * rw, *p2 = p0 + rw, *p3 = p1 + rw;
       // Bit k: the four points of column k are not all on one side.
@@ -178,12 +222,15 @@ class Sweep {
         cut &= bits::low_bits(nz_ - 1 - w * kWordBits);
         if (mask) cut &= mask[j * rw + w];
         here = next;
+        if (!cut) continue;
+        // Bit o of corners[c]: corner c of the cube at point w * 64 + o.
+        const uint64_t corners[8] = {p0[w], p1[w], p2[w], p3[w], bits::next_points(p0, w), bits::next_points(p1, w),
+                                     bits::next_points(p2, w), bits::next_points(p3, w)};
         for (; cut; cut &= cut - 1) {
-          const int64_t k = w * kWordBits + bits::lowest_bit(cut);
-          const int r0 = bits::two_bits(p0, k), r1 = bits::two_bits(p1, k);
-          const int r2 = bits::two_bits(p2, k), r3 = bits::two_bits(p3, k);
-          const int cube = (r0 & 1) | (r1 & 1) << 1 | (r2 & 1) << 2 | (r3 & 1) << 3 |
-                           (r0 >> 1) << 4 | (r1 >> 1) << 5 | (r2 >> 1) << 6 | (r3 >> 1) << 7;
+          const int o = bits::lowest_bit(cut);
+          const int64_t k = w * kWordBits + o;
+          int cube = 0;
+          for (int c = 0; c < 8; ++c) cube |= static_cast<int>((corners[c] >> o) & 1) << c;
           int face = 0;
           if (const int amb = tab.ambiguous_faces[cube]) {
             double rel[8];
@@ -200,12 +247,12 @@ class Sweep {
 
   // Global id of the vertex on the edge from point (j, k) of layer l along `axis`.
   int64_t vertex_id(const LayerEdges& l, int64_t first, int64_t j, int64_t k, int axis) const {
-    const int64_t p = j * row_words_ + k / kWordBits;
-    const int o = static_cast<int>(k % kWordBits);
+    const int64_t p = j * row_words_ + static_cast<int64_t>(static_cast<uint64_t>(k) / kWordBits);
+    const int o = static_cast<int>(static_cast<uint64_t>(k) % kWordBits);
     const uint64_t below = bits::low_bits(o);
     const uint64_t x0 = l.crossed[0][p], x1 = l.crossed[1][p];
-    int64_t id = first + l.rank[p] + bits::popcount(x0 & below) + bits::popcount(x1 & below) +
-                 bits::popcount(l.crossed[2][p] & below);
+    int64_t id = first + l.rank[p] + bits::popcount<Fast>(x0 & below) + bits::popcount<Fast>(x1 & below) +
+                 bits::popcount<Fast>(l.crossed[2][p] & below);
     if (axis > 0) id += (x0 >> o) & 1;
     if (axis > 1) id += (x1 >> o) & 1;
     return id;
@@ -215,7 +262,29 @@ class Sweep {
   bool emit_vertices(int64_t i, const FillArgs& args, const int64_t* vertex_offsets) {
     const LayerEdges& l = layer_edges<false>(i);
     int64_t out = vertex_offsets[i] - args.vertex_base;
+    // The samples next to the surface are scattered, and the count pass read them long ago: ask for
+    // those of a row a few rows ahead (its first and last crossed points per word, in layers i and
+    // i + 1), so that they arrive while this row is written.
+    constexpr int64_t kAhead = 6;
+    auto prefetch_row = [&](int64_t j) {
+      if (j >= ny_) return;
+      for (int64_t w = 0; w < words_; ++w) {
+        const int64_t p = j * row_words_ + w;
+        const uint64_t any = l.crossed[0][p] | l.crossed[1][p] | l.crossed[2][p];
+        // A point every 16 or more along the row: a cache line of float32 samples at most.
+        for (uint64_t m = any; m;) {
+          const int o = bits::lowest_bit(m);
+          m = o + 16 < kWordBits ? m & (~uint64_t{0} << (o + 16)) : 0;
+          const T* at = data_ + i * grid_.stride[0] + j * grid_.stride[1] + (w * kWordBits + o) * grid_.stride[2];
+          bits::prefetch(at);
+          if (l.crossed[0][p]) bits::prefetch(at + grid_.stride[0]);
+          if (l.crossed[1][p]) bits::prefetch(at + grid_.stride[1]);
+        }
+      }
+    };
+    for (int64_t j = 0; j < kAhead; ++j) prefetch_row(j);
     for (int64_t j = 0; j < ny_; ++j) {
+      prefetch_row(j + kAhead);
       for (int64_t w = 0; w < words_; ++w) {
         const int64_t p = j * row_words_ + w;
         const uint64_t x[3] = {l.crossed[0][p], l.crossed[1][p], l.crossed[2][p]};
@@ -249,6 +318,7 @@ class Sweep {
   bool emit_triangles(int64_t i, const FillArgs& args, const int64_t* vertex_offsets,
                       const int64_t* triangle_offsets, const int64_t* centre_offsets) {
     const Tables& tab = tables();
+    const EdgeGeometry& geometry = edge_geometry();
     const LayerEdges* layers[2] = {&layer_edges<false>(i), &layer_edges<false>(i + 1)};
     int64_t out = triangle_offsets[i];
     int64_t centre = centre_offsets[i];
@@ -276,23 +346,19 @@ class Sweep {
           centre_normal(*this, grid_.shape, args.spacing, cube, centre_edges, corner, level_, args.normals + 3 * slot);
         if (args.values) args.values[slot] = static_cast<float>(cube_spread(corner, level_));
       }
-      // Each edge's id once, however many triangles share it.
+      // Each edge's id once, however many triangles share it: the triangles use the cube's crossed
+      // edges and its centre vertex.
       int64_t ids[kNumEdges + 1];
       ids[kCentre] = centre;
-      unsigned known = 1u << kCentre;
+      for (unsigned m = geometry.crossed[key & 255]; m; m &= m - 1) {
+        const int e = bits::lowest_bit(m);
+        const int dx = geometry.start[e][0];
+        ids[e] = vertex_id(*layers[dx], vertex_offsets[i + dx], j + geometry.start[e][1], k + geometry.start[e][2],
+                           edge_axis(e));
+      }
       const uint8_t* edges = tab.triangle_edges[key].data();
       int64_t* dst = args.faces + 3 * out;
-      for (int v = 0; v < 3 * n; ++v) {
-        const int e = edges[v];
-        if (!((known >> e) & 1)) {
-          const int c = edge_start_corner(e);
-          const int dx = corner_offset(c, 0);
-          ids[e] = vertex_id(*layers[dx], vertex_offsets[i + dx], j + corner_offset(c, 1), k + corner_offset(c, 2),
-                             edge_axis(e));
-          known |= 1u << e;
-        }
-        dst[v] = ids[e];
-      }
+      for (int v = 0; v < 3 * n; ++v) dst[v] = ids[edges[v]];
       centre += tab.centre_edges[key] != 0;
       out += n;
     });
@@ -316,25 +382,58 @@ class Sweep {
   bool nonfinite_ = false;
 };
 
+template <typename T, bool Fast, typename Body>
+void run_slab(const T* data, const Grid& grid, double level, uint64_t* cache, bool fill_cache, Body& body,
+              int64_t begin, int64_t end) {
+  Sweep<T, Fast> sweep(data, grid, level, cache, fill_cache ? begin : 0, fill_cache ? end : 0);
+  body(sweep, begin, end);
+}
+
+#if defined(FASTSDF_MC_FAST_TARGET)
+// run_slab<T, true> with everything it calls inlined, so that all of it is compiled for the fast
+// target (an OpenMP region's body would not inherit the attribute: each thread calls this).
+template <typename T, typename Body>
+FASTSDF_MC_FAST_TARGET __attribute__((flatten)) void run_slab_fast(const T* data, const Grid& grid, double level,
+                                                                   uint64_t* cache, bool fill_cache, Body& body,
+                                                                   int64_t begin, int64_t end) {
+  run_slab<T, true>(data, grid, level, cache, fill_cache, body, begin, end);
+}
+#endif
+
 // Runs body(sweep, begin, end) on contiguous ranges of point layers, one per thread, each with its
-// own sweep; rethrows the first exception any thread raised.
+// own sweep (of the fast kind where cpu_path() allows); rethrows the first exception any thread raised.
 // `cache` as for Sweep: each thread fills the layers of its own range.
 template <typename T, typename Body>
 void parallel_over_layers(const T* data, const Grid& grid, double level, uint64_t* cache, bool fill_cache,
                           Body&& body) {
+  [[maybe_unused]] const bool fast = cpu_path() == CpuPath::kAvx2;
   parallel_ranges(grid.shape[0], [&](int64_t begin, int64_t end) {
-    Sweep<T> sweep(data, grid, level, cache, fill_cache ? begin : 0, fill_cache ? end : 0);
-    body(sweep, begin, end);
+#if defined(FASTSDF_MC_FAST_TARGET)
+    if (fast) return run_slab_fast(data, grid, level, cache, fill_cache, body, begin, end);
+#endif
+    run_slab<T, false>(data, grid, level, cache, fill_cache, body, begin, end);
   });
 }
 
 }  // namespace
 
+CpuPath cpu_path() {
+  static const CpuPath path = [] {
+#if defined(FASTSDF_MC_FAST_TARGET)
+    if (cpu_isa() != CpuIsa::kBaseline && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
+        __builtin_cpu_supports("popcnt"))
+      return CpuPath::kAvx2;
+#endif
+    return CpuPath::kBaseline;
+  }();
+  return path;
+}
+
 template <typename T>
 bool count_cpu(const T* data, const Grid& grid, double level, int64_t* vertex_counts,
                int64_t* triangle_counts, int64_t* centre_counts, uint64_t* above_cache) {
   std::vector<uint8_t> nonfinite(static_cast<size_t>(grid.shape[0]), 0);
-  parallel_over_layers(data, grid, level, above_cache, true, [&](Sweep<T>& sweep, int64_t begin, int64_t end) {
+  parallel_over_layers(data, grid, level, above_cache, true, [&](auto& sweep, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       vertex_counts[i] = sweep.count_vertices(i);
       if (i + 1 < grid.shape[0]) sweep.count_triangles(i, triangle_counts + i, centre_counts + i);
@@ -351,7 +450,7 @@ void fill_cpu(const T* data, const Grid& grid, const FillArgs& args, const int64
               const int64_t* triangle_offsets, const int64_t* centre_offsets, const uint64_t* above_cache) {
   const int64_t cube_layers = grid.shape[0] - 1;
   // Read only: no layer is the sweeps' to fill.
-  parallel_over_layers(data, grid, args.level, const_cast<uint64_t*>(above_cache), false, [&](Sweep<T>& sweep, int64_t begin, int64_t end) {
+  parallel_over_layers(data, grid, args.level, const_cast<uint64_t*>(above_cache), false, [&](auto& sweep, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       if (args.vertex_layers.contains(i) && !sweep.emit_vertices(i, args, vertex_offsets))
         throw std::out_of_range("marching cubes: vertex buffer smaller than the counts promise");
