@@ -212,14 +212,18 @@ def test_fused_cpu_gradients_are_first_order() -> None:
         torch.autograd.grad(gx.sum(), x)
 
 
-@pytest.mark.parametrize("hidden", [37, 64])
+@pytest.mark.parametrize("hidden, outputs, outermost_linear",
+                         [(37, 2, False), (64, 2, False), (37, 1, True), (64, 3, True), (37, 9, True)])
 @pytest.mark.parametrize("width", [4, 8, 16])
-def test_every_cpu_vector_width(width: int, hidden: int, poisoned: None) -> None:
-    """The C++ kernel for SSE, AVX2 and AVX-512 vectors (where this CPU has them), forward and
-    backward, straight through the binding, with and without a tape. Padded to 40 or 64 floats,
-    not multiples of the 6-row register blocks of SSE and AVX2: a block must not read past the
-    scratch's last row (`make sanitize` shows any read there)."""
-    model = SirenMLP(3, hidden, 2, 2, outermost_linear=False)
+def test_every_cpu_vector_width(width: int, hidden: int, outputs: int, outermost_linear: bool,
+                                poisoned: None) -> None:
+    """The C++ kernel for SSE, AVX2 and AVX-512 vectors (where this CPU has them), forward (alone,
+    and with the Jacobian and a tape) and backward, straight through the binding, with and without a
+    tape. Padded to 40 or 64 floats, not multiples of the 6-row register blocks of SSE and AVX2: a
+    block must not read past the scratch's last row (`make sanitize` shows any read there). A
+    linear last layer with fewer outputs than a vector has lanes runs as dot products, a wider one
+    (9 outputs for 4 and 8 floats) on the panels."""
+    model = SirenMLP(3, hidden, 2, outputs, outermost_linear=outermost_linear)
     try:
         net = siren_cpu.packed(list(model.weights), list(model.biases), model.omegas, siren_ops.KernelCache(),
                                width=width)
@@ -227,12 +231,15 @@ def test_every_cpu_vector_width(width: int, hidden: int, poisoned: None) -> None
         pytest.skip(str(exc))
     n = 61
     x = torch.rand(n, 3) * 2 - 1
-    y, j = torch.empty(n, 2), torch.empty(n, 2, 3)
+    y, j = torch.empty(n, outputs), torch.empty(n, outputs, 3)
     tape = torch.empty(net.tape_floats(n, True))
     net.forward(x.numpy(), y.numpy(), j.numpy(), 3, tape.numpy())
     error_y, error_j = output_errors(model, x, y, j)
     assert error_y <= RTOL_Y and error_j <= RTOL_GRAD
-    dy, dj = torch.randn(n, 2), torch.randn(n, 2, 3)
+    y_alone = torch.empty(n, outputs)
+    net.forward(x.numpy(), y_alone.numpy(), None, 3, None)
+    assert output_errors(model, x, y_alone)[0] <= RTOL_Y
+    dy, dj = torch.randn(n, outputs), torch.randn(n, outputs, 3)
     twin = double_copy(model)
 
     def want(rows: slice) -> list[torch.Tensor]:
@@ -262,7 +269,8 @@ def test_sincos_kernel(poisoned: None) -> None:
 
 # The vectorised sine against float64 sin and cos of the same float32 argument: its fast path is
 # within 9.4e-8 of them for |x| < 8192 (every float32 there checked, SSE, AVX2 and AVX-512), the
-# exact path beyond within half a float32 ulp (2.98e-8 below 1); omega cos adds a rounding.
+# inference's sine alone (AVX2 and AVX-512, reduced by pi) within 8.9e-8 (the same check), the exact
+# path beyond within half a float32 ulp (2.98e-8 below 1); omega cos adds a rounding.
 SINE_ATOL = 1e-7
 
 
@@ -326,6 +334,30 @@ def test_fused_sine_every_magnitude(width: int, rng: np.random.Generator, poison
     net.backward(x, np.ones((n, 1), np.float32), np.zeros((n, 1, 1), np.float32), 1, grad_w, [None, None], None,
                  tape)
     assert np.isfinite(grad_w[1]).all() and abs(grad_w[1][0, 0] - np.sin(phase).sum()) <= 1e-4 * n
+
+
+@pytest.mark.parametrize("width", [4, 8, 16])
+def test_inference_sine_across_its_fast_range(width: int, rng: np.random.Generator) -> None:
+    """The activations have a sine of their own in the AVX2 and AVX-512 kernels, cheaper than the
+    sine and cosine pair (a reduction by pi and one polynomial, csrc/siren sin_vec): within SINE_ATOL
+    of float64 sin over its fast range |phase| < 8192, sampled densest where its error peaks: phases
+    near (q + 1/2) pi (|r| near pi/2, the polynomial's largest terms) and near q pi (the reduction's
+    cancellation). With the Jacobian the activations are the same bits."""
+    weights = [np.ones((1, 1), np.float32), np.ones((1, 1), np.float32)]
+    try:
+        net = _backend.cpu().SirenNet(weights, [None, None], [1.0, None], width)
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    q = rng.integers(-2607, 2608, size=100_000).astype(np.float64)
+    x = np.concatenate([rng.uniform(-8192, 8192, 100_000), (q + 0.5) * np.pi + rng.uniform(-0.3, 0.3, q.size),
+                        q * np.pi + rng.uniform(-1e-3, 1e-3, q.size)]).astype(np.float32)
+    x = x[np.abs(x) < 8192].reshape(-1, 1)
+    y = np.full_like(x, np.nan)
+    net.forward(x, y, None, 1, None)  # omega 1: the phase is x itself
+    assert np.abs(y - np.sin(x.astype(np.float64))).max() <= SINE_ATOL
+    y_with_jacobian, j = np.full_like(x, np.nan), np.full((len(x), 1, 1), np.nan, np.float32)
+    net.forward(x, y_with_jacobian, j, 1, None)
+    assert np.array_equal(y, y_with_jacobian)
 
 
 def test_huge_omegas_give_finite_outputs() -> None:

@@ -100,6 +100,72 @@ FASTSDF_INLINE void sincos_vec(typename Vec<W>::F x, typename Vec<W>::F* s, type
   *c = (F)((U)cv ^ (((q + 1u) & 2u) << 30));
 }
 
+// a b + c (kSubtract: a b - c) with one rounding, as the instruction, for where that rounding is the point: the
+// compiler might fuse another product of the same sum, or compute a b once for two uses. Only the AVX2 and AVX-512
+// kernels (W >= 8, with FMA) call it.
+template <int W, bool kSubtract>
+FASTSDF_INLINE typename Vec<W>::F fused(typename Vec<W>::F a, typename Vec<W>::F b, typename Vec<W>::F c) {
+  static_assert(W >= 8, "the SSE kernel has no FMA");
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if constexpr (W == 8 && kSubtract) {
+    asm("vfmsub213ps %2, %1, %0" : "+x"(a) : "x"(b), "x"(c));  // ymm0-15: no AVX-512 register
+  } else if constexpr (W == 8) {
+    asm("vfmadd213ps %2, %1, %0" : "+x"(a) : "x"(b), "x"(c));
+  } else if constexpr (kSubtract) {
+    asm("vfmsub213ps %2, %1, %0" : "+v"(a) : "v"(b), "v"(c));
+  } else {
+    asm("vfmadd213ps %2, %1, %0" : "+v"(a) : "v"(b), "v"(c));
+  }
+  return a;
+#else
+  return kSubtract ? a * b - c : a * b + c;
+#endif
+}
+
+// sin(x) alone for |x| < kFastSineLimit, the activations' sine (inference needs no cosine): x = q pi + r, |r| <= pi/2
+// (Cody-Waite with the parts of sincos_vec's pi/2 doubled, so the same exact products: q < 2^12 here), then
+// sin(x) = (-1)^q (r + r^3 P(r^2)), P of degree 3 (minimax): one polynomial where sincos_vec evaluates two and
+// picks. r^3 is summed from r times r^2's two parts (r^2 and its rounding error, by FMA): rounded once rather
+// than twice, it keeps the sine within 8.9e-8 of float64 sin of the float argument, as sincos_vec's 9.4e-8
+// (every float checked, AVX2 and AVX-512; with r^3 rounded twice, samples reached 1.2e-7). Beyond the limit
+// wrong but finite or NaN as sincos_vec's, for callers to redo. The SSE kernel, without FMA, takes sincos_vec's
+// sine instead.
+template <int W>
+FASTSDF_INLINE typename Vec<W>::F sin_vec(typename Vec<W>::F x) {
+  using F = typename Vec<W>::F;
+  using U = typename Vec<W>::U;
+  if constexpr (W == 4) {
+    F sine, cosine;
+    sincos_vec<W>(x, &sine, &cosine);
+    return sine;
+  } else {
+    const F shifter = F{} + 12582912.0f;
+    const F shifted = x * 0.318309886f + shifter;
+    const U q = (U)shifted;  // as in sincos_vec: the low bits of `shifted` hold q
+    const F qf = shifted - shifter;
+    const F r = ((x - qf * 3.140625f) - qf * 9.67502593994140625e-4f) - qf * 1.509957990978376432e-7f;
+    const F r2 = r * r;
+    const F r3 = fused<W, false>(r, r2, r * fused<W, true>(r, r, r2));
+    const F p = -1.6666661e-1f + r2 * (8.3330842e-3f + r2 * (-1.9809956e-4f + r2 * 2.6051662e-6f));
+    const F sine = r + r3 * p;
+    return (F)((U)sine ^ (q << 31));
+  }
+}
+
+// A sine layer's activation sin(phase) and, with kDerivative, its derivative factor omega cos(phase): the sine
+// always sin_vec's, so that every path through a layer (inference alone, with the Jacobian, from a tape) gives
+// the same activations and y is the same bits with the Jacobian or without; the cosine sincos_vec's.
+template <int W, bool kDerivative>
+FASTSDF_INLINE void activation(typename Vec<W>::F phase, float omega, typename Vec<W>::F* a,
+                               typename Vec<W>::F* c) {
+  *a = sin_vec<W>(phase);
+  if constexpr (kDerivative) {
+    typename Vec<W>::F sine, cosine;
+    sincos_vec<W>(phase, &sine, &cosine);
+    *c = cosine * omega;
+  }
+}
+
 // Keeps, lane by lane, the largest |x| seen as the bits of the float (ordered as the magnitudes are,
 // NaN above Inf): two instructions a vector, where a comparison per vector would take more.
 template <int W>
@@ -175,6 +241,49 @@ FASTSDF_INLINE void multiply(const float* a, int64_t lda, int64_t rows, const fl
       typename Vec<W>::F acc[kRows<W>][2];
       multiply_block<W>(a + r * lda, lda, 1, panel, kPanel, k_count, acc);
       epilogue(r, p * kPanel, acc);
+    }
+  }
+}
+
+// The sum of a vector's lanes.
+template <int W>
+FASTSDF_INLINE float lane_sum(typename Vec<W>::F v) {
+  float lanes[W];
+  std::memcpy(lanes, &v, sizeof lanes);
+  float sum = 0.0f;
+  for (int l = 0; l < W; ++l) sum += lanes[l];
+  return sum;
+}
+
+// z = W a + b for a linear layer with fewer outputs than a vector has lanes (the SDF's 256 -> 1): per point and
+// output, one dot product over vectors of the inputs, where the products over a whole panel would do 2W outputs'
+// work for each real one. z goes to next and, unless null, z_out (rows of out_padded floats, the padding 0 as the
+// panels give it), for `rows` points of A (stride in_padded), a multiple of the block rows.
+template <int W>
+FASTSDF_INLINE void linear_by_dots(const PackedNet::Layer& layer, const float* a, int64_t rows, float* next,
+                                   float* z_out) {
+  using F = typename Vec<W>::F;
+  constexpr int64_t kPanel = 2 * W;
+  const int64_t lda = layer.in_padded, ldc = layer.out_padded;
+  for (int64_t r = 0; r < rows; r += kRows<W>) {
+    for (int64_t j = 0; j < ldc; ++j) {
+      F sum[kRows<W>][2];
+      for (int i = 0; i < kRows<W>; ++i) sum[i][0] = sum[i][1] = F{};
+      // W's row j, panel by panel, from the backward's copy (W in panels of the inputs, zeros beyond them).
+      for (int64_t p = 0; j < layer.out && p < lda / kPanel; ++p) {
+        const float* w = layer.backward.data() + (p * layer.out + j) * kPanel;
+        const F w0 = load<W>(w), w1 = load<W>(w + W);
+        for (int i = 0; i < kRows<W>; ++i) {
+          const float* ai = a + (r + i) * lda + p * kPanel;
+          sum[i][0] += load<W>(ai) * w0;
+          sum[i][1] += load<W>(ai + W) * w1;
+        }
+      }
+      for (int i = 0; i < kRows<W>; ++i) {
+        const float z = lane_sum<W>(sum[i][0] + sum[i][1]) + layer.bias[j];
+        next[(r + i) * ldc + j] = z;
+        if (z_out) z_out[(r + i) * ldc + j] = z;
+      }
     }
   }
 }
@@ -289,12 +398,12 @@ FASTSDF_INLINE void bias_sine_block(const PackedNet::Layer& layer, int64_t r, in
         store<W>(next + at, z);
         continue;
       }
-      F sine, cosine;
       const F phase = z * layer.omega;
-      sincos_vec<W>(phase, &sine, &cosine);
       track_magnitude<W>(phase, &largest);
-      store<W>(next + at, sine);
-      if constexpr (kDerivative) store<W>(derivative + at, cosine * layer.omega);
+      F a, c;
+      activation<W, kDerivative>(phase, layer.omega, &a, &c);
+      store<W>(next + at, a);
+      if constexpr (kDerivative) store<W>(derivative + at, c);
     }
   }
   if (!beyond_fast_range<W>(largest)) return;
@@ -331,7 +440,9 @@ FASTSDF_INLINE void forward_tile(const std::vector<PackedNet::Layer>& layers, co
         bias_sine_block<W, decltype(with_derivative)::value>(layer, r, col, acc, next, derivative, z_out);
       };
     };
-    if (derivatives || with_jacobian) {
+    if (!layer.sine && layer.out < W) {
+      linear_by_dots<W>(layer, s->act[k].data(), kTileRows, next, z_out);
+    } else if (derivatives || with_jacobian) {
       multiply<W>(s->act[k].data(), layer.in_padded, kTileRows, layer.forward.data(), layer.in, layer.out_padded,
                   epilogue(std::true_type{}));
     } else {
@@ -382,12 +493,12 @@ FASTSDF_INLINE void restore_tile(const std::vector<PackedNet::Layer>& layers, co
       float* c = s->deriv[k].data();
       typename Vec<W>::U largest{};
       for (int64_t i = 0; i < size; i += W) {
-        F sine, cosine;
+        F sine, derivative;
         const F phase = load<W>(tape + i) * layer.omega;
-        sincos_vec<W>(phase, &sine, &cosine);
+        activation<W, true>(phase, layer.omega, &sine, &derivative);
         track_magnitude<W>(phase, &largest);
         store<W>(a + i, sine);
-        store<W>(c + i, cosine * layer.omega);
+        store<W>(c + i, derivative);
       }
       if (beyond_fast_range<W>(largest)) exact_sincos(tape, size, layer.omega, a, c);
     }
