@@ -130,6 +130,7 @@ def test_generate_pipeline(benchmark: Any, tmp_path: Path) -> None:
                                "meshes_per_second": len(meshes) / seconds}
         results["diffusion_training_seconds"] = history["training_seconds"]
 
+    benchmark.group = f"generate-cpu-{SHAPES}shapes"
     benchmark.pedantic(pipeline, rounds=1, iterations=1)
     sources = {source: results.pop(source) for source in ("diffusion", "prior", "gaussian")}
     benchmark.extra_info.update(shapes=SHAPES, held_out=HELD_OUT, epochs=EPOCHS, steps=STEPS, latent_size=LATENT,
