@@ -355,6 +355,9 @@ def test_sampling_uses_the_moving_average(diffusion, seed: int) -> None:
     assert torch.equal(averaged, alone(model.ema).sample(5, steps=7, seed=seed))
     assert torch.equal(last, alone(model.denoiser).sample(5, steps=7, seed=seed))
     assert not torch.equal(averaged, last)
+    for bad in ("no", 0, None):
+        with pytest.raises(ValueError, match="ema must be True or False"):
+            model.sample(5, steps=7, seed=seed, ema=bad)
     with pytest.raises(ValueError, match="ema must be the denoiser's network"):
         LatentDiffusion(model.denoiser, model.mean, model.std, ema=LatentDenoiser(LATENT, hidden_features=8, blocks=1))
 

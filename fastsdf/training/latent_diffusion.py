@@ -129,6 +129,8 @@ class LatentDiffusion(nn.Module):
         count = integer(count, "count", 1)
         steps = integer(steps, "steps", 1, self.schedule.timesteps)
         eta, guidance = real(eta, "eta", 0), real(guidance, "guidance")
+        if not isinstance(ema, bool):  # a truthy string or tensor would silently pick a network
+            raise ValueError(f"ema must be True or False, got {ema!r}")
         generator = torch_generator(seed)
         condition = self._condition(condition, count)
         denoiser = self.ema if ema and self.ema is not None else self.denoiser
