@@ -367,9 +367,11 @@ def group_table(results: list[Result]) -> list[str]:
     ordered = sorted(results, key=lambda r: (r.peer != BASELINE, r.per_point))
     shown = [col for col in COLUMNS if col[3] == "always" or any(
         (r.size is not None) if col[3] == "size" else (r.extra.get(col[3]) is not None) for r in results)]
+    headers, aligns = [header for header, *_ in shown], "".join(align for _, align, *_ in shown)
+    if not any(r.peer == BASELINE for r in results):  # variants of one thing (models of the lectures): no ratio
+        return table(headers, aligns, [[cell(r) for _, _, cell, _ in shown] for r in ordered])
     rows = [[cell(r) for _, _, cell, _ in shown] + [ratio_cell(r, results)] for r in ordered]
-    return table([header for header, *_ in shown] + [f"vs {BASELINE} (median)"],
-                 "".join(align for _, align, *_ in shown) + "l", rows)
+    return table(headers + [f"vs {BASELINE} (median)"], aligns + "l", rows)
 
 
 def fmt_cell(value: Any) -> str:

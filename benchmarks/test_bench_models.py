@@ -6,7 +6,7 @@ encoding (L = 6 and 10) and a SIREN, each fitted to every shared mesh for the sa
                        torch threads, through ``fastsdf.fit`` (DeepSDF's clamped L1, batches of 8,192
                        from its 2.5M-point pool, Adam with a cosine decay), then judged by fastsdf.metrics:
                        occupancy F1 near the surface and in the volume, IoU, and on the mesh extracted at
-                       FASTSDF_BENCH_MODELS_RESOLUTION (256)^3, Chamfer-L1 and normal consistency.
+                       FASTSDF_BENCH_MODELS_RESOLUTION (128)^3, Chamfer-L1 and normal consistency.
         relu           DeepSDF's decoder for one shape: 8 ReLU layers of 512, the input again at layer 4
                        (``ReluMLP(3, 512, 7, 1, skip=(4,))``), Adam 5e-4 (the paper's rate; weight
                        normalisation and dropout regularise its many-shape auto-decoder and are left out)
@@ -47,7 +47,7 @@ pytest.importorskip("pytest_benchmark")
 
 SECONDS = float(os.environ.get("FASTSDF_BENCH_MODELS_SECONDS", "60"))
 THREADS = int(os.environ.get("FASTSDF_BENCH_MODELS_THREADS", "2"))
-RESOLUTION = int(os.environ.get("FASTSDF_BENCH_MODELS_RESOLUTION", "256"))
+RESOLUTION = int(os.environ.get("FASTSDF_BENCH_MODELS_RESOLUTION", "128"))
 FIGURE = Path(os.environ.get("FASTSDF_BENCH_MODELS_FIGURE",
                              str(Path(__file__).resolve().parent / "results" / "models.png")))
 MESHES = [name for name in bench_meshes() if (MESH_DIR / f"{name}.obj").exists()]

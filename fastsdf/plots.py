@@ -16,8 +16,9 @@ __all__ = ["plot_completion", "plot_history", "plot_sdf_2d"]
 
 def plot_history(history: dict[str, Any], path: str | os.PathLike, title: str = "training", x: str = "step") -> None:
     """The loss (log scale) and the learning rate against ``x`` (``"step"``, ``"epoch"``), from a
-    history with lists ``x``, ``loss`` and optionally ``learning_rate`` (as ``fastsdf.fit`` and
-    ``fastsdf.train_deepsdf`` return), written atomically."""
+    history with lists ``x``, ``loss`` and optionally ``learning_rate`` and ``validation_loss``
+    (the loss on held-out data, with ``best_step`` marked: ``fastsdf.train_diffusion``'s), as
+    ``fastsdf.fit`` and ``fastsdf.train_deepsdf`` return, written atomically."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -28,7 +29,13 @@ def plot_history(history: dict[str, Any], path: str | os.PathLike, title: str = 
         raise ValueError(f"history has {len(steps)} {x}s but {len(loss)} losses")
     figure, axis = plt.subplots(figsize=(6.4, 3.6), dpi=120)
     try:
-        axis.plot(steps, loss, color="tab:blue", linewidth=1)
+        axis.plot(steps, loss, color="tab:blue", linewidth=1, label="training")
+        if history.get("validation_loss"):
+            axis.plot(steps, history["validation_loss"], color="tab:green", linewidth=1, label="held out")
+            if "best_step" in history:
+                axis.axvline(history["best_step"], color="tab:green", linestyle=":", linewidth=1,
+                             label="weights kept")
+            axis.legend(loc="upper right", fontsize=8)
         if any(v > 0 for v in loss):
             axis.set_yscale("log")
         axis.set_xlabel(x)

@@ -26,8 +26,11 @@ from fastsdf.training.autodecoder import AutoDecoder
 from fastsdf.training.diffusion import NoiseSchedule, ddim_sample, ddim_timesteps, diffusion_loss, predictions
 from fastsdf.training.ema import moving_average
 from fastsdf.training.latent_diffusion import LatentDiffusion
+from fastsdf.training.seeding import mixed_seed
+from fastsdf.training.selection import BestWeights
 from fastsdf.training.shapes import ShapeSamples
 from fastsdf.training.steps import train_steps
+from fastsdf.training.train_diffusion import _held_out_loss
 from training_helpers import one_thread, sphere_samples  # noqa: F401 - one_thread: a fixture, autouse
 
 RADII = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -553,6 +556,103 @@ def test_training_needs_codes_that_vary_and_a_matching_denoiser(autodecoder: Aut
         fastsdf.train_diffusion(fitted.save(tmp_path / "fitted"), **TRAINING)
     with pytest.raises(TypeError, match="AutoDecoder"):
         fastsdf.train_diffusion(decoder, **TRAINING)
+
+
+# ------------------------------------------------------------------------------------------------
+# Held-out codes choose the weights
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def many_codes(autodecoder: AutoDecoder) -> AutoDecoder:
+    """30 codes (enough to hold some out), the spheres' decoder: training the denoiser needs only the codes."""
+    codes = torch.randn(30, LATENT, generator=torch.Generator().manual_seed(3)) * 0.2
+    return AutoDecoder(autodecoder.decoder, codes, [f"shape{i}" for i in range(30)])
+
+
+def test_best_weights_keeps_the_lowest_scoring_ones(rng: np.random.Generator) -> None:
+    network = torch.nn.Linear(3, 2)
+    scores = [float(x) for x in rng.permutation(6)]
+    seen, kept = [], None
+    best = BestWeights(network, lambda: scores[len(seen)])
+    for step, score in enumerate(scores, start=1):
+        with torch.no_grad():
+            for p in network.parameters():
+                p.copy_(torch.from_numpy(rng.standard_normal(p.shape)))
+        assert best.update(step * 10) == score
+        seen.append(score)
+        if score == min(seen):
+            kept = copy.deepcopy(network.state_dict())
+    assert (best.loss, best.step) == (min(scores), 10 * (scores.index(min(scores)) + 1))
+    for key, value in kept.items():
+        assert torch.equal(best.module.state_dict()[key], value)
+    again = BestWeights(network, lambda: 0.0)
+    again.restore({"step": [10 * (i + 1) for i in range(len(scores))], "validation_loss": scores})
+    assert (again.loss, again.step) == (best.loss, best.step)
+
+
+def test_held_out_codes_choose_the_weights(many_codes: AutoDecoder) -> None:
+    """A tenth of the codes (3 of 30, drawn by the seed) stays out of training (the statistics are
+    the others'); the sampling network gets the weights of the entry with the lowest held-out loss,
+    which is that network's loss on them at the returned weights."""
+    options = {**TRAINING, "steps": 50, "seed": 2}
+    torch.manual_seed(0)
+    model, history = fastsdf.train_diffusion(many_codes, LatentDenoiser(LATENT, **SMALL_DENOISER), **options)
+    held = [many_codes.names.index(name) for name in history["held_out_shapes"]]
+    trained = [i for i in range(30) if i not in held]
+    assert len(held) == 3 and len(history["validation_loss"]) == len(history["step"]) == 50
+    torch.testing.assert_close(model.mean, many_codes.codes[trained].mean(0))
+    lowest = int(np.argmin(history["validation_loss"]))
+    assert history["best_step"] == history["step"][lowest]
+    score = _held_out_loss(model.ema, model.schedule, model.prediction, model.normalise(many_codes.codes[held]), None,
+                           mixed_seed(2, -2), 1)
+    assert score() == pytest.approx(history["validation_loss"][lowest], rel=1e-6)
+    assert model.history["best_step"] == history["best_step"]
+    torch.manual_seed(0)
+    again, repeat = fastsdf.train_diffusion(many_codes, LatentDenoiser(LATENT, **SMALL_DENOISER), **options)
+    assert repeat["held_out_shapes"] == history["held_out_shapes"]  # the seed draws them
+    every, plain = fastsdf.train_diffusion(many_codes, **{**options, "held_out": 0.0, "steps": 3})
+    assert "validation_loss" not in plain and "held_out_shapes" not in plain
+    torch.testing.assert_close(every.mean, many_codes.codes.mean(0))
+    with pytest.raises(ValueError, match=r"at least 2 shapes, the model has 30 \(29 held out\)"):
+        fastsdf.train_diffusion(many_codes, **{**options, "held_out": 0.99})
+    with pytest.raises(ValueError, match="held_out"):
+        fastsdf.train_diffusion(many_codes, **{**options, "held_out": 1.0})
+
+
+def test_a_killed_run_resumes_with_its_best_weights(many_codes: AutoDecoder, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept weights, their step and the held-out losses survive a kill; a checkpoint from
+    before held-out codes resumes only without them."""
+    options = {**TRAINING, "steps": 30, "seed": 4, "checkpoint_every": 0.0, "held_out": 0.2}
+
+    def denoiser(seed: int) -> LatentDenoiser:
+        torch.manual_seed(seed)
+        return LatentDenoiser(LATENT, **SMALL_DENOISER)
+
+    whole, expected = fastsdf.train_diffusion(many_codes, denoiser(0), checkpoint=tmp_path / "whole.pt", **options)
+    real_step, calls = torch.optim.Adam.step, {"n": 0}
+
+    def dying_step(self, *args, **kwargs):  # noqa: ANN001
+        calls["n"] += 1
+        if calls["n"] > 17:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        fastsdf.train_diffusion(many_codes, denoiser(0), checkpoint=tmp_path / "run.pt", **options)
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    resumed, history = fastsdf.train_diffusion(many_codes, denoiser(5), checkpoint=tmp_path / "run.pt", **options)
+    assert history["best_step"] == expected["best_step"] and len(history["held_out_shapes"]) == 6
+    np.testing.assert_allclose(history["validation_loss"], expected["validation_loss"], rtol=1e-5)
+    for key, value in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+    state = torch.load(tmp_path / "run.pt", weights_only=True)
+    del state["settings"]["held_out"], state["best"]
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"before checkpoints recorded held_out .*: resume it with held_out=0.0"):
+        fastsdf.train_diffusion(many_codes, denoiser(0), checkpoint=tmp_path / "old.pt", **options)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from fastsdf.nn import LatentDenoiser
 from fastsdf.training.autodecoder import AutoDecoder
 from training_helpers import first_process_wrote, one_thread, run_together  # noqa: F401 - one_thread: a fixture, autouse
 
-LATENT, SHAPES, SEED, STEPS, KILLED_AT = 8, 6, 3, 30, 12
+LATENT, SHAPES, SEED, STEPS, KILLED_AT = 8, 12, 3, 30, 12  # 12 codes: one held out (train_diffusion's tenth)
 # A batch of 15 codes: shares of 7 and 8 rows, so the losses' scaling is tested on unequal shares.
 OPTIONS = ["--steps", str(STEPS), "--batch-size", "15", "--timesteps", "50", "--width", "32", "--blocks", "2",
            "--seed", str(SEED), "--quiet"]
@@ -108,5 +108,5 @@ def test_two_processes_train_what_one_process_trains(runs) -> None:
     """Bitwise equal replicas; the model (its moving average included), written into the first
     process's folder alone, is the single process's: the other process's folder is never made."""
     folder = first_process_wrote(runs["fresh"], runs["folder"], "fresh", False)
-    assert "trained on 6 codes: 30 steps" in runs["fresh"][0][1]
+    assert "trained on 12 codes: 30 steps" in runs["fresh"][0][1] and "the 1 held-out code was" in runs["fresh"][0][1]
     assert_same_model(fastsdf.load_model(folder), runs["single"])

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import fastsdf
-from fastsdf.metrics import chamfer_matrix, generation_metrics, nearest_shapes, point_clouds
+from fastsdf import metrics
+from fastsdf.metrics import chamfer_matrix, generation_metrics, generation_scores, nearest_shapes, point_clouds
 
 
 def brute_chamfer(a: np.ndarray, b: np.ndarray) -> float:
@@ -15,15 +16,34 @@ def brute_chamfer(a: np.ndarray, b: np.ndarray) -> float:
     return squared.min(axis=1).mean() + squared.min(axis=0).mean()
 
 
-def test_chamfer_matrix_is_pointflow_s_chamfer(rng: np.random.Generator) -> None:
-    a = rng.standard_normal((3, int(rng.integers(1, 60)), 3))
-    b = rng.standard_normal((4, int(rng.integers(1, 60)), 3)) + rng.uniform(-1, 1, 3)
+@pytest.mark.parametrize("pair_elements", [1 << 24, 7])  # all of a pair's products at once, or a few rows
+def test_chamfer_matrix_is_pointflow_s_chamfer(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch,
+                                               pair_elements: int) -> None:
+    monkeypatch.setattr(metrics, "_PAIR_ELEMENTS", pair_elements)
+    offset = rng.uniform(-1e3, 1e3, 3)  # far from the origin: float32 must still tell neighbours apart
+    a = rng.standard_normal((3, int(rng.integers(1, 60)), 3)) + offset
+    b = rng.standard_normal((4, int(rng.integers(1, 60)), 3)) + rng.uniform(-1, 1, 3) + offset
     expected = np.array([[brute_chamfer(x, y) for y in b] for x in a])
-    np.testing.assert_allclose(chamfer_matrix(a, b), expected, rtol=1e-9, atol=1e-12 * float(np.abs(b).max()) ** 2)
+    # The documented bound: a neighbour picked in float32 is off by at most ~1e-6 of the squared extent
+    # of the pair around a[i]'s centre (2^-24 rounding of |q|^2 - 2 p.q, a few operations, both ways).
+    extent = max(float(np.square(np.concatenate([x, y]) - x.mean(axis=0)).sum(axis=1).max()) for x in a for y in b)
+    np.testing.assert_allclose(chamfer_matrix(a, b), expected, rtol=1e-9, atol=3e-6 * extent)
     assert np.allclose(np.diag(chamfer_matrix(a, a)), 0, atol=1e-12)
     for bad in (np.zeros((2, 5, 2)), np.zeros((0, 5, 3)), np.full((1, 2, 3), np.nan)):
         with pytest.raises(ValueError, match="point clouds"):
             chamfer_matrix(bad, a)
+
+
+def test_chamfer_matrix_is_exact_away_from_ties(rng: np.random.Generator) -> None:
+    """Up to 2,048 points (the metrics' size) on one lattice of spacing 1/13, each cloud jittered by
+    at most 0.01: a point's nearest neighbour is its own site's, at least 5.9e-4 closer in squared
+    distance than any other, far beyond float32's rounding, so the matrix is the float64 brute force's."""
+    sites = np.stack(np.meshgrid(*[np.arange(13)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    sites = sites[rng.permutation(len(sites))[:int(rng.integers(1000, 2049))]] / 13
+    a = sites + rng.uniform(-0.01, 0.01, (2, *sites.shape))
+    b = sites + rng.uniform(-0.01, 0.01, (3, *sites.shape))
+    expected = np.array([[brute_chamfer(x, y) for y in b] for x in a])
+    np.testing.assert_allclose(chamfer_matrix(a, b), expected, rtol=1e-12)
 
 
 def test_identical_sets(rng: np.random.Generator) -> None:
@@ -60,6 +80,22 @@ def test_a_hand_worked_case() -> None:
     reference = np.concatenate([point(0), point(10)])
     result = generation_metrics(generated, reference)
     assert result == {"mmd": 81.0, "cov": 0.5, "1-nna": 0.125, "generated": 2, "reference": 2, "n_points": 1}
+
+
+def test_scores_from_matrices_computed_once(rng: np.random.Generator) -> None:
+    """generation_scores on the three matrices is generation_metrics; the caller's matrices are left as they were."""
+    generated = rng.standard_normal((int(rng.integers(2, 7)), 20, 3))
+    reference = rng.standard_normal((int(rng.integers(2, 7)), 25, 3))
+    matrices = [chamfer_matrix(generated, reference), chamfer_matrix(generated, generated),
+                chamfer_matrix(reference, reference)]
+    copies = [m.copy() for m in matrices]
+    expected = generation_metrics(generated, reference)
+    assert generation_scores(*matrices) == {key: expected[key] for key in ("mmd", "cov", "1-nna")}
+    assert all(np.array_equal(m, c) for m, c in zip(matrices, copies))
+    with pytest.raises(ValueError, match=r"\(G, R\)"):
+        generation_scores(matrices[0][:, 1:], matrices[1], matrices[2])
+    with pytest.raises(ValueError, match="finite"):
+        generation_scores(np.full_like(matrices[0], np.nan), matrices[1], matrices[2])
 
 
 def test_meshes_are_sampled_and_copies_are_found(rng: np.random.Generator) -> None:

@@ -38,3 +38,15 @@ def test_flat_and_list_extras_make_no_table() -> None:
     result = make_results.Result(run, "g", "n", {"notes": ["a"], "shapes": 3, "empty": {}, "mixed": {"a": {}, "b": 1}},
                                  {}, {})
     assert make_results.breakdown_tables([result]) == []
+
+
+def test_a_group_without_fastsdf_rows_has_no_ratio_column() -> None:
+    """Variants of one thing (the models the lectures compare) have no baseline to divide by."""
+    run = make_results.Run("r", {}, {}, "")
+    stats = {"median": 2.0, "iqr": 0.0, "min": 2.0, "rounds": 1}
+    models = [make_results.Result(run, "models-cpu-cow", name, {"peer": name, "steps": 9}, {}, stats)
+              for name in ("siren", "relu")]
+    header = make_results.group_table(models)[0]
+    assert "steps" in header and "vs fastsdf" not in header
+    ours = make_results.Result(run, "models-cpu-cow", "ours", {"peer": "fastsdf", "steps": 9}, {}, stats)
+    assert "vs fastsdf" in make_results.group_table([*models, ours])[0]

@@ -22,6 +22,10 @@ dimension; then write into OUT:
                  `fastsdf generate OUT --count N --out MESHES` makes new shapes)
   training.png   the loss and learning-rate curves
 
+--held-out P keeps that share of the codes out of training: the weights written are those of the
+moment their loss on them was lowest, before the denoiser learned its training codes by heart (its
+samples would be copies of them).
+
 --partial-clouds DATA (a shape VAE's MODEL, DATA its training samples): condition each shape's code
 on the VAE's encoding of the surface points of DATA's file that face a random direction, what one
 scan sees, with --condition-dropout of the steps unconditioned (classifier-free guidance); then
@@ -65,6 +69,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--ema-decay", type=number(0.0, 1.0, high_open=True), default=td.EMA_DECAY, metavar="D",
                        help=f"decay of the moving average of the weights that sampling uses, warmed up as "
                             f"(1 + k) / (10 + k) at step k; 0: none (default: {td.EMA_DECAY:g})")
+    train.add_argument("--held-out", type=number(0.0, 1.0, high_open=True), default=td.HELD_OUT, metavar="P",
+                       help=f"share of the codes kept out of training to choose the weights by (the moment "
+                            f"their loss was lowest); 0: train on all, keep the last weights (default: "
+                            f"{td.HELD_OUT:g})")
     add_run_options(train, None)
     train.set_defaults(run=_train)
 
@@ -100,8 +108,17 @@ def _train(args: argparse.Namespace) -> int:
             latent_model, denoiser, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
             schedule=args.schedule, timesteps=args.timesteps, prediction=args.prediction, conditions=conditions,
             condition_dropout=CONDITION_DROPOUT if args.condition_dropout is None else args.condition_dropout,
-            ema_decay=args.ema_decay, seed=args.seed, device=device, checkpoint=checkpoint,
+            ema_decay=args.ema_decay, held_out=args.held_out, seed=args.seed, device=device, checkpoint=checkpoint,
             progress=progress_enabled(args.quiet))
         return model.to("cpu"), history
 
-    return train_command(args, train, lambda history: f"final loss {history['loss'][-1]:.3g}", inputs, unit="step")
+    return train_command(args, train, _summary, inputs, unit="step")
+
+
+def _summary(history: dict) -> str:
+    if "best_step" not in history:
+        return f"final loss {history['loss'][-1]:.3g}"
+    held = len(history["held_out_shapes"])
+    codes = "code was" if held == 1 else "codes were"
+    return (f"final loss {history['loss'][-1]:.3g}; weights of step {history['best_step']}, where the loss on the "
+            f"{held} held-out {codes} lowest ({min(history['validation_loss']):.3g})")

@@ -26,14 +26,15 @@ FORMAT = "fastsdf.checkpoint"
 ANY = object()  # see ADDED_SETTINGS
 # Settings that checkpoints gained later, with the value a file that lacks them was written with
 # (ANY: not known, so any value resumes it).
-ADDED_SETTINGS = {"network": ANY, "ema_decay": 0.0, "latents": ANY}
+ADDED_SETTINGS = {"network": ANY, "ema_decay": 0.0, "latents": ANY, "held_out": 0.0}
 
 
 class Checkpoint:
     """A checkpoint file for one run: the model, optimiser, random generators (the run's own, if it
     has one, and torch's global one, which dropout draws from), the moving average of the model's
-    weights (if the run keeps one: ``fastsdf.training.ema``), steps done, seconds trained and
-    history, with the run's settings, which a resume must match.
+    weights (if the run keeps one: ``fastsdf.training.ema``), the best weights so far (if the run
+    chooses its weights by a held-out score: ``fastsdf.training.selection``), steps done, seconds
+    trained and history, with the run's settings, which a resume must match.
 
     Args:
         path: the file (written atomically: a kill during a save leaves the previous one whole).
@@ -55,16 +56,17 @@ class Checkpoint:
         return self.path.exists()
 
     def resume(self, network: nn.Module, optimiser: torch.optim.Optimizer, generator: torch.Generator | None = None,
-               average: nn.Module | None = None) -> tuple[int, float, dict[str, Any]] | None:
-        """Where the file exists, its state put into ``network``, ``optimiser``, ``generator`` and
-        ``average`` (``apply``): (steps done, seconds trained, history); None where there is none.
+               average: nn.Module | None = None,
+               best: nn.Module | None = None) -> tuple[int, float, dict[str, Any]] | None:
+        """Where the file exists, its state put into ``network``, ``optimiser``, ``generator``,
+        ``average`` and ``best`` (``apply``): (steps done, seconds trained, history); None where there is none.
         A shared checkpoint: where it exists on the first process, which reads it, on every
         process; reading it, where it fails, fails on every process."""
         def read() -> dict[str, Any] | None:
             return self.load() if self.exists() else None
 
         state = from_first_process(read, f"reading {self.path}") if self.shared else read()
-        return None if state is None else self.apply(state, network, optimiser, generator, average)
+        return None if state is None else self.apply(state, network, optimiser, generator, average, best)
 
     def load(self) -> dict[str, Any]:
         """The saved state, checked: a fastsdf checkpoint of this run (``apply`` puts it in place;
@@ -93,14 +95,16 @@ class Checkpoint:
     @staticmethod
     def apply(state: dict[str, Any], network: nn.Module, optimiser: torch.optim.Optimizer,
               generator: torch.Generator | None = None,
-              average: nn.Module | None = None) -> tuple[int, float, dict[str, Any]]:
-        """Puts ``load``'s state into ``network``, ``optimiser``, ``generator``, ``average`` and
-        torch's global generator; returns (steps done, seconds trained, history)."""
+              average: nn.Module | None = None, best: nn.Module | None = None) -> tuple[int, float, dict[str, Any]]:
+        """Puts ``load``'s state into ``network``, ``optimiser``, ``generator``, ``average``,
+        ``best`` and torch's global generator; returns (steps done, seconds trained, history)."""
         try:
             network.load_state_dict(state["network"])
             optimiser.load_state_dict(state["optimiser"])
             if average is not None:
                 average.load_state_dict(state.get("average") or {})
+            if best is not None:
+                best.load_state_dict(state.get("best") or {})
         except (RuntimeError, ValueError) as exc:
             first_line = str(exc).strip().splitlines()[0]
             raise ValueError(f"the checkpoint is of another network than this run's ({first_line}): remove it to "
@@ -116,14 +120,15 @@ class Checkpoint:
             self.save(*args, **kwargs)
 
     def save(self, network: nn.Module, optimiser: torch.optim.Optimizer, generator: torch.Generator | None,
-             steps: int, seconds: float, history: dict[str, Any], average: nn.Module | None = None) -> None:
+             steps: int, seconds: float, history: dict[str, Any], average: nn.Module | None = None,
+             best: nn.Module | None = None) -> None:
         """Writes the state (a shared checkpoint: on the first process only)."""
         if self.shared and process_world()[1] != 0:
             return
         state = {"format": FORMAT, "settings": self.settings, "network": network.state_dict(),
                  "optimiser": optimiser.state_dict(), "generator": None if generator is None else generator.get_state(),
                  "torch_rng": torch.random.get_rng_state(), "average": None if average is None else average.state_dict(),
-                 "steps": steps, "seconds": seconds, "history": history}
+                 "best": None if best is None else best.state_dict(), "steps": steps, "seconds": seconds, "history": history}
         with atomic_write(self.path) as f:
             torch.save(state, f)
         self._last = time.perf_counter()

@@ -1,7 +1,8 @@
 """The step loop that ``fit`` and ``train_diffusion`` share: the checkpoint, the stop rule (steps
 and/or seconds of training), the history of the loss, the progress bar, the moving average of the
-weights (if kept). A trainer brings what differs: its module, optimiser and generator, its settings,
-its loss per step (``step``), which draws its own batch, and its learning-rate schedule (``rate``).
+weights (if kept), the weights with the best held-out score (if chosen so). A trainer brings what
+differs: its module, optimiser and generator, its settings, its loss per step (``step``), which
+draws its own batch, and its learning-rate schedule (``rate``).
 
 A ``parallel`` run is trained by torchrun's processes together (``train_diffusion``, whose ``step``
 goes through DistributedDataParallel): they must agree on the settings, the checkpoint is the
@@ -26,6 +27,7 @@ from fastsdf._progress import progress_bar
 from fastsdf.training.checkpoint import Checkpoint
 from fastsdf.training.distributed import same_on_every_process
 from fastsdf.training.distributed import world as process_world
+from fastsdf.training.selection import BestWeights
 
 __all__ = ["train_steps"]
 
@@ -36,8 +38,8 @@ def train_steps(network: nn.Module, optimiser: torch.optim.Optimizer, generator:
                 settings: dict[str, Any], *, step: Callable[[int], torch.Tensor], steps: int | None,
                 time_budget: float | None, rate: Callable[[int, float], float], record_every: int = 1,
                 label: str, checkpoint: str | os.PathLike | None, checkpoint_every: float,
-                progress: bool | None, average: nn.Module | None = None, parallel: bool = False,
-                agree: dict[str, Any] | None = None) -> dict[str, Any]:
+                progress: bool | None, average: nn.Module | None = None, best: BestWeights | None = None,
+                parallel: bool = False, agree: dict[str, Any] | None = None) -> dict[str, Any]:
     """Trains ``network`` with ``optimiser`` until ``steps`` steps or ``time_budget`` seconds of
     training, whichever comes first (at least one of them given); returns the history.
 
@@ -59,14 +61,18 @@ def train_steps(network: nn.Module, optimiser: torch.optim.Optimizer, generator:
         progress: a bar over steps (default: when stderr is a terminal).
         average: ``fastsdf.training.ema.moving_average(network)``, updated after every step, saved
             and restored with the checkpoint; or None.
+        best: a ``fastsdf.training.selection.BestWeights``, updated at every history entry (its
+            score recorded as the entry's ``validation_loss``), saved and restored with the
+            checkpoint; or None.
         parallel: torchrun's processes, if ``torch.distributed`` is initialised, train together
             (the module's docstring); they must agree on ``settings`` and ``agree`` (more values)
             and stop by ``steps`` alone.
 
     Returns:
         per entry ``step`` (counted from 1), ``seconds`` (of training, so far), ``loss`` (the mean
-        over the steps since the previous entry), ``learning_rate`` (the last step's);
-        ``training_seconds``, ``steps`` (done).
+        over the steps since the previous entry), ``learning_rate`` (the last step's), with
+        ``best`` ``validation_loss``; ``training_seconds``, ``steps`` (done), with ``best``
+        ``best_step`` (the entry whose weights ``best`` holds).
     """
     if parallel and time_budget is not None:
         raise ValueError("a time budget would stop parallel processes at different steps: give steps alone")
@@ -76,11 +82,14 @@ def train_steps(network: nn.Module, optimiser: torch.optim.Optimizer, generator:
         same_on_every_process({"checkpoint": checkpoint is not None, **(agree or {}), **settings}, "the settings",
                               "every process must train on the same data with the same settings")
     saver = Checkpoint(checkpoint, settings, checkpoint_every, shared=parallel) if checkpoint is not None else None
-    history: dict[str, Any] = {key: [] for key in COLUMNS}
+    history: dict[str, Any] = {key: [] for key in (*COLUMNS, *(("validation_loss",) if best is not None else ()))}
     done, trained = 0, 0.0
-    resumed = None if saver is None else saver.resume(network, optimiser, generator, average)
+    kept = None if best is None else best.module
+    resumed = None if saver is None else saver.resume(network, optimiser, generator, average, kept)
     if resumed is not None:
         done, trained, history = resumed
+        if best is not None:
+            best.restore(history)
 
     def finished() -> bool:
         return (steps is not None and done >= steps) or (time_budget is not None and trained >= time_budget)
@@ -113,17 +122,21 @@ def train_steps(network: nn.Module, optimiser: torch.optim.Optimizer, generator:
                 mean = total.item() / (world * window_steps)
             for key, value in zip(COLUMNS, (done, trained, mean, learning_rate)):
                 history[key].append(value)
+            if best is not None:
+                history["validation_loss"].append(best.update(done))
             window, window_steps = 0.0, 0
             if bar is not None:
                 bar.update(done - bar.n)
                 bar.set_postfix(loss=f"{history['loss'][-1]:.3e}", refresh=False)
             if saver is not None:
-                saver.maybe_save(network, optimiser, generator, done, trained, history, average)
+                saver.maybe_save(network, optimiser, generator, done, trained, history, average, kept)
     finally:
         if bar is not None:
             bar.close()
     if saver is not None:
-        saver.save(network, optimiser, generator, done, trained, history, average)
+        saver.save(network, optimiser, generator, done, trained, history, average, kept)
     network.eval()
     history.update(training_seconds=trained, steps=done)
+    if best is not None:
+        history.update(best_step=best.step)
     return history
