@@ -13,6 +13,7 @@ import copy
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -455,6 +456,26 @@ def test_save_and_load_the_diffusion_model(diffusion, tmp_path: Path, seed: int)
         fastsdf.load_model(tmp_path / "bad.pt")
 
 
+def killed_and_resumed(latent_model: AutoDecoder, denoiser: Any, options: dict, folder: Path,
+                       monkeypatch: pytest.MonkeyPatch, killed_after: int) -> tuple[tuple, tuple]:
+    """The run uninterrupted (checkpointing to whole.pt), and the same killed after ``killed_after``
+    steps (run.pt) then resumed from a denoiser of other initial weights: ((model, history) of each)."""
+    whole = fastsdf.train_diffusion(latent_model, denoiser(0), checkpoint=folder / "whole.pt", **options)
+    real_step, calls = torch.optim.Adam.step, {"n": 0}
+
+    def dying_step(self, *args, **kwargs):  # noqa: ANN001
+        calls["n"] += 1
+        if calls["n"] > killed_after:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        fastsdf.train_diffusion(latent_model, denoiser(0), checkpoint=folder / "run.pt", **options)
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    return whole, fastsdf.train_diffusion(latent_model, denoiser(5), checkpoint=folder / "run.pt", **options)
+
+
 def test_a_killed_run_resumes_where_it_stopped(autodecoder: AutoDecoder, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     options = {**TRAINING, "steps": 40, "seed": 7, "checkpoint_every": 0.0}
@@ -463,20 +484,7 @@ def test_a_killed_run_resumes_where_it_stopped(autodecoder: AutoDecoder, tmp_pat
         torch.manual_seed(seed)
         return LatentDenoiser(LATENT, dropout=0.1, **SMALL_DENOISER)  # dropout: the global generator resumes too
 
-    whole, _ = fastsdf.train_diffusion(autodecoder, denoiser(0), checkpoint=tmp_path / "whole.pt", **options)
-    real_step, calls = torch.optim.Adam.step, {"n": 0}
-
-    def dying_step(self, *args, **kwargs):  # noqa: ANN001
-        calls["n"] += 1
-        if calls["n"] > 23:
-            raise KeyboardInterrupt
-        return real_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        fastsdf.train_diffusion(autodecoder, denoiser(0), checkpoint=tmp_path / "run.pt", **options)
-    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
-    resumed, history = fastsdf.train_diffusion(autodecoder, denoiser(5), checkpoint=tmp_path / "run.pt", **options)
+    (whole, _), (resumed, history) = killed_and_resumed(autodecoder, denoiser, options, tmp_path, monkeypatch, 23)
     assert history["step"] == list(range(1, 41))
     assert resumed.ema is not None and any(key.startswith("ema.") for key in whole.state_dict())
     for key, value in whole.state_dict().items():  # the moving average's too
@@ -630,20 +638,7 @@ def test_a_killed_run_resumes_with_its_best_weights(many_codes: AutoDecoder, tmp
         torch.manual_seed(seed)
         return LatentDenoiser(LATENT, **SMALL_DENOISER)
 
-    whole, expected = fastsdf.train_diffusion(many_codes, denoiser(0), checkpoint=tmp_path / "whole.pt", **options)
-    real_step, calls = torch.optim.Adam.step, {"n": 0}
-
-    def dying_step(self, *args, **kwargs):  # noqa: ANN001
-        calls["n"] += 1
-        if calls["n"] > 17:
-            raise KeyboardInterrupt
-        return real_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        fastsdf.train_diffusion(many_codes, denoiser(0), checkpoint=tmp_path / "run.pt", **options)
-    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
-    resumed, history = fastsdf.train_diffusion(many_codes, denoiser(5), checkpoint=tmp_path / "run.pt", **options)
+    (whole, expected), (resumed, history) = killed_and_resumed(many_codes, denoiser, options, tmp_path, monkeypatch, 17)
     assert history["best_step"] == expected["best_step"] and len(history["held_out_shapes"]) == 6
     np.testing.assert_allclose(history["validation_loss"], expected["validation_loss"], rtol=1e-5)
     for key, value in whole.state_dict().items():
