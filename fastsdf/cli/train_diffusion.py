@@ -119,6 +119,5 @@ def _summary(history: dict) -> str:
     if "best_step" not in history:
         return f"final loss {history['loss'][-1]:.3g}"
     held = len(history["held_out_shapes"])
-    codes = "code was" if held == 1 else "codes were"
     return (f"final loss {history['loss'][-1]:.3g}; weights of step {history['best_step']}, where the loss on the "
-            f"{held} held-out {codes} lowest ({min(history['validation_loss']):.3g})")
+            f"{held} held-out code{'' if held == 1 else 's'} was lowest ({min(history['validation_loss']):.3g})")
