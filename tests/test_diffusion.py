@@ -597,6 +597,12 @@ def test_best_weights_keeps_the_lowest_scoring_ones(rng: np.random.Generator) ->
     again = BestWeights(network, lambda: 0.0)
     again.restore({"step": [10 * (i + 1) for i in range(len(scores))], "validation_loss": scores})
     assert (again.loss, again.step) == (best.loss, best.step)
+    diverged = BestWeights(network, lambda: float("nan"))
+    assert math.isnan(diverged.update(5)) and (diverged.loss, diverged.step) == (math.inf, 0)
+    with pytest.raises(TypeError, match="torch module"):
+        BestWeights(lambda: 0.0, lambda: 0.0)
+    with pytest.raises(TypeError, match="callable"):
+        BestWeights(network, 0.0)
 
 
 def test_held_out_codes_choose_the_weights(many_codes: AutoDecoder) -> None:

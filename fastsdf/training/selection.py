@@ -28,10 +28,15 @@ class BestWeights:
 
     ``module`` holds the kept weights (a copy of ``network``: a checkpoint saves and restores its
     state); ``update(step)`` scores the current weights and keeps them where they beat the best so
-    far; ``restore(history)`` takes the best score and step back from a resumed run's history.
+    far (a score that is not finite, a diverged run's, never counts as the best); ``restore(history)``
+    takes the best score and step back from a resumed run's history.
     """
 
     def __init__(self, network: nn.Module, score: Callable[[], float]):
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"network must be a torch module, got {type(network).__name__}")
+        if not callable(score):
+            raise TypeError(f"score must be callable, got {type(score).__name__}")
         self.network, self.score = network, score
         self.module = copy.deepcopy(network).requires_grad_(False)
         self.loss, self.step = math.inf, 0
