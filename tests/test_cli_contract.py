@@ -29,7 +29,7 @@ BAD_VALUES = {
             "--learning-rate": "0", "--seed": "-1", "--resolution": "1", "--frequencies": "17", "--sigma": "0",
             "--features": "0"},
     "demo": {"--time-budget": "-1", "--steps": "0", "--resolution": "1", "--seed": "-1"},
-    "shapes": {"--count": "0", "--seed": "-1", "--start": "-1", "--resolution": "7"},
+    "shapes": {"--count": "0", "--seed": "-1", "--start": "-1", "--resolution": "7", "--families": "-1"},
     "sample": {"--n-uniform": "-1", "--n-near": "-5", "--n-surface": "-1", "--near-std": "0", "--seed": "-1",
                "--workers": "0", "--threads": "0"},
     "extract": {"--resolution": "1", "--safety": "0.5"},

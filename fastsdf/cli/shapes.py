@@ -15,6 +15,9 @@ Write COUNT random shapes as closed meshes OUT_DIR/shape_NNNNN.ply (binary PLY),
 half of them one more carved out, inside [-0.9, 0.9]^3 and meshed by marching cubes over [-1, 1]^3
 (fastsdf.write_random_shapes). Shape K of a --seed is always the same, whatever --count: --start
 100 --count 20 adds 20 to a collection of 100, or with another --seed gives held-out shapes.
+With --families K the collection is K families of shapes (shape N is a variation of family N % K's
+random recipe: sizes, turns and places changed a little), a structure with modes, as real
+collections have (chairs, tables, lamps), for generative models to learn.
 Existing files are never replaced without --overwrite (the command refuses to start).
 """
 
@@ -32,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--resolution", type=integer(MIN_RESOLUTION), default=DEFAULT_RESOLUTION, metavar="N",
                         help=f"marching cubes' grid samples per axis, at least {MIN_RESOLUTION} "
                              f"(default: {DEFAULT_RESOLUTION}, about 2,000 triangles a shape)")
+    parser.add_argument("--families", type=integer(0), default=0, metavar="K",
+                        help="K families of shapes, each shape a variation of its family's recipe "
+                             "(default: 0, every shape drawn on its own)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_overwrite_option(parser)
     parser.set_defaults(run=_shapes)
@@ -44,7 +50,7 @@ def _shapes(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"OUT_DIR is not a folder: {out}")
     refuse_to_overwrite(random_shape_paths(out, args.count, args.start), args.overwrite)
-    paths = write_random_shapes(out, args.count, args.seed, args.resolution, args.start, overwrite=args.overwrite,
-                                progress=progress_enabled(args.quiet))
+    paths = write_random_shapes(out, args.count, args.seed, args.resolution, args.start, families=args.families,
+                                overwrite=args.overwrite, progress=progress_enabled(args.quiet))
     print(f"{len(paths)} shapes written: {paths[0]} .. {paths[-1].name}")
     return 0
