@@ -140,6 +140,10 @@ CASES = [
     (512, 1, 1, True, True, 0, "bf16", 17),
     (32, 2, 1, True, True, 17, "fp32", 40),  # 20 inputs: the first layer by tf32x3 products
     (64, 1, 2, True, True, 4, "bf16", 9),  # 7 inputs: exact first layer after a latent code
+    # bf16 runs tiles of up to 128 points (launch.config): two full tiles and a partial one.
+    (16, 1, 1, True, True, 0, "bf16", 263),
+    (128, 1, 1, False, True, 0, "bf16", 263),
+    (256, 1, 1, True, True, 0, "bf16", 263),
 ]
 
 
@@ -348,6 +352,9 @@ BACKWARD_CASES = [
     (256, 1, 2, False, False, 0, "bf16", 9, True),
     (512, 1, 1, True, False, 0, "bf16", 5, False),
     (32, 1, 1, True, True, 17, "fp32", 40, True),  # 20 inputs: dL/dx over a padded first layer
+    # bf16's larger tiles (launch.config, launch.backward_config): two full tiles and a partial one.
+    (64, 1, 1, True, True, 0, "bf16", 263, True),
+    (256, 2, 1, True, True, 0, "bf16", 263, False),
 ]
 
 

@@ -23,8 +23,9 @@ at width 256, but its API is experimental and differs between Triton 3.6 (the GP
 3.9 (this one's), and neither it nor a CUDA C++ kernel can run under the interpreter, which is
 where CI tests these kernels (it has no GPU). The register design reaches the tensor
 cores and the MUFU with no global traffic beyond inputs and outputs; its cost is the small
-BLOCK_M from width 256 on (weights re-read from L2 per 16-32 points), the first thing to
-revisit with a profiler.
+BLOCK_M of fp32 and tf32 from width 256 on (weights re-read from L2 per 16-32 points), the first
+thing to revisit with a profiler. bf16 keeps the tile between layers in bfloat16 (half the
+registers) and runs 64-128 points a tile at width 256 (``launch``).
 """
 
 from fastsdf.kernels.siren.elementwise import sincos

@@ -1,6 +1,6 @@
 """How the SIREN kernels are launched: which networks they take (``supports``), the tiling of each
-launch (``Config``, measured per width and number of Jacobian columns), the groups of Jacobian
-columns a call launches, and the device guard every launch runs under.
+launch (``Config``, measured per width, number of Jacobian columns, precision and target: ``arch``),
+the groups of Jacobian columns a call launches, and the device guard every launch runs under.
 
 Register budget (fp32 words per thread): a BLOCK_M x H tile costs BLOCK_M H / (32 num_warps); a
 layer holds 2 (1 + TANGENTS) of them (inputs and accumulators) plus the chunk's operands (the
@@ -21,9 +21,8 @@ width  tangents    tiling       sm_80                           sm_90
 =====  ==========  ===========  ==============================  ===============================
 16     0 / 3       64,32 /16/4  56 / 0 / 4 KB; 96 / 0 / 2 KB    42 / 0 / 2 KB; 96 / 0 / 2 KB
 32     0 / 3       64,32 /16/4  76 / 0 / 4 KB; 205 / 0 / 2 KB   64 / 0 / 4 KB; 174 / 0 / 2 KB
-64     0           64/16/4      163 / 0 / 4 KB (tf32, bf16 128)  119 / 0 / 8 KB (tf32 124, bf16 96)
-64     3           16/16/4      168 / 0 / 4 KB (tf32 166,        168 / 36 B / 4 KB (tf32 166 / 0,
-                                bf16 128, no spill)              bf16 146 / 0)
+64     0           64/16/4      163 / 0 / 4 KB (tf32 the same)   119 / 0 / 8 KB (tf32 124)
+64     3           16/16/4      168 / 0 / 4 KB (tf32 166)        168 / 36 B / 4 KB (tf32 166 / 0)
 128    0 / 3       32,16 /16/8  not measured                     not measured
 256    0           32/16/8      202 / 0 / 32 KB                  206 / 0 / 32 KB
 256    1 per call  16/16/8      255 / 12 B / 16 KB               255 / 24 B / 16 KB
@@ -58,8 +57,35 @@ forward's, except BLOCK_M 32 at width 64, where 64 spilled 188 B on sm_90). Stil
 Jacobian's backward at width 256 spills 1.4-1.6 KB in fp32 (dL/da, dL/dt, their accumulators,
 the tf32x3 split's big and small parts and the tape's z, u and derivative live at once at BLOCK_M
 16, the smallest ``tl.dot`` tile; 16 warps cap the registers at 128 and spill 8 KB), none in tf32
-or bf16; tf32/bf16 variants at widths 128-256 spill 24-96 B (tests/test_triton_compile.py's
+or bf16; tf32 variants at widths 128-256 spill 24-96 B (tests/test_triton_compile.py's
 ``KNOWN_SPILLS``); width 512 spills throughout.
+
+bf16 (``_BF16_CONFIGS``): ``device.operand`` keeps the tiles a layer hands to the next (and the
+backward's dL/dz) in bfloat16, the products' operand type, which halves their registers with the
+same numerics, so bf16 runs larger tiles where they compile without spills (BLOCK_M / warps,
+BLOCK_K 16; registers / spill bytes; the rest as fp32's tilings, whose bf16 variants all compile
+without spills except the Jacobian's backward on sm_90: 48 B at width 128, 24 B at 256):
+
+========  =====  ========  ====================  ====================
+kernel    width  tangents  sm_80                 sm_90
+========  =====  ========  ====================  ====================
+forward   16     0 / 3     128/4: 44/0; 118/0    128/4: 50/0; 128/0
+forward   32     0 / 3     128/4 72/0; 64/4 123  128/4 70/0; 64/4 101
+forward   64     0 / 3     128/8: 80/0; 249/0    128/8: 64/0; 208/0
+forward   128    0         128/8: 176/0          128/8: 180/0
+forward   256    0         64/8: 255/0           128/8: 255/0 (wgmma)
+taped     16-32  0         128/4: 96-168/0       128/4: 124-220/0
+taped     64     0 / 3     128/8 254/0; 32/8 220 128/8 244/0; 32/8 252
+backward  16     0         128/4: 140/0          128/4: 146/0
+backward  64     0 / 3     64/8 175/0; 32/8 231  64/8 231/0; 32/8 254
+backward  128    0         32/8: 172/0           32/8: 255/0
+backward  256    0         64/8: 255/0           64/8: 239/0
+========  =====  ========  ====================  ====================
+
+At width 256, sm_90's forward at BLOCK_M 128 (one tile per warpgroup pair, wgmma) reads the weights
+once per 128 points where fp32 reads them per 32; on sm_80 BLOCK_M 128 spills 47 KB, so it takes 64.
+Larger tiles spill: the forward with tangents from width 128, the taped forward from 64 at 128 points
+(5 KB with 3 tangents, 1 KB without at width 128) and the backward at 128 points (0.5-7 KB).
 """
 
 from __future__ import annotations
@@ -71,7 +97,7 @@ from dataclasses import dataclass
 import torch
 import triton.language as tl
 
-__all__ = ["OUT_PAD", "PRECISION_CODES", "WIDTHS", "Config", "backward_config", "column_groups", "config",
+__all__ = ["OUT_PAD", "PRECISION_CODES", "WIDTHS", "Config", "arch", "backward_config", "column_groups", "config",
            "on_device", "supports", "tangents_per_launch"]
 
 PRECISION_CODES = {"fp32": 0, "tf32": 1, "bf16": 2}
@@ -118,6 +144,23 @@ _BACKWARD_CONFIGS: dict[tuple[int, int], Config] = {(64, 0): Config(32, 16, 4), 
 _TAPED_CONFIGS: dict[tuple[int, int], Config] = {(64, 0): Config(32, 16, 4)}
 
 
+def _both(block_m: int, num_warps: int) -> tuple[Config, Config]:
+    return Config(block_m, 16, num_warps), Config(block_m, 16, num_warps)
+
+
+# bf16 keeps the tiles between layers in bfloat16 (``device.operand``), half the registers, so it
+# runs larger tiles than the tables above where they compile without spills (measured as the
+# bf16 table above): (kernel, width, tangents) -> (sm_80's, sm_90's); the others are fp32's.
+_BF16_CONFIGS: dict[tuple[str, int, int], tuple[Config, Config]] = {
+    ("forward", 16, 0): _both(128, 4), ("forward", 32, 0): _both(128, 4), ("forward", 16, 3): _both(128, 4),
+    ("forward", 32, 3): _both(64, 4), ("forward", 64, 0): _both(128, 8), ("forward", 64, 3): _both(128, 8),
+    ("forward", 128, 0): _both(128, 8), ("forward", 256, 0): (Config(64, 16, 8), Config(128, 16, 8)),
+    ("taped", 16, 0): _both(128, 4), ("taped", 32, 0): _both(128, 4), ("taped", 64, 0): _both(128, 8),
+    ("taped", 64, 3): _both(32, 8),
+    ("backward", 16, 0): _both(128, 4), ("backward", 64, 0): _both(64, 8), ("backward", 64, 3): _both(32, 8),
+    ("backward", 128, 0): _both(32, 8), ("backward", 256, 0): _both(64, 8)}
+
+
 def supports(weights: Sequence[torch.Tensor]) -> bool:
     """Whether the fused kernels take this network: hidden layers square, of a power-of-two width
     from 16 to 512, at most 512 inputs and at most 16 outputs."""
@@ -127,15 +170,33 @@ def supports(weights: Sequence[torch.Tensor]) -> bool:
             and weights[-1].shape[0] <= _MAX_OUTPUTS)
 
 
-def backward_config(width: int, tangents: int = 0) -> Config:
-    """The tiling of ``backward`` at this width, ``tangents`` Jacobian columns per launch."""
-    return _BACKWARD_CONFIGS.get((width, tangents)) or _CONFIGS[width, tangents]
+def arch(device: torch.device) -> int:
+    """The target whose tilings a launch on ``device`` takes: 90 for sm_90 and later, 80 before; 90 on
+    the CPU (Triton's interpreter, which the cost model takes for an H100/H200)."""
+    if device.type != "cuda":
+        return 90
+    return 90 if torch.cuda.get_device_capability(device)[0] >= 9 else 80
 
 
-def config(width: int, tangents: int, taped: bool = False) -> Config:
+def _bf16(kernel: str, width: int, tangents: int, target: int) -> Config | None:
+    tilings = _BF16_CONFIGS.get((kernel, width, tangents))
+    return None if tilings is None else tilings[target == 90]
+
+
+def backward_config(width: int, tangents: int = 0, precision: str = "fp32", target: int = 90) -> Config:
+    """The tiling of ``backward`` at this width, ``tangents`` Jacobian columns per launch, for
+    ``target`` (``arch``)."""
+    return ((precision == "bf16" and _bf16("backward", width, tangents, target))
+            or _BACKWARD_CONFIGS.get((width, tangents)) or _CONFIGS[width, tangents])
+
+
+def config(width: int, tangents: int, precision: str = "fp32", target: int = 90, taped: bool = False) -> Config:
     """The tiling the kernels run a network of this width with, ``tangents`` Jacobian columns per
-    launch (0 for the forward); ``taped``: the forward that writes the backward's tape."""
-    return (taped and _TAPED_CONFIGS.get((width, tangents))) or _CONFIGS[width, tangents]
+    launch (0 for the forward), at ``precision`` for ``target`` (``arch``); ``taped``: the forward
+    that writes the backward's tape."""
+    kernel = "taped" if taped else "forward"
+    return ((precision == "bf16" and _bf16(kernel, width, tangents, target))
+            or (taped and _TAPED_CONFIGS.get((width, tangents))) or _CONFIGS[width, tangents])
 
 
 def column_groups(width: int, columns: int) -> list[tuple[int, int]]:

@@ -29,8 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastsdf.kernels.siren.device import dot, products, sincos_reduced, store_tangents
-from fastsdf.kernels.siren.launch import OUT_PAD, PRECISION_CODES, Config, column_groups, config, on_device
+from fastsdf.kernels.siren.device import dot, operand, products, sincos_reduced, store_tangents
+from fastsdf.kernels.siren.launch import OUT_PAD, PRECISION_CODES, Config, arch, column_groups, config, on_device
 
 __all__ = ["BLOCK_K_FIRST", "EXACT_FIRST_LAYER", "Tape", "forward", "forward_taped", "forward_with_gradient",
            "siren_kernel"]
@@ -129,6 +129,7 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
     a, t0, t1, t2 = _first_layer(x_rows, valid, w_first, b_first, omega_first, first_column, tape_rows, tape_u_rows,
                                  plane, store_z, IN, K_FIRST, H, HAS_BIAS, TANGENTS, H if TAPE else 0, EXACT_FIRST,
                                  BLOCK_M, BLOCK_K_FIRST)
+    a, t0, t1, t2 = operand(a, PRECISION), operand(t0, PRECISION), operand(t1, PRECISION), operand(t2, PRECISION)
     w = w_hidden
     bias = b_hidden
     for _ in range(hidden_layers):
@@ -136,6 +137,8 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
         tape_u_rows += GRAD_COLUMNS * plane
         a, t0, t1, t2 = _layer(a, t0, t1, t2, w, bias, omega_hidden, tape_rows, tape_u_rows, plane, store_z, valid,
                                H, H, True, HAS_BIAS, TANGENTS, H if TAPE else 0, BLOCK_M, BLOCK_K, PRECISION)
+        a, t0, t1, t2 = (operand(a, PRECISION), operand(t0, PRECISION), operand(t1, PRECISION),
+                         operand(t2, PRECISION))
         w += H * H
         bias += H
     out_plane = n_points.to(tl.int64) * OUT
@@ -193,9 +196,10 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torc
     if n == 0:
         return y, jacobian
     columns = grad_columns or 0
+    target = arch(x.device)
     with on_device(x):
         for start, tangents in column_groups(width, columns):
-            cfg = config(width, tangents, tape is not None)
+            cfg = config(width, tangents, precision, target, tape is not None)
             tensors, constants = _launch_args(x, weights, biases, precision, cfg)
             siren_kernel[(triton.cdiv(n, cfg.block_m),)](
                 x, n, y, y if jacobian is None else jacobian, *tensors,

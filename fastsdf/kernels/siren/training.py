@@ -20,8 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastsdf.kernels.siren.device import products, sincos_reduced, store_tangents
-from fastsdf.kernels.siren.launch import OUT_PAD, PRECISION_CODES, backward_config, column_groups, on_device
+from fastsdf.kernels.siren.device import operand, products, sincos_reduced, store_tangents
+from fastsdf.kernels.siren.launch import OUT_PAD, PRECISION_CODES, arch, backward_config, column_groups, on_device
 from fastsdf.kernels.siren.network import Tape
 
 __all__ = ["Deltas", "backward", "backward_kernel"]
@@ -127,8 +127,10 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
                                                    plane, delta_ptr + z_rows, delta_u_ptr + u_layer, valid,
                                                    omega_hidden, H, H, TANGENTS, FIRST)
         acc = tl.zeros((BLOCK_M, H), dtype=tl.float32)
-        abar, tbar0, tbar1, tbar2 = products(abar, tbar0, tbar1, tbar2, acc, acc, acc, acc,
-                                              w_hidden + (layer - 1) * H * H, 0, H, H, TANGENTS, BLOCK_K, PRECISION)
+        abar, tbar0, tbar1, tbar2 = products(operand(abar, PRECISION), operand(tbar0, PRECISION),
+                                              operand(tbar1, PRECISION), operand(tbar2, PRECISION), acc, acc, acc,
+                                              acc, w_hidden + (layer - 1) * H * H, 0, H, H, TANGENTS, BLOCK_K,
+                                              PRECISION)
     u_first = jac_column * plane + hidden_rows
     abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_ptr + hidden_rows, tape_u_ptr + u_first,
                                                plane, delta_ptr + hidden_rows, delta_u_ptr + u_first, valid,
@@ -190,9 +192,10 @@ def backward(dy: torch.Tensor | None, dj: torch.Tensor | None, x: torch.Tensor, 
     w_last = torch.zeros((OUT_PAD.value, width), dtype=operand, device=device)
     w_last[:outputs] = weights[-1].detach().to(operand)
     spare = out.last
+    target = arch(device)
     with on_device(x):
         for start, tangents in column_groups(width, columns):
-            cfg = backward_config(width, tangents)
+            cfg = backward_config(width, tangents, precision, target)
             backward_kernel[(triton.cdiv(n, cfg.block_m),)](
                 dy, dj, n, spare if out.dx is None else out.dx, *tape.tensors(), out.pre, out.last,
                 spare if out.tangents is None else out.tangents,
