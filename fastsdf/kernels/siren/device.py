@@ -48,20 +48,28 @@ _C3 = tl.constexpr(float(np.float32(2.0 * math.pi - 6.28125 - float(np.float32(2
 
 
 @triton.jit
-def sincos_reduced(phase):
-    """(sin(phase), cos(phase)) after reduction to [-pi, pi]; the MUFU on the GPU."""
+def sincos_reduced(phase, SINE: tl.constexpr, COSINE: tl.constexpr):
+    """(sin(phase), cos(phase)) after reduction to [-pi, pi]; the MUFU on the GPU. Only the asked-for
+    ones are computed (the other is returned as the reduced phase, not to be used): ptxas drops an
+    unused one anyway, but the interpreter would run it, and the cost model counts what it runs."""
     k = tl.floor(phase * _INV_2PI + 0.5)
     r = tl.fma(k, -_C1, phase)
     r = tl.fma(k, -_C2, r)
     r = tl.fma(k, -_C3, r)
-    if _NATIVE:
-        s = tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32, is_pure=True,
-                                      pack=1)
-        c = tl.inline_asm_elementwise("cos.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32, is_pure=True,
-                                      pack=1)
-    else:
-        s = tl.sin(r)
-        c = tl.cos(r)
+    s = r
+    c = r
+    if SINE:
+        if _NATIVE:
+            s = tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32, is_pure=True,
+                                          pack=1)
+        else:
+            s = tl.sin(r)
+    if COSINE:
+        if _NATIVE:
+            c = tl.inline_asm_elementwise("cos.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32, is_pure=True,
+                                          pack=1)
+        else:
+            c = tl.cos(r)
     return s, c
 
 

@@ -20,7 +20,7 @@ SINCOS_BLOCK = 1024
 def sincos_kernel(z_ptr, s_ptr, c_ptr, n, omega, BLOCK: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = offsets < n
-    s, c = sincos_reduced(tl.load(z_ptr + offsets, mask=inside, other=0.0) * omega)
+    s, c = sincos_reduced(tl.load(z_ptr + offsets, mask=inside, other=0.0) * omega, True, True)
     tl.store(s_ptr + offsets, s, mask=inside)
     tl.store(c_ptr + offsets, omega * c, mask=inside)
 

@@ -16,8 +16,9 @@ take several launches, each computing y too. With TAPE the kernel also stores ea
 pre-activations and, with the Jacobian, the tangents each layer receives, for ``training.backward``.
 
 Measured on one H200 (2026-11-29, width 256, benchmarks/RESULTS.md): forward 107M points/s in fp32
-(eager PyTorch 77M), 152M in tf32, 198M in bf16; the Jacobian 19M (fp32), 26M (tf32), 34M (bf16),
-slower than the composed path except in tf32 (``fastsdf.ops.siren_triton.jacobian_pays``).
+(eager PyTorch 77M), 152M in tf32, 198M in bf16 (at BLOCK_M 32, before bf16's tiles of 128; not
+yet measured); the Jacobian 19M (fp32), 26M (tf32), 34M (bf16), slower than the composed path
+except in tf32 (``fastsdf.ops.siren_triton.jacobian_pays``).
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ def _activate(z, t0, t1, t2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, sto
         tl.store(tape_rows[:, None] + columns[None, :], z, mask=inside & store_z[:, None])
         store_tangents(tape_u_rows[:, None] + columns[None, :], t0, t1, t2, u_stride, inside, TANGENTS)
     if SINE:
-        z, c = sincos_reduced(z * omega)
-        c = c * omega
+        z, c = sincos_reduced(z * omega, True, TANGENTS > 0)
         if TANGENTS > 0:
+            c = c * omega
             t0 = t0 * c
         if TANGENTS > 1:
             t1 = t1 * c

@@ -37,7 +37,8 @@ def _sine_backward(abar, tbar0, tbar1, tbar2, z_rows, u_rows, u_stride, delta_ro
     across the layers (64-bit, a tile's worth of registers each)."""
     columns = tl.arange(0, N)
     inside = valid[:, None] & (columns < COLUMNS)[None, :]
-    s, c = sincos_reduced(tl.load(z_rows[:, None] + columns[None, :], mask=inside, other=0.0) * omega)
+    s, c = sincos_reduced(tl.load(z_rows[:, None] + columns[None, :], mask=inside, other=0.0) * omega,
+                          TANGENTS > 0, True)
     c = c * omega
     dc = s * (-omega * omega)
     zbar = abar * c
