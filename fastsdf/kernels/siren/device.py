@@ -56,21 +56,20 @@ def sincos_reduced(phase, SINE: tl.constexpr, COSINE: tl.constexpr):
     r = tl.fma(k, -_C1, phase)
     r = tl.fma(k, -_C2, r)
     r = tl.fma(k, -_C3, r)
-    s = r
-    c = r
-    if SINE:
-        if _NATIVE:
-            s = tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32, is_pure=True,
-                                          pack=1)
-        else:
-            s = tl.sin(r)
-    if COSINE:
-        if _NATIVE:
-            c = tl.inline_asm_elementwise("cos.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32, is_pure=True,
-                                          pack=1)
-        else:
-            c = tl.cos(r)
+    s = _mufu(r, False) if SINE else r
+    c = _mufu(r, True) if COSINE else r
     return s, c
+
+
+@triton.jit
+def _mufu(r, COSINE: tl.constexpr):
+    """cos(r) (COSINE) or sin(r) for r in [-pi, pi]: sin.approx.f32 / cos.approx.f32 on the GPU, tl.sin /
+    tl.cos in the interpreter (no PTX)."""
+    if _NATIVE:
+        return tl.inline_asm_elementwise("cos.approx.f32 $0, $1;" if COSINE else "sin.approx.f32 $0, $1;", "=r,r",
+                                         [r], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return tl.cos(r) if COSINE else tl.sin(r)
 
 
 @triton.jit
