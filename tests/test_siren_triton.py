@@ -29,7 +29,7 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton")
 
 from fastsdf.kernels import siren as kernels  # noqa: E402
-from fastsdf.kernels.siren import elementwise, launch, network  # noqa: E402
+from fastsdf.kernels.siren import elementwise, gradient, launch, network, training  # noqa: E402
 from fastsdf.nn import SirenMLP  # noqa: E402
 from fastsdf.ops import siren as siren_ops  # noqa: E402
 from fastsdf.ops import siren_cpu, siren_triton  # noqa: E402
@@ -89,16 +89,19 @@ def _mufu(phase: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return s + MUFU_ERROR * torch.sign(s), c + MUFU_ERROR * torch.sign(c)
 
 
-def hardware_model(model: SirenMLP, x: torch.Tensor, latent: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-    """(y, J) as the GPU kernels compute them, up to summation order: forward mode, the first
-    layer exact (<= 16 inputs, else tf32x3), the others at the model's precision, the MUFU's
-    worst-case sine error."""
+def hardware_model(model: SirenMLP, x: torch.Tensor, latent: torch.Tensor | None = None,
+                   reverse: bool = False) -> tuple[torch.Tensor, ...]:
+    """(y, J) as the GPU kernels compute them, up to summation order: the first layer exact (<= 16
+    inputs, else tf32x3), the others at the model's precision, the MUFU's worst-case sine error; J
+    by forward mode, or with ``reverse`` as ``kernels.siren.gradient``'s reverse mode (a sweep per
+    output from the taped forward, dL/dx's product in tf32x3)."""
     a = network_points(model, x, latent)
     weights = [w.detach().double() for w in model.weights]
     biases = [b.detach().double() for b in model.biases] or [None] * len(weights)
     columns = model.in_features
     t = torch.zeros(a.shape[0], columns, a.shape[1], dtype=torch.float64)
     t[:, :, -columns:] = torch.eye(columns, dtype=torch.float64)
+    factors = []  # omega cos(omega z) of each layer, None for a linear one
     for layer, (w, b, omega) in enumerate(zip(weights, biases, model.omegas)):
         if layer == 0:
             exact = a.shape[1] <= 16
@@ -111,16 +114,30 @@ def hardware_model(model: SirenMLP, x: torch.Tensor, latent: torch.Tensor | None
             z = z + b
         if omega is None:
             a, t = z, dz
+            factors.append(None)
         else:
             s, c = _mufu(omega * z)
             a, t = s, omega * c[:, None, :] * dz
-    return a, t.transpose(1, 2)
+            factors.append(omega * c)
+    if not reverse:
+        return a, t.transpose(1, 2)
+    sweeps = []
+    for output in range(a.shape[1]):
+        g = torch.zeros_like(a)
+        g[:, output] = 1
+        for layer in range(len(weights) - 1, -1, -1):
+            if factors[layer] is not None:
+                g = g * factors[layer]
+            w = weights[layer] if layer else weights[0][:, -columns:]
+            g = _product(g, w, model.precision if layer else "fp32")
+        sweeps.append(g)
+    return a, torch.stack(sweeps, dim=1)
 
 
 def check(model: SirenMLP, x: torch.Tensor, y: torch.Tensor, j: torch.Tensor,
-          latent: torch.Tensor | None = None) -> None:
+          latent: torch.Tensor | None = None, reverse: bool = False) -> None:
     tol_y, tol_j = RTOL[model.precision]
-    model_y, model_j = hardware_model(model, x, latent)
+    model_y, model_j = hardware_model(model, x, latent, reverse)
     hardware = output_errors(model, x, model_y.float(), model_j.float(), latent)
     assert hardware[0] <= tol_y / 2 and hardware[1] <= tol_j / 2, hardware
     error_y, error_j = output_errors(model, x, y.cpu(), j.cpu(), latent)
@@ -147,9 +164,14 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
 @pytest.mark.parametrize("width, hidden, outputs, outermost_linear, bias, latent_features, precision, points", CASES)
 def test_fused_kernels_match_reference(width: int, hidden: int, outputs: int, outermost_linear: bool, bias: bool,
-                                       latent_features: int, precision: str, points: int, poisoned: None) -> None:
+                                       latent_features: int, precision: str, points: int, mode: str,
+                                       monkeypatch: pytest.MonkeyPatch, poisoned: None) -> None:
+    """The forward and the Jacobian by each mode (``kernels.siren.gradient``), against the float64
+    reference, with the hardware's rounding modelled for that mode."""
+    monkeypatch.setattr(gradient, "reverse_pays", lambda *args: mode == "reverse")
     model = SirenMLP(3, width, hidden, outputs, outermost_linear=outermost_linear, bias=bias,
                      latent_features=latent_features, precision=precision).to(DEVICE)
     assert kernels.supports(list(model.weights))
@@ -158,7 +180,34 @@ def test_fused_kernels_match_reference(width: int, hidden: int, outputs: int, ou
     y, j = run(model, x, latent)
     assert torch.isfinite(y).all() and torch.isfinite(j).all()
     model, x = model.cpu(), x.cpu()
-    check(model, x, y, j, None if latent is None else latent.cpu())
+    check(model, x, y, j, None if latent is None else latent.cpu(), mode == "reverse")
+
+
+def test_the_jacobian_takes_the_mode_with_fewer_products() -> None:
+    """Forward mode: 1 + columns products per layer (a launch per column from width 256, each adding
+    y's); reverse mode: 1 + outputs."""
+    assert gradient.reverse_pays(256, 1, 3) and gradient.reverse_pays(64, 1, 3) and gradient.reverse_pays(128, 1, 2)
+    assert not gradient.reverse_pays(256, 1, 1) and not gradient.reverse_pays(64, 1, 1)
+    assert not gradient.reverse_pays(64, 3, 3) and gradient.reverse_pays(256, 3, 3)
+
+
+def test_reverse_mode_keeps_the_tape_of_a_chunk_at_a_time(monkeypatch: pytest.MonkeyPatch, poisoned: None) -> None:
+    """With a tape budget of under a tile, 300 points run as chunks of 128 (of 1,024 bytes of tape
+    each): the same (y, J) as in one chunk, and no tape larger than a chunk's."""
+    model = SirenMLP(3, 16, 1, 2).to(DEVICE)
+    x = torch.rand(300, 3, device=DEVICE) * 2 - 1
+    args = (x, list(model.weights), list(model.biases), model.omegas, "fp32", 3)
+    whole = gradient.forward_with_gradient(*args, reverse=True)
+    tapes: list[int] = []
+    real = gradient.forward_taped
+    monkeypatch.setattr(gradient, "forward_taped", lambda x, *rest: tapes.append(len(x)) or real(x, *rest))
+    monkeypatch.setattr(gradient, "TAPE_BYTES", 1)
+    chunked = gradient.forward_with_gradient(*args, reverse=True)
+    assert tapes == [128, 128, 44]
+    for a, b in zip(whole, chunked):
+        assert torch.equal(a, b)
+    empty = gradient.forward_with_gradient(x[:0], *args[1:], reverse=True)
+    assert empty[0].shape == (0, 2) and empty[1].shape == (0, 2, 3)
 
 
 def test_more_jacobian_columns_than_one_launch_takes(rng: np.random.Generator, poisoned: None) -> None:
@@ -264,17 +313,19 @@ def test_every_launch_runs_on_its_tensors_device(monkeypatch: pytest.MonkeyPatch
 
         return Launcher()
 
-    for module in (network, elementwise):
+    for module in (network, training, elementwise):
         monkeypatch.setattr(module, "on_device", Recorded)
     monkeypatch.setattr(network, "siren_kernel", recorded(network.siren_kernel))
+    monkeypatch.setattr(training, "backward_kernel", recorded(training.backward_kernel))
     monkeypatch.setattr(elementwise, "sincos_kernel", recorded(elementwise.sincos_kernel))
     model = SirenMLP(3, 16, 0, 1)
     x = torch.rand(5, 3)
     ws, bs = list(model.weights), list(model.biases)
     kernels.forward(x, ws, bs, model.omegas, "fp32")
-    kernels.forward_with_gradient(x, ws, bs, model.omegas, "fp32", 3)
+    for reverse in (False, True):  # one launch; the taped forward and the sweep
+        kernels.forward_with_gradient(x, ws, bs, model.omegas, "fp32", 3, reverse)
     kernels.sincos(x, 30.0)
-    assert inside == [True, True, True]
+    assert inside == [True] * 5
 
 
 @pytest.mark.cuda

@@ -18,8 +18,9 @@ of minutes: widths >= 128 take 10-70 s each, too long for the suite), and ``pyth
 tests/test_triton_compile.py [--slow]`` prints the measurements as JSON lines.
 
 The training kernels (``training.backward_kernel``, plain and with the Jacobian's tangents, and the forward
-that writes the tape, ``kernel`` "backward" and "taped") are compiled the same way, four in the fast
-set (``FAST_TRAINING``), the rest in the slow one.
+that writes the tape, ``kernel`` "backward" and "taped"; the backward without dL/dz of the reverse-mode
+Jacobian, "input_gradient") are compiled the same way, five in the fast set (``FAST_TRAINING``), the
+rest in the slow one.
 
 Measured: the tables in ``fastsdf.kernels.siren.launch``'s docstring. Zero spills is asserted for widths
 <= 256 except the configurations in ``KNOWN_SPILLS`` (measured bytes, asserted not to grow): the
@@ -55,6 +56,7 @@ KNOWN_SPILLS = {("forward", 64, 3, "fp32", 90): 36, ("forward", 256, 1, "fp32", 
                 ("taped", 256, 1, "fp32", 90): 60,
                 # tf32 and bf16 training kernels (the slow set), measured the same way.
                 ("backward", 128, 3, "bf16", 90): 48, ("backward", 256, 1, "bf16", 90): 24,
+                ("backward", 256, 0, "tf32", 90): 8,
                 ("taped", 128, 3, "tf32", 90): 60, ("taped", 256, 0, "tf32", 90): 96,
                 ("taped", 256, 1, "tf32", 80): 24, ("taped", 256, 1, "tf32", 90): 36}
 TARGETS = (80, 90)
@@ -73,10 +75,10 @@ def _fast(width: int, tangents: int, precision: str) -> bool:
 
 # The training kernels in the fast set (kernel, width, tangents, precision): the backward of the
 # default network's width (fp32 and bf16, whose tile is 4x fp32's) and the Jacobian's backward at 64,
-# and the taped forward at the width whose tiling had to shrink for it (5-20 s a target); the others
-# are slow.
+# the taped forward at the width whose tiling had to shrink for it (5-20 s a target), and the sweep of
+# the reverse-mode Jacobian (the backward without storing dL/dz) at 256; the others are slow.
 FAST_TRAINING = {("backward", 256, 0, "fp32"), ("backward", 256, 0, "bf16"), ("backward", 64, 3, "fp32"),
-                 ("taped", 64, 0, "fp32")}
+                 ("taped", 64, 0, "fp32"), ("input_gradient", 256, 0, "fp32")}
 
 
 def _cases(slow: bool) -> list[dict]:
@@ -90,8 +92,8 @@ def _cases(slow: bool) -> list[dict]:
         for tangents in range(launch.tangents_per_launch(width) + 1):
             cases += [dict(width=width, tangents=tangents, precision=p, inputs=3) for p in PRECISIONS
                       if _fast(width, tangents, p) != slow]
-        for kernel in ("backward", "taped"):
-            for tangents in (0, launch.tangents_per_launch(width)):
+        for kernel in ("backward", "taped", "input_gradient"):
+            for tangents in (0,) if kernel == "input_gradient" else (0, launch.tangents_per_launch(width)):
                 cases += [dict(kernel=kernel, width=width, tangents=tangents, precision=p, inputs=3)
                           for p in PRECISIONS if ((kernel, width, tangents, p) in FAST_TRAINING) != slow]
         if slow:
@@ -105,7 +107,7 @@ def _compile(case: dict, arch: int, workdir: str) -> dict:
 
     from fastsdf.kernels.siren import launch, network
 
-    if case.get("kernel") == "backward":
+    if case.get("kernel") in ("backward", "input_gradient"):
         return _compile_backward(case, arch, workdir)
     width, tangents, precision, inputs = case["width"], case["tangents"], case["precision"], case["inputs"]
     cfg = launch.config(width, tangents, precision, arch, case.get("kernel") == "taped")
@@ -124,7 +126,8 @@ def _compile(case: dict, arch: int, workdir: str) -> dict:
 
 
 def _compile_backward(case: dict, arch: int, workdir: str) -> dict:
-    """The training backward (``training.backward_kernel``) for xyz inputs and one output."""
+    """The training backward (``training.backward_kernel``) for xyz inputs and one output; as
+    "input_gradient", without storing dL/dz (``training.input_gradient``)."""
     from fastsdf.kernels.siren import launch, training
 
     width, precision, tangents = case["width"], case["precision"], case["tangents"]
@@ -138,7 +141,8 @@ def _compile_backward(case: dict, arch: int, workdir: str) -> dict:
     # A later launch of the Jacobian's columns (FIRST False) adds to the earlier ones' results: the
     # larger kernel.
     constants = dict(IN=3, IN_PAD=16, H=width, OUT=1, GRAD_COLUMNS=3, TANGENTS=tangents, FIRST=tangents == 0,
-                     SINE_LAST=False, NEED_DX=True, PRECISION=launch.PRECISION_CODES[precision],
+                     SINE_LAST=False, NEED_DX=True, DELTAS=case["kernel"] == "backward",
+                     PRECISION=launch.PRECISION_CODES[precision],
                      BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k)
     return _compiled(training.backward_kernel, signature, constants, cfg, case, arch, workdir)
 
@@ -212,7 +216,7 @@ def _check(results: list[dict]) -> None:
             known = KNOWN_SPILLS.get(key, 0)
             assert r["spill_bytes"] <= known, r
         # The backward needs the cosine only (its sine is compiled away).
-        sine = "cos" if r.get("kernel") == "backward" else "sin"
+        sine = "cos" if r.get("kernel") in ("backward", "input_gradient") else "sin"
         assert r[f"{sine}_approx"] and r["pid_int64"], r
         if r["sass_read"]:
             assert r[f"mufu_{sine}"], r

@@ -50,9 +50,11 @@ from fastsdf.ops.siren_fused import KernelCache, records_graph
 __all__ = ["FusedSiren", "forward", "forward_with_gradient", "jacobian_pays", "serves_recorded", "supports"]
 
 # The fused Jacobian against the composed path (plain PyTorch), on one H200 (2026-11-29,
-# 3->256x3->1, 2^20 points, medians of CUDA-event timings): fp32 19.0 against 35.1 M points/s, tf32
-# 25.8 against 20.4, bf16 34.2 against 37.8. Until the kernel wins, the dispatcher runs it only in the
-# precisions where it does (FASTSDF_BACKEND=triton runs it in all).
+# 3->256x3->1, 2^20 points, medians of CUDA-event timings), by forward mode (three launches of y and
+# one tangent): fp32 19.0 against 35.1 M points/s, tf32 25.8 against 20.4, bf16 34.2 against 37.8.
+# Until the kernels win, the dispatcher runs them only in the precisions where they do
+# (FASTSDF_BACKEND=triton runs them in all). Reverse mode (kernels.siren.gradient: a third of the
+# products at this width), which calls that autograd does not record now take, is not yet measured.
 _JACOBIAN_PRECISIONS = ("tf32",)
 
 
@@ -161,9 +163,10 @@ def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[t
 def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
                           omegas: Sequence[float | None], precision: str, grad_columns: int,
                           cache: KernelCache) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y (N, out), dy/dx (N, out, grad_columns)) for the last ``grad_columns`` inputs: one launch
-    per 3 columns (1 from width 256), each computing y too; recorded for autograd (``FusedSiren``)
-    where autograd records the call."""
+    """(y (N, out), dy/dx (N, out, grad_columns)) for the last ``grad_columns`` inputs; recorded for
+    autograd (``FusedSiren``: forward mode, whose tangents the backward sweeps) where autograd records
+    the call, else by forward or reverse mode, whichever runs fewer products
+    (``kernels.siren.forward_with_gradient``)."""
     if not records_graph([x, *weights, *biases]):
         return kernels.forward_with_gradient(x, weights, biases, omegas, precision, grad_columns)
     y, jacobian = _apply(x, weights, biases, omegas, precision, grad_columns)

@@ -1,5 +1,5 @@
-"""The whole SIREN in one launch: ``forward``, ``forward_with_gradient`` and ``forward_taped`` (which
-also writes the training backward's tape, ``Tape``).
+"""The whole SIREN in one launch: ``forward``, ``forward_with_tangents`` (the input Jacobian by forward
+mode) and ``forward_taped`` (which also writes the training backward's tape, ``Tape``).
 
 ``siren_kernel`` runs the network with one program per tile of BLOCK_M points. The tile's
 activations (BLOCK_M x H, fp32) stay in registers from the first layer to the last: nothing but x,
@@ -7,18 +7,19 @@ y and the Jacobian touches global memory per point (12 + 4 OUT bytes forward, + 
 Jacobian); the weights are streamed (from L2) once per tile. A layer is one (BLOCK_M, N)
 accumulator (``device.products``).
 
-The input Jacobian is forward mode: the tangents dz/dx_j of the requested inputs ride along as
-BLOCK_M x H tiles, multiplied by the same weight chunk as the activations (loaded once) and by
-omega cos(omega z) after it. Reverse mode would need every layer's cos factors kept for the
-backward sweep; forward mode keeps 1 + TANGENTS tiles and their accumulators live and stores
-nothing. A launch takes up to 3 columns (``launch.tangents_per_launch``: 1 from width 256 on); more
-take several launches, each computing y too. With TAPE the kernel also stores each sine layer's
+The input Jacobian in one launch is forward mode: the tangents dz/dx_j of the requested inputs ride
+along as BLOCK_M x H tiles, multiplied by the same weight chunk as the activations (loaded once) and
+by omega cos(omega z) after it; it keeps 1 + TANGENTS tiles and their accumulators live and stores
+nothing (reverse mode, which needs the tape: ``gradient``). A launch takes up to 3 columns
+(``launch.tangents_per_launch``: 1 from width 256 on); more take several launches, each computing y
+too. With TAPE the kernel also stores each sine layer's
 pre-activations and, with the Jacobian, the tangents each layer receives, for ``training.backward``.
 
 Measured on one H200 (2026-11-29, width 256, benchmarks/RESULTS.md): forward 107M points/s in fp32
 (eager PyTorch 77M), 152M in tf32, 198M in bf16 (at BLOCK_M 32, before bf16's tiles of 128; not
-yet measured); the Jacobian 19M (fp32), 26M (tf32), 34M (bf16), slower than the composed path
-except in tf32 (``fastsdf.ops.siren_triton.jacobian_pays``).
+yet measured); the Jacobian by forward mode 19M (fp32), 26M (tf32), 34M (bf16), slower than the
+composed path except in tf32 (``fastsdf.ops.siren_triton.jacobian_pays``; reverse mode, ``gradient``,
+not yet measured).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import triton.language as tl
 from fastsdf.kernels.siren.device import dot, operand, products, sincos_reduced, store_tangents
 from fastsdf.kernels.siren.launch import OUT_PAD, PRECISION_CODES, Config, arch, column_groups, config, on_device
 
-__all__ = ["BLOCK_K_FIRST", "EXACT_FIRST_LAYER", "Tape", "forward", "forward_taped", "forward_with_gradient",
+__all__ = ["BLOCK_K_FIRST", "EXACT_FIRST_LAYER", "Tape", "forward", "forward_taped", "forward_with_tangents",
            "siren_kernel"]
 
 EXACT_FIRST_LAYER = 16  # inputs up to which the first layer is a loop of fp32 multiply-adds
@@ -254,11 +255,11 @@ def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[t
     return _run(x, weights, biases, omegas, precision, None)[0]
 
 
-def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
+def forward_with_tangents(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
                           omegas: Sequence[float | None], precision: str,
                           grad_columns: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y (N, out), dy/dx (N, out, grad_columns)) for the last ``grad_columns`` inputs: one launch
-    per 3 columns, each computing y too."""
+    """(y (N, out), dy/dx (N, out, grad_columns)) for the last ``grad_columns`` inputs by forward mode:
+    one launch per 3 columns (1 from width 256 on), each computing y too."""
     y, jacobian = _run(x, weights, biases, omegas, precision, grad_columns)
     assert jacobian is not None
     return y, jacobian

@@ -24,15 +24,16 @@ from fastsdf.kernels.siren.device import operand, products, sincos_reduced, stor
 from fastsdf.kernels.siren.launch import OUT_PAD, PRECISION_CODES, arch, backward_config, column_groups, on_device
 from fastsdf.kernels.siren.network import Tape
 
-__all__ = ["Deltas", "backward", "backward_kernel"]
+__all__ = ["Deltas", "backward", "backward_kernel", "input_gradient"]
 
 
 @triton.jit
 def _sine_backward(abar, tbar0, tbar1, tbar2, z_rows, u_rows, u_stride, delta_rows, delta_u_rows, valid, omega,
-                   N: tl.constexpr, COLUMNS: tl.constexpr, TANGENTS: tl.constexpr, FIRST: tl.constexpr):
+                   N: tl.constexpr, COLUMNS: tl.constexpr, TANGENTS: tl.constexpr, FIRST: tl.constexpr,
+                   DELTAS: tl.constexpr):
     """Through a = sin(omega z), t_i = c u_i (c = omega cos(omega z), u_i the incoming tangents, read
-    from the tape as z is): from dL/da and dL/dt_i to dL/dz (stored, added to what earlier launches
-    stored unless FIRST) and dL/du_i (stored at delta_u_rows + i u_stride). The *_rows are row
+    from the tape as z is): from dL/da and dL/dt_i to dL/dz (stored with DELTAS, added to what earlier
+    launches stored unless FIRST) and dL/du_i (stored at delta_u_rows + i u_stride). The *_rows are row
     pointers (BLOCK_M): the (BLOCK_M, N) offsets are made here, where they are used, not kept live
     across the layers (64-bit, a tile's worth of registers each)."""
     columns = tl.arange(0, N)
@@ -57,20 +58,22 @@ def _sine_backward(abar, tbar0, tbar1, tbar2, z_rows, u_rows, u_stride, delta_ro
         zbar += tbar2 * tl.load(u_at + 2 * u_stride, mask=inside, other=0.0) * dc
         ubar2 = tbar2 * c
         tl.store(du_at + 2 * u_stride, ubar2, mask=inside)
-    _store_delta(delta_rows, zbar, valid, N, COLUMNS, FIRST)
+    _store_delta(delta_rows, zbar, valid, N, COLUMNS, FIRST, DELTAS)
     return zbar, ubar0, ubar1, ubar2
 
 
 @triton.jit
-def _store_delta(delta_rows, zbar, valid, N: tl.constexpr, COLUMNS: tl.constexpr, FIRST: tl.constexpr):
-    """zbar stored at delta_rows (row pointers), or added to what is there unless FIRST."""
-    columns = tl.arange(0, N)
-    inside = valid[:, None] & (columns < COLUMNS)[None, :]
-    at = delta_rows[:, None] + columns[None, :]
-    if FIRST:
-        tl.store(at, zbar, mask=inside)
-    else:
-        tl.store(at, zbar + tl.load(at, mask=inside, other=0.0), mask=inside)
+def _store_delta(delta_rows, zbar, valid, N: tl.constexpr, COLUMNS: tl.constexpr, FIRST: tl.constexpr,
+                 DELTAS: tl.constexpr):
+    """With DELTAS, zbar stored at delta_rows (row pointers), or added to what is there unless FIRST."""
+    if DELTAS:
+        columns = tl.arange(0, N)
+        inside = valid[:, None] & (columns < COLUMNS)[None, :]
+        at = delta_rows[:, None] + columns[None, :]
+        if FIRST:
+            tl.store(at, zbar, mask=inside)
+        else:
+            tl.store(at, zbar + tl.load(at, mask=inside, other=0.0), mask=inside)
 
 
 @triton.jit
@@ -78,12 +81,13 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
                      delta_ptr, delta_last_ptr, delta_u_ptr, delta_u_last_ptr, w_first, w_hidden, w_last, omega_first,
                      omega_hidden, omega_last, hidden_layers, jac_column, IN: tl.constexpr, IN_PAD: tl.constexpr,
                      H: tl.constexpr, OUT: tl.constexpr, GRAD_COLUMNS: tl.constexpr, TANGENTS: tl.constexpr,
-                     FIRST: tl.constexpr, SINE_LAST: tl.constexpr, NEED_DX: tl.constexpr, PRECISION: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+                     FIRST: tl.constexpr, SINE_LAST: tl.constexpr, NEED_DX: tl.constexpr, DELTAS: tl.constexpr,
+                     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     """The backward sweep of BLOCK_M points from dL/dy and dL/dJ (TANGENTS columns of the Jacobian
     from jac_column on): each layer's dL/dz (delta, laid out as the tape) and dL/du_i (the incoming
     tangents' gradients, delta_u), and dL/dx. The launch of the first columns (FIRST) takes dL/dy
     and writes delta and dL/dx, the others add their share: the sweep is linear in (dL/dy, dL/dJ).
+    Without DELTAS (the input gradient alone) no delta is stored.
     omega cos(omega z) and the tangents come from the forward's tape; dL/da and dL/dt_i stay in
     registers and are multiplied by W as it is (out, in: the output layer's padded to OUT_PAD
     rows, the first layer's to IN_PAD columns), one weight chunk for all of them."""
@@ -110,9 +114,9 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
         abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_last_ptr + out_rows,
                                                    tape_u_last_ptr + u_rows, out_plane, delta_last_ptr + out_rows,
                                                    delta_u_last_ptr + u_rows, valid, omega_last, OUT_PAD, OUT,
-                                                   TANGENTS, FIRST)
+                                                   TANGENTS, FIRST, DELTAS)
     else:
-        _store_delta(delta_last_ptr + out_rows, abar, valid, OUT_PAD, OUT, FIRST)
+        _store_delta(delta_last_ptr + out_rows, abar, valid, OUT_PAD, OUT, FIRST, DELTAS)
         store_tangents(delta_u_last_ptr + u_rows[:, None] + ro[None, :], tbar0, tbar1, tbar2, out_plane, inside,
                         TANGENTS)
     acc = tl.zeros((BLOCK_M, H), dtype=tl.float32)
@@ -126,7 +130,7 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
         u_layer = (layer * GRAD_COLUMNS + jac_column) * plane + hidden_rows
         abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_ptr + z_rows, tape_u_ptr + u_layer,
                                                    plane, delta_ptr + z_rows, delta_u_ptr + u_layer, valid,
-                                                   omega_hidden, H, H, TANGENTS, FIRST)
+                                                   omega_hidden, H, H, TANGENTS, FIRST, DELTAS)
         acc = tl.zeros((BLOCK_M, H), dtype=tl.float32)
         abar, tbar0, tbar1, tbar2 = products(operand(abar, PRECISION), operand(tbar0, PRECISION),
                                               operand(tbar1, PRECISION), operand(tbar2, PRECISION), acc, acc, acc,
@@ -135,7 +139,7 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
     u_first = jac_column * plane + hidden_rows
     abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_ptr + hidden_rows, tape_u_ptr + u_first,
                                                plane, delta_ptr + hidden_rows, delta_u_ptr + u_first, valid,
-                                               omega_first, H, H, TANGENTS, FIRST)
+                                               omega_first, H, H, TANGENTS, FIRST, DELTAS)
     if NEED_DX:
         # The first layer's tangents are constant rows of W: only dL/dz reaches x.
         dx = tl.zeros((BLOCK_M, IN_PAD), dtype=tl.float32)
@@ -170,7 +174,7 @@ def backward(dy: torch.Tensor | None, dj: torch.Tensor | None, x: torch.Tensor, 
     after the first add their share); the products after the first layer at ``precision``, dL/dx's
     in fp32 (tf32x3)."""
     n, inputs = x.shape
-    width, outputs, hidden = weights[0].shape[0], weights[-1].shape[0], len(weights) - 2
+    outputs = weights[-1].shape[0]
     device = x.device
     columns = 0 if dj is None else dj.shape[-1]
     if dy is None:
@@ -181,29 +185,50 @@ def backward(dy: torch.Tensor | None, dj: torch.Tensor | None, x: torch.Tensor, 
                  torch.empty_like(tape.pre), torch.empty((n, outputs), dtype=torch.float32, device=device),
                  torch.empty_like(tape.tangents) if columns else None,
                  torch.empty((columns, n, outputs), dtype=torch.float32, device=device) if columns else None)
+    spare = out.last
+    _sweep(dy, dj, tape, weights, omegas, precision, weights[0], spare if out.dx is None else out.dx, need_dx,
+           (out.pre, out.last, spare if out.tangents is None else out.tangents,
+            spare if out.tangents_last is None else out.tangents_last), columns)
+    return out
+
+
+def input_gradient(dy: torch.Tensor, tape: Tape, weights: Sequence[torch.Tensor], omegas: Sequence[float | None],
+                   precision: str, dx: torch.Tensor) -> None:
+    """dL/dx of the last dx.shape[1] inputs into dx (N, columns, contiguous) for dL/dy ``dy`` (N, out):
+    the sweep of ``backward`` without tangents and without storing dL/dz, its products at
+    ``precision`` (dL/dx's in fp32), the first layer's weights cut to those columns."""
+    dy = dy.detach().contiguous().float()
+    _sweep(dy, dy, tape, weights, omegas, precision, weights[0][:, weights[0].shape[1] - dx.shape[1]:], dx, True,
+           None, 0)
+
+
+def _sweep(dy: torch.Tensor, dj: torch.Tensor, tape: Tape, weights: Sequence[torch.Tensor],
+           omegas: Sequence[float | None], precision: str, first: torch.Tensor, dx: torch.Tensor, need_dx: bool,
+           deltas: tuple[torch.Tensor, ...] | None, columns: int) -> None:
+    """The launches of ``backward_kernel``: dL/dx = dL/dz_1 ``first`` (the first layer's weight columns
+    dx takes) where need_dx, the deltas (pre, last, tangents, tangents_last) where given."""
+    n, device = dy.shape[0], dy.device
     if n == 0:
-        return out
+        return
+    width, outputs, hidden = weights[0].shape[0], weights[-1].shape[0], len(weights) - 2
     operand = torch.bfloat16 if precision == "bf16" else torch.float32
+    inputs = first.shape[1]
     in_pad = max(OUT_PAD.value, triton.next_power_of_2(inputs))
     w_first = torch.zeros((width, in_pad), dtype=torch.float32, device=device)
-    w_first[:, :inputs] = weights[0].detach()
+    w_first[:, :inputs] = first.detach()
     hidden_weights = [w.detach().to(operand) for w in weights[1:-1]]
     w_hidden = (torch.stack(hidden_weights).contiguous() if hidden_weights
                 else torch.zeros(1, dtype=operand, device=device))
     w_last = torch.zeros((OUT_PAD.value, width), dtype=operand, device=device)
     w_last[:outputs] = weights[-1].detach().to(operand)
-    spare = out.last
     target = arch(device)
-    with on_device(x):
+    with on_device(dy):
         for start, tangents in column_groups(width, columns):
             cfg = backward_config(width, tangents, precision, target)
             backward_kernel[(triton.cdiv(n, cfg.block_m),)](
-                dy, dj, n, spare if out.dx is None else out.dx, *tape.tensors(), out.pre, out.last,
-                spare if out.tangents is None else out.tangents,
-                spare if out.tangents_last is None else out.tangents_last, w_first, w_hidden, w_last,
+                dy, dj, n, dx, *tape.tensors(), *(deltas or 4 * [dx]), w_first, w_hidden, w_last,
                 float(omegas[0]), float(omegas[1] if hidden else omegas[0]), float(omegas[-1] or 0.0), hidden, start,
                 IN=inputs, IN_PAD=in_pad, H=width, OUT=outputs, GRAD_COLUMNS=max(columns, 1), TANGENTS=tangents,
-                FIRST=start == 0, SINE_LAST=omegas[-1] is not None, NEED_DX=need_dx,
+                FIRST=start == 0, SINE_LAST=omegas[-1] is not None, NEED_DX=need_dx, DELTAS=deltas is not None,
                 PRECISION=PRECISION_CODES[precision], BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
                 num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    return out
