@@ -255,6 +255,25 @@ def test_other_widths_take_the_composed_path() -> None:
     assert error_y <= RTOL_Y and error_j <= RTOL_GRAD
 
 
+def test_the_derivative_along_a_direction_is_the_jacobian_times_it(poisoned: None) -> None:
+    """``forward_directional``'s derivatives along directions v (per point and tangent) are J v, with
+    J from the reverse sweeps of the same tape, and its tape's tangents start at W v."""
+    model = SirenMLP(3, 64, 2, 2, latent_features=4).to(DEVICE)
+    x = torch.rand(70, 7, device=DEVICE) * 2 - 1
+    weights, biases = list(model.weights), list(model.biases)
+    y, tape = kernels.forward_taped(x, weights, biases, model.omegas, "fp32")
+    jacobian = torch.empty((70, 2, 5), device=DEVICE)
+    kernels.jacobian_from_tape(tape, weights, model.omegas, "fp32", jacobian)
+    directions = torch.randn(70, 2, 5, device=DEVICE)
+    derivatives, directed = kernels.forward_directional(x, weights, biases, model.omegas, "fp32", directions, tape)
+    want = torch.einsum("noc,ntc->not", jacobian.double(), directions.double())
+    assert derivatives.shape == (70, 2, 2)
+    assert (derivatives.double() - want).abs().max() <= RTOL_GRAD * 5 * (float(want.abs().max()) + 1)
+    first = torch.einsum("ntc,hc->tnh", directions.double(), weights[0].detach().double()[:, 2:])
+    assert torch.allclose(directed.tangents[0].double(), first, rtol=1e-5, atol=1e-5)
+    assert directed.pre is tape.pre
+
+
 def test_training_gradients_through_the_triton_sine(monkeypatch: pytest.MonkeyPatch) -> None:
     model = SirenMLP(3, 32, 1, 1).to(DEVICE)
     twin = double_copy(model.cpu()).to(DEVICE)
@@ -389,8 +408,8 @@ def test_the_jacobian_runs_fused_only_where_it_pays(monkeypatch: pytest.MonkeyPa
 
 # Each width, 0-5 hidden layers, each precision, batches of 1, 7, 1000 (not a multiple of the tile),
 # with and without bias, linear and sine output layers, latent codes (exact and tf32x3 first layers),
-# a loss on y alone (``model(x)``) and on y and the Jacobian (``forward_with_gradient``: at widths >= 256
-# one column per launch, the later launches adding their share).
+# a loss on y alone (``model(x)``) and on y and the Jacobian (``forward_with_gradient``: a tangent per
+# output in the backward, at widths >= 256 one per launch, the later launches adding their share).
 BACKWARD_CASES = [
     # width, hidden, outputs, outermost_linear, bias, latent, precision, points, jacobian
     (16, 0, 1, True, True, 0, "fp32", 1000, False),
@@ -410,7 +429,8 @@ BACKWARD_CASES = [
 
 
 def _backward_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The fused backward's launches of tangents, recorded per call (0: dL/dy alone)."""
+    """The fused backward's tangents, recorded per call (one per output with the Jacobian, the
+    directions dL/dJ; 0: dL/dy alone)."""
     calls: list[int] = []
     real = kernels.backward
     monkeypatch.setattr(kernels, "backward",
@@ -453,7 +473,7 @@ def test_training_backward_matches_reference(width: int, hidden: int, outputs: i
         return [g.cpu() for g in torch.autograd.grad(loss / points, leaves)]
 
     got = grads(model, torch.float32, slice(None))
-    assert calls == [3 if jacobian else 0] and all(torch.isfinite(g).all() for g in got)
+    assert calls == [outputs if jacobian else 0] and all(torch.isfinite(g).all() for g in got)
     monkeypatch.setenv("FASTSDF_BACKEND", "reference")
     errors = gradient_errors(got, lambda rows: grads(twin, torch.float64, rows), points)
     assert max(errors) <= RTOL[precision][1], errors
@@ -526,8 +546,9 @@ def test_a_tape_too_large_for_memory_takes_the_composed_path(jacobian: bool, mon
     model = SirenMLP(3, 16, 1, 1).to(DEVICE)
     twin = double_copy(model.cpu()).to(DEVICE)
     x = torch.rand(9, 3, device=DEVICE) * 2 - 1
-    # The tape: 9 points x 33 neurons x 4 bytes (x 4 with 3 tangents); a quarter of the memory is less.
-    monkeypatch.setattr(_memory, "available_bytes", lambda device=None: 4 * 9 * 33 * 4 * (4 if jacobian else 1) - 4)
+    # The backward's tapes: 9 points x 33 neurons x 4 bytes, the tape and its gradient (x 2 with the
+    # tangent of the one output); half of the memory is less.
+    monkeypatch.setattr(_memory, "available_bytes", lambda device=None: 2 * 4 * 9 * 33 * 2 * (2 if jacobian else 1) - 4)
     calls = _backward_calls(monkeypatch)
 
     def grads(m: SirenMLP, dtype: torch.dtype, rows: slice) -> list[torch.Tensor]:

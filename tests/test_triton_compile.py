@@ -121,6 +121,7 @@ def _compile(case: dict, arch: int, workdir: str) -> dict:
     constants = dict(IN=inputs, K_FIRST=inputs if exact else triton.cdiv(inputs, 32) * 32, H=width, OUT=1,
                      GRAD_COLUMNS=3, TANGENTS=tangents, SINE_LAST=False, HAS_BIAS=True, EXACT_FIRST=exact,
                      PRECISION=launch.PRECISION_CODES[precision], TAPE=case.get("kernel") == "taped",
+                     GIVEN=case.get("kernel") == "taped" and tangents > 0,
                      BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_K_FIRST=network.BLOCK_K_FIRST)
     return _compiled(network.siren_kernel, signature, constants, cfg, case, arch, workdir)
 

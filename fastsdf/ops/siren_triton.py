@@ -7,26 +7,33 @@ A call that autograd does not record runs the kernels' launchers alone. Their op
 from the weights at every call (a few weight-sized copies), where checking cached ones against edits
 through .data would cost a synchronisation: the ``KernelCache`` stays unused.
 
-``FusedSiren``'s forward is the fused forward kernel, which also writes a tape: each sine layer's
-pre-activations z = W a + b (4 bytes per neuron and point) and, with the Jacobian, the tangents
-each layer receives (u = W t of the layer below, 4 bytes per neuron, point and column). Its backward
-is one launch over tiles of points per group of Jacobian columns (as the forward's), walking the
-layers down from dL/dy and dL/dJ with dL/da and dL/dt in registers: per layer it reads z (and u)
-from the tape, applies omega cos(omega z) and its derivative (the MUFU), writes dL/dz and dL/du and
-multiplies by W on the tensor cores; then dL/dx. The sweep is linear in (dL/dy, dL/dJ), so the
-launches after the first add their share. The parameter gradients are whole-batch products after
-it, dL/dW_l = dL/dz_l^T a_{l-1} + sum_i dL/du_{l,i}^T t_{l-1,i} (a = sin(omega z), t = omega cos(omega z) u,
-from the tape) and dL/db_l = sum dL/dz_l, as GEMMs and reductions: deterministic (no atomics) and on
-the tensor cores at full tile sizes, the split tiny-cuda-nn's fully fused MLPs use too.
+``FusedSiren``'s forward is the fused forward kernel, which also writes a tape (each sine layer's
+pre-activations z = W a + b, 4 bytes per neuron and point), and with the Jacobian one backward sweep
+per output over that tape (reverse mode, ``kernels.siren.jacobian_from_tape``). A loss on J enters
+the backward as <dL/dJ, J>, which is, per point and output o, the derivative of y_o along the
+direction v_o = dL/dJ[o] (a vector over the Jacobian's columns). So the backward first runs forward
+mode with one tangent per output whose first layer's tangent is W v_o (``forward_directional``),
+storing the tangent each layer receives (u = W t of the layer below, 4 bytes per neuron, point and
+output), then one launch per group of tangents walks the layers down from dL/dy and dL/d(y_o's
+derivative) = 1 with dL/da and dL/dt in registers: per layer it reads z (and u) from the tape,
+applies omega cos(omega z) and its derivative (the MUFU), writes dL/dz and dL/du and multiplies by W
+on the tensor cores; then dL/dx. For an SDF and its xyz gradient at width 256 that is 6 passes of
+products per step (forward 1, the Jacobian's sweep 1, the tangent's forward mode 2, the sweep of y
+and the tangent 2), where a tangent per column took 12 (three launches of y and a tangent, forward
+and backward). The parameter gradients are whole-batch products after it, dL/dW_l = dL/dz_l^T
+a_{l-1} + sum_o dL/du_{l,o}^T t_{l-1,o} (a = sin(omega z), t = omega cos(omega z) u, from the tape;
+the first layer's tangents W v add dL/du_1^T v to W's last columns) and dL/db_l = sum dL/dz_l, as
+GEMMs and reductions: deterministic (no atomics) and on the tensor cores at full tile sizes, the
+split tiny-cuda-nn's fully fused MLPs use too.
 
 Why a tape and not recomputation on chip: with the register tiles of the forward (16-32 points a
 program at width 256), every layer a tile recomputes re-reads that layer's weights from L2, 8-16 KB a
 point at width 256 (benchmarks/gpu_model.py), where the tape costs 1 KB written and 1 KB read per
-layer and point (times 1 + columns with the Jacobian); recomputing in the backward would also cost
+layer and point (times 1 + outputs with the Jacobian); recomputing in the backward would also cost
 L(L-1)/2 layers of products for the L layers' inputs. Why GEMMs for dL/dW and not per-tile partial
 sums in the kernel: a tile's share of one layer's dL/dW is width^2 floats, 256 KB at width 256,
 written (or added atomically) for every 16-32 points, 8-16 KB a point a layer; the GEMMs read their
-operands once, 2 KB a point a layer (times 1 + columns).
+operands once, 2 KB a point a layer (times 1 + outputs).
 
 Gradients of gradients (``torch.autograd.grad(..., create_graph=True)`` through this call): the
 backward then runs the composed path (``fastsdf.ops.siren_composed``: the reference with the Triton
@@ -71,12 +78,14 @@ def jacobian_pays(precision: str) -> bool:
 
 def serves_recorded(x: torch.Tensor, weights: Sequence[torch.Tensor], grad_columns: int | None,
                     double_backward: bool) -> bool:
-    """Whether the tape (each sine layer's pre-activations, and with the Jacobian the tangents it
-    receives) takes at most a quarter of the device's free memory; else the dispatcher takes the
-    composed path, which keeps less (as the CPU kernel runs the network again). A double backward
-    runs the composed path's on the saved inputs (``FusedSiren``)."""
+    """Whether what the fused backward holds at once (the tape of pre-activations, with the Jacobian
+    the tangents of one per output, and the gradients of both) takes at most half of the device's
+    free memory; else the dispatcher takes the composed path, which keeps less (as the CPU kernel
+    runs the network again). A double backward runs the composed path's on the saved inputs
+    (``FusedSiren``)."""
     neurons = sum(w.shape[0] for w in weights)
-    return 4 * x.shape[0] * neurons * (1 + (grad_columns or 0)) <= _memory.available_bytes(x.device) // 4
+    tapes = 2 * (1 + (weights[-1].shape[0] if grad_columns else 0))
+    return 4 * x.shape[0] * neurons * tapes <= _memory.available_bytes(x.device) // 2
 
 
 class FusedSiren(torch.autograd.Function):
@@ -87,7 +96,11 @@ class FusedSiren(torch.autograd.Function):
     def forward(ctx: Any, layers: int, omegas: tuple, precision: str, grad_columns: int | None, x: torch.Tensor,
                 *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         weights, biases = _split(layers, params)
-        y, jacobian, tape = kernels.forward_taped(x, weights, biases, omegas, precision, grad_columns)
+        y, tape = kernels.forward_taped(x, weights, biases, omegas, precision)
+        jacobian = None
+        if grad_columns is not None:
+            jacobian = torch.empty((x.shape[0], y.shape[1], grad_columns), dtype=torch.float32, device=x.device)
+            kernels.jacobian_from_tape(tape, weights, omegas, precision, jacobian)
         ctx.layers, ctx.omegas, ctx.precision = layers, omegas, precision
         ctx.grad_columns, ctx.tape = grad_columns, tape
         ctx.save_for_backward(x, *params)
@@ -101,21 +114,28 @@ class FusedSiren(torch.autograd.Function):
         if torch.is_grad_enabled():
             return (None, None, None, None, *_composed_gradients(ctx, dy, dj, x, params, needs))
         layers, omegas, tape = ctx.layers, ctx.omegas, ctx.tape
-        weights = params[:layers]
-        deltas = kernels.backward(dy, dj, x, tape, weights, omegas, ctx.precision, needs[0])
+        weights, biases = _split(layers, params)
+        seeds = None
+        if dj is not None:
+            # <dL/dJ, J> is, per point and output o, y_o's derivative along the direction dL/dJ[o]:
+            # forward mode with one tangent per output, seeded with dL/d(that derivative) = 1.
+            dj = dj.detach().contiguous().float()
+            _, tape = kernels.forward_directional(x, weights, biases, omegas, ctx.precision, dj, tape)
+            outputs = dj.shape[1]
+            seeds = torch.eye(outputs, device=x.device).expand(x.shape[0], outputs, outputs).contiguous()
+        deltas = kernels.backward(dy, seeds, x, tape, weights, omegas, ctx.precision, needs[0])
         phases = [omegas[layer] * tape.pre[layer] for layer in range(layers - 1)]
         inputs = [x.detach().float()] + [torch.sin(p) for p in phases]
         by_layer = [*deltas.pre, deltas.last]
         weight_grads = [d.T @ a if need else None for d, a, need in zip(by_layer, inputs, needs[1:])]
         if deltas.tangents is not None:
-            columns = deltas.tangents.shape[1]
-            # The first layer's tangents are W's last columns: their gradient lands there.
+            # The first layer's tangents are W v (v = dL/dJ's directions, over the last columns of x).
             if weight_grads[0] is not None:
-                weight_grads[0][:, x.shape[1] - columns:] += deltas.tangents[0].sum(1).T
+                weight_grads[0][:, x.shape[1] - dj.shape[2]:] += torch.einsum("onh,noc->hc", deltas.tangents[0], dj)
             tangent_grads = [*deltas.tangents[1:], deltas.tangents_last]
             for layer, (du, phase) in enumerate(zip(tangent_grads, phases), start=1):
                 if weight_grads[layer] is not None:
-                    t = (omegas[layer - 1] * torch.cos(phase)) * tape.tangents[layer - 1]  # (columns, N, width)
+                    t = (omegas[layer - 1] * torch.cos(phase)) * tape.tangents[layer - 1]  # (outputs, N, width)
                     weight_grads[layer] += du.reshape(-1, du.shape[-1]).T @ t.reshape(-1, t.shape[-1])
         bias_grads = [d.sum(0) if need else None for d, need in zip(by_layer, needs[1 + layers:])]
         return (None, None, None, None, deltas.dx, *weight_grads, *bias_grads)
@@ -164,9 +184,9 @@ def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], bias
                           omegas: Sequence[float | None], precision: str, grad_columns: int,
                           cache: KernelCache) -> tuple[torch.Tensor, torch.Tensor]:
     """(y (N, out), dy/dx (N, out, grad_columns)) for the last ``grad_columns`` inputs; recorded for
-    autograd (``FusedSiren``: forward mode, whose tangents the backward sweeps) where autograd records
-    the call, else by forward or reverse mode, whichever runs fewer products
-    (``kernels.siren.forward_with_gradient``)."""
+    autograd (``FusedSiren``: reverse mode from the taped forward, and in the backward forward mode
+    along dL/dJ) where autograd records the call, else by forward or reverse mode, whichever runs
+    fewer products (``kernels.siren.forward_with_gradient``)."""
     if not records_graph([x, *weights, *biases]):
         return kernels.forward_with_gradient(x, weights, biases, omegas, precision, grad_columns)
     y, jacobian = _apply(x, weights, biases, omegas, precision, grad_columns)

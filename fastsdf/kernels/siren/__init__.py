@@ -5,11 +5,12 @@ is kept between calls are ``fastsdf.ops``'s (``siren``, ``siren_triton``, ``sire
 
 Modules, one idea each:
 
-- ``network``: the whole network in one launch, its Jacobian by forward mode, and the forward that
-  writes the training tape (``forward``, ``forward_with_tangents``, ``forward_taped``, ``Tape``);
+- ``network``: the whole network in one launch, its Jacobian by forward mode, the forward that
+  writes the training tape, and forward mode along given directions that adds their tangents to it
+  (``forward``, ``forward_with_tangents``, ``forward_taped``, ``forward_directional``, ``Tape``);
 - ``training``: the backward sweep over that tape (``backward``, ``Deltas``; ``input_gradient``);
-- ``gradient``: the Jacobian without autograd, by forward mode or by reverse mode (the taped forward
-  and the sweep), whichever runs fewer products (``forward_with_gradient``);
+- ``gradient``: the Jacobian by reverse mode from the tape (``jacobian_from_tape``), and without
+  autograd by forward or reverse mode, whichever runs fewer products (``forward_with_gradient``);
 - ``elementwise``: the fused sine of the composed path (``sincos``);
 - ``device``: the device functions they share (range-reduced sine on the MUFU, operand rounding,
   the products at a precision, tf32x3 among them);
@@ -31,10 +32,10 @@ registers) and runs 64-128 points a tile at width 256 (``launch``).
 """
 
 from fastsdf.kernels.siren.elementwise import sincos
-from fastsdf.kernels.siren.gradient import forward_with_gradient
+from fastsdf.kernels.siren.gradient import forward_with_gradient, jacobian_from_tape
 from fastsdf.kernels.siren.launch import Config, backward_config, config, supports
-from fastsdf.kernels.siren.network import Tape, forward, forward_taped
+from fastsdf.kernels.siren.network import Tape, forward, forward_directional, forward_taped
 from fastsdf.kernels.siren.training import Deltas, backward
 
-__all__ = ["Config", "Deltas", "Tape", "backward", "backward_config", "config", "forward", "forward_taped",
-           "forward_with_gradient", "sincos", "supports"]
+__all__ = ["Config", "Deltas", "Tape", "backward", "backward_config", "config", "forward", "forward_directional",
+           "forward_taped", "forward_with_gradient", "jacobian_from_tape", "sincos", "supports"]

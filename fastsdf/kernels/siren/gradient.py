@@ -20,10 +20,10 @@ from collections.abc import Sequence
 import torch
 
 from fastsdf.kernels.siren.launch import column_groups
-from fastsdf.kernels.siren.network import forward_taped, forward_with_tangents
+from fastsdf.kernels.siren.network import Tape, forward_taped, forward_with_tangents
 from fastsdf.kernels.siren.training import input_gradient
 
-__all__ = ["TAPE_BYTES", "forward_with_gradient", "reverse_pays"]
+__all__ = ["TAPE_BYTES", "forward_with_gradient", "jacobian_from_tape", "reverse_pays"]
 
 TAPE_BYTES = 1 << 28  # the reverse mode's tape per chunk of points: 256 MiB, 65,536 points at 4 x 256 neurons
 _TILE = 128  # a chunk is a multiple of every tiling's BLOCK_M
@@ -53,14 +53,21 @@ def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor], bias
     ys = []
     for start in range(0, max(n, 1), chunk):
         stop = min(n, start + chunk)
-        y, _, tape = forward_taped(x[start:stop], weights, biases, omegas, precision, None)
+        y, tape = forward_taped(x[start:stop], weights, biases, omegas, precision)
         ys.append(y)
-        for output in range(outputs):
-            dy = torch.zeros_like(y)
-            dy[:, output] = 1
-            dx = jacobian[start:stop, 0] if outputs == 1 else torch.empty((stop - start, grad_columns),
-                                                                           dtype=torch.float32, device=x.device)
-            input_gradient(dy, tape, weights, omegas, precision, dx)
-            if outputs > 1:
-                jacobian[start:stop, output] = dx
+        jacobian_from_tape(tape, weights, omegas, precision, jacobian[start:stop])
     return (ys[0] if len(ys) == 1 else torch.cat(ys)), jacobian
+
+
+def jacobian_from_tape(tape: Tape, weights: Sequence[torch.Tensor], omegas: Sequence[float | None], precision: str,
+                       out: torch.Tensor) -> None:
+    """The Jacobian of the last out.shape[2] inputs into ``out`` (N, outputs, columns, contiguous),
+    from the tape of ``forward_taped``: a backward sweep per output (``training.input_gradient``)."""
+    n, outputs, columns = out.shape
+    for output in range(outputs):
+        dy = torch.zeros((n, outputs), dtype=torch.float32, device=out.device)
+        dy[:, output] = 1
+        dx = out[:, 0] if outputs == 1 else torch.empty((n, columns), dtype=torch.float32, device=out.device)
+        input_gradient(dy, tape, weights, omegas, precision, dx)
+        if outputs > 1:
+            out[:, output] = dx

@@ -42,7 +42,7 @@ kernel    width   tangents     sm_80                       sm_90
 ========  ======  ===========  ==========================  ===============================
 backward  16      0 / 3        96/0/4 KB; 168/0/2 KB       96/0/4 KB; 158/0/2 KB
 backward  32      0 / 3        156/0/8 KB; 166/0/2 KB      236/0/8 KB; 149/0/2 KB
-backward  64      0 / 3        168/0/8 KB; 254/0/4 KB      244/0/8 KB; 254/0/4 KB
+backward  64      0 / 3        202/0/16 KB; 254/0/4 KB     239/0/16 KB; 254/0/4 KB
 backward  128     0 / 3        242/0/16 KB; 255/36 B/8 KB  250/0/16 KB; 255/12 B/8 KB
 backward  256     0 / 1        214/0/32 KB; 255/1424 B     215/0/32 KB; 255/1552 B
 backward  512     0 / 1        255/560 B; 255/7968 B       255/684 B; 255/11100 B
@@ -51,14 +51,15 @@ taped     128     0 / 3        199/0/16 KB; 255/0/8 KB     255/0/16 KB; 255/0/8 
 taped     256     0 / 1        206/0/32 KB; 255/0/16 KB    208/0/32 KB; 255/60 B/16 KB
 ========  ======  ===========  ==========================  ===============================
 
-(the backward's tilings: those of the forward's launch with as many tangents, except BLOCK_M 32 at
-width 64 without tangents and 16 at width 32 with 3; the taped forward's: the forward's, except
-BLOCK_M 32 at width 64, where 64 spilled 188 B on sm_90). Without tangents at widths 128-256 the
-backward took BLOCK_M 16 until the kernel as it is now compiled at 32 with fewer registers (215
-against 251-254 at width 256, Triton 3.9) and no spills; at 64 it spills 0.7-0.9 KB, at width 512
-and 32 points 1 KB. The reverse-mode Jacobian's sweep (``training.input_gradient``: the backward
-without storing dL/dz) takes the backward's tilings: fp32 at width 256 237 / 0 (sm_80), 234 / 0
-(sm_90); tf32 255 / 0 on both, where the backward spills 8 B on sm_90. Still open: the
+(the backward's tilings: those of the forward's launch with as many tangents, except 8 warps at
+width 64 without tangents (BLOCK_M 64; with 4 warps it spills 476 B on sm_90) and BLOCK_M 16 at
+width 32 with 3; the taped forward's: the forward's, except BLOCK_M 32 at width 64, where 64
+spilled 188 B on sm_90). Without tangents the backward took BLOCK_M 16 at widths 128-256 (32 at
+64) until the kernel as it is now compiled at 32 (64) with fewer registers (215 against 251-254 at
+width 256, Triton 3.9) and no spills; at 64 points and width 256 it spills 0.7-0.9 KB, at width
+512 and 32 points 1 KB. The reverse-mode Jacobian's sweep (``training.input_gradient``: the
+backward without storing dL/dz) takes the backward's tilings: fp32 at width 256 237 / 0 (sm_80),
+234 / 0 (sm_90); tf32 255 / 0 on both, where the backward spills 8 B on sm_90. Still open: the
 Jacobian's backward at width 256 spills 1.4-1.6 KB in fp32 (dL/da, dL/dt, their accumulators,
 the tf32x3 split's big and small parts and the tape's z, u and derivative live at once at BLOCK_M
 16, the smallest ``tl.dot`` tile; 16 warps cap the registers at 128 and spill 8 KB), none in tf32
@@ -144,7 +145,7 @@ for _w in WIDTHS:
             _CONFIGS[_w, _t] = Config(16, 16, 8)
 
 # Where the training kernels need smaller tiles than the forward's (measured as the table above).
-_BACKWARD_CONFIGS: dict[tuple[int, int], Config] = {(64, 0): Config(32, 16, 4), (32, 3): Config(16, 16, 4)}
+_BACKWARD_CONFIGS: dict[tuple[int, int], Config] = {(64, 0): Config(64, 16, 8), (32, 3): Config(16, 16, 4)}
 _TAPED_CONFIGS: dict[tuple[int, int], Config] = {(64, 0): Config(32, 16, 4)}
 
 

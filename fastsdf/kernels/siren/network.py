@@ -34,8 +34,8 @@ import triton.language as tl
 from fastsdf.kernels.siren.device import dot, operand, products, sincos_reduced, store_tangents
 from fastsdf.kernels.siren.launch import OUT_PAD, PRECISION_CODES, Config, arch, column_groups, config, on_device
 
-__all__ = ["BLOCK_K_FIRST", "EXACT_FIRST_LAYER", "Tape", "forward", "forward_taped", "forward_with_tangents",
-           "siren_kernel"]
+__all__ = ["BLOCK_K_FIRST", "EXACT_FIRST_LAYER", "Tape", "forward", "forward_directional", "forward_taped",
+           "forward_with_tangents", "siren_kernel"]
 
 EXACT_FIRST_LAYER = 16  # inputs up to which the first layer is a loop of fp32 multiply-adds
 BLOCK_K_FIRST = 32  # inputs per product of a first layer beyond EXACT_FIRST_LAYER
@@ -82,10 +82,11 @@ def _layer(a, t0, t1, t2, w_ptr, b_ptr, omega, tape_rows, tape_u_rows, u_stride,
 def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, tape_rows, tape_u_rows, u_stride, store_z,
                  IN: tl.constexpr, K: tl.constexpr,
                  H: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr,
-                 EXACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+                 GIVEN: tl.constexpr, EXACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     """The first layer from x (x_rows: row pointers, IN columns); its tangents start as the weights'
-    rows first_column... EXACT: by fp32 multiply-adds, else by tf32x3 products over blocks of
-    BLOCK_K inputs (K: IN padded to BLOCK_K, padding rows zero)."""
+    rows first_column..., or with GIVEN as the tape holds them (tape_u_rows + i u_stride: W v for a
+    direction v per point; rewritten as read). EXACT: by fp32 multiply-adds, else by tf32x3 products
+    over blocks of BLOCK_K inputs (K: IN padded to BLOCK_K, padding rows zero)."""
     rn = tl.arange(0, H)
     z = tl.zeros((BLOCK_M, H), dtype=tl.float32)
     if EXACT:
@@ -98,12 +99,21 @@ def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, tape_rows, ta
                          other=0.0)
             z = dot(xk, tl.load(w_ptr + (k0 + rk)[:, None] * H + rn[None, :]), z, 0)
     t0, t1, t2 = z, z, z
-    if TANGENTS > 0:
-        t0 = tl.broadcast_to(tl.load(w_ptr + first_column * H + rn)[None, :], (BLOCK_M, H))
-    if TANGENTS > 1:
-        t1 = tl.broadcast_to(tl.load(w_ptr + (first_column + 1) * H + rn)[None, :], (BLOCK_M, H))
-    if TANGENTS > 2:
-        t2 = tl.broadcast_to(tl.load(w_ptr + (first_column + 2) * H + rn)[None, :], (BLOCK_M, H))
+    if GIVEN:
+        given = tape_u_rows[:, None] + rn[None, :]
+        if TANGENTS > 0:
+            t0 = tl.load(given, mask=valid[:, None], other=0.0)
+        if TANGENTS > 1:
+            t1 = tl.load(given + u_stride, mask=valid[:, None], other=0.0)
+        if TANGENTS > 2:
+            t2 = tl.load(given + 2 * u_stride, mask=valid[:, None], other=0.0)
+    else:
+        if TANGENTS > 0:
+            t0 = tl.broadcast_to(tl.load(w_ptr + first_column * H + rn)[None, :], (BLOCK_M, H))
+        if TANGENTS > 1:
+            t1 = tl.broadcast_to(tl.load(w_ptr + (first_column + 1) * H + rn)[None, :], (BLOCK_M, H))
+        if TANGENTS > 2:
+            t2 = tl.broadcast_to(tl.load(w_ptr + (first_column + 2) * H + rn)[None, :], (BLOCK_M, H))
     return _activate(z, t0, t1, t2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, H, True,
                      HAS_BIAS, TANGENTS, TAPED)
 
@@ -114,13 +124,15 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
                   tape_last_ptr, tape_u_ptr, tape_u_last_ptr, IN: tl.constexpr, K_FIRST: tl.constexpr,
                   H: tl.constexpr, OUT: tl.constexpr, GRAD_COLUMNS: tl.constexpr, TANGENTS: tl.constexpr,
                   SINE_LAST: tl.constexpr, HAS_BIAS: tl.constexpr, EXACT_FIRST: tl.constexpr, PRECISION: tl.constexpr,
-                  TAPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_K_FIRST: tl.constexpr):
+                  TAPE: tl.constexpr, GIVEN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                  BLOCK_K_FIRST: tl.constexpr):
     """y (and TANGENTS columns of the Jacobian from jac_column on) of BLOCK_M points. Weights
     transposed (in, out); the output layer padded to OUT_PAD columns. With TAPE, what the backward
     reads too: the sine layers' pre-activations (layers, n_points, H) at tape_ptr (written by the
     launch of column 0) and their incoming tangents (layers, GRAD_COLUMNS, n_points, H) at
     tape_u_ptr; a sine output layer's (n_points, OUT) and (GRAD_COLUMNS, n_points, OUT) at
-    tape_last_ptr and tape_u_last_ptr."""
+    tape_last_ptr and tape_u_last_ptr. With GIVEN (and TAPE) the first layer's tangents are read
+    from the tape (``forward_directional``)."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     valid = rows < n_points
     x_rows = x_ptr + rows * IN
@@ -129,8 +141,8 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
     tape_rows = tape_ptr + rows * H
     tape_u_rows = tape_u_ptr + jac_column * plane + rows * H
     a, t0, t1, t2 = _first_layer(x_rows, valid, w_first, b_first, omega_first, first_column, tape_rows, tape_u_rows,
-                                 plane, store_z, IN, K_FIRST, H, HAS_BIAS, TANGENTS, H if TAPE else 0, EXACT_FIRST,
-                                 BLOCK_M, BLOCK_K_FIRST)
+                                 plane, store_z, IN, K_FIRST, H, HAS_BIAS, TANGENTS, H if TAPE else 0, GIVEN,
+                                 EXACT_FIRST, BLOCK_M, BLOCK_K_FIRST)
     a, t0, t1, t2 = operand(a, PRECISION), operand(t0, PRECISION), operand(t1, PRECISION), operand(t2, PRECISION)
     w = w_hidden
     bias = b_hidden
@@ -188,7 +200,7 @@ def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Seque
 
 def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
          omegas: Sequence[float | None], precision: str, grad_columns: int | None,
-         tape: Tape | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+         tape: Tape | None = None, given: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     x = x.detach().contiguous()
     n, inputs = x.shape
     width, outputs, hidden = weights[0].shape[0], weights[-1].shape[0], len(weights) - 2
@@ -208,16 +220,16 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torc
                 float(omegas[0]), float(omegas[1] if hidden else omegas[0]), float(omegas[-1] or 0.0), hidden,
                 inputs - columns + start, start, *(4 * [y] if tape is None else tape.tensors()),
                 GRAD_COLUMNS=max(columns, 1), TANGENTS=tangents, SINE_LAST=omegas[-1] is not None,
-                TAPE=tape is not None, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **constants)
+                TAPE=tape is not None, GIVEN=given, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **constants)
     return y, jacobian
 
 
 @dataclass
 class Tape:
     """What ``forward_taped`` keeps for ``backward``: the sine layers' pre-activations z = W a + b,
-    ``pre`` (layers, N, width), and with the Jacobian their incoming tangents u (W t of the layer
-    below; the first layer's: W's columns), ``tangents`` (layers, columns, N, width); a sine output
-    layer's in ``last`` (N, out) and ``tangents_last`` (columns, N, out)."""
+    ``pre`` (layers, N, width), and from ``forward_directional`` their incoming tangents u (W t of
+    the layer below; the first layer's: W v), ``tangents`` (layers, count, N, width); a sine output
+    layer's in ``last`` (N, out) and ``tangents_last`` (count, N, out)."""
 
     pre: torch.Tensor
     last: torch.Tensor
@@ -229,23 +241,39 @@ class Tape:
 
 
 def forward_taped(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
-                  omegas: Sequence[float | None], precision: str,
-                  grad_columns: int | None) -> tuple[torch.Tensor, torch.Tensor | None, Tape]:
-    """(y (N, out), the Jacobian of the last ``grad_columns`` inputs or None, the tape ``backward``
-    reads): the launches of ``forward`` or ``forward_with_gradient``, storing the tape too."""
+                  omegas: Sequence[float | None], precision: str) -> tuple[torch.Tensor, Tape]:
+    """(y (N, out), the tape of pre-activations ``backward`` reads): ``forward``'s launch, storing
+    the tape too."""
     n, width, outputs = x.shape[0], weights[0].shape[0], weights[-1].shape[0]
-    columns, layers = grad_columns or 0, len(weights) - 1
-    sine_last = omegas[-1] is not None
+    layers = len(weights) - 1
 
     def empty(*shape: int) -> torch.Tensor:
         return torch.empty(shape, dtype=torch.float32, device=x.device)
 
     unused = empty(1)  # pointers the kernels never follow
-    tape = Tape(empty(layers, n, width), empty(n, outputs) if sine_last else unused,
-                empty(layers, columns, n, width) if columns else unused,
-                empty(columns, n, outputs) if columns and sine_last else unused)
-    y, jacobian = _run(x, weights, biases, omegas, precision, grad_columns, tape)
-    return y, jacobian, tape
+    tape = Tape(empty(layers, n, width), empty(n, outputs) if omegas[-1] is not None else unused, unused, unused)
+    y, _ = _run(x, weights, biases, omegas, precision, None, tape)
+    return y, tape
+
+
+def forward_directional(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
+                        omegas: Sequence[float | None], precision: str, directions: torch.Tensor,
+                        tape: Tape) -> tuple[torch.Tensor, Tape]:
+    """(the derivatives of y along ``directions`` (N, count, c) of the last c inputs, (N, out,
+    count), and ``tape`` with the tangents they take, for ``backward``): forward mode with the first
+    layer's tangents W v (one GEMM here, written into the tape, where the kernel reads them) in the
+    launches of ``count`` columns; the pre-activations are stored again in ``tape``."""
+    n, count, columns = directions.shape
+    width, outputs, layers = weights[0].shape[0], weights[-1].shape[0], len(weights) - 1
+    tangents = torch.empty((layers, count, n, width), dtype=torch.float32, device=x.device)
+    first = weights[0].detach()
+    tangents[0] = torch.einsum("ntc,hc->tnh", directions.float(), first[:, first.shape[1] - columns:])
+    last = (torch.empty((count, n, outputs), dtype=torch.float32, device=x.device) if omegas[-1] is not None
+            else tape.tangents_last)
+    directed = Tape(tape.pre, tape.last, tangents, last)
+    _, derivatives = _run(x, weights, biases, omegas, precision, count, directed, given=True)
+    assert derivatives is not None
+    return derivatives, directed
 
 
 def forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],

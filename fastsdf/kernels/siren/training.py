@@ -1,14 +1,17 @@
 """The training backward of the fused forward: ``backward`` (the autograd Function around it and why
 this design: ``fastsdf.ops.siren_triton``).
 
-The forward launched by ``network.forward_taped`` stores each sine layer's pre-activations and, with
-the Jacobian, the tangents each layer receives (the tape), and ``backward_kernel`` walks a tile's
-layers down from dL/dy and dL/dJ with dL/da and dL/dt in registers: per layer the tape gives
-omega cos(omega z) and its derivative (MUFU), dL/dz and dL/du are stored, and they are multiplied by
-the weights as they are (out x in, through the same ``device.products``, one weight chunk for all)
-into the next dL/da and dL/dt; at the bottom dL/dx (tf32x3). Jacobian columns go in the forward's
-groups (3 a launch to width 128, 1 from 256), each launch after the first adding its share. The
-parameter gradients are GEMMs on the host side. Tilings and their registers and spills: ``launch``.
+The forward launched by ``network.forward_taped`` stores each sine layer's pre-activations, and
+``network.forward_directional`` the tangents each layer receives (the tape), and ``backward_kernel``
+walks a tile's layers down from dL/dy and dL/dJ (J: the forward's tangents at the output; for the
+Jacobian's loss, the derivatives along its directions) with dL/da and dL/dt in registers: per layer
+the tape gives omega cos(omega z) and its derivative (MUFU), dL/dz and dL/du are stored, and they
+are multiplied by the weights as they are (out x in, through the same ``device.products``, one
+weight chunk for all) into the next dL/da and dL/dt; at the bottom dL/dx (tf32x3). Tangents go in
+the forward's groups (3 a launch to width 128, 1 from 256), each launch after the first adding its
+share. ``input_gradient`` is the same sweep from dL/dy alone without storing dL/dz: reverse mode's
+Jacobian. The parameter gradients are GEMMs on the host side. Tilings and their registers and
+spills: ``launch``.
 """
 
 from __future__ import annotations
@@ -169,10 +172,10 @@ class Deltas:
 def backward(dy: torch.Tensor | None, dj: torch.Tensor | None, x: torch.Tensor, tape: Tape,
              weights: Sequence[torch.Tensor], omegas: Sequence[float | None], precision: str,
              need_dx: bool) -> Deltas:
-    """The backward sweep from dL/dy (N, out) and dL/dJ (N, out, columns; None: not used by the loss,
-    and no tangent is swept), one launch per group of Jacobian columns as the forward's (launches
-    after the first add their share); the products after the first layer at ``precision``, dL/dx's
-    in fp32 (tf32x3)."""
+    """The backward sweep from dL/dy (N, out) and dL/dJ (N, out, tangents: of the tape's tangents at
+    the output; None: not used by the loss, and no tangent is swept), one launch per group of
+    tangents as the forward's (launches after the first add their share); the products after the
+    first layer at ``precision``, dL/dx's in fp32 (tf32x3)."""
     n, inputs = x.shape
     outputs = weights[-1].shape[0]
     device = x.device
