@@ -293,16 +293,6 @@ def _siren_peers(job: str, official: Any, bench: Bench) -> dict[str, tuple[str, 
             peers[f"fastsdf-{p}"] = ("fastsdf", ours_version,
                                      lambda p=p: _no_grad(suite._ours(official, p).forward_with_gradient),
                                      {"variant": p, "compare_with": "fp32"})
-        if not bench.dry_run:
-            from fastsdf.ops import siren_triton
-
-            for p in PRECISIONS:
-                if not siren_triton.jacobian_pays(p):
-                    peers[f"fastsdf-{p}-fused"] = (
-                        "fastsdf", ours_version, lambda p=p: _no_grad(_fused_gradient(suite._ours(official, p), p)),
-                        {"variant": f"{p} fused", "compare_with": "fp32",
-                         "notes": ["The fused kernels (fastsdf.kernels.siren.forward_with_gradient), which the "
-                                   "dispatcher leaves to the composed path in this precision until measured faster."]})
     else:
         peers["eager"] = ("PyTorch eager (autograd.grad, create_graph)", torch_version,
                           lambda: suite._train_step("eager", _fresh(official, bench))[0], {})
@@ -310,15 +300,33 @@ def _siren_peers(job: str, official: Any, bench: Bench) -> dict[str, tuple[str, 
             peers[f"fastsdf-{p}"] = ("fastsdf", ours_version,
                                      lambda p=p: suite._train_step("fastsdf", _fresh(official, bench), p)[0],
                                      {"variant": p, "compare_with": "fp32"})
+    if job != "forward" and not bench.dry_run:
+        from fastsdf.ops import siren_triton
+
+        for p in PRECISIONS:
+            if not siren_triton.jacobian_pays(p):
+                make = peers[f"fastsdf-{p}"][2]
+                peers[f"fastsdf-{p}-fused"] = (
+                    "fastsdf", ours_version, lambda make=make: _fused(make()),
+                    {"variant": f"{p} fused", "compare_with": "fp32",
+                     "notes": ["FASTSDF_BACKEND=triton: the fused kernels, where the dispatcher takes the composed "
+                               "path in this precision until they are measured faster."]})
     return peers
 
 
-def _fused_gradient(model: Any, precision: str) -> Callable:
-    """(y, dy/dx) of a SirenMLP by the fused kernels, whatever the dispatcher would choose."""
-    from fastsdf.kernels import siren as kernels
-
-    weights, biases = list(model.weights), list(model.biases)
-    return lambda x: kernels.forward_with_gradient(x, weights, biases, model.omegas, precision, x.shape[1])
+def _fused(call: Callable) -> Callable:
+    """``call`` under FASTSDF_BACKEND=triton (the dispatcher reads it at every call)."""
+    def run(x: torch.Tensor) -> Any:
+        saved = os.environ.get("FASTSDF_BACKEND")
+        os.environ["FASTSDF_BACKEND"] = "triton"
+        try:
+            return call(x)
+        finally:
+            if saved is None:
+                del os.environ["FASTSDF_BACKEND"]
+            else:
+                os.environ["FASTSDF_BACKEND"] = saved
+    return run
 
 
 def _fresh(official: Any, bench: Bench) -> Any:
