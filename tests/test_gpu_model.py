@@ -210,6 +210,16 @@ def test_bench_without_a_gpu_measures_nothing(tmp_path: Path) -> None:
     assert gpu_bench.main(["--out", str(out)]) == 2 and not out.exists()
 
 
+def test_the_fused_peers_force_the_triton_backend_for_their_call_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTSDF_BACKEND", "cpu")
+    assert gpu_bench._fused(lambda x: os.environ["FASTSDF_BACKEND"])(None) == "triton"
+    assert os.environ["FASTSDF_BACKEND"] == "cpu"
+    monkeypatch.delenv("FASTSDF_BACKEND")
+    with pytest.raises(ZeroDivisionError):
+        gpu_bench._fused(lambda x: 1 / 0)(None)
+    assert "FASTSDF_BACKEND" not in os.environ
+
+
 def test_siren_dry_run_checks_outputs_against_float64(tmp_path: Path) -> None:
     pytest.importorskip("pytest_benchmark")  # benchmarks/test_bench_siren.py, whose peers it times, needs it
     out = tmp_path / "dry.json"
