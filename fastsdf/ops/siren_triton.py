@@ -21,10 +21,11 @@ on the tensor cores; then dL/dx. For an SDF and its xyz gradient at width 256 th
 products per step (forward 1, the Jacobian's sweep 1, the tangent's forward mode 2, the sweep of y
 and the tangent 2), where a tangent per column took 12 (three launches of y and a tangent, forward
 and backward). The parameter gradients are whole-batch products after it, dL/dW_l = dL/dz_l^T
-a_{l-1} + sum_o dL/du_{l,o}^T t_{l-1,o} (a = sin(omega z), t = omega cos(omega z) u, from the tape;
-the first layer's tangents W v add dL/du_1^T v to W's last columns) and dL/db_l = sum dL/dz_l, as
-GEMMs and reductions: deterministic (no atomics) and on the tensor cores at full tile sizes, the
-split tiny-cuda-nn's fully fused MLPs use too.
+a_{l-1} + sum_o dL/du_{l,o}^T t_{l-1,o} (a = sin(omega z), t = omega cos(omega z) u, which the sweep
+writes over z and u in the tape once it has read them, so a second backward through the same call
+runs the taped forward again; the first layer's tangents W v add dL/du_1^T v to W's last columns) and
+dL/db_l = sum dL/dz_l, as GEMMs and reductions: deterministic (no atomics) and on the tensor cores
+at full tile sizes, the split tiny-cuda-nn's fully fused MLPs use too.
 
 Why a tape and not recomputation on chip: with the register tiles of the forward (16-32 points a
 program at width 256), every layer a tile recomputes re-reads that layer's weights from L2, 8-16 KB a
@@ -115,6 +116,9 @@ class FusedSiren(torch.autograd.Function):
             return (None, None, None, None, *_composed_gradients(ctx, dy, dj, x, params, needs))
         layers, omegas, tape = ctx.layers, ctx.omegas, ctx.tape
         weights, biases = _split(layers, params)
+        if tape is None:  # spent by an earlier backward of this graph (retain_graph): taped again
+            _, tape = kernels.forward_taped(x, weights, biases, omegas, ctx.precision)
+        ctx.tape = None  # the sweep below overwrites it with the weight gradients' operands
         seeds = None
         if dj is not None:
             # <dL/dJ, J> is, per point and output o, y_o's derivative along the direction dL/dJ[o]:
@@ -124,8 +128,7 @@ class FusedSiren(torch.autograd.Function):
             outputs = dj.shape[1]
             seeds = torch.eye(outputs, device=x.device).expand(x.shape[0], outputs, outputs).contiguous()
         deltas = kernels.backward(dy, seeds, x, tape, weights, omegas, ctx.precision, needs[0])
-        phases = [omegas[layer] * tape.pre[layer] for layer in range(layers - 1)]
-        inputs = [x.detach().float()] + [torch.sin(p) for p in phases]
+        inputs = [x.detach().float(), *tape.pre[:layers - 1]]  # each sine layer's a, left by the sweep
         by_layer = [*deltas.pre, deltas.last]
         weight_grads = [d.T @ a if need else None for d, a, need in zip(by_layer, inputs, needs[1:])]
         if deltas.tangents is not None:
@@ -133,9 +136,9 @@ class FusedSiren(torch.autograd.Function):
             if weight_grads[0] is not None:
                 weight_grads[0][:, x.shape[1] - dj.shape[2]:] += torch.einsum("onh,noc->hc", deltas.tangents[0], dj)
             tangent_grads = [*deltas.tangents[1:], deltas.tangents_last]
-            for layer, (du, phase) in enumerate(zip(tangent_grads, phases), start=1):
+            for layer, du in enumerate(tangent_grads, start=1):
                 if weight_grads[layer] is not None:
-                    t = (omegas[layer - 1] * torch.cos(phase)) * tape.tangents[layer - 1]  # (outputs, N, width)
+                    t = tape.tangents[layer - 1]  # (outputs, N, width): each sine layer's t, left by the sweep
                     weight_grads[layer] += du.reshape(-1, du.shape[-1]).T @ t.reshape(-1, t.shape[-1])
         bias_grads = [d.sum(0) if need else None for d, need in zip(by_layer, needs[1 + layers:])]
         return (None, None, None, None, deltas.dx, *weight_grads, *bias_grads)

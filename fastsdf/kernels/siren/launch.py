@@ -44,7 +44,7 @@ backward  16      0 / 3        96/0/4 KB; 168/0/2 KB       96/0/4 KB; 158/0/2 KB
 backward  32      0 / 3        156/0/8 KB; 166/0/2 KB      236/0/8 KB; 149/0/2 KB
 backward  64      0 / 3        202/0/16 KB; 254/0/4 KB     239/0/16 KB; 254/0/4 KB
 backward  128     0 / 3        242/0/16 KB; 255/36 B/8 KB  250/0/16 KB; 255/12 B/8 KB
-backward  256     0 / 1        214/0/32 KB; 255/1424 B     215/0/32 KB; 255/1552 B
+backward  256     0 / 1        214/0/32 KB; 255/1544 B     215/0/32 KB; 255/1620 B
 backward  512     0 / 1        255/560 B; 255/7968 B       255/684 B; 255/11100 B
 taped     16, 32  3            136/0; 255/0                143/0; 255/0
 taped     128     0 / 3        199/0/16 KB; 255/0/8 KB     255/0/16 KB; 255/0/8 KB
@@ -60,17 +60,19 @@ width 256, Triton 3.9) and no spills; at 64 points and width 256 it spills 0.7-0
 512 and 32 points 1 KB. The reverse-mode Jacobian's sweep (``training.input_gradient``: the
 backward without storing dL/dz) takes the backward's tilings: fp32 at width 256 237 / 0 (sm_80),
 234 / 0 (sm_90); tf32 255 / 0 on both, where the backward spills 8 B on sm_90. Still open: the
-Jacobian's backward at width 256 spills 1.4-1.6 KB in fp32 (dL/da, dL/dt, their accumulators,
+Jacobian's backward at width 256 spills 1.5-1.6 KB in fp32 (dL/da, dL/dt, their accumulators,
 the tf32x3 split's big and small parts and the tape's z, u and derivative live at once at BLOCK_M
-16, the smallest ``tl.dot`` tile; 16 warps cap the registers at 128 and spill 8 KB), none in tf32
-or bf16; tf32 variants at widths 128-256 spill 24-96 B (tests/test_triton_compile.py's
-``KNOWN_SPILLS``); width 512 spills throughout.
+16, the smallest ``tl.dot`` tile; 16 warps cap the registers at 128 and spill 8 KB), 48-120 B in
+tf32 and up to 60 B in bf16 (since it writes t = omega cos(omega z) u over u for the weight
+gradients, ``training``); other tf32 variants at widths 128-256 spill 24-96 B
+(tests/test_triton_compile.py's ``KNOWN_SPILLS``); width 512 spills throughout.
 
 bf16 (``_BF16_CONFIGS``): ``device.operand`` keeps the tiles a layer hands to the next (and the
 backward's dL/dz) in bfloat16, the products' operand type, which halves their registers with the
 same numerics, so bf16 runs larger tiles where they compile without spills (BLOCK_M / warps,
 BLOCK_K 16; registers / spill bytes; the rest as fp32's tilings, whose bf16 variants all compile
-without spills except the Jacobian's backward on sm_90: 48 B at width 128, 24 B at 256):
+without spills except the backward with tangents on sm_90: 24 B at width 64, 48 B at 128, 60 B
+at 256):
 
 ========  =====  ========  ====================  ====================
 kernel    width  tangents  sm_80                 sm_90

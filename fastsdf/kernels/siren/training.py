@@ -33,16 +33,19 @@ __all__ = ["Deltas", "backward", "backward_kernel", "input_gradient"]
 @triton.jit
 def _sine_backward(abar, tbar0, tbar1, tbar2, z_rows, u_rows, u_stride, delta_rows, delta_u_rows, valid, omega,
                    N: tl.constexpr, COLUMNS: tl.constexpr, TANGENTS: tl.constexpr, FIRST: tl.constexpr,
-                   DELTAS: tl.constexpr):
+                   DELTAS: tl.constexpr, STORE_A: tl.constexpr, STORE_T: tl.constexpr):
     """Through a = sin(omega z), t_i = c u_i (c = omega cos(omega z), u_i the incoming tangents, read
     from the tape as z is): from dL/da and dL/dt_i to dL/dz (stored with DELTAS, added to what earlier
-    launches stored unless FIRST) and dL/du_i (stored at delta_u_rows + i u_stride). The *_rows are row
-    pointers (BLOCK_M): the (BLOCK_M, N) offsets are made here, where they are used, not kept live
-    across the layers (64-bit, a tile's worth of registers each)."""
+    launches stored unless FIRST) and dL/du_i (stored at delta_u_rows + i u_stride). STORE_A writes a
+    over z and STORE_T each t_i over u_i in the tape, once read: the weight gradients' operands. The
+    *_rows are row pointers (BLOCK_M): the (BLOCK_M, N) offsets are made here, where they are used,
+    not kept live across the layers (64-bit, a tile's worth of registers each)."""
     columns = tl.arange(0, N)
     inside = valid[:, None] & (columns < COLUMNS)[None, :]
-    s, c = sincos_reduced(tl.load(z_rows[:, None] + columns[None, :], mask=inside, other=0.0) * omega,
-                          TANGENTS > 0, True)
+    z_at = z_rows[:, None] + columns[None, :]
+    s, c = sincos_reduced(tl.load(z_at, mask=inside, other=0.0) * omega, (TANGENTS > 0) or STORE_A, True)
+    if STORE_A:
+        tl.store(z_at, s, mask=inside)
     c = c * omega
     dc = s * (-omega * omega)
     zbar = abar * c
@@ -50,17 +53,26 @@ def _sine_backward(abar, tbar0, tbar1, tbar2, z_rows, u_rows, u_stride, delta_ro
     u_at = u_rows[:, None] + columns[None, :]
     du_at = delta_u_rows[:, None] + columns[None, :]
     if TANGENTS > 0:
-        zbar += tbar0 * tl.load(u_at, mask=inside, other=0.0) * dc
+        u = tl.load(u_at, mask=inside, other=0.0)
+        zbar += tbar0 * u * dc
         ubar0 = tbar0 * c
         tl.store(du_at, ubar0, mask=inside)
+        if STORE_T:
+            tl.store(u_at, u * c, mask=inside)
     if TANGENTS > 1:
-        zbar += tbar1 * tl.load(u_at + u_stride, mask=inside, other=0.0) * dc
+        u = tl.load(u_at + u_stride, mask=inside, other=0.0)
+        zbar += tbar1 * u * dc
         ubar1 = tbar1 * c
         tl.store(du_at + u_stride, ubar1, mask=inside)
+        if STORE_T:
+            tl.store(u_at + u_stride, u * c, mask=inside)
     if TANGENTS > 2:
-        zbar += tbar2 * tl.load(u_at + 2 * u_stride, mask=inside, other=0.0) * dc
+        u = tl.load(u_at + 2 * u_stride, mask=inside, other=0.0)
+        zbar += tbar2 * u * dc
         ubar2 = tbar2 * c
         tl.store(du_at + 2 * u_stride, ubar2, mask=inside)
+        if STORE_T:
+            tl.store(u_at + 2 * u_stride, u * c, mask=inside)
     _store_delta(delta_rows, zbar, valid, N, COLUMNS, FIRST, DELTAS)
     return zbar, ubar0, ubar1, ubar2
 
@@ -85,12 +97,15 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
                      omega_hidden, omega_last, hidden_layers, jac_column, IN: tl.constexpr, IN_PAD: tl.constexpr,
                      H: tl.constexpr, OUT: tl.constexpr, GRAD_COLUMNS: tl.constexpr, TANGENTS: tl.constexpr,
                      FIRST: tl.constexpr, SINE_LAST: tl.constexpr, NEED_DX: tl.constexpr, DELTAS: tl.constexpr,
-                     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+                     STORE_A: tl.constexpr, STORE_T: tl.constexpr, PRECISION: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     """The backward sweep of BLOCK_M points from dL/dy and dL/dJ (TANGENTS columns of the Jacobian
     from jac_column on): each layer's dL/dz (delta, laid out as the tape) and dL/du_i (the incoming
     tangents' gradients, delta_u), and dL/dx. The launch of the first columns (FIRST) takes dL/dy
     and writes delta and dL/dx, the others add their share: the sweep is linear in (dL/dy, dL/dJ).
-    Without DELTAS (the input gradient alone) no delta is stored.
+    Without DELTAS (the input gradient alone) no delta is stored. STORE_A and STORE_T overwrite the
+    sine layers' z and u in the tape (not the output layer's) with a and t, once read
+    (``_sine_backward``): the last launch takes STORE_A, since every launch reads z.
     omega cos(omega z) and the tangents come from the forward's tape; dL/da and dL/dt_i stay in
     registers and are multiplied by W as it is (out, in: the output layer's padded to OUT_PAD
     rows, the first layer's to IN_PAD columns), one weight chunk for all of them."""
@@ -117,7 +132,7 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
         abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_last_ptr + out_rows,
                                                    tape_u_last_ptr + u_rows, out_plane, delta_last_ptr + out_rows,
                                                    delta_u_last_ptr + u_rows, valid, omega_last, OUT_PAD, OUT,
-                                                   TANGENTS, FIRST, DELTAS)
+                                                   TANGENTS, FIRST, DELTAS, False, False)
     else:
         _store_delta(delta_last_ptr + out_rows, abar, valid, OUT_PAD, OUT, FIRST, DELTAS)
         store_tangents(delta_u_last_ptr + u_rows[:, None] + ro[None, :], tbar0, tbar1, tbar2, out_plane, inside,
@@ -133,7 +148,7 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
         u_layer = (layer * GRAD_COLUMNS + jac_column) * plane + hidden_rows
         abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_ptr + z_rows, tape_u_ptr + u_layer,
                                                    plane, delta_ptr + z_rows, delta_u_ptr + u_layer, valid,
-                                                   omega_hidden, H, H, TANGENTS, FIRST, DELTAS)
+                                                   omega_hidden, H, H, TANGENTS, FIRST, DELTAS, STORE_A, STORE_T)
         acc = tl.zeros((BLOCK_M, H), dtype=tl.float32)
         abar, tbar0, tbar1, tbar2 = products(operand(abar, PRECISION), operand(tbar0, PRECISION),
                                               operand(tbar1, PRECISION), operand(tbar2, PRECISION), acc, acc, acc,
@@ -142,9 +157,9 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
     u_first = jac_column * plane + hidden_rows
     abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_ptr + hidden_rows, tape_u_ptr + u_first,
                                                plane, delta_ptr + hidden_rows, delta_u_ptr + u_first, valid,
-                                               omega_first, H, H, TANGENTS, FIRST, DELTAS)
+                                               omega_first, H, H, TANGENTS, FIRST, DELTAS, STORE_A, STORE_T)
     if NEED_DX:
-        # The first layer's tangents are constant rows of W: only dL/dz reaches x.
+        # The first layer's tangents (rows of W, or W v) do not depend on x: only dL/dz reaches x.
         dx = tl.zeros((BLOCK_M, IN_PAD), dtype=tl.float32)
         dx, _, _, _ = products(abar, abar, abar, abar, dx, dx, dx, dx, w_first, 0, H, IN_PAD, 0, BLOCK_K, 0)
         ri = tl.arange(0, IN_PAD)
@@ -175,7 +190,10 @@ def backward(dy: torch.Tensor | None, dj: torch.Tensor | None, x: torch.Tensor, 
     """The backward sweep from dL/dy (N, out) and dL/dJ (N, out, tangents: of the tape's tangents at
     the output; None: not used by the loss, and no tangent is swept), one launch per group of
     tangents as the forward's (launches after the first add their share); the products after the
-    first layer at ``precision``, dL/dx's in fp32 (tf32x3)."""
+    first layer at ``precision``, dL/dx's in fp32 (tf32x3). It leaves in the tape what the weight
+    gradients multiply, each sine layer's a = sin(omega z) over its z in ``tape.pre`` and t = omega
+    cos(omega z) u over its u in ``tape.tangents`` (a sine output layer's stay): a tape is swept
+    once."""
     n, inputs = x.shape
     outputs = weights[-1].shape[0]
     device = x.device
@@ -233,5 +251,6 @@ def _sweep(dy: torch.Tensor, dj: torch.Tensor, tape: Tape, weights: Sequence[tor
                 float(omegas[0]), float(omegas[1] if hidden else omegas[0]), float(omegas[-1] or 0.0), hidden, start,
                 IN=inputs, IN_PAD=in_pad, H=width, OUT=outputs, GRAD_COLUMNS=max(columns, 1), TANGENTS=tangents,
                 FIRST=start == 0, SINE_LAST=omegas[-1] is not None, NEED_DX=need_dx, DELTAS=deltas is not None,
+                STORE_A=deltas is not None and start + tangents == columns, STORE_T=deltas is not None,
                 PRECISION=PRECISION_CODES[precision], BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
                 num_warps=cfg.num_warps, num_stages=cfg.num_stages)
