@@ -1,5 +1,6 @@
 """The whole SIREN in one launch: ``forward``, ``forward_with_tangents`` (the input Jacobian by forward
-mode) and ``forward_taped`` (which also writes the training backward's tape, ``Tape``).
+mode), ``forward_taped`` (which also writes the training backward's tape, ``Tape``) and
+``forward_directional`` (forward mode along given directions, adding their tangents to a tape).
 
 ``siren_kernel`` runs the network with one program per tile of BLOCK_M points. The tile's
 activations (BLOCK_M x H, fp32) stay in registers from the first layer to the last: nothing but x,
@@ -12,8 +13,8 @@ along as BLOCK_M x H tiles, multiplied by the same weight chunk as the activatio
 by omega cos(omega z) after it; it keeps 1 + TANGENTS tiles and their accumulators live and stores
 nothing (reverse mode, which needs the tape: ``gradient``). A launch takes up to 3 columns
 (``launch.tangents_per_launch``: 1 from width 256 on); more take several launches, each computing y
-too. With TAPE the kernel also stores each sine layer's
-pre-activations and, with the Jacobian, the tangents each layer receives, for ``training.backward``.
+too. With TAPE the kernel also stores each sine layer's pre-activations and, with tangents, the
+tangents each layer receives, for ``training.backward``.
 
 Measured on one H200 (2026-11-29, width 256, benchmarks/RESULTS.md): forward 107M points/s in fp32
 (eager PyTorch 77M), 152M in tf32, 198M in bf16 (at BLOCK_M 32, before bf16's tiles of 128; not

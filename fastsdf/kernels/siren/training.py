@@ -174,8 +174,8 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
 @dataclass
 class Deltas:
     """What ``backward`` gives: dL/dx (N, in) or None; dL/dz of the sine layers ``pre`` (layers, N,
-    width) and of the output layer ``last`` (N, out); with the Jacobian's gradient, dL/du of the
-    incoming tangents, ``tangents`` (layers, columns, N, width) and ``tangents_last`` (columns, N, out)."""
+    width) and of the output layer ``last`` (N, out); with tangents swept, dL/du of the incoming
+    tangents, ``tangents`` (layers, count, N, width) and ``tangents_last`` (count, N, out)."""
 
     dx: torch.Tensor | None
     pre: torch.Tensor
