@@ -30,6 +30,7 @@ backward at widths 128 and 256, the open items of issue 12.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -40,7 +41,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("triton")
+# Not imported here: Triton reads TRITON_INTERPRET when it is first imported, and the interpreter
+# tests (test_siren_triton.py) set it before they import it, whichever file pytest collects first.
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("Triton is not installed", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Shared memory per block a kernel may use (cudaDevAttrMaxSharedMemoryPerBlockOptin).
@@ -58,7 +62,8 @@ KNOWN_SPILLS = {("forward", 64, 3, "fp32", 90): 36, ("forward", 256, 1, "fp32", 
                 ("backward", 64, 3, "bf16", 90): 24, ("backward", 128, 3, "bf16", 90): 48,
                 ("backward", 256, 1, "bf16", 90): 60, ("backward", 256, 0, "tf32", 90): 8,
                 ("backward", 256, 1, "tf32", 80): 120, ("backward", 256, 1, "tf32", 90): 48,
-                ("taped", 128, 3, "tf32", 90): 60, ("taped", 256, 0, "tf32", 90): 96,
+                ("backward", 32, 0, "tf32", 80): 8, ("taped", 64, 3, "bf16", 90): 72, ("taped", 128, 3, "bf16", 90): 96,
+                ("taped", 256, 0, "tf32", 90): 96,
                 ("taped", 256, 1, "tf32", 80): 24, ("taped", 256, 1, "tf32", 90): 36}
 TARGETS = (80, 90)
 PRECISIONS = ("fp32", "tf32", "bf16")

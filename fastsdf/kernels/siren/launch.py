@@ -72,7 +72,8 @@ backward's dL/dz) in bfloat16, the products' operand type, which halves their re
 same numerics, so bf16 runs larger tiles where they compile without spills (BLOCK_M / warps,
 BLOCK_K 16; registers / spill bytes; the rest as fp32's tilings, whose bf16 variants all compile
 without spills except the backward with tangents on sm_90: 24 B at width 64, 48 B at 128, 60 B
-at 256):
+at 256, and the taped forward with 3 tangents read from the tape (``network.forward_directional``)
+on sm_90: 72 B at 64, 96 B at 128; tf32's backward at width 32 spills 8 B on sm_80):
 
 ========  =====  ========  ====================  ====================
 kernel    width  tangents  sm_80                 sm_90
