@@ -16,8 +16,9 @@ counts what every kernel of the call does:
   dot's ``input_precision`` (tf32x3 costs three TF32 products); for the IEEE dots through which the
   interpreted kernels emulate their tensor-core products (rounded operands), the operands' values:
   bf16 where both hold bf16 values only, TF32 where both hold TF32 values (the fp32 mode's three
-  products of big and small parts); fp32 (CUDA cores) for other IEEE dots and PyTorch's float32
-  products (``allow_tf32`` is off by default);
+  products of big and small parts); fp16-typed dots (the fp32 mode's fp16x3 products of sines) at
+  fp16's rate, bf16's; fp32 (CUDA cores) for other IEEE dots and PyTorch's float32 products
+  (``allow_tf32`` is off by default);
 - float adds, multiplies, FMAs and divisions on blocks (CUDA-core instructions, masked lanes
   included; Triton's index arithmetic is not counted), and sines and cosines.
 
@@ -116,7 +117,7 @@ NOMINAL_BATCH = 2 ** 20
 
 # Tensor-core precision classes: the rate each runs at, as a fraction of a chip's rate.
 _TENSOR_RATE = {"tf32": ("tf32", 1.0), "tf32x3": ("tf32", 1 / 3), "bf16": ("bf16", 1.0), "fp16": ("bf16", 1.0),
-                "bf16x3": ("bf16", 1 / 3), "bf16x6": ("bf16", 1 / 6)}
+                "fp16x3": ("bf16", 1 / 3), "bf16x3": ("bf16", 1 / 3), "bf16x6": ("bf16", 1 / 6)}
 _CORE_CLASSES = ("fp32", "ieee")  # products on the CUDA cores
 
 
@@ -654,8 +655,9 @@ NOTES = [
     f"({_L2_BANDWIDTH / 1e12:.0f} TB/s, about 2.5-3x HBM in published H100 microbenchmarks) are leads, not measured "
     "here. HBM B/pt and L2 B/pt: the H200's split of the global bytes.",
     "Dots: the kernels' products are costed on the hardware they run on: in the CPU interpreter they are IEEE dots "
-    "of operands rounded to TF32 or bf16, recognised by their values (fp32 mode: three TF32 products per layer, "
-    "big and small parts; tf32: one; bf16: one bf16).",
+    "of operands rounded to TF32 or bf16, recognised by their values, or fp16 dots (fp32 mode: three fp16 "
+    "products per layer of a launch without tangents, three TF32 products, big and small parts, with tangents "
+    "and in the backward; tf32: one; bf16: one bf16).",
     "Sines are costed on the MUFU (sin.approx); libdevice's sinf, which the kernels may compile to, costs about "
     "28 FP32 instructions each instead.",
     "eager: PyTorch ops (fastsdf.ops.siren_reference, the official SIREN's ops), input gradient by "
@@ -667,8 +669,8 @@ NOTES = [
 ]
 
 FLOOR_TEXT = ("floor: one kernel that keeps everything on chip (reads the points, writes the outputs), eager "
-              "PyTorch's products on tensor cores at this precision (fp32: three TF32 products), one sine per "
-              "neuron (and one cosine where a derivative is needed) on the MUFU")
+              "PyTorch's products on tensor cores at this precision (fp32: three fp16 products of scaled parts), one "
+              "sine per neuron (and one cosine where a derivative is needed) on the MUFU")
 
 
 def floor_rows(network: Network, job: str, eager: list[KernelCount], precisions: Sequence[str]) -> list[dict[str, Any]]:
@@ -680,7 +682,7 @@ def floor_rows(network: Network, job: str, eager: list[KernelCount], precisions:
     rows = []
     for precision in precisions:
         kernel = KernelCount("floor", "ideal", load=inputs, store=outputs,
-                             mma={{"fp32": "tf32x3"}.get(precision, precision): flops}, sines=sines)
+                             mma={{"fp32": "fp16x3"}.get(precision, precision): flops}, sines=sines)
         rows.append(_row(network, job, "floor", precision, [kernel], kernels_per_call=1, triton_launches=0))
     return rows
 

@@ -50,12 +50,14 @@ def _triton_backend(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
 
 
 def run(model: SirenMLP, x: torch.Tensor, latent: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """(y of the forward's launch, y and J of the Jacobian's)."""
     with torch.no_grad():
         y = model(x, latent)
         y2, j = model.forward_with_gradient(x, latent)
-    # The forward and the Jacobian's launch may chunk the layers differently (other sums' order).
+    # The forward and the Jacobian's launch may chunk the layers differently (other sums' order) and,
+    # in fp32, multiply differently (fp16x3 without tangents, tf32x3 with).
     assert torch.allclose(y, y2, rtol=0, atol=1e-5 * float(y.abs().max().clamp(min=1)))
-    return y2, j
+    return y, y2, j
 
 
 # --- the hardware's rounding, in float64 ---------------------------------------------------------
@@ -66,8 +68,19 @@ def _tf32(t: torch.Tensor) -> torch.Tensor:
     return bits.view(torch.float32).double()
 
 
+def _fp16_parts(t: torch.Tensor, scale: float) -> list[torch.Tensor]:
+    """t times scale rounded to fp16 (to nearest even) and the rest rounded again, unscaled."""
+    scaled = t.float() * scale
+    big = scaled.half()
+    return [big.double() / scale, (scaled - big.float()).half().double() / scale]
+
+
 def _operands(t: torch.Tensor, precision: str) -> list[torch.Tensor]:
     """t as the tensor cores read it: the parts whose products are summed."""
+    if precision == "fp16x3":  # a layer's input, a sine: as it is
+        return _fp16_parts(t, 1.0)
+    if precision == "fp16x3 weights":  # scaled to put the largest in [2^14, 2^15)
+        return _fp16_parts(t, 2.0 ** (15 - int(torch.frexp(t.abs().max().float())[1])))
     if precision == "bf16":
         return [t.float().to(torch.bfloat16).double()]
     if precision == "tf32":
@@ -77,9 +90,9 @@ def _operands(t: torch.Tensor, precision: str) -> list[torch.Tensor]:
 
 
 def _product(a: torch.Tensor, w_t: torch.Tensor, precision: str) -> torch.Tensor:
-    pa, pw = _operands(a, precision), _operands(w_t, precision)
+    pa, pw = _operands(a, precision), _operands(w_t, precision + " weights" if precision == "fp16x3" else precision)
     total = pa[0] @ pw[0]
-    if len(pa) > 1:  # tf32x3: the small parts' product is left out
+    if len(pa) > 1:  # tf32x3, fp16x3: the small parts' product is left out
         total = total + pa[0] @ pw[1] + pa[1] @ pw[0]
     return total
 
@@ -94,7 +107,8 @@ def hardware_model(model: SirenMLP, x: torch.Tensor, latent: torch.Tensor | None
     """(y, J) as the GPU kernels compute them, up to summation order: the first layer exact (<= 16
     inputs, else tf32x3), the others at the model's precision, the MUFU's worst-case sine error; J
     by forward mode, or with ``reverse`` as ``kernels.siren.gradient``'s reverse mode (a sweep per
-    output from the taped forward, dL/dx's product in tf32x3)."""
+    output from the taped forward, whose fp32 products are fp16x3 as any launch's without tangents;
+    dL/dx's product in tf32x3)."""
     a = network_points(model, x, latent)
     weights = [w.detach().double() for w in model.weights]
     biases = [b.detach().double() for b in model.biases] or [None] * len(weights)
@@ -108,7 +122,7 @@ def hardware_model(model: SirenMLP, x: torch.Tensor, latent: torch.Tensor | None
             z = a @ w.T if exact else _product(a, w.T, "fp32")
             dz = t @ w.T
         else:
-            z = _product(a, w.T, model.precision)
+            z = _product(a, w.T, "fp16x3" if reverse and model.precision == "fp32" else model.precision)
             dz = torch.stack([_product(t[:, k], w.T, model.precision) for k in range(columns)], dim=1)
         if b is not None:
             z = z + b
@@ -134,14 +148,19 @@ def hardware_model(model: SirenMLP, x: torch.Tensor, latent: torch.Tensor | None
     return a, torch.stack(sweeps, dim=1)
 
 
-def check(model: SirenMLP, x: torch.Tensor, y: torch.Tensor, j: torch.Tensor,
+def check(model: SirenMLP, x: torch.Tensor, forward_y: torch.Tensor, y: torch.Tensor, j: torch.Tensor,
           latent: torch.Tensor | None = None, reverse: bool = False) -> None:
+    """``forward_y`` of the forward's launch, (y, j) of the Jacobian's (by reverse mode with
+    ``reverse``), and the hardware's model of each, against float64."""
     tol_y, tol_j = RTOL[model.precision]
     model_y, model_j = hardware_model(model, x, latent, reverse)
     hardware = output_errors(model, x, model_y.float(), model_j.float(), latent)
-    assert hardware[0] <= tol_y / 2 and hardware[1] <= tol_j / 2, hardware
+    # The forward without tangents multiplies as reverse mode's taped forward.
+    hardware_forward = output_errors(model, x, hardware_model(model, x, latent, True)[0].float(), None, latent)
+    assert hardware[0] <= tol_y / 2 and hardware[1] <= tol_j / 2 and hardware_forward[0] <= tol_y / 2, hardware
     error_y, error_j = output_errors(model, x, y.cpu(), j.cpu(), latent)
-    assert error_y <= tol_y and error_j <= tol_j, (error_y, error_j)
+    error_forward = output_errors(model, x, forward_y.cpu(), None, latent)[0]
+    assert error_y <= tol_y and error_j <= tol_j and error_forward <= tol_y, (error_y, error_j, error_forward)
 
 
 # Each width, depth (hidden layers 0-5), precision, batch kind and output kind at least once.
@@ -177,10 +196,10 @@ def test_fused_kernels_match_reference(width: int, hidden: int, outputs: int, ou
     assert kernels.supports(list(model.weights))
     x = torch.rand(points, 3, device=DEVICE) * 2 - 1
     latent = torch.randn(latent_features, device=DEVICE) * 0.1 if latent_features else None
-    y, j = run(model, x, latent)
+    forward_y, y, j = run(model, x, latent)
     assert torch.isfinite(y).all() and torch.isfinite(j).all()
     model, x = model.cpu(), x.cpu()
-    check(model, x, y, j, None if latent is None else latent.cpu(), mode == "reverse")
+    check(model, x, forward_y, y, j, None if latent is None else latent.cpu(), mode == "reverse")
 
 
 def test_the_jacobian_takes_the_mode_with_fewer_products() -> None:
@@ -245,12 +264,57 @@ def test_the_sine_model_holds_at_omega_30(rng: np.random.Generator) -> None:
         assert MUFU_ERROR < 1e-6 and float(bound) < RTOL_Y  # the sine's error is small next to the tolerance
 
 
+def test_split_fp16_keeps_weights_of_any_magnitude_to_float32s_precision() -> None:
+    """``network.split_fp16``: each matrix scaled by its own power of two, big + small parts within
+    2^-23 of every weight relative to the matrix's largest, for weights from 2^-120 to 2^120; a
+    matrix of zeros stays zero, and one with an infinity or a NaN is not finite."""
+    for magnitude in (2.0 ** -100, 1e-3, 1.0, 2.0 ** 100):
+        w = torch.randn(3, 64, 48) * magnitude * torch.tensor([1.0, 2.0 ** -20, 2.0 ** 20])[:, None, None]
+        parts, inverse = network.split_fp16(w)
+        assert parts.dtype == torch.float16 and parts.shape == (3, 64, 2, 48) and inverse.shape == (3,)
+        rebuilt = (parts[..., 0, :].double() + parts[..., 1, :].double()) * inverse.double()[:, None, None]
+        largest = w.double().abs().amax(dim=(1, 2))
+        assert ((rebuilt - w.double()).abs().amax(dim=(1, 2)) <= 2.0 ** -23 * largest).all()
+        assert (parts[..., 0, :].float().abs().amax(dim=(1, 2)) < 2.0 ** network.FP16_RANGE).all()
+    parts, inverse = network.split_fp16(torch.zeros(5, 7))
+    assert not parts.any() and torch.isfinite(inverse).all()
+    for bad in (float("inf"), float("nan")):
+        w = torch.rand(5, 7)
+        w[2, 3] = bad
+        parts, _ = network.split_fp16(w)
+        assert not torch.isfinite(parts[2, :, 3].float().sum()) and torch.isfinite(parts[0].float()).all()
+
+
+@pytest.mark.parametrize("power", [-40, 40])
+def test_the_fp32_forward_holds_for_weights_far_from_fp16s_range(power: int, poisoned: None) -> None:
+    """fp32's forward multiplies by fp16 parts of scaled weights (``split_fp16``): hidden and output
+    weights 2^power times a network's (omegas and biases compensating, so y is the same) give y
+    within fp32's tolerance of float64, where unscaled fp16 would overflow or flush to zero."""
+    model = SirenMLP(3, 32, 2, 2, outermost_linear=True)
+    factor = 2.0 ** power
+    weights = [w.detach().clone() for w in model.weights]
+    biases = [b.detach().clone() for b in model.biases]
+    for layer in range(1, len(weights)):
+        weights[layer] *= factor
+        biases[layer] *= factor
+    omegas = [model.omegas[0]] + [omega / factor for omega in model.omegas[1:-1]] + [None]
+    x = torch.rand(45, 3) * 2 - 1
+    y = kernels.forward(x.to(DEVICE), [w.to(DEVICE) for w in weights], [b.to(DEVICE) for b in biases], omegas,
+                        "fp32").cpu().double()
+    from fastsdf.ops import siren_reference
+
+    want = siren_reference.forward(x.double(), [w.detach().double() for w in model.weights],
+                                   [b.detach().double() for b in model.biases], model.omegas)
+    scale = float(want.abs().max()) + 1
+    assert (y / factor - want).abs().max() <= RTOL_Y * 5 * scale
+
+
 def test_other_widths_take_the_composed_path() -> None:
     for model in (SirenMLP(3, 24, 1, 1), SirenMLP(3, 1024, 1, 1), SirenMLP(3, 32, 1, 17)):
         assert not kernels.supports(list(model.weights))
     model = SirenMLP(3, 24, 1, 1).to(DEVICE)
     x = torch.rand(9, 3, device=DEVICE)
-    y, j = run(model, x)
+    _, y, j = run(model, x)
     error_y, error_j = output_errors(model.cpu(), x.cpu(), y.cpu(), j.cpu())
     assert error_y <= RTOL_Y and error_j <= RTOL_GRAD
 
@@ -354,10 +418,10 @@ def test_large_batches_on_cuda(width: int, poisoned: None) -> None:
         pytest.skip("needs a CUDA GPU")
     model = SirenMLP(3, width, 3, 1).to(DEVICE)
     x = torch.rand(1_000_003, 3, device=DEVICE) * 2 - 1
-    y, j = run(model, x)
+    forward_y, y, j = run(model, x)
     assert torch.isfinite(y).all() and torch.isfinite(j).all()
     rows = torch.randint(0, len(x), (4000,), device=DEVICE)
-    check(model.cpu(), x[rows].cpu(), y[rows], j[rows])
+    check(model.cpu(), x[rows].cpu(), forward_y[rows], y[rows], j[rows])
 
 
 def test_hidden_layers_with_different_omegas_are_computed_with_theirs(poisoned: None) -> None:

@@ -111,22 +111,24 @@ def _compile(case: dict, arch: int, workdir: str) -> dict:
     """Compile one case for sm_<arch> and measure it (runs in the subprocess)."""
     import triton
 
-    from fastsdf.kernels.siren import launch, network
+    from fastsdf.kernels.siren import device, launch, network
 
     if case.get("kernel") in ("backward", "input_gradient"):
         return _compile_backward(case, arch, workdir)
     width, tangents, precision, inputs = case["width"], case["tangents"], case["precision"], case["inputs"]
     cfg = launch.config(width, tangents, precision, arch, case.get("kernel") == "taped")
     exact = inputs <= network.EXACT_FIRST_LAYER
-    operand = "*bf16" if precision == "bf16" else "*fp32"
+    fp16x3 = precision == "fp32" and tangents == 0
+    operand = "*bf16" if precision == "bf16" else "*fp16" if fp16x3 else "*fp32"
     signature = dict(x_ptr="*fp32", n_points="i32", y_ptr="*fp32", jac_ptr="*fp32", w_first="*fp32",
                      b_first="*fp32", w_hidden=operand, b_hidden="*fp32", w_last=operand, b_last="*fp32",
-                     omega_first="fp32", omega_hidden="fp32", omega_last="fp32", hidden_layers="i32",
+                     scales="*fp32", omega_first="fp32", omega_hidden="fp32", omega_last="fp32", hidden_layers="i32",
                      first_column="i32", jac_column="i32", tape_ptr="*fp32", tape_last_ptr="*fp32",
                      tape_u_ptr="*fp32", tape_u_last_ptr="*fp32")
     constants = dict(IN=inputs, K_FIRST=inputs if exact else triton.cdiv(inputs, 32) * 32, H=width, OUT=1,
                      GRAD_COLUMNS=3, TANGENTS=tangents, SINE_LAST=False, HAS_BIAS=True, EXACT_FIRST=exact,
-                     PRECISION=launch.PRECISION_CODES[precision], TAPE=case.get("kernel") == "taped",
+                     PRECISION=device.FP16X3.value if fp16x3 else launch.PRECISION_CODES[precision],
+                     TAPE=case.get("kernel") == "taped",
                      GIVEN=case.get("kernel") == "taped" and tangents > 0,
                      BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_K_FIRST=network.BLOCK_K_FIRST)
     return _compiled(network.siren_kernel, signature, constants, cfg, case, arch, workdir)
@@ -163,7 +165,7 @@ def _compiled(kernel, signature: dict, constants: dict, cfg, case: dict, arch: i
 
     signature = {**signature, **{name: "constexpr" for name in constants}}
     compiled = triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", arch, 32),
-                              options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+                              options=cfg.options)
     return {**case, **_measure(compiled, arch, workdir), "arch": arch, "block_m": cfg.block_m,
             "block_k": cfg.block_k, "num_warps": cfg.num_warps}
 
@@ -201,7 +203,7 @@ def _sincos_case(arch: int, workdir: str) -> dict:
 
     signature = dict(z_ptr="*fp32", s_ptr="*fp32", c_ptr="*fp32", n="i64", omega="fp32", BLOCK="constexpr")
     compiled = triton.compile(ASTSource(elementwise.sincos_kernel, signature, dict(BLOCK=elementwise.SINCOS_BLOCK)),
-                              target=GPUTarget("cuda", arch, 32))
+                              target=GPUTarget("cuda", arch, 32), options=dict(enable_fp_fusion=True))
     return {"kernel": "sincos", **_measure(compiled, arch, workdir), "arch": arch}
 
 

@@ -9,7 +9,15 @@ through ``tl.sin``/``tl.cos``, and the tests add the hardware's error bound to t
 
 Precision of the products after the first layer (``dot``): ``"fp32"`` is ``tf32x3`` (three TF32
 products, fp32 accuracy on tensor cores), ``"tf32"`` one TF32 product, ``"bf16"`` bfloat16 operands
-(weights converted once per call on the host, activations at the dot) with fp32 accumulation. The
+(weights converted once per call on the host, activations at the dot) with fp32 accumulation.
+``"fp32"`` products of activations alone (a launch without tangents, the kernels' code
+``FP16X3``) are three fp16 products instead (``products``): twice TF32's rate on A100 and H100,
+half its MMA instructions (m16n8k16), and no split of the weights in the kernel. An activation
+is a sine, in [-1, 1], where fp16's 11 bits rounded to nearest leave big + small within 2^-23 of
+it relatively (fp32 rounds to 2^-24, tf32x3 truncates to 2^-20), and a small part below fp16's
+normals within 2^-25 absolutely, fp32's own rounding of a sine; the weights are scaled by a
+power of two per layer on the host (``network.split_fp16``) to fill fp16's range, and the sum is
+scaled back. Tangents and the backward's gradients are not bounded, so they keep tf32x3. The
 first layer (few inputs, magnified by omega_0) is exact fp32 multiply-adds when it has at most 16
 inputs, ``tf32x3`` products over blocks of the inputs read from global memory beyond (latent codes).
 The interpreter ignores ``input_precision``, so there the kernels round the operands themselves as
@@ -34,7 +42,7 @@ import numpy as np
 import triton
 import triton.language as tl
 
-__all__ = ["dot", "operand", "products", "sincos_reduced", "store_tangents"]
+__all__ = ["FP16X3", "dot", "operand", "products", "sincos_reduced", "store_tangents"]
 
 # Triton's interpreter has no inline PTX and ignores input_precision: there the kernels emulate both.
 _NATIVE = tl.constexpr(os.environ.get("TRITON_INTERPRET") != "1")
@@ -45,6 +53,10 @@ _INV_2PI = tl.constexpr(1.0 / (2.0 * math.pi))
 _C1 = tl.constexpr(6.28125)
 _C2 = tl.constexpr(float(np.float32(2.0 * math.pi - 6.28125)))
 _C3 = tl.constexpr(float(np.float32(2.0 * math.pi - 6.28125 - float(np.float32(2.0 * math.pi - 6.28125)))))
+
+# The kernels' PRECISION beyond launch.PRECISION_CODES: fp32 products of sines by fp16 big and small
+# parts, the weights' parts side by side in each row (``products``).
+FP16X3 = tl.constexpr(3)
 
 
 @triton.jit
@@ -130,6 +142,18 @@ def dot(a, b, acc, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def _dot_fp16x3(a, b_big, b_small, acc):
+    """acc + a b for a in [-1, 1] (fp32) and b = b_big + b_small (fp16): a's parts rounded to nearest,
+    the small parts' product left out. The interpreter's fp16 dot is numpy's float32 product of the
+    fp16 values: exact products, as the tensor cores'."""
+    a_big = a.to(tl.float16)
+    a_small = (a - a_big.to(tl.float32)).to(tl.float16)
+    acc = tl.dot(a_small, b_big, acc)
+    acc = tl.dot(a_big, b_small, acc)
+    return tl.dot(a_big, b_big, acc)
+
+
+@triton.jit
 def _halves(x):
     """x's first and second half of columns. The top column bits of a dot's accumulator are
     register bits of each thread (repetitions of the MMA tile), so this moves no data."""
@@ -140,20 +164,25 @@ def _halves(x):
 def products(a, t0, t1, t2, z, u0, u1, u2, w_ptr, K0: tl.constexpr, K: tl.constexpr, LDW: tl.constexpr,
               TANGENTS: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     """z += a W^T[K0:K0 + K] and u_i += t_i W^T[K0:K0 + K] (a, t_i: columns K0..K0 + K of the
-    layer's input; W^T (in, LDW) row-major at w_ptr), in chunks of BLOCK_K rows: each chunk of the
+    layer's input; W^T (in, LDW) row-major at w_ptr; for FP16X3, without tangents, (in, 2, LDW) fp16:
+    each row's big parts, then its small ones), in chunks of BLOCK_K rows: each chunk of the
     weights is loaded once for the activations and the tangents, and only a chunk of an operand is
-    ever in the MMA operand layout (or split into TF32 big and small parts) at a time."""
+    ever in the MMA operand layout (or split into big and small parts) at a time."""
     if K == BLOCK_K:
         # The chunk's offset is added to the scalar pointer: one offset tile serves every chunk and
         # layer, where per-chunk offset tiles would be hoisted out of the layer loop, all live.
-        b = tl.load((w_ptr + K0 * LDW) + (tl.arange(0, BLOCK_K)[:, None] * LDW + tl.arange(0, LDW)[None, :]))
-        z = dot(a, b, z, PRECISION)
-        if TANGENTS > 0:
-            u0 = dot(t0, b, u0, PRECISION)
-        if TANGENTS > 1:
-            u1 = dot(t1, b, u1, PRECISION)
-        if TANGENTS > 2:
-            u2 = dot(t2, b, u2, PRECISION)
+        if PRECISION == FP16X3:
+            at = (w_ptr + K0 * 2 * LDW) + (tl.arange(0, BLOCK_K)[:, None] * (2 * LDW) + tl.arange(0, LDW)[None, :])
+            z = _dot_fp16x3(a, tl.load(at), tl.load(at + LDW), z)
+        else:
+            b = tl.load((w_ptr + K0 * LDW) + (tl.arange(0, BLOCK_K)[:, None] * LDW + tl.arange(0, LDW)[None, :]))
+            z = dot(a, b, z, PRECISION)
+            if TANGENTS > 0:
+                u0 = dot(t0, b, u0, PRECISION)
+            if TANGENTS > 1:
+                u1 = dot(t1, b, u1, PRECISION)
+            if TANGENTS > 2:
+                u2 = dot(t2, b, u2, PRECISION)
     else:
         a_lo, a_hi = _halves(a)
         t0_lo, t0_hi, t1_lo, t1_hi, t2_lo, t2_hi = t0, t0, t1, t1, t2, t2

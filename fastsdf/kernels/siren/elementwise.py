@@ -33,5 +33,6 @@ def sincos(z: torch.Tensor, omega: float) -> tuple[torch.Tensor, torch.Tensor]:
     n = z.numel()
     if n:
         with on_device(z):
-            sincos_kernel[(triton.cdiv(n, SINCOS_BLOCK),)](z, s, c, n, float(omega), BLOCK=SINCOS_BLOCK)
+            sincos_kernel[(triton.cdiv(n, SINCOS_BLOCK),)](z, s, c, n, float(omega), BLOCK=SINCOS_BLOCK,
+                                                           enable_fp_fusion=True)  # as launch.Config.options
     return s, c

@@ -128,6 +128,12 @@ class Config:
     num_warps: int
     num_stages: int = 1
 
+    @property
+    def options(self) -> dict:
+        """The launch's compiler options. Fused multiply-adds are asked for explicitly: Triton 3.9
+        warns that 3.10 will turn them off by default."""
+        return dict(num_warps=self.num_warps, num_stages=self.num_stages, enable_fp_fusion=True)
+
 
 def tangents_per_launch(width: int) -> int:
     """Jacobian columns one launch computes (each costs two tiles of registers)."""

@@ -32,14 +32,17 @@ import torch
 import triton
 import triton.language as tl
 
-from fastsdf.kernels.siren.device import dot, operand, products, sincos_reduced, store_tangents
+from fastsdf.kernels.siren.device import FP16X3, dot, operand, products, sincos_reduced, store_tangents
 from fastsdf.kernels.siren.launch import OUT_PAD, PRECISION_CODES, Config, arch, column_groups, config, on_device
 
-__all__ = ["BLOCK_K_FIRST", "EXACT_FIRST_LAYER", "Tape", "forward", "forward_directional", "forward_taped",
-           "forward_with_tangents", "siren_kernel"]
+__all__ = ["BLOCK_K_FIRST", "EXACT_FIRST_LAYER", "FP16_RANGE", "Tape", "forward", "forward_directional",
+           "forward_taped", "forward_with_tangents", "siren_kernel", "split_fp16"]
 
 EXACT_FIRST_LAYER = 16  # inputs up to which the first layer is a loop of fp32 multiply-adds
 BLOCK_K_FIRST = 32  # inputs per product of a first layer beyond EXACT_FIRST_LAYER
+# split_fp16 scales a layer's weights below 2^FP16_RANGE (fp16's largest finite value is ~2^16): the
+# big parts round within range, and small parts, 2^-11 of them, stay normal down to 2^-16 of the largest.
+FP16_RANGE = 15
 
 
 @triton.jit
@@ -68,13 +71,16 @@ def _activate(z, t0, t1, t2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, sto
 
 
 @triton.jit
-def _layer(a, t0, t1, t2, w_ptr, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, K: tl.constexpr,
-           N: tl.constexpr,
+def _layer(a, t0, t1, t2, w_ptr, b_ptr, scale_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid,
+           K: tl.constexpr, N: tl.constexpr,
            SINE: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr,
            BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-    """A layer after the first: K inputs, N outputs, the whole (BLOCK_M, N) result one accumulator."""
+    """A layer after the first: K inputs, N outputs, the whole (BLOCK_M, N) result one accumulator;
+    for FP16X3 the products of the scaled weights times the inverse scale at scale_ptr."""
     z = tl.zeros((BLOCK_M, N), dtype=tl.float32)
     z, u0, u1, u2 = products(a, t0, t1, t2, z, z, z, z, w_ptr, 0, K, N, TANGENTS, BLOCK_K, PRECISION)
+    if PRECISION == FP16X3:
+        z = z * tl.load(scale_ptr)
     return _activate(z, u0, u1, u2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, N, SINE,
                      HAS_BIAS, TANGENTS, TAPED)
 
@@ -95,7 +101,9 @@ def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, tape_rows, ta
             z += tl.load(x_rows + k, mask=valid, other=0.0)[:, None] * tl.load(w_ptr + k * H + rn)[None, :]
     else:
         rk = tl.arange(0, BLOCK_K)
-        for k0 in tl.static_range(0, K, BLOCK_K):
+        # A loop, not unrolled: unrolled, every block's loads were hoisted (7-8 KB of spills at width
+        # 256 with a 256-d latent code, 0.5 MB at 512).
+        for k0 in range(0, K, BLOCK_K):
             xk = tl.load(x_rows[:, None] + (k0 + rk)[None, :], mask=valid[:, None] & (k0 + rk < IN)[None, :],
                          other=0.0)
             z = dot(xk, tl.load(w_ptr + (k0 + rk)[:, None] * H + rn[None, :]), z, 0)
@@ -121,14 +129,16 @@ def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, tape_rows, ta
 
 @triton.jit
 def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_hidden, w_last, b_last,
-                  omega_first, omega_hidden, omega_last, hidden_layers, first_column, jac_column, tape_ptr,
+                  scales, omega_first, omega_hidden, omega_last, hidden_layers, first_column, jac_column, tape_ptr,
                   tape_last_ptr, tape_u_ptr, tape_u_last_ptr, IN: tl.constexpr, K_FIRST: tl.constexpr,
                   H: tl.constexpr, OUT: tl.constexpr, GRAD_COLUMNS: tl.constexpr, TANGENTS: tl.constexpr,
                   SINE_LAST: tl.constexpr, HAS_BIAS: tl.constexpr, EXACT_FIRST: tl.constexpr, PRECISION: tl.constexpr,
                   TAPE: tl.constexpr, GIVEN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                   BLOCK_K_FIRST: tl.constexpr):
     """y (and TANGENTS columns of the Jacobian from jac_column on) of BLOCK_M points. Weights
-    transposed (in, out); the output layer padded to OUT_PAD columns. With TAPE, what the backward
+    transposed (in, out); the output layer padded to OUT_PAD columns; for FP16X3 the hidden and
+    output layers' as ``split_fp16`` gives them, their inverse scales at ``scales`` (hidden layers,
+    then the output layer). With TAPE, what the backward
     reads too: the sine layers' pre-activations (layers, n_points, H) at tape_ptr (written by the
     launch of column 0) and their incoming tangents (layers, GRAD_COLUMNS, n_points, H) at
     tape_u_ptr; a sine output layer's (n_points, OUT) and (GRAD_COLUMNS, n_points, OUT) at
@@ -147,17 +157,19 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
     a, t0, t1, t2 = operand(a, PRECISION), operand(t0, PRECISION), operand(t1, PRECISION), operand(t2, PRECISION)
     w = w_hidden
     bias = b_hidden
+    scale = scales
     for _ in range(hidden_layers):
         tape_rows += plane
         tape_u_rows += GRAD_COLUMNS * plane
-        a, t0, t1, t2 = _layer(a, t0, t1, t2, w, bias, omega_hidden, tape_rows, tape_u_rows, plane, store_z, valid,
-                               H, H, True, HAS_BIAS, TANGENTS, H if TAPE else 0, BLOCK_M, BLOCK_K, PRECISION)
+        a, t0, t1, t2 = _layer(a, t0, t1, t2, w, bias, scale, omega_hidden, tape_rows, tape_u_rows, plane, store_z,
+                               valid, H, H, True, HAS_BIAS, TANGENTS, H if TAPE else 0, BLOCK_M, BLOCK_K, PRECISION)
         a, t0, t1, t2 = (operand(a, PRECISION), operand(t0, PRECISION), operand(t1, PRECISION),
                          operand(t2, PRECISION))
-        w += H * H
+        w += H * H * (2 if PRECISION == FP16X3 else 1)
         bias += H
+        scale += 1
     out_plane = n_points.to(tl.int64) * OUT
-    y, t0, t1, t2 = _layer(a, t0, t1, t2, w_last, b_last, omega_last, tape_last_ptr + rows * OUT,
+    y, t0, t1, t2 = _layer(a, t0, t1, t2, w_last, b_last, scale, omega_last, tape_last_ptr + rows * OUT,
                            tape_u_last_ptr + jac_column * out_plane + rows * OUT, out_plane, store_z, valid, H,
                            OUT_PAD, SINE_LAST, HAS_BIAS, TANGENTS, OUT if TAPE and SINE_LAST else 0, BLOCK_M,
                            BLOCK_K, PRECISION)
@@ -169,22 +181,49 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
 
 
 
+def split_fp16(w_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights (..., in, out) as FP16X3's products read them: (..., in, 2, out) fp16, each row's big
+    parts, then its small ones, of the weights times a power of two per matrix that puts the largest
+    below 2^FP16_RANGE, and the inverse powers (...,) fp32 (on the device: no synchronisation). Zero,
+    infinite or NaN weights leave the scale at 2^FP16_RANGE (what is not finite stays so)."""
+    w_t = w_t.detach().float()
+    largest = w_t.abs().amax(dim=(-2, -1))
+    _, exponent = torch.frexp(torch.where(torch.isfinite(largest), largest, torch.zeros_like(largest)))
+    power = (FP16_RANGE - exponent).clamp(-126, 126).float()  # both the scale and its inverse fp32 normals
+    scaled = w_t * torch.exp2(power)[..., None, None]
+    big = scaled.half()
+    return torch.stack([big, (scaled - big.float()).half()], dim=-2), torch.exp2(-power)
+
+
 def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
-                 precision: str, cfg: Config) -> tuple[list[torch.Tensor], dict]:
-    """The weights as the kernel reads them (transposed, hidden and output
-    layers in the precision's operand type: converted once per call) and the shape constants."""
+                 precision: str, cfg: Config, tangents: int) -> tuple[list[torch.Tensor], dict]:
+    """The weights as the kernel reads them (transposed, hidden and output layers in the products'
+    operand type: converted once per call; FP16X3, fp32 without tangents: ``split_fp16``'s, with the
+    inverse scales) and the shape constants."""
     inputs = x.shape[1]
     width, outputs = weights[0].shape[0], weights[-1].shape[0]
     exact = inputs <= EXACT_FIRST_LAYER
     k_first = inputs if exact else triton.cdiv(inputs, BLOCK_K_FIRST) * BLOCK_K_FIRST
+    code = FP16X3.value if precision == "fp32" and tangents == 0 else PRECISION_CODES[precision]
     operand = torch.bfloat16 if precision == "bf16" else torch.float32
     device = x.device
     w_first = torch.zeros((k_first, width), dtype=torch.float32, device=device)
     w_first[:inputs] = weights[0].detach().t()
-    hidden = [w.detach().t().to(operand) for w in weights[1:-1]]
-    w_hidden = torch.stack(hidden).contiguous() if hidden else torch.zeros(1, dtype=operand, device=device)
-    w_last = torch.zeros((width, OUT_PAD.value), dtype=operand, device=device)
-    w_last[:, :outputs] = weights[-1].detach().t().to(operand)
+    hidden = torch.stack([w.detach().t() for w in weights[1:-1]]) if len(weights) > 2 else None
+    w_last = torch.zeros((width, OUT_PAD.value), dtype=torch.float32, device=device)
+    w_last[:, :outputs] = weights[-1].detach().t()
+    if code == FP16X3.value:
+        w_last, last_scale = split_fp16(w_last)
+        if hidden is None:
+            w_hidden, scales = torch.zeros(1, dtype=torch.float16, device=device), last_scale[None]
+        else:
+            w_hidden, hidden_scales = split_fp16(hidden)
+            scales = torch.cat([hidden_scales, last_scale[None]])
+    else:
+        w_last = w_last.to(operand)
+        w_hidden = (hidden.to(operand).contiguous() if hidden is not None
+                    else torch.zeros(1, dtype=operand, device=device))
+        scales = torch.ones(1, dtype=torch.float32, device=device)  # read by FP16X3 only
     has_bias = biases[0] is not None
     empty = torch.zeros(1, dtype=torch.float32, device=device)
     b_first = biases[0].detach().float().contiguous() if has_bias else empty
@@ -194,9 +233,8 @@ def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Seque
     if has_bias:
         b_last[:outputs] = biases[-1].detach()
     constants = dict(IN=inputs, K_FIRST=k_first, H=width, OUT=outputs, HAS_BIAS=has_bias, EXACT_FIRST=exact,
-                     PRECISION=PRECISION_CODES[precision], BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
-                     BLOCK_K_FIRST=BLOCK_K_FIRST)
-    return [w_first, b_first, w_hidden, b_hidden, w_last, b_last], constants
+                     PRECISION=code, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_K_FIRST=BLOCK_K_FIRST)
+    return [w_first, b_first, w_hidden, b_hidden, w_last, b_last, scales], constants
 
 
 def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
@@ -215,13 +253,13 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torc
     with on_device(x):
         for start, tangents in column_groups(width, columns):
             cfg = config(width, tangents, precision, target, tape is not None)
-            tensors, constants = _launch_args(x, weights, biases, precision, cfg)
+            tensors, constants = _launch_args(x, weights, biases, precision, cfg, tangents)
             siren_kernel[(triton.cdiv(n, cfg.block_m),)](
                 x, n, y, y if jacobian is None else jacobian, *tensors,
                 float(omegas[0]), float(omegas[1] if hidden else omegas[0]), float(omegas[-1] or 0.0), hidden,
                 inputs - columns + start, start, *(4 * [y] if tape is None else tape.tensors()),
                 GRAD_COLUMNS=max(columns, 1), TANGENTS=tangents, SINE_LAST=omegas[-1] is not None,
-                TAPE=tape is not None, GIVEN=given, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **constants)
+                TAPE=tape is not None, GIVEN=given, **cfg.options, **constants)
     return y, jacobian
 
 

@@ -252,5 +252,4 @@ def _sweep(dy: torch.Tensor, dj: torch.Tensor, tape: Tape, weights: Sequence[tor
                 IN=inputs, IN_PAD=in_pad, H=width, OUT=outputs, GRAD_COLUMNS=max(columns, 1), TANGENTS=tangents,
                 FIRST=start == 0, SINE_LAST=omegas[-1] is not None, NEED_DX=need_dx, DELTAS=deltas is not None,
                 STORE_A=deltas is not None and start + tangents == columns, STORE_T=deltas is not None,
-                PRECISION=PRECISION_CODES[precision], BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                PRECISION=PRECISION_CODES[precision], BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, **cfg.options)
