@@ -656,8 +656,8 @@ NOTES = [
     "here. HBM B/pt and L2 B/pt: the H200's split of the global bytes.",
     "Dots: the kernels' products are costed on the hardware they run on: in the CPU interpreter they are IEEE dots "
     "of operands rounded to TF32 or bf16, recognised by their values, or fp16 dots (fp32 mode: three fp16 "
-    "products per layer of a launch without tangents, three TF32 products, big and small parts, with tangents "
-    "and in the backward; tf32: one; bf16: one bf16).",
+    "products per layer, big and small parts, three TF32 ones for a latent code's first layer and dL/dx; tf32: "
+    "one; bf16: one bf16).",
     "Sines are costed on the MUFU (sin.approx); libdevice's sinf, which the kernels may compile to, costs about "
     "28 FP32 instructions each instead.",
     "eager: PyTorch ops (fastsdf.ops.siren_reference, the official SIREN's ops), input gradient by "

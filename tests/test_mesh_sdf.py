@@ -325,7 +325,7 @@ def test_carried_signs_match_pointwise_winding_numbers(rng, seed) -> None:
 def test_cpu_code_paths_agree(tmp_path: Path, rng, seed) -> None:
     """The AVX2 build of the CPU kernels (used where the CPU has it) and the baseline one
     (FASTSDF_CPU_ISA=baseline, run in a subprocess since the choice is made once) give the same results
-    up to rounding."""
+    up to rounding (the fast winding number: up to its approximation where rounding decides it)."""
     name = str(rng.choice(SHARED))
     verts, faces = shared_mesh(name)
     points = sample_points(rng, verts, faces, 3001)
@@ -356,7 +356,12 @@ def test_cpu_code_paths_agree(tmp_path: Path, rng, seed) -> None:
         np.testing.assert_allclose(np.abs(fast[sign]), np.abs(baseline[sign]), rtol=0, atol=1e-12, err_msg=context)
         agree = ((fast[sign] < 0) == (baseline[sign] < 0))[away]
         assert agree.all() if sign != "winding" else agree.mean() >= 0.999, f"{sign}; {context}"
-    np.testing.assert_allclose(fast["fast"], baseline["fast"], rtol=0, atol=1e-4, err_msg=context)
+    # The fast winding number takes a node's expansion where the point lies beyond beta times its
+    # radius: where rounding puts a point on either side of that test in the two builds, they differ
+    # by that node's approximation error, not by rounding (seed 7697361003276671265: 1 point in 3001
+    # of fandisk, 8.7e-4, both within 0.008 of the exact 0). Elsewhere they agree to rounding.
+    differ = np.abs(fast["fast"] - baseline["fast"])
+    assert (differ > 1e-4).mean() <= 1e-3 and differ.max() <= FAST_WINDING_ATOL, (differ.max(), context)
     np.testing.assert_allclose(fast["exact"], baseline["exact"], rtol=0, atol=1e-9, err_msg=context)
 
 

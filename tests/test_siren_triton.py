@@ -29,7 +29,7 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton")
 
 from fastsdf.kernels import siren as kernels  # noqa: E402
-from fastsdf.kernels.siren import elementwise, gradient, launch, network, training  # noqa: E402
+from fastsdf.kernels.siren import elementwise, gradient, launch, network, operands, training  # noqa: E402
 from fastsdf.nn import SirenMLP  # noqa: E402
 from fastsdf.ops import siren as siren_ops  # noqa: E402
 from fastsdf.ops import siren_cpu, siren_triton  # noqa: E402
@@ -54,8 +54,7 @@ def run(model: SirenMLP, x: torch.Tensor, latent: torch.Tensor | None = None) ->
     with torch.no_grad():
         y = model(x, latent)
         y2, j = model.forward_with_gradient(x, latent)
-    # The forward and the Jacobian's launch may chunk the layers differently (other sums' order) and,
-    # in fp32, multiply differently (fp16x3 without tangents, tf32x3 with).
+    # The forward and the Jacobian's launch may chunk the layers differently (other sums' order).
     assert torch.allclose(y, y2, rtol=0, atol=1e-5 * float(y.abs().max().clamp(min=1)))
     return y, y2, j
 
@@ -68,29 +67,45 @@ def _tf32(t: torch.Tensor) -> torch.Tensor:
     return bits.view(torch.float32).double()
 
 
-def _fp16_parts(t: torch.Tensor, scale: float) -> list[torch.Tensor]:
+def _fp16_parts(t: torch.Tensor, scale: torch.Tensor | float) -> list[torch.Tensor]:
     """t times scale rounded to fp16 (to nearest even) and the rest rounded again, unscaled."""
     scaled = t.float() * scale
     big = scaled.half()
     return [big.double() / scale, (scaled - big.float()).half().double() / scale]
 
 
-def _operands(t: torch.Tensor, precision: str) -> list[torch.Tensor]:
-    """t as the tensor cores read it: the parts whose products are summed."""
-    if precision == "fp16x3":  # a layer's input, a sine: as it is
+def _power_below(largest: torch.Tensor, top: int) -> torch.Tensor:
+    """The power of two that puts ``largest`` in [2^(top - 1), 2^top)."""
+    return torch.exp2((top - torch.frexp(largest.float())[1]).double()).float()
+
+
+def _operands(t: torch.Tensor, mode: str) -> list[torch.Tensor]:
+    """t as the tensor cores read it: the parts whose products are summed. fp16x3: a sine, as it is;
+    "fp16x3 rows": an operand without a bound, each row scaled to a largest |value| in [1, 2) first;
+    "fp16x3 weights": the matrix scaled to a largest in [2^14, 2^15) (``operands.split_fp16``)."""
+    if mode == "fp16x3":
         return _fp16_parts(t, 1.0)
-    if precision == "fp16x3 weights":  # scaled to put the largest in [2^14, 2^15)
-        return _fp16_parts(t, 2.0 ** (15 - int(torch.frexp(t.abs().max().float())[1])))
-    if precision == "bf16":
+    if mode == "fp16x3 rows":
+        return _fp16_parts(t, _power_below(t.abs().amax(dim=-1, keepdim=True), 1))
+    if mode == "fp16x3 weights":
+        return _fp16_parts(t, _power_below(t.abs().max(), 15))
+    if mode == "bf16":
         return [t.float().to(torch.bfloat16).double()]
-    if precision == "tf32":
+    if mode == "tf32":
         return [_tf32(t)]
-    big = _tf32(t)
+    big = _tf32(t)  # tf32x3
     return [big, _tf32(t.float() - big.float())]
 
 
-def _product(a: torch.Tensor, w_t: torch.Tensor, precision: str) -> torch.Tensor:
-    pa, pw = _operands(a, precision), _operands(w_t, precision + " weights" if precision == "fp16x3" else precision)
+def _mode(precision: str, bounded: bool) -> str:
+    """How a product at ``precision`` multiplies an operand (``bounded``: a sine)."""
+    if precision != "fp32":
+        return precision
+    return "fp16x3" if bounded else "fp16x3 rows"
+
+
+def _product(a: torch.Tensor, w_t: torch.Tensor, mode: str) -> torch.Tensor:
+    pa, pw = _operands(a, mode), _operands(w_t, "fp16x3 weights" if mode.startswith("fp16x3") else mode)
     total = pa[0] @ pw[0]
     if len(pa) > 1:  # tf32x3, fp16x3: the small parts' product is left out
         total = total + pa[0] @ pw[1] + pa[1] @ pw[0]
@@ -105,10 +120,9 @@ def _mufu(phase: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def hardware_model(model: SirenMLP, x: torch.Tensor, latent: torch.Tensor | None = None,
                    reverse: bool = False) -> tuple[torch.Tensor, ...]:
     """(y, J) as the GPU kernels compute them, up to summation order: the first layer exact (<= 16
-    inputs, else tf32x3), the others at the model's precision, the MUFU's worst-case sine error; J
-    by forward mode, or with ``reverse`` as ``kernels.siren.gradient``'s reverse mode (a sweep per
-    output from the taped forward, whose fp32 products are fp16x3 as any launch's without tangents;
-    dL/dx's product in tf32x3)."""
+    inputs, else tf32x3), the others at the model's precision (fp32: fp16x3, ``_mode``), the MUFU's
+    worst-case sine error; J by forward mode, or with ``reverse`` as ``kernels.siren.gradient``'s
+    reverse mode (a sweep per output from the taped forward, dL/dx's product in tf32x3)."""
     a = network_points(model, x, latent)
     weights = [w.detach().double() for w in model.weights]
     biases = [b.detach().double() for b in model.biases] or [None] * len(weights)
@@ -119,11 +133,11 @@ def hardware_model(model: SirenMLP, x: torch.Tensor, latent: torch.Tensor | None
     for layer, (w, b, omega) in enumerate(zip(weights, biases, model.omegas)):
         if layer == 0:
             exact = a.shape[1] <= 16
-            z = a @ w.T if exact else _product(a, w.T, "fp32")
+            z = a @ w.T if exact else _product(a, w.T, "tf32x3")
             dz = t @ w.T
         else:
-            z = _product(a, w.T, "fp16x3" if reverse and model.precision == "fp32" else model.precision)
-            dz = torch.stack([_product(t[:, k], w.T, model.precision) for k in range(columns)], dim=1)
+            z = _product(a, w.T, _mode(model.precision, True))
+            dz = torch.stack([_product(t[:, k], w.T, _mode(model.precision, False)) for k in range(columns)], dim=1)
         if b is not None:
             z = z + b
         if omega is None:
@@ -143,7 +157,7 @@ def hardware_model(model: SirenMLP, x: torch.Tensor, latent: torch.Tensor | None
             if factors[layer] is not None:
                 g = g * factors[layer]
             w = weights[layer] if layer else weights[0][:, -columns:]
-            g = _product(g, w, model.precision if layer else "fp32")
+            g = _product(g, w, _mode(model.precision, False) if layer else "tf32x3")
         sweeps.append(g)
     return a, torch.stack(sweeps, dim=1)
 
@@ -151,13 +165,12 @@ def hardware_model(model: SirenMLP, x: torch.Tensor, latent: torch.Tensor | None
 def check(model: SirenMLP, x: torch.Tensor, forward_y: torch.Tensor, y: torch.Tensor, j: torch.Tensor,
           latent: torch.Tensor | None = None, reverse: bool = False) -> None:
     """``forward_y`` of the forward's launch, (y, j) of the Jacobian's (by reverse mode with
-    ``reverse``), and the hardware's model of each, against float64."""
+    ``reverse``) and the hardware's model of them (y's products are the same in every launch),
+    against float64."""
     tol_y, tol_j = RTOL[model.precision]
     model_y, model_j = hardware_model(model, x, latent, reverse)
     hardware = output_errors(model, x, model_y.float(), model_j.float(), latent)
-    # The forward without tangents multiplies as reverse mode's taped forward.
-    hardware_forward = output_errors(model, x, hardware_model(model, x, latent, True)[0].float(), None, latent)
-    assert hardware[0] <= tol_y / 2 and hardware[1] <= tol_j / 2 and hardware_forward[0] <= tol_y / 2, hardware
+    assert hardware[0] <= tol_y / 2 and hardware[1] <= tol_j / 2, hardware
     error_y, error_j = output_errors(model, x, y.cpu(), j.cpu(), latent)
     error_forward = output_errors(model, x, forward_y.cpu(), None, latent)[0]
     assert error_y <= tol_y and error_j <= tol_j and error_forward <= tol_y, (error_y, error_j, error_forward)
@@ -264,32 +277,57 @@ def test_the_sine_model_holds_at_omega_30(rng: np.random.Generator) -> None:
         assert MUFU_ERROR < 1e-6 and float(bound) < RTOL_Y  # the sine's error is small next to the tolerance
 
 
+def _split_reference(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``operands.split_fp16`` in PyTorch ops: each matrix times 2^p, p = FP16_RANGE - its largest
+    |value|'s frexp exponent (clamped to [-126, 126]; the biased exponent for zeros and what is not
+    finite), rounded to fp16, the rest rounded again."""
+    largest = w.abs().amax(dim=(-2, -1))
+    biased = (largest.contiguous().view(torch.int32) >> 23) & 0xFF
+    power = (operands.FP16_RANGE.value + 126 - biased).clamp(-126, 126).double()
+    scaled = (w.double() * torch.exp2(power)[..., None, None]).float()
+    big = scaled.half()
+    return torch.stack([big, (scaled - big.float()).half()], dim=-2), torch.exp2(-power).float()
+
+
 def test_split_fp16_keeps_weights_of_any_magnitude_to_float32s_precision() -> None:
-    """``network.split_fp16``: each matrix scaled by its own power of two, big + small parts within
-    2^-23 of every weight relative to the matrix's largest, for weights from 2^-120 to 2^120; a
-    matrix of zeros stays zero, and one with an infinity or a NaN is not finite."""
+    """``operands.split_fp16`` (one launch) equals its PyTorch twin bit for bit on odd shapes, and
+    scales each matrix by its own power of two: big + small parts within 2^-23 of every weight
+    relative to the matrix's largest, for weights from 2^-120 to 2^120; a matrix of zeros stays
+    zero, and one with an infinity or a NaN is not finite."""
+    for shape in ((3, 7, 5), (2, 33, 17), (1, 1, 1)):
+        w = torch.randn(shape) * torch.exp2(torch.randint(-60, 60, (shape[0], 1, 1)).float())
+        for got, want in zip(operands.split_fp16(w.to(DEVICE)), _split_reference(w)):
+            assert torch.equal(got.cpu(), want)
     for magnitude in (2.0 ** -100, 1e-3, 1.0, 2.0 ** 100):
         w = torch.randn(3, 64, 48) * magnitude * torch.tensor([1.0, 2.0 ** -20, 2.0 ** 20])[:, None, None]
-        parts, inverse = network.split_fp16(w)
+        parts, inverse = (t.cpu() for t in operands.split_fp16(w.to(DEVICE)))
         assert parts.dtype == torch.float16 and parts.shape == (3, 64, 2, 48) and inverse.shape == (3,)
         rebuilt = (parts[..., 0, :].double() + parts[..., 1, :].double()) * inverse.double()[:, None, None]
         largest = w.double().abs().amax(dim=(1, 2))
         assert ((rebuilt - w.double()).abs().amax(dim=(1, 2)) <= 2.0 ** -23 * largest).all()
-        assert (parts[..., 0, :].float().abs().amax(dim=(1, 2)) < 2.0 ** network.FP16_RANGE).all()
-    parts, inverse = network.split_fp16(torch.zeros(5, 7))
+        assert (parts[..., 0, :].float().abs().amax(dim=(1, 2)) < 2.0 ** operands.FP16_RANGE.value).all()
+    parts, inverse = operands.split_fp16(torch.zeros(5, 7, device=DEVICE))
     assert not parts.any() and torch.isfinite(inverse).all()
     for bad in (float("inf"), float("nan")):
-        w = torch.rand(5, 7)
-        w[2, 3] = bad
-        parts, _ = network.split_fp16(w)
-        assert not torch.isfinite(parts[2, :, 3].float().sum()) and torch.isfinite(parts[0].float()).all()
+        w = torch.rand(3, 5, 7)
+        w[2, 1, 3] = bad
+        with np.errstate(invalid="ignore"):  # the interpreter's inf - inf
+            parts, _ = (t.cpu() for t in operands.split_fp16(w.to(DEVICE)))
+        assert not torch.isfinite(parts[2].float()).all() and torch.isfinite(parts[:2].float()).all()
+    assert operands.split_fp16(torch.empty(0, 4, 4, device=DEVICE))[0].shape == (0, 4, 2, 4)
 
 
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
 @pytest.mark.parametrize("power", [-40, 40])
-def test_the_fp32_forward_holds_for_weights_far_from_fp16s_range(power: int, poisoned: None) -> None:
-    """fp32's forward multiplies by fp16 parts of scaled weights (``split_fp16``): hidden and output
-    weights 2^power times a network's (omegas and biases compensating, so y is the same) give y
-    within fp32's tolerance of float64, where unscaled fp16 would overflow or flush to zero."""
+def test_fp32_holds_for_weights_and_gradients_far_from_fp16s_range(power: int, mode: str,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  poisoned: None) -> None:
+    """fp32 multiplies by fp16 parts of scaled weights (``operands.split_fp16``) and of operands
+    scaled per row (tangents, the sweep's gradients: ``device.scale_rows``): hidden and output weights
+    2^power times a network's (omegas and biases compensating, so y and J scale by 2^power, and so
+    do the tangents and gradients inside) give y and J by either mode within fp32's tolerance of
+    float64, where fp16 unscaled would overflow or flush to zero."""
+    monkeypatch.setattr(gradient, "reverse_pays", lambda *args: mode == "reverse")
     model = SirenMLP(3, 32, 2, 2, outermost_linear=True)
     factor = 2.0 ** power
     weights = [w.detach().clone() for w in model.weights]
@@ -299,14 +337,46 @@ def test_the_fp32_forward_holds_for_weights_far_from_fp16s_range(power: int, poi
         biases[layer] *= factor
     omegas = [model.omegas[0]] + [omega / factor for omega in model.omegas[1:-1]] + [None]
     x = torch.rand(45, 3) * 2 - 1
-    y = kernels.forward(x.to(DEVICE), [w.to(DEVICE) for w in weights], [b.to(DEVICE) for b in biases], omegas,
-                        "fp32").cpu().double()
+    on_device = ([w.to(DEVICE) for w in weights], [b.to(DEVICE) for b in biases], omegas, "fp32")
+    y = kernels.forward(x.to(DEVICE), *on_device).cpu().double()
+    y2, j = (t.cpu().double() for t in kernels.forward_with_gradient(x.to(DEVICE), *on_device, 3))
     from fastsdf.ops import siren_reference
 
-    want = siren_reference.forward(x.double(), [w.detach().double() for w in model.weights],
-                                   [b.detach().double() for b in model.biases], model.omegas)
-    scale = float(want.abs().max()) + 1
-    assert (y / factor - want).abs().max() <= RTOL_Y * 5 * scale
+    want_y, want_j = siren_reference.forward_with_gradient(x.double(), [w.detach().double() for w in model.weights],
+                                                           [b.detach().double() for b in model.biases],
+                                                           model.omegas, 3)
+    scale_y, scale_j = float(want_y.abs().max()) + 1, float(want_j.detach().abs().max()) + 1
+    assert (y / factor - want_y).abs().max() <= RTOL_Y * 5 * scale_y
+    assert (y2 / factor - want_y).abs().max() <= RTOL_Y * 5 * scale_y
+    assert (j / factor - want_j).abs().max() <= RTOL_GRAD * 5 * scale_j
+
+
+@pytest.mark.parametrize("power", [-24, 24])
+def test_fp32_scales_the_rows_of_tangents_and_gradients_far_from_fp16s_range(power: int, poisoned: None) -> None:
+    """The operands without a bound, scaled per row (``device.scale_rows``) before their fp16 parts
+    are taken: first-layer weights 2^power times a network's at points 2^-power times (y the same,
+    J and every tangent 2^power times), by forward mode; and the reverse sweep from dL/dy 2^power
+    times (``training.input_gradient``). Within fp32's tolerance of float64, where fp16 unscaled
+    overflows (2^24) or loses the tangents to subnormals (2^-24)."""
+    model = SirenMLP(3, 32, 2, 1, outermost_linear=True)
+    factor = 2.0 ** power
+    weights = [w.detach().clone() for w in model.weights]
+    weights[0] *= factor
+    biases = [b.detach() for b in model.biases]
+    x = torch.rand(45, 3) * 2 - 1
+    from fastsdf.ops import siren_reference
+
+    want_y, want_j = siren_reference.forward_with_gradient(x.double(), [w.detach().double() for w in model.weights],
+                                                           [b.double() for b in biases], model.omegas, 3)
+    scale_j = float(want_j.detach().abs().max()) + 1
+    args = ([w.to(DEVICE) for w in weights], [b.to(DEVICE) for b in biases], model.omegas, "fp32")
+    _, j = kernels.forward_with_gradient((x / factor).to(DEVICE), *args, 3, reverse=False)
+    assert (j.cpu().double() / factor - want_j).abs().max() <= RTOL_GRAD * 5 * scale_j
+    args = ([w.to(DEVICE) for w in model.weights], [b.to(DEVICE) for b in biases], model.omegas, "fp32")
+    y, tape = network.forward_taped(x.to(DEVICE), *args)
+    dx = torch.empty(len(x), 3, device=DEVICE)
+    training.input_gradient(torch.full_like(y, factor), tape, *args[:1], model.omegas, "fp32", dx)
+    assert (dx.cpu().double() / factor - want_j[:, 0]).abs().max() <= RTOL_GRAD * 5 * scale_j
 
 
 def test_other_widths_take_the_composed_path() -> None:

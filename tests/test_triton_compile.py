@@ -5,7 +5,8 @@ Jacobian columns per launch, each precision) is compiled with Triton's own compi
 ``GPUTarget``, and the result is checked: shared memory within the target's per-block limit, no
 register spills up to width 256 (Triton's bundled ``ptxas -v`` on the PTX), and the sine on the
 special function unit (``sin.approx.f32`` in the PTX, ``MUFU.SIN`` in the SASS from the bundled
-``nvdisasm``). The other constants of the kernel (inputs, outputs, bias, a linear or sine output
+``nvdisasm``); so are the kernels beside the network's (the composed path's sine, the split of fp32's
+weights into fp16 parts). The other constants of the kernel (inputs, outputs, bias, a linear or sine output
 layer) do not change its tiling; the tests take xyz inputs, one output and a bias, plus a latent
 code's first layer (259 inputs) in the ``slow`` set.
 
@@ -24,8 +25,8 @@ rest in the slow one.
 
 Measured: the tables in ``fastsdf.kernels.siren.launch``'s docstring. Zero spills is asserted for widths
 <= 256 except the configurations in ``KNOWN_SPILLS`` (measured bytes, asserted not to grow): the
-Jacobian at width 256 (one tangent per launch) and width 64 fp32 on sm_90, and the Jacobian's
-backward at widths 128 and 256, the open items of issue 12.
+Jacobian's forward and backward (forward mode, tangents in registers) at widths 64-256, fp32's
+reverse sweep at 256 on sm_90, a few tf32 and bf16 training kernels: the open items of issue 12.
 """
 
 from __future__ import annotations
@@ -51,13 +52,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_LIMIT = {80: 166912, 90: 232448}
 SPILLS_UP_TO = 256  # widths whose tilings must not spill
 # (width, tangents, precision, arch) -> spill bytes measured (Triton 3.9, ptxas 12.9): still open.
-KNOWN_SPILLS = {("forward", 64, 3, "fp32", 90): 36, ("forward", 256, 1, "fp32", 80): 12,
-                ("forward", 256, 1, "fp32", 90): 24,
-                # The training backward of the Jacobian (eikonal) at widths 128 (3 columns a launch) and
-                # 256 (1 column a launch): 4-8 tiles live, as the forward's Jacobian, plus the tape's.
-                ("backward", 128, 3, "fp32", 80): 36, ("backward", 128, 3, "fp32", 90): 12,
-                ("backward", 256, 1, "fp32", 80): 1544, ("backward", 256, 1, "fp32", 90): 1620,
-                ("taped", 256, 1, "fp32", 90): 60,
+# fp32 (fp16x3): the kernels with operands scaled per row (device.scale_rows: the tangents, the
+# backward's gradients), whose row maxima and inverse scales cost a few words where the tiles fill
+# the registers: the Jacobian's forward and backward with 3 columns at 64-128, 1 at 256 (the
+# backward at 256 spilled 1.5-1.6 KB with tf32x3), and the reverse sweep at 256 on sm_90 (at 16
+# points a tile it spills nothing: 174 registers); at width 16 on sm_80 ptxas spills 8 B at 72.
+KNOWN_SPILLS = {("forward", 64, 3, "fp32", 90): 16, ("forward", 128, 1, "fp32", 90): 12,
+                ("forward", 256, 1, "fp32", 80): 36, ("forward", 256, 1, "fp32", 90): 96,
+                ("taped", 64, 3, "fp32", 90): 48, ("taped", 256, 1, "fp32", 80): 36,
+                ("backward", 128, 3, "fp32", 80): 60, ("backward", 128, 3, "fp32", 90): 88,
+                ("backward", 256, 1, "fp32", 80): 96, ("backward", 256, 1, "fp32", 90): 12,
+                ("input_gradient", 16, 0, "fp32", 80): 8, ("input_gradient", 256, 0, "fp32", 90): 44,
                 # tf32 and bf16 training kernels (the slow set), measured the same way.
                 ("backward", 64, 3, "bf16", 90): 24, ("backward", 128, 3, "bf16", 90): 48,
                 ("backward", 256, 1, "bf16", 90): 60, ("backward", 256, 0, "tf32", 90): 8,
@@ -67,6 +72,8 @@ KNOWN_SPILLS = {("forward", 64, 3, "fp32", 90): 36, ("forward", 256, 1, "fp32", 
                 ("taped", 256, 1, "tf32", 80): 24, ("taped", 256, 1, "tf32", 90): 36}
 TARGETS = (80, 90)
 PRECISIONS = ("fp32", "tf32", "bf16")
+# The type the hidden and output layers' weights reach the kernels in (fp32's: fp16 parts).
+_OPERAND = {"fp32": "*fp16", "tf32": "*fp32", "bf16": "*bf16"}
 
 
 def _fast(width: int, tangents: int, precision: str) -> bool:
@@ -111,15 +118,14 @@ def _compile(case: dict, arch: int, workdir: str) -> dict:
     """Compile one case for sm_<arch> and measure it (runs in the subprocess)."""
     import triton
 
-    from fastsdf.kernels.siren import device, launch, network
+    from fastsdf.kernels.siren import launch, network, operands
 
     if case.get("kernel") in ("backward", "input_gradient"):
         return _compile_backward(case, arch, workdir)
     width, tangents, precision, inputs = case["width"], case["tangents"], case["precision"], case["inputs"]
     cfg = launch.config(width, tangents, precision, arch, case.get("kernel") == "taped")
     exact = inputs <= network.EXACT_FIRST_LAYER
-    fp16x3 = precision == "fp32" and tangents == 0
-    operand = "*bf16" if precision == "bf16" else "*fp16" if fp16x3 else "*fp32"
+    operand = _OPERAND[precision]
     signature = dict(x_ptr="*fp32", n_points="i32", y_ptr="*fp32", jac_ptr="*fp32", w_first="*fp32",
                      b_first="*fp32", w_hidden=operand, b_hidden="*fp32", w_last=operand, b_last="*fp32",
                      scales="*fp32", omega_first="fp32", omega_hidden="fp32", omega_last="fp32", hidden_layers="i32",
@@ -127,8 +133,7 @@ def _compile(case: dict, arch: int, workdir: str) -> dict:
                      tape_u_ptr="*fp32", tape_u_last_ptr="*fp32")
     constants = dict(IN=inputs, K_FIRST=inputs if exact else triton.cdiv(inputs, 32) * 32, H=width, OUT=1,
                      GRAD_COLUMNS=3, TANGENTS=tangents, SINE_LAST=False, HAS_BIAS=True, EXACT_FIRST=exact,
-                     PRECISION=device.FP16X3.value if fp16x3 else launch.PRECISION_CODES[precision],
-                     TAPE=case.get("kernel") == "taped",
+                     PRECISION=operands.kernel_precision(precision), TAPE=case.get("kernel") == "taped",
                      GIVEN=case.get("kernel") == "taped" and tangents > 0,
                      BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_K_FIRST=network.BLOCK_K_FIRST)
     return _compiled(network.siren_kernel, signature, constants, cfg, case, arch, workdir)
@@ -137,23 +142,22 @@ def _compile(case: dict, arch: int, workdir: str) -> dict:
 def _compile_backward(case: dict, arch: int, workdir: str) -> dict:
     """The training backward (``training.backward_kernel``) for xyz inputs and one output; as
     "input_gradient", without storing dL/dz (``training.input_gradient``)."""
-    from fastsdf.kernels.siren import launch, training
+    from fastsdf.kernels.siren import launch, operands, training
 
     width, precision, tangents = case["width"], case["precision"], case["tangents"]
     cfg = launch.backward_config(width, tangents, precision, arch)
-    operand = "*bf16" if precision == "bf16" else "*fp32"
+    operand = _OPERAND[precision]
     pointers = ("dy_ptr", "dj_ptr", "dx_ptr", "tape_ptr", "tape_last_ptr", "tape_u_ptr", "tape_u_last_ptr", "delta_ptr",
                 "delta_last_ptr", "delta_u_ptr", "delta_u_last_ptr", "w_first")
     signature = dict({name: "*fp32" for name in pointers}, n_points="i32", w_hidden=operand, w_last=operand,
-                     omega_first="fp32", omega_hidden="fp32", omega_last="fp32", hidden_layers="i32",
+                     scales="*fp32", omega_first="fp32", omega_hidden="fp32", omega_last="fp32", hidden_layers="i32",
                      jac_column="i32")
     # A later launch of the Jacobian's columns (FIRST False) adds to the earlier ones' results: the
     # larger kernel.
     constants = dict(IN=3, IN_PAD=16, H=width, OUT=1, GRAD_COLUMNS=3, TANGENTS=tangents, FIRST=tangents == 0,
                      SINE_LAST=False, NEED_DX=True, DELTAS=case["kernel"] == "backward",
                      STORE_A=case["kernel"] == "backward", STORE_T=case["kernel"] == "backward",
-                     PRECISION=launch.PRECISION_CODES[precision],
-                     BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k)
+                     PRECISION=operands.kernel_precision(precision), BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k)
     return _compiled(training.backward_kernel, signature, constants, cfg, case, arch, workdir)
 
 
@@ -194,17 +198,25 @@ def _measure(compiled, arch: int, workdir: str) -> dict:
                 pid_int64=f"arith.extsi {pid} : i32 to i64" in ttir)
 
 
-def _sincos_case(arch: int, workdir: str) -> dict:
+def _other_kernels(arch: int, workdir: str) -> list[dict]:
+    """The kernels beside the network's: the composed path's sine (``elementwise.sincos_kernel``) and
+    the split of fp32's weights (``operands.split_kernel``, at width 256)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from fastsdf.kernels.siren import elementwise
+    from fastsdf.kernels.siren import elementwise, operands
 
-    signature = dict(z_ptr="*fp32", s_ptr="*fp32", c_ptr="*fp32", n="i64", omega="fp32", BLOCK="constexpr")
-    compiled = triton.compile(ASTSource(elementwise.sincos_kernel, signature, dict(BLOCK=elementwise.SINCOS_BLOCK)),
-                              target=GPUTarget("cuda", arch, 32), options=dict(enable_fp_fusion=True))
-    return {"kernel": "sincos", **_measure(compiled, arch, workdir), "arch": arch}
+    sources = {"sincos": ASTSource(elementwise.sincos_kernel, dict(z_ptr="*fp32", s_ptr="*fp32", c_ptr="*fp32",
+                                                                    n="i64", omega="fp32", BLOCK="constexpr"),
+                                   dict(BLOCK=elementwise.SINCOS_BLOCK)),
+               "split": ASTSource(operands.split_kernel, dict(w_ptr="*fp32", parts_ptr="*fp16", inverse_ptr="*fp32",
+                                                               SIZE="constexpr", COLUMNS="constexpr",
+                                                               BLOCK="constexpr"),
+                                  dict(SIZE=256 * 256, COLUMNS=256, BLOCK=operands.SPLIT_BLOCK))}
+    return [{"kernel": name, **_measure(triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                                                       options=dict(enable_fp_fusion=True)), arch, workdir),
+             "arch": arch} for name, source in sources.items()]
 
 
 def _run_compiler(slow: bool) -> list[dict]:
@@ -225,16 +237,19 @@ def _check(results: list[dict]) -> None:
             key = (r.get("kernel", "forward"), r.get("width"), r.get("tangents"), r.get("precision"), r["arch"])
             known = KNOWN_SPILLS.get(key, 0)
             assert r["spill_bytes"] <= known, r
+        assert r["pid_int64"], r
+        if r.get("kernel") == "split":
+            continue
         # The backward needs the cosine only (its sine is compiled away).
         sine = "cos" if r.get("kernel") in ("backward", "input_gradient") else "sin"
-        assert r[f"{sine}_approx"] and r["pid_int64"], r
+        assert r[f"{sine}_approx"], r
         if r["sass_read"]:
             assert r[f"mufu_{sine}"], r
 
 
 def test_every_tiling_compiles_for_sm80_and_sm90() -> None:
     results = _run_compiler(slow=False)
-    assert len(results) == len(TARGETS) * (len(_cases(False)) + 1)
+    assert len(results) == len(TARGETS) * (len(_cases(False)) + 2)
     _check(results)
 
 
@@ -242,7 +257,7 @@ def test_every_tiling_compiles_for_sm80_and_sm90() -> None:
                     reason="every other tiling: tens of minutes; FASTSDF_COMPILE_ALL=1 runs it")
 def test_the_other_tilings_compile_for_sm80_and_sm90() -> None:
     results = _run_compiler(slow=True)
-    assert len(results) == len(TARGETS) * (len(_cases(True)) + 1)
+    assert len(results) == len(TARGETS) * (len(_cases(True)) + 2)
     _check(results)
 
 
@@ -251,6 +266,7 @@ if __name__ == "__main__":
     assert os.environ.get("TRITON_INTERPRET") != "1"
     with tempfile.TemporaryDirectory() as workdir:
         for arch in TARGETS:
-            print(json.dumps(_sincos_case(arch, workdir)), flush=True)
+            for result in _other_kernels(arch, workdir):
+                print(json.dumps(result), flush=True)
             for case in _cases("--slow" in sys.argv):
                 print(json.dumps(_compile(case, arch, workdir)), flush=True)

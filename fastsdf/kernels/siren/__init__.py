@@ -13,7 +13,9 @@ Modules, one idea each:
   autograd by forward or reverse mode, whichever runs fewer products (``forward_with_gradient``);
 - ``elementwise``: the fused sine of the composed path (``sincos``);
 - ``device``: the device functions they share (range-reduced sine on the MUFU, operand rounding,
-  the products at a precision, tf32x3 among them);
+  the products at a precision, fp32's fp16x3 and tf32x3 among them);
+- ``operands``: the weights as those products read them, prepared on the host once per call
+  (fp32's fp16 big and small parts of the weights scaled by a power of two: ``split_fp16``);
 - ``launch``: which networks the kernels take (``supports``), their tilings (``config``,
   ``backward_config``, with the registers and spills measured) and the device guard.
 

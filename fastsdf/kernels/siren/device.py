@@ -7,29 +7,31 @@ function unit's ``sin.approx.f32`` / ``cos.approx.f32`` by inline PTX (max absol
 2^-20.9 on [-pi, pi], PTX ISA). The interpreter has no PTX: there the same reduced argument goes
 through ``tl.sin``/``tl.cos``, and the tests add the hardware's error bound to their tolerances.
 
-Precision of the products after the first layer (``dot``): ``"fp32"`` is ``tf32x3`` (three TF32
-products, fp32 accuracy on tensor cores), ``"tf32"`` one TF32 product, ``"bf16"`` bfloat16 operands
-(weights converted once per call on the host, activations at the dot) with fp32 accumulation.
-``"fp32"`` products of activations alone (a launch without tangents, the kernels' code
-``FP16X3``) are three fp16 products instead (``products``): twice TF32's rate on A100 and H100,
-half its MMA instructions (m16n8k16), and no split of the weights in the kernel. An activation
-is a sine, in [-1, 1], where fp16's 11 bits rounded to nearest leave big + small within 2^-23 of
-it relatively (fp32 rounds to 2^-24, tf32x3 truncates to 2^-20), and a small part below fp16's
-normals within 2^-25 absolutely, fp32's own rounding of a sine; the weights are scaled by a
-power of two per layer on the host (``network.split_fp16``) to fill fp16's range, and the sum is
-scaled back. Tangents and the backward's gradients are not bounded, so they keep tf32x3. The
-first layer (few inputs, magnified by omega_0) is exact fp32 multiply-adds when it has at most 16
-inputs, ``tf32x3`` products over blocks of the inputs read from global memory beyond (latent codes).
-The interpreter ignores ``input_precision``, so there the kernels round the operands themselves as
-the hardware does (TF32 truncation, the tf32x3 split, bfloat16 round-to-nearest-even) and run an
-exact product: the numerics the tests see are the GPU's, up to summation order.
+Precision of the products after the first layer (``layer_products``): ``"fp32"`` is ``FP16X3``,
+three fp16 products of big and small parts (the small parts' product left out), ``"tf32"`` one
+TF32 product, ``"bf16"`` bfloat16 operands (weights converted once per call on the host,
+activations at the dot); all accumulate in fp32. fp16 runs at twice TF32's rate on A100 and H100
+with half tf32x3's MMA instructions (m16n8k16), and rounded to nearest its 11 bits leave big +
+small within 2^-23 of an operand, relatively (fp32 rounds to 2^-24; three TF32 products, tf32x3,
+truncate to 2^-20), as long as both parts are fp16 normals. So the weights are scaled by a power of
+two per matrix on the host (``operands.split_fp16``), a sine (in [-1, 1], its small parts below
+fp16's normals within 2^-25 absolutely, fp32's own rounding of a sine) is taken as it is, and an
+operand without a bound (the Jacobian's tangents, the backward's gradients) has each row scaled
+by a power of two first (``scale_rows``: one point per row); the sums are scaled back. The first
+layer (few inputs, magnified by omega_0) is exact fp32 multiply-adds when it has at most 16
+inputs, ``tf32x3`` products (``dot``) over blocks of the inputs read from global memory beyond
+(latent codes), and the backward's dL/dx is tf32x3 too. The interpreter ignores
+``input_precision``, so there the kernels round the operands themselves as the hardware does (TF32
+truncation, the tf32x3 split, bfloat16 round-to-nearest-even) and run an exact product; its fp16
+dot is numpy's float32 product of fp16 values, exact as the tensor cores': the numerics the tests
+see are the GPU's, up to summation order.
 
 A layer's products (``products``) are one (BLOCK_M, N) accumulator summed over chunks of BLOCK_K
 inputs: the input tile is cut into its column halves recursively (``_halves``: reshape, permute,
 split, which moves no data where the top column bits are register bits of the accumulator layout),
 and each chunk is multiplied by the matching BLOCK_K rows of W^T. So only a BLOCK_M x BLOCK_K chunk
 is ever in the MMA operand layout, which Triton replicates over the warps that split N, or split
-into TF32 big and small parts; the previous design converted the whole tile (three copies in fp32
+into big and small parts; the previous design converted the whole tile (three copies in fp32
 mode) and spilled from width 128 on.
 """
 
@@ -42,7 +44,8 @@ import numpy as np
 import triton
 import triton.language as tl
 
-__all__ = ["FP16X3", "dot", "operand", "products", "sincos_reduced", "store_tangents"]
+__all__ = ["FP16X3", "dot", "inverse_scale", "layer_products", "operand", "products", "scale_rows", "sincos_reduced",
+           "store_tangents"]
 
 # Triton's interpreter has no inline PTX and ignores input_precision: there the kernels emulate both.
 _NATIVE = tl.constexpr(os.environ.get("TRITON_INTERPRET") != "1")
@@ -54,8 +57,8 @@ _C1 = tl.constexpr(6.28125)
 _C2 = tl.constexpr(float(np.float32(2.0 * math.pi - 6.28125)))
 _C3 = tl.constexpr(float(np.float32(2.0 * math.pi - 6.28125 - float(np.float32(2.0 * math.pi - 6.28125)))))
 
-# The kernels' PRECISION beyond launch.PRECISION_CODES: fp32 products of sines by fp16 big and small
-# parts, the weights' parts side by side in each row (``products``).
+# The kernels' PRECISION for "fp32" (operands.kernel_precision): fp16 big and small parts, the
+# weights' side by side in each row (``products``).
 FP16X3 = tl.constexpr(3)
 
 
@@ -154,6 +157,73 @@ def _dot_fp16x3(a, b_big, b_small, acc):
 
 
 @triton.jit
+def _times(x, b, b_small, acc, PRECISION: tl.constexpr):
+    """acc + x b at PRECISION (b_small: the small parts of b for FP16X3)."""
+    if PRECISION == FP16X3:
+        return _dot_fp16x3(x, b, b_small, acc)
+    else:
+        return dot(x, b, acc, PRECISION)
+
+
+@triton.jit
+def scale_rows(x):
+    """(x with each row times the power of two that puts its largest |value| in [1, 2), the inverse
+    powers (rows,)): an operand without a bound as FP16X3 multiplies it. The exponent is clamped
+    to fp32's normal powers: rows of zeros or subnormals take 2^126, infinite or NaN ones stay so."""
+    largest = tl.max(tl.abs(x), axis=1)
+    exponent = tl.minimum(tl.maximum((largest.to(tl.int32, bitcast=True) >> 23) & 0xFF, 1), 253)
+    scale = ((254 - exponent) << 23).to(tl.float32, bitcast=True)
+    return x * scale[:, None], (exponent << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def inverse_scale(scale_ptr, PRECISION: tl.constexpr):
+    """The inverse scale of a layer's weights at scale_ptr for FP16X3 (``layer_products``), else 1."""
+    return tl.load(scale_ptr) if PRECISION == FP16X3 else 1.0
+
+
+@triton.jit
+def _unscaled(acc, rows, w_inverse, SCALED: tl.constexpr):
+    """acc times the weights' inverse scale and, where the operand's rows were scaled, theirs."""
+    if SCALED:
+        return acc * (rows * w_inverse)[:, None]
+    else:
+        return acc * w_inverse
+
+
+@triton.jit
+def layer_products(a, t0, t1, t2, w_ptr, w_inverse, K: tl.constexpr, N: tl.constexpr, TANGENTS: tl.constexpr,
+                   BOUNDED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """(a W^T, t_i W^T) of a layer, K inputs, N outputs, one (BLOCK_M, N) accumulator each
+    (``products``). For FP16X3 the weights are ``operands.split_fp16``'s, w_inverse their inverse
+    scale, and each operand's rows are scaled first (``scale_rows``) unless it is bounded (BOUNDED:
+    a, a sine), their products scaled back."""
+    acc = tl.zeros((BLOCK_M, N), dtype=tl.float32)
+    if PRECISION == FP16X3:
+        ra = w_inverse
+        if not BOUNDED:
+            a, ra = scale_rows(a)
+        r0, r1, r2 = ra, ra, ra
+        if TANGENTS > 0:
+            t0, r0 = scale_rows(t0)
+        if TANGENTS > 1:
+            t1, r1 = scale_rows(t1)
+        if TANGENTS > 2:
+            t2, r2 = scale_rows(t2)
+        z, u0, u1, u2 = products(a, t0, t1, t2, acc, acc, acc, acc, w_ptr, 0, K, N, TANGENTS, BLOCK_K, PRECISION)
+        z = _unscaled(z, ra, w_inverse, not BOUNDED)
+        if TANGENTS > 0:
+            u0 = _unscaled(u0, r0, w_inverse, True)
+        if TANGENTS > 1:
+            u1 = _unscaled(u1, r1, w_inverse, True)
+        if TANGENTS > 2:
+            u2 = _unscaled(u2, r2, w_inverse, True)
+    else:
+        z, u0, u1, u2 = products(a, t0, t1, t2, acc, acc, acc, acc, w_ptr, 0, K, N, TANGENTS, BLOCK_K, PRECISION)
+    return z, u0, u1, u2
+
+
+@triton.jit
 def _halves(x):
     """x's first and second half of columns. The top column bits of a dot's accumulator are
     register bits of each thread (repetitions of the MMA tile), so this moves no data."""
@@ -173,16 +243,18 @@ def products(a, t0, t1, t2, z, u0, u1, u2, w_ptr, K0: tl.constexpr, K: tl.conste
         # layer, where per-chunk offset tiles would be hoisted out of the layer loop, all live.
         if PRECISION == FP16X3:
             at = (w_ptr + K0 * 2 * LDW) + (tl.arange(0, BLOCK_K)[:, None] * (2 * LDW) + tl.arange(0, LDW)[None, :])
-            z = _dot_fp16x3(a, tl.load(at), tl.load(at + LDW), z)
+            b = tl.load(at)
+            b_small = tl.load(at + LDW)
         else:
             b = tl.load((w_ptr + K0 * LDW) + (tl.arange(0, BLOCK_K)[:, None] * LDW + tl.arange(0, LDW)[None, :]))
-            z = dot(a, b, z, PRECISION)
-            if TANGENTS > 0:
-                u0 = dot(t0, b, u0, PRECISION)
-            if TANGENTS > 1:
-                u1 = dot(t1, b, u1, PRECISION)
-            if TANGENTS > 2:
-                u2 = dot(t2, b, u2, PRECISION)
+            b_small = b
+        z = _times(a, b, b_small, z, PRECISION)
+        if TANGENTS > 0:
+            u0 = _times(t0, b, b_small, u0, PRECISION)
+        if TANGENTS > 1:
+            u1 = _times(t1, b, b_small, u1, PRECISION)
+        if TANGENTS > 2:
+            u2 = _times(t2, b, b_small, u2, PRECISION)
     else:
         a_lo, a_hi = _halves(a)
         t0_lo, t0_hi, t1_lo, t1_hi, t2_lo, t2_hi = t0, t0, t1, t1, t2, t2

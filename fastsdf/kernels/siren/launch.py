@@ -6,66 +6,66 @@ Register budget (fp32 words per thread): a BLOCK_M x H tile costs BLOCK_M H / (3
 layer holds 2 (1 + TANGENTS) of them (inputs and accumulators) plus the chunk's operands (the
 A chunk replicated over the N warps, its big/small parts, the weight chunk's, and the loads ptxas
 prefetches for the next chunks, ~100-140 registers measured). Width 256, fp32 forward: BLOCK_M 32,
-8 warps, 2 x 32 tile registers, 206 in all, no spill; BLOCK_M 64 (2 x 64) spills 428-624 B. The
-Jacobian at 256 with 3 tangents (8 tiles) spills even at BLOCK_M 16 (408-808 B), with 1 tangent
-per launch at BLOCK_M 16 it is 12-24 B. Small tiles cost tensor-core efficiency: sm_90's wgmma
-needs M >= 64 per warpgroup, so with BLOCK_M < 64 Triton issues mma.sync (HMMA m16n8k8), and the
-weights are re-read from L2 per BLOCK_M points; spill-free was preferred to larger tiles.
+8 warps, 2 x 32 tile registers, 184-187 in all, no spill; BLOCK_M 64 (2 x 64) spills 180-432 B.
+Small tiles cost tensor-core efficiency: sm_90's wgmma needs M >= 64 per warpgroup, so with
+BLOCK_M < 64 Triton issues mma.sync (HMMA m16n8k16 for fp16, m16n8k8 for TF32), and the weights
+are re-read from L2 per BLOCK_M points; spill-free was preferred to larger tiles.
 
 Configurations of the forward (``_CONFIGS``, BLOCK_M / BLOCK_K / warps, no software pipelining of
 the layer loop) measured with Triton 3.9 and its ptxas (registers / spill bytes / shared memory,
-sm_80 ; sm_90), fp32 unless said:
+sm_80 ; sm_90), fp32 (fp16x3: ``device``) unless said:
 
 =====  ==========  ===========  ==============================  ===============================
 width  tangents    tiling       sm_80                           sm_90
 =====  ==========  ===========  ==============================  ===============================
-16     0 / 3       64,32 /16/4  56 / 0 / 4 KB; 96 / 0 / 2 KB    42 / 0 / 2 KB; 96 / 0 / 2 KB
-32     0 / 3       64,32 /16/4  76 / 0 / 4 KB; 205 / 0 / 2 KB   64 / 0 / 4 KB; 174 / 0 / 2 KB
-64     0           64/16/4      163 / 0 / 4 KB (tf32 the same)   119 / 0 / 8 KB (tf32 124)
-64     3           16/16/4      168 / 0 / 4 KB (tf32 166)        168 / 36 B / 4 KB (tf32 166 / 0)
-128    0 / 3       32,16 /16/8  not measured                     not measured
-256    0           32/16/8      202 / 0 / 32 KB                  206 / 0 / 32 KB
-256    1 per call  16/16/8      255 / 12 B / 16 KB               255 / 24 B / 16 KB
-512    0 / 1       16/16/8      not measured                     not measured
+16     0 / 3       64,32 /16/4  47 / 0 / 4 KB; 80 / 0 / 2 KB    39 / 0 / 2 KB; 72 / 0 / 2 KB
+32     0 / 3       64,32 /16/4  64 / 0 / 4 KB; 168 / 0 / 2 KB   48 / 0 / 2 KB; 166 / 0 / 2 KB
+64     0           64/16/4      128 / 0 / 4 KB (tf32 163)       105 / 0 / 4 KB (tf32 124)
+64     3           16/16/4      168 / 0 / 4 KB (tf32 166)       168 / 16 B / 4 KB (tf32 166 / 0)
+128    0 / 3       32,16 /16/8  128 / 0 / 8 KB; 255 / 0 / 8 KB  128 / 0 / 8 KB; 255 / 0 / 8 KB
+256    0           32/16/8      187 / 0 / 32 KB                 184 / 0 / 32 KB
+256    1 per call  16/16/8      255 / 36 B / 16 KB              255 / 96 B / 16 KB
+512    0           16/16/8      182 / 0 / 32 KB                 178 / 0 / 32 KB
 =====  ==========  ===========  ==============================  ===============================
 
-Still open: the Jacobian at width 256 (and width 64 fp32 on sm_90) spills a few words; widths 128
-and 512 and the tf32/bf16 variants at 256 are compiled only with FASTSDF_COMPILE_ALL=1
-(tests/test_triton_compile.py).
+fp32 took three TF32 products (tf32x3, split in the kernel) until 2026-11-30; its fp16 products
+take fewer registers without tangents (tf32x3 at 256: 202 / 206, at 512 88 B of spills), a few
+more with them, whose rows are scaled first (``device.scale_rows``: tf32x3's Jacobian at 256 spilled
+12 / 24 B). With a 256-d latent code the first layer's loop (no longer unrolled) spills nothing
+(it spilled 7-8 KB at width 256, 0.5 MB at 512). Larger tiles at 256 still spill: 64 points 432 B
+(sm_80) and 180 B (sm_90, wgmma), 128 points 9 KB / 352 B. Widths 128 and 512 and the tf32/bf16
+variants at 256 are compiled only with FASTSDF_COMPILE_ALL=1 (tests/test_triton_compile.py).
 
 The training kernels' tilings (``_BACKWARD_CONFIGS``, ``_TAPED_CONFIGS`` where they differ from the
 forward's; measured by tests/test_triton_compile.py, which compiles the other precisions too), fp32,
 registers / spill bytes / shared memory:
 
-========  ======  ===========  ==========================  ===============================
-kernel    width   tangents     sm_80                       sm_90
-========  ======  ===========  ==========================  ===============================
-backward  16      0 / 3        96/0/4 KB; 168/0/2 KB       96/0/4 KB; 158/0/2 KB
-backward  32      0 / 3        156/0/8 KB; 166/0/2 KB      236/0/8 KB; 149/0/2 KB
-backward  64      0 / 3        202/0/16 KB; 254/0/4 KB     239/0/16 KB; 254/0/4 KB
-backward  128     0 / 3        242/0/16 KB; 255/36 B/8 KB  250/0/16 KB; 255/12 B/8 KB
-backward  256     0 / 1        214/0/32 KB; 255/1544 B     215/0/32 KB; 255/1620 B
-backward  512     0 / 1        255/560 B; 255/7968 B       255/684 B; 255/11100 B
-taped     16, 32  3            136/0; 255/0                143/0; 255/0
-taped     128     0 / 3        199/0/16 KB; 255/0/8 KB     255/0/16 KB; 255/0/8 KB
-taped     256     0 / 1        206/0/32 KB; 255/0/16 KB    208/0/32 KB; 255/60 B/16 KB
-========  ======  ===========  ==========================  ===============================
+==============  ======  ========  ===========================  ===========================
+kernel          width   tangents  sm_80                        sm_90
+==============  ======  ========  ===========================  ===========================
+backward        16      0 / 3     96/0/5 KB; 168/0/3 KB        98/0/5 KB; 164/0/3 KB
+backward        32      0 / 3     164/0/8 KB; 167/0/3 KB       180/0/8 KB; 163/0/3 KB
+backward        64      0 / 3     170/0/16 KB; 254/0/5 KB      255/0/16 KB; 254/0/5 KB
+backward        128     0 / 3     255/0/16 KB; 255/60 B/9 KB   255/0/16 KB; 255/88 B/9 KB
+backward        256     0 / 1     255/0/32 KB; 255/96 B/17 KB  255/0/32 KB; 255/12 B/17 KB
+taped           16, 32  3         128/0; 228/0                 128/0; 226/0
+taped           128     0 / 3     191/0/16 KB; 255/0/8 KB      255/0/16 KB; 255/0/8 KB
+taped           256     0 / 1     192/0/32 KB; 255/36 B/16 KB  193/0/32 KB; 255/0/16 KB
+input_gradient  256     0         255/0/32 KB                  255/44 B/32 KB
+==============  ======  ========  ===========================  ===========================
 
 (the backward's tilings: those of the forward's launch with as many tangents, except 8 warps at
-width 64 without tangents (BLOCK_M 64; with 4 warps it spills 476 B on sm_90) and BLOCK_M 16 at
+width 64 without tangents (BLOCK_M 64; with 4 warps it spilled 476 B on sm_90) and BLOCK_M 16 at
 width 32 with 3; the taped forward's: the forward's, except BLOCK_M 32 at width 64, where 64
-spilled 188 B on sm_90). Without tangents the backward took BLOCK_M 16 at widths 128-256 (32 at
-64) until the kernel as it is now compiled at 32 (64) with fewer registers (215 against 251-254 at
-width 256, Triton 3.9) and no spills; at 64 points and width 256 it spills 0.7-0.9 KB, at width
-512 and 32 points 1 KB. The reverse-mode Jacobian's sweep (``training.input_gradient``: the
-backward without storing dL/dz) takes the backward's tilings: fp32 at width 256 237 / 0 (sm_80),
-234 / 0 (sm_90); tf32 255 / 0 on both, where the backward spills 8 B on sm_90. Still open: the
-Jacobian's backward at width 256 spills 1.5-1.6 KB in fp32 (dL/da, dL/dt, their accumulators,
-the tf32x3 split's big and small parts and the tape's z, u and derivative live at once at BLOCK_M
-16, the smallest ``tl.dot`` tile; 16 warps cap the registers at 128 and spill 8 KB), 48-120 B in
-tf32 and up to 60 B in bf16 (since it writes t = omega cos(omega z) u over u for the weight
-gradients, ``training``); other tf32 variants at widths 128-256 spill 24-96 B
-(tests/test_triton_compile.py's ``KNOWN_SPILLS``); width 512 spills throughout.
+spilled 188 B on sm_90). At 64 points and width 256 the backward spills 356 B on sm_90, at width
+512 it spills throughout (tf32x3: 0.6-11 KB). The reverse-mode Jacobian's sweep
+(``training.input_gradient``: the backward without storing dL/dz) takes the backward's tilings;
+at width 256 on sm_90 it spills 44 B (at BLOCK_M 16: 174 registers, none). The Jacobian's backward
+at width 256 spilled 1.5-1.6 KB in fp32 with tf32x3 (dL/da, dL/dt, their accumulators, the split's
+big and small parts and the tape's z, u and derivative live at once at BLOCK_M 16), 12-96 B with
+fp16 parts; in tf32 48-120 B and in bf16 up to 60 B (since it writes t = omega cos(omega z) u over
+u for the weight gradients, ``training``); other tf32 variants at widths 128-256 spill 24-96 B
+(tests/test_triton_compile.py's ``KNOWN_SPILLS``).
 
 bf16 (``_BF16_CONFIGS``): ``device.operand`` keeps the tiles a layer hands to the next (and the
 backward's dL/dz) in bfloat16, the products' operand type, which halves their registers with the
@@ -109,6 +109,8 @@ import triton.language as tl
 __all__ = ["OUT_PAD", "PRECISION_CODES", "WIDTHS", "Config", "arch", "backward_config", "column_groups", "config",
            "on_device", "supports", "tangents_per_launch"]
 
+# The kernels' PRECISION: 0 is tf32x3, which fp32 keeps for a latent first layer and dL/dx; its other
+# products are device.FP16X3 (operands.kernel_precision).
 PRECISION_CODES = {"fp32": 0, "tf32": 1, "bf16": 2}
 _MAX_TANGENTS = 3  # Jacobian columns per launch
 WIDTHS = (16, 32, 64, 128, 256, 512)

@@ -17,10 +17,10 @@ too. With TAPE the kernel also stores each sine layer's pre-activations and, wit
 tangents each layer receives, for ``training.backward``.
 
 Measured on one H200 (2026-11-29, width 256, benchmarks/RESULTS.md): forward 107M points/s in fp32
-(eager PyTorch 77M), 152M in tf32, 198M in bf16 (at BLOCK_M 32, before bf16's tiles of 128; not
-yet measured); the Jacobian by forward mode 19M (fp32), 26M (tf32), 34M (bf16), slower than the
-composed path except in tf32 (``fastsdf.ops.siren_triton.jacobian_pays``; reverse mode, ``gradient``,
-not yet measured).
+(eager PyTorch 77M; by tf32x3 then, fp16x3 now, not yet measured: ``device``), 152M in tf32, 198M
+in bf16 (at BLOCK_M 32, before bf16's tiles of 128; not yet measured); the Jacobian by forward
+mode 19M (fp32), 26M (tf32), 34M (bf16), slower than the composed path except in tf32
+(``fastsdf.ops.siren_triton.jacobian_pays``; reverse mode, ``gradient``, not yet measured).
 """
 
 from __future__ import annotations
@@ -32,17 +32,16 @@ import torch
 import triton
 import triton.language as tl
 
-from fastsdf.kernels.siren.device import FP16X3, dot, operand, products, sincos_reduced, store_tangents
-from fastsdf.kernels.siren.launch import OUT_PAD, PRECISION_CODES, Config, arch, column_groups, config, on_device
+from fastsdf.kernels.siren.device import (FP16X3, dot, inverse_scale, layer_products, operand, sincos_reduced,
+                                          store_tangents)
+from fastsdf.kernels.siren.launch import OUT_PAD, Config, arch, column_groups, config, on_device
+from fastsdf.kernels.siren.operands import kernel_precision, layer_operands
 
-__all__ = ["BLOCK_K_FIRST", "EXACT_FIRST_LAYER", "FP16_RANGE", "Tape", "forward", "forward_directional",
-           "forward_taped", "forward_with_tangents", "siren_kernel", "split_fp16"]
+__all__ = ["BLOCK_K_FIRST", "EXACT_FIRST_LAYER", "Tape", "forward", "forward_directional", "forward_taped",
+           "forward_with_tangents", "siren_kernel"]
 
 EXACT_FIRST_LAYER = 16  # inputs up to which the first layer is a loop of fp32 multiply-adds
 BLOCK_K_FIRST = 32  # inputs per product of a first layer beyond EXACT_FIRST_LAYER
-# split_fp16 scales a layer's weights below 2^FP16_RANGE (fp16's largest finite value is ~2^16): the
-# big parts round within range, and small parts, 2^-11 of them, stay normal down to 2^-16 of the largest.
-FP16_RANGE = 15
 
 
 @triton.jit
@@ -75,12 +74,10 @@ def _layer(a, t0, t1, t2, w_ptr, b_ptr, scale_ptr, omega, tape_rows, tape_u_rows
            K: tl.constexpr, N: tl.constexpr,
            SINE: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr,
            BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-    """A layer after the first: K inputs, N outputs, the whole (BLOCK_M, N) result one accumulator;
-    for FP16X3 the products of the scaled weights times the inverse scale at scale_ptr."""
-    z = tl.zeros((BLOCK_M, N), dtype=tl.float32)
-    z, u0, u1, u2 = products(a, t0, t1, t2, z, z, z, z, w_ptr, 0, K, N, TANGENTS, BLOCK_K, PRECISION)
-    if PRECISION == FP16X3:
-        z = z * tl.load(scale_ptr)
+    """A layer after the first: K inputs, N outputs, the whole (BLOCK_M, N) result one accumulator
+    (``device.layer_products``; for FP16X3 the weights' inverse scale at scale_ptr)."""
+    z, u0, u1, u2 = layer_products(a, t0, t1, t2, w_ptr, inverse_scale(scale_ptr, PRECISION), K, N, TANGENTS, True,
+                                   BLOCK_M, BLOCK_K, PRECISION)
     return _activate(z, u0, u1, u2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, N, SINE,
                      HAS_BIAS, TANGENTS, TAPED)
 
@@ -137,13 +134,12 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
                   BLOCK_K_FIRST: tl.constexpr):
     """y (and TANGENTS columns of the Jacobian from jac_column on) of BLOCK_M points. Weights
     transposed (in, out); the output layer padded to OUT_PAD columns; for FP16X3 the hidden and
-    output layers' as ``split_fp16`` gives them, their inverse scales at ``scales`` (hidden layers,
-    then the output layer). With TAPE, what the backward
-    reads too: the sine layers' pre-activations (layers, n_points, H) at tape_ptr (written by the
-    launch of column 0) and their incoming tangents (layers, GRAD_COLUMNS, n_points, H) at
-    tape_u_ptr; a sine output layer's (n_points, OUT) and (GRAD_COLUMNS, n_points, OUT) at
-    tape_last_ptr and tape_u_last_ptr. With GIVEN (and TAPE) the first layer's tangents are read
-    from the tape (``forward_directional``)."""
+    output layers' as ``operands.split_fp16`` gives them, their inverse scales at ``scales`` (hidden
+    layers, then the output layer). With TAPE, what the backward reads too: the sine layers'
+    pre-activations (layers, n_points, H) at tape_ptr (written by the launch of column 0) and their
+    incoming tangents (layers, GRAD_COLUMNS, n_points, H) at tape_u_ptr; a sine output layer's
+    (n_points, OUT) and (GRAD_COLUMNS, n_points, OUT) at tape_last_ptr and tape_u_last_ptr. With
+    GIVEN (and TAPE) the first layer's tangents are read from the tape (``forward_directional``)."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     valid = rows < n_points
     x_rows = x_ptr + rows * IN
@@ -181,49 +177,21 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
 
 
 
-def split_fp16(w_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights (..., in, out) as FP16X3's products read them: (..., in, 2, out) fp16, each row's big
-    parts, then its small ones, of the weights times a power of two per matrix that puts the largest
-    below 2^FP16_RANGE, and the inverse powers (...,) fp32 (on the device: no synchronisation). Zero,
-    infinite or NaN weights leave the scale at 2^FP16_RANGE (what is not finite stays so)."""
-    w_t = w_t.detach().float()
-    largest = w_t.abs().amax(dim=(-2, -1))
-    _, exponent = torch.frexp(torch.where(torch.isfinite(largest), largest, torch.zeros_like(largest)))
-    power = (FP16_RANGE - exponent).clamp(-126, 126).float()  # both the scale and its inverse fp32 normals
-    scaled = w_t * torch.exp2(power)[..., None, None]
-    big = scaled.half()
-    return torch.stack([big, (scaled - big.float()).half()], dim=-2), torch.exp2(-power)
-
-
 def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
-                 precision: str, cfg: Config, tangents: int) -> tuple[list[torch.Tensor], dict]:
-    """The weights as the kernel reads them (transposed, hidden and output layers in the products'
-    operand type: converted once per call; FP16X3, fp32 without tangents: ``split_fp16``'s, with the
-    inverse scales) and the shape constants."""
+                 precision: str, cfg: Config) -> tuple[list[torch.Tensor], dict]:
+    """The weights as the kernel reads them (transposed; the hidden and output layers'
+    ``operands.layer_operands``, with their inverse scales) and the shape constants."""
     inputs = x.shape[1]
     width, outputs = weights[0].shape[0], weights[-1].shape[0]
     exact = inputs <= EXACT_FIRST_LAYER
     k_first = inputs if exact else triton.cdiv(inputs, BLOCK_K_FIRST) * BLOCK_K_FIRST
-    code = FP16X3.value if precision == "fp32" and tangents == 0 else PRECISION_CODES[precision]
-    operand = torch.bfloat16 if precision == "bf16" else torch.float32
     device = x.device
     w_first = torch.zeros((k_first, width), dtype=torch.float32, device=device)
     w_first[:inputs] = weights[0].detach().t()
     hidden = torch.stack([w.detach().t() for w in weights[1:-1]]) if len(weights) > 2 else None
-    w_last = torch.zeros((width, OUT_PAD.value), dtype=torch.float32, device=device)
-    w_last[:, :outputs] = weights[-1].detach().t()
-    if code == FP16X3.value:
-        w_last, last_scale = split_fp16(w_last)
-        if hidden is None:
-            w_hidden, scales = torch.zeros(1, dtype=torch.float16, device=device), last_scale[None]
-        else:
-            w_hidden, hidden_scales = split_fp16(hidden)
-            scales = torch.cat([hidden_scales, last_scale[None]])
-    else:
-        w_last = w_last.to(operand)
-        w_hidden = (hidden.to(operand).contiguous() if hidden is not None
-                    else torch.zeros(1, dtype=operand, device=device))
-        scales = torch.ones(1, dtype=torch.float32, device=device)  # read by FP16X3 only
+    last = torch.zeros((width, OUT_PAD.value), dtype=torch.float32, device=device)
+    last[:, :outputs] = weights[-1].detach().t()
+    w_hidden, w_last, scales = layer_operands(hidden, last, precision)
     has_bias = biases[0] is not None
     empty = torch.zeros(1, dtype=torch.float32, device=device)
     b_first = biases[0].detach().float().contiguous() if has_bias else empty
@@ -233,7 +201,8 @@ def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Seque
     if has_bias:
         b_last[:outputs] = biases[-1].detach()
     constants = dict(IN=inputs, K_FIRST=k_first, H=width, OUT=outputs, HAS_BIAS=has_bias, EXACT_FIRST=exact,
-                     PRECISION=code, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_K_FIRST=BLOCK_K_FIRST)
+                     PRECISION=kernel_precision(precision), BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+                     BLOCK_K_FIRST=BLOCK_K_FIRST)
     return [w_first, b_first, w_hidden, b_hidden, w_last, b_last, scales], constants
 
 
@@ -253,7 +222,7 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torc
     with on_device(x):
         for start, tangents in column_groups(width, columns):
             cfg = config(width, tangents, precision, target, tape is not None)
-            tensors, constants = _launch_args(x, weights, biases, precision, cfg, tangents)
+            tensors, constants = _launch_args(x, weights, biases, precision, cfg)
             siren_kernel[(triton.cdiv(n, cfg.block_m),)](
                 x, n, y, y if jacobian is None else jacobian, *tensors,
                 float(omegas[0]), float(omegas[1] if hidden else omegas[0]), float(omegas[-1] or 0.0), hidden,

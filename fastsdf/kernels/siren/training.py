@@ -23,9 +23,11 @@ import torch
 import triton
 import triton.language as tl
 
-from fastsdf.kernels.siren.device import operand, products, sincos_reduced, store_tangents
-from fastsdf.kernels.siren.launch import OUT_PAD, PRECISION_CODES, arch, backward_config, column_groups, on_device
+from fastsdf.kernels.siren.device import (FP16X3, inverse_scale, layer_products, operand, products, sincos_reduced,
+                                          store_tangents)
+from fastsdf.kernels.siren.launch import OUT_PAD, arch, backward_config, column_groups, on_device
 from fastsdf.kernels.siren.network import Tape
+from fastsdf.kernels.siren.operands import kernel_precision, layer_operands
 
 __all__ = ["Deltas", "backward", "backward_kernel", "input_gradient"]
 
@@ -93,7 +95,8 @@ def _store_delta(delta_rows, zbar, valid, N: tl.constexpr, COLUMNS: tl.constexpr
 
 @triton.jit
 def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, tape_u_ptr, tape_u_last_ptr,
-                     delta_ptr, delta_last_ptr, delta_u_ptr, delta_u_last_ptr, w_first, w_hidden, w_last, omega_first,
+                     delta_ptr, delta_last_ptr, delta_u_ptr, delta_u_last_ptr, w_first, w_hidden, w_last, scales,
+                     omega_first,
                      omega_hidden, omega_last, hidden_layers, jac_column, IN: tl.constexpr, IN_PAD: tl.constexpr,
                      H: tl.constexpr, OUT: tl.constexpr, GRAD_COLUMNS: tl.constexpr, TANGENTS: tl.constexpr,
                      FIRST: tl.constexpr, SINE_LAST: tl.constexpr, NEED_DX: tl.constexpr, DELTAS: tl.constexpr,
@@ -108,7 +111,8 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
     (``_sine_backward``): the last launch takes STORE_A, since every launch reads z.
     omega cos(omega z) and the tangents come from the forward's tape; dL/da and dL/dt_i stay in
     registers and are multiplied by W as it is (out, in: the output layer's padded to OUT_PAD
-    rows, the first layer's to IN_PAD columns), one weight chunk for all of them."""
+    rows, the first layer's to IN_PAD columns; for FP16X3 split and scaled, their inverse scales at
+    ``scales``: the hidden layers', then the output layer's), one weight chunk for all of them."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     valid = rows < n_points
     ro = tl.arange(0, OUT_PAD)
@@ -137,11 +141,12 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
         _store_delta(delta_last_ptr + out_rows, abar, valid, OUT_PAD, OUT, FIRST, DELTAS)
         store_tangents(delta_u_last_ptr + u_rows[:, None] + ro[None, :], tbar0, tbar1, tbar2, out_plane, inside,
                         TANGENTS)
-    acc = tl.zeros((BLOCK_M, H), dtype=tl.float32)
-    abar, tbar0, tbar1, tbar2 = products(abar, tbar0, tbar1, tbar2, acc, acc, acc, acc, w_last, 0, OUT_PAD, H,
-                                          TANGENTS, BLOCK_K, PRECISION)
+    abar, tbar0, tbar1, tbar2 = layer_products(abar, tbar0, tbar1, tbar2, w_last,
+                                                inverse_scale(scales + hidden_layers, PRECISION), OUT_PAD, H,
+                                                TANGENTS, False, BLOCK_M, BLOCK_K, PRECISION)
     hidden_rows = rows * H
     plane = n_points.to(tl.int64) * H
+    matrix = H * H * (2 if PRECISION == FP16X3 else 1)  # a hidden layer's weights (FP16X3: two parts)
     for j in range(hidden_layers):
         layer = hidden_layers - j
         z_rows = layer * plane + hidden_rows
@@ -149,11 +154,11 @@ def backward_kernel(dy_ptr, dj_ptr, n_points, dx_ptr, tape_ptr, tape_last_ptr, t
         abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_ptr + z_rows, tape_u_ptr + u_layer,
                                                    plane, delta_ptr + z_rows, delta_u_ptr + u_layer, valid,
                                                    omega_hidden, H, H, TANGENTS, FIRST, DELTAS, STORE_A, STORE_T)
-        acc = tl.zeros((BLOCK_M, H), dtype=tl.float32)
-        abar, tbar0, tbar1, tbar2 = products(operand(abar, PRECISION), operand(tbar0, PRECISION),
-                                              operand(tbar1, PRECISION), operand(tbar2, PRECISION), acc, acc, acc,
-                                              acc, w_hidden + (layer - 1) * H * H, 0, H, H, TANGENTS, BLOCK_K,
-                                              PRECISION)
+        abar, tbar0, tbar1, tbar2 = layer_products(operand(abar, PRECISION), operand(tbar0, PRECISION),
+                                                    operand(tbar1, PRECISION), operand(tbar2, PRECISION),
+                                                    w_hidden + (layer - 1) * matrix,
+                                                    inverse_scale(scales + (layer - 1), PRECISION), H, H, TANGENTS,
+                                                    False, BLOCK_M, BLOCK_K, PRECISION)
     u_first = jac_column * plane + hidden_rows
     abar, tbar0, tbar1, tbar2 = _sine_backward(abar, tbar0, tbar1, tbar2, tape_ptr + hidden_rows, tape_u_ptr + u_first,
                                                plane, delta_ptr + hidden_rows, delta_u_ptr + u_first, valid,
@@ -232,24 +237,22 @@ def _sweep(dy: torch.Tensor, dj: torch.Tensor, tape: Tape, weights: Sequence[tor
     if n == 0:
         return
     width, outputs, hidden = weights[0].shape[0], weights[-1].shape[0], len(weights) - 2
-    operand = torch.bfloat16 if precision == "bf16" else torch.float32
     inputs = first.shape[1]
     in_pad = max(OUT_PAD.value, triton.next_power_of_2(inputs))
     w_first = torch.zeros((width, in_pad), dtype=torch.float32, device=device)
     w_first[:, :inputs] = first.detach()
-    hidden_weights = [w.detach().to(operand) for w in weights[1:-1]]
-    w_hidden = (torch.stack(hidden_weights).contiguous() if hidden_weights
-                else torch.zeros(1, dtype=operand, device=device))
-    w_last = torch.zeros((OUT_PAD.value, width), dtype=operand, device=device)
-    w_last[:outputs] = weights[-1].detach().to(operand)
+    last = torch.zeros((OUT_PAD.value, width), dtype=torch.float32, device=device)
+    last[:outputs] = weights[-1].detach()
+    w_hidden, w_last, scales = layer_operands(torch.stack([w.detach() for w in weights[1:-1]]) if hidden else None,
+                                              last, precision)
     target = arch(device)
     with on_device(dy):
         for start, tangents in column_groups(width, columns):
             cfg = backward_config(width, tangents, precision, target)
             backward_kernel[(triton.cdiv(n, cfg.block_m),)](
-                dy, dj, n, dx, *tape.tensors(), *(deltas or 4 * [dx]), w_first, w_hidden, w_last,
+                dy, dj, n, dx, *tape.tensors(), *(deltas or 4 * [dx]), w_first, w_hidden, w_last, scales,
                 float(omegas[0]), float(omegas[1] if hidden else omegas[0]), float(omegas[-1] or 0.0), hidden, start,
                 IN=inputs, IN_PAD=in_pad, H=width, OUT=outputs, GRAD_COLUMNS=max(columns, 1), TANGENTS=tangents,
                 FIRST=start == 0, SINE_LAST=omegas[-1] is not None, NEED_DX=need_dx, DELTAS=deltas is not None,
                 STORE_A=deltas is not None and start + tangents == columns, STORE_T=deltas is not None,
-                PRECISION=PRECISION_CODES[precision], BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, **cfg.options)
+                PRECISION=kernel_precision(precision), BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, **cfg.options)
