@@ -214,8 +214,9 @@ def _other_kernels(arch: int, workdir: str) -> list[dict]:
                                                                SIZE="constexpr", COLUMNS="constexpr",
                                                                BLOCK="constexpr"),
                                   dict(SIZE=256 * 256, COLUMNS=256, BLOCK=operands.SPLIT_BLOCK))}
+    options = {"sincos": dict(enable_fp_fusion=True), "split": operands.SPLIT_OPTIONS}
     return [{"kernel": name, **_measure(triton.compile(source, target=GPUTarget("cuda", arch, 32),
-                                                       options=dict(enable_fp_fusion=True)), arch, workdir),
+                                                       options=options[name]), arch, workdir),
              "arch": arch} for name, source in sources.items()]
 
 

@@ -12,12 +12,16 @@ import triton.language as tl
 from fastsdf.kernels.siren.device import FP16X3
 from fastsdf.kernels.siren.launch import PRECISION_CODES, on_device
 
-__all__ = ["FP16_RANGE", "SPLIT_BLOCK", "kernel_precision", "layer_operands", "split_fp16", "split_kernel"]
+__all__ = ["FP16_RANGE", "SPLIT_BLOCK", "SPLIT_OPTIONS", "kernel_precision", "layer_operands", "split_fp16",
+           "split_kernel"]
 
 # split_fp16 scales a matrix below 2^FP16_RANGE (fp16's largest finite value is ~2^16): the big
 # parts round within range, and small parts, 2^-11 of them, stay normal down to 2^-16 of the largest.
 FP16_RANGE = tl.constexpr(15)
-SPLIT_BLOCK = 1024
+# A program walks its matrix twice (its largest value, then the parts) in blocks of SPLIT_BLOCK: at
+# width 256, 16 blocks a pass, so a call's split costs little next to a batch's forward.
+SPLIT_BLOCK = 4096
+SPLIT_OPTIONS = dict(num_warps=8, enable_fp_fusion=True)  # as launch.Config.options
 
 
 def kernel_precision(precision: str) -> int:
@@ -64,7 +68,7 @@ def split_fp16(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if w.numel():
         with on_device(w):
             split_kernel[(inverse.numel(),)](w, parts, inverse, SIZE=rows * columns, COLUMNS=columns,
-                                             BLOCK=SPLIT_BLOCK, enable_fp_fusion=True)  # as Config.options
+                                             BLOCK=SPLIT_BLOCK, **SPLIT_OPTIONS)
     return parts, inverse
 
 
