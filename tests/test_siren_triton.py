@@ -389,6 +389,25 @@ def test_other_widths_take_the_composed_path() -> None:
     assert error_y <= RTOL_Y and error_j <= RTOL_GRAD
 
 
+def test_the_weights_are_prepared_once_per_call(monkeypatch: pytest.MonkeyPatch, poisoned: None) -> None:
+    """Forward mode at width 256 launches once per Jacobian column; the operands (fp32's split into
+    fp16 parts among them) are prepared once for all three."""
+    model = SirenMLP(3, 256, 0, 1).to(DEVICE)
+    calls: list[str] = []
+    real = network.layer_operands
+    monkeypatch.setattr(network, "layer_operands", lambda *args: calls.append(args[-1]) or real(*args))
+    x = torch.rand(5, 3, device=DEVICE) * 2 - 1
+    _, j = kernels.forward_with_gradient(x, list(model.weights), list(model.biases), model.omegas, "fp32", 3,
+                                         reverse=False)
+    assert launch.column_groups(256, 3) == [(0, 1), (1, 1), (2, 1)] and calls == ["fp32"]
+    want = double_copy(model.cpu())
+    from fastsdf.ops import siren_reference
+
+    _, want_j = siren_reference.forward_with_gradient(x.cpu().double(), list(want.weights), list(want.biases),
+                                                      want.omegas, 3)
+    assert (j.cpu().double() - want_j).abs().max() <= RTOL_GRAD * 5 * (float(want_j.detach().abs().max()) + 1)
+
+
 def test_the_derivative_along_a_direction_is_the_jacobian_times_it(poisoned: None) -> None:
     """``forward_directional``'s derivatives along directions v (per point and tangent) are J v, with
     J from the reverse sweeps of the same tape, and its tape's tangents start at W v."""

@@ -34,7 +34,7 @@ import triton.language as tl
 
 from fastsdf.kernels.siren.device import (FP16X3, dot, inverse_scale, layer_products, operand, sincos_reduced,
                                           store_tangents)
-from fastsdf.kernels.siren.launch import OUT_PAD, Config, arch, column_groups, config, on_device
+from fastsdf.kernels.siren.launch import OUT_PAD, arch, column_groups, config, on_device
 from fastsdf.kernels.siren.operands import kernel_precision, layer_operands
 
 __all__ = ["BLOCK_K_FIRST", "EXACT_FIRST_LAYER", "Tape", "forward", "forward_directional", "forward_taped",
@@ -178,9 +178,10 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
 
 
 def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
-                 precision: str, cfg: Config) -> tuple[list[torch.Tensor], dict]:
+                 precision: str) -> tuple[list[torch.Tensor], dict]:
     """The weights as the kernel reads them (transposed; the hidden and output layers'
-    ``operands.layer_operands``, with their inverse scales) and the shape constants."""
+    ``operands.layer_operands``, with their inverse scales) and the shape constants, the same for
+    every launch of a call."""
     inputs = x.shape[1]
     width, outputs = weights[0].shape[0], weights[-1].shape[0]
     exact = inputs <= EXACT_FIRST_LAYER
@@ -201,8 +202,7 @@ def _launch_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Seque
     if has_bias:
         b_last[:outputs] = biases[-1].detach()
     constants = dict(IN=inputs, K_FIRST=k_first, H=width, OUT=outputs, HAS_BIAS=has_bias, EXACT_FIRST=exact,
-                     PRECISION=kernel_precision(precision), BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
-                     BLOCK_K_FIRST=BLOCK_K_FIRST)
+                     PRECISION=kernel_precision(precision), BLOCK_K_FIRST=BLOCK_K_FIRST)
     return [w_first, b_first, w_hidden, b_hidden, w_last, b_last, scales], constants
 
 
@@ -220,15 +220,16 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torc
     columns = grad_columns or 0
     target = arch(x.device)
     with on_device(x):
+        tensors, constants = _launch_args(x, weights, biases, precision)
         for start, tangents in column_groups(width, columns):
             cfg = config(width, tangents, precision, target, tape is not None)
-            tensors, constants = _launch_args(x, weights, biases, precision, cfg)
             siren_kernel[(triton.cdiv(n, cfg.block_m),)](
                 x, n, y, y if jacobian is None else jacobian, *tensors,
                 float(omegas[0]), float(omegas[1] if hidden else omegas[0]), float(omegas[-1] or 0.0), hidden,
                 inputs - columns + start, start, *(4 * [y] if tape is None else tape.tensors()),
                 GRAD_COLUMNS=max(columns, 1), TANGENTS=tangents, SINE_LAST=omegas[-1] is not None,
-                TAPE=tape is not None, GIVEN=given, **cfg.options, **constants)
+                TAPE=tape is not None, GIVEN=given, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, **cfg.options,
+                **constants)
     return y, jacobian
 
 
