@@ -665,7 +665,9 @@ NOTES = [
     "(PyTorch's default), tf32 = the same kernels with allow_tf32.",
     "fastsdf: SirenMLP with FASTSDF_BACKEND=triton; its training step runs what the backend runs when autograd "
     "records. PyTorch products in it are counted as float32 on the CUDA cores (on CUDA its tf32 mode runs the "
-    "forward's hidden products in TF32).",
+    "forward's hidden products in TF32). Its weight gradients are a Triton GEMM over chunks of the batch, each "
+    "operand read once per 128-column tile of the other (all counted as HBM's); at the model's batches it takes one "
+    "chunk, so the chunks' partial sums (about 32 B per point per width-256 layer at 2^20 points) are not counted.",
 ]
 
 FLOOR_TEXT = ("floor: one kernel that keeps everything on chip (reads the points, writes the outputs), eager "

@@ -29,7 +29,7 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton")
 
 from fastsdf.kernels import siren as kernels  # noqa: E402
-from fastsdf.kernels.siren import elementwise, gradient, launch, network, operands, training  # noqa: E402
+from fastsdf.kernels.siren import device, elementwise, gradient, launch, network, operands, training  # noqa: E402
 from fastsdf.nn import SirenMLP  # noqa: E402
 from fastsdf.ops import siren as siren_ops  # noqa: E402
 from fastsdf.ops import siren_cpu, siren_triton  # noqa: E402
@@ -54,8 +54,12 @@ def run(model: SirenMLP, x: torch.Tensor, latent: torch.Tensor | None = None) ->
     with torch.no_grad():
         y = model(x, latent)
         y2, j = model.forward_with_gradient(x, latent)
-    # The forward and the Jacobian's launch may chunk the layers differently (other sums' order).
-    assert torch.allclose(y, y2, rtol=0, atol=1e-5 * float(y.abs().max().clamp(min=1)))
+    # The forward and the Jacobian's launch may tile the points differently: other sums' order. In
+    # tf32 and bf16 an activation a sum's last bit moves may then round to the neighbouring TF32 or
+    # bfloat16 value, 2^-10 or 2^-8 of it, amplified by the layers above: there each launch's y is
+    # held to float64 instead (``check``). fp32's fp16 parts move no more than the sums.
+    if model.precision == "fp32":
+        assert torch.allclose(y, y2, rtol=0, atol=1e-5 * float(y.abs().max().clamp(min=1)))
     return y, y2, j
 
 
@@ -81,12 +85,12 @@ def _power_below(largest: torch.Tensor, top: int) -> torch.Tensor:
 
 def _operands(t: torch.Tensor, mode: str) -> list[torch.Tensor]:
     """t as the tensor cores read it: the parts whose products are summed. fp16x3: a sine, as it is;
-    "fp16x3 rows": an operand without a bound, each row scaled to a largest |value| in [1, 2) first;
+    "fp16x3 rows": an operand without a bound, each row scaled to a largest in [2^14, 2^15) first;
     "fp16x3 weights": the matrix scaled to a largest in [2^14, 2^15) (``operands.split_fp16``)."""
     if mode == "fp16x3":
         return _fp16_parts(t, 1.0)
     if mode == "fp16x3 rows":
-        return _fp16_parts(t, _power_below(t.abs().amax(dim=-1, keepdim=True), 1))
+        return _fp16_parts(t, _power_below(t.abs().amax(dim=-1, keepdim=True), 15))
     if mode == "fp16x3 weights":
         return _fp16_parts(t, _power_below(t.abs().max(), 15))
     if mode == "bf16":
@@ -283,7 +287,7 @@ def _split_reference(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     finite), rounded to fp16, the rest rounded again."""
     largest = w.abs().amax(dim=(-2, -1))
     biased = (largest.contiguous().view(torch.int32) >> 23) & 0xFF
-    power = (operands.FP16_RANGE.value + 126 - biased).clamp(-126, 126).double()
+    power = (device.FP16_RANGE.value + 126 - biased).clamp(-126, 126).double()
     scaled = (w.double() * torch.exp2(power)[..., None, None]).float()
     big = scaled.half()
     return torch.stack([big, (scaled - big.float()).half()], dim=-2), torch.exp2(-power).float()
@@ -305,7 +309,7 @@ def test_split_fp16_keeps_weights_of_any_magnitude_to_float32s_precision() -> No
         rebuilt = (parts[..., 0, :].double() + parts[..., 1, :].double()) * inverse.double()[:, None, None]
         largest = w.double().abs().amax(dim=(1, 2))
         assert ((rebuilt - w.double()).abs().amax(dim=(1, 2)) <= 2.0 ** -23 * largest).all()
-        assert (parts[..., 0, :].float().abs().amax(dim=(1, 2)) < 2.0 ** operands.FP16_RANGE.value).all()
+        assert (parts[..., 0, :].float().abs().amax(dim=(1, 2)) < 2.0 ** device.FP16_RANGE.value).all()
     parts, inverse = operands.split_fp16(torch.zeros(5, 7, device=DEVICE))
     assert not parts.any() and torch.isfinite(inverse).all()
     for bad in (float("inf"), float("nan")):
@@ -647,6 +651,34 @@ def test_a_jacobian_the_loss_leaves_out_sweeps_no_tangents(monkeypatch: pytest.M
     assert calls == [0]
     monkeypatch.setenv("FASTSDF_BACKEND", "reference")
     assert max(gradient_errors(got, lambda rows: grads(twin, torch.float64, rows), 11)) <= RTOL["fp32"][1]
+
+
+@pytest.mark.parametrize("jacobian", [False, True])
+def test_frozen_parameters_get_no_gradient_and_the_others_theirs(jacobian: bool, monkeypatch: pytest.MonkeyPatch,
+                                                                 poisoned: None) -> None:
+    """Parameters that do not require grad get none from the fused backward, and the others theirs: a
+    weight without its bias, a bias without its weight (summed without the GEMM)."""
+    model = SirenMLP(3, 32, 2, 1).to(DEVICE)
+    model.weights[0].requires_grad_(False)
+    model.biases[1].requires_grad_(False)
+    model.weights[2].requires_grad_(False)
+    twin = double_copy(model.cpu()).to(DEVICE)
+    x = torch.rand(57, 3, device=DEVICE) * 2 - 1
+    calls = _backward_calls(monkeypatch)
+
+    def grads(m: SirenMLP, dtype: torch.dtype, rows: slice) -> list[torch.Tensor]:
+        xx = x.to(dtype)[rows]
+        if jacobian:
+            y, j = m.forward_with_gradient(xx)
+            loss = y.sum() + j.pow(2).sum()
+        else:
+            loss = m(xx).sum()
+        return [g.cpu() for g in torch.autograd.grad(loss, [p for p in m.parameters() if p.requires_grad])]
+
+    got = grads(model, torch.float32, slice(None))
+    assert calls == [1 if jacobian else 0] and len(got) == 5
+    monkeypatch.setenv("FASTSDF_BACKEND", "reference")
+    assert max(gradient_errors(got, lambda rows: grads(twin, torch.float64, rows), 57)) <= RTOL["fp32"][1]
 
 
 @pytest.mark.parametrize("jacobian", [False, True])

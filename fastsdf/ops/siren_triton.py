@@ -24,8 +24,10 @@ and backward). The parameter gradients are whole-batch products after it, dL/dW_
 a_{l-1} + sum_o dL/du_{l,o}^T t_{l-1,o} (a = sin(omega z), t = omega cos(omega z) u, which the sweep
 writes over z and u in the tape once it has read them, so a second backward through the same call
 runs the taped forward again; the first layer's tangents W v add dL/du_1^T v to W's last columns) and
-dL/db_l = sum dL/dz_l, as GEMMs and reductions: deterministic (no atomics) and on the tensor cores
-at full tile sizes, the split tiny-cuda-nn's fully fused MLPs use too.
+dL/db_l = sum dL/dz_l, one GEMM kernel per layer (``kernels.siren.parameters``, dL/db summed on the
+way): deterministic (partial sums over chunks of the batch, added in a fixed order) and on the
+tensor cores at the call's precision (PyTorch's float32 products ran them on the CUDA cores), the
+split tiny-cuda-nn's fully fused MLPs use too.
 
 Why a tape and not recomputation on chip: with the register tiles of the forward (16-32 points a
 program at width 256), every layer a tile recomputes re-reads that layer's weights from L2, 8-16 KB a
@@ -33,8 +35,9 @@ point at width 256 (benchmarks/gpu_model.py), where the tape costs 1 KB written 
 layer and point (times 1 + outputs with the Jacobian); recomputing in the backward would also cost
 L(L-1)/2 layers of products for the L layers' inputs. Why GEMMs for dL/dW and not per-tile partial
 sums in the kernel: a tile's share of one layer's dL/dW is width^2 floats, 256 KB at width 256,
-written (or added atomically) for every 16-32 points, 8-16 KB a point a layer; the GEMMs read their
-operands once, 2 KB a point a layer (times 1 + outputs).
+written (or added atomically) for every 16-32 points, 8-16 KB a point a layer; the GEMM reads each
+operand once per 128 columns of the other, 4 KB a point a width-256 layer (times 1 + outputs), the
+second read from L2 (the tiles of a chunk of points run side by side).
 
 Gradients of gradients (``torch.autograd.grad(..., create_graph=True)`` through this call): the
 backward then runs the composed path (``fastsdf.ops.siren_composed``: the reference with the Triton
@@ -128,19 +131,8 @@ class FusedSiren(torch.autograd.Function):
             outputs = dj.shape[1]
             seeds = torch.eye(outputs, device=x.device).expand(x.shape[0], outputs, outputs).contiguous()
         deltas = kernels.backward(dy, seeds, x, tape, weights, omegas, ctx.precision, needs[0])
-        inputs = [x.detach().float(), *tape.pre[:layers - 1]]  # each sine layer's a, left by the sweep
-        by_layer = [*deltas.pre, deltas.last]
-        weight_grads = [d.T @ a if need else None for d, a, need in zip(by_layer, inputs, needs[1:])]
-        if deltas.tangents is not None:
-            # The first layer's tangents are W v (v = dL/dJ's directions, over the last columns of x).
-            if weight_grads[0] is not None:
-                weight_grads[0][:, x.shape[1] - dj.shape[2]:] += torch.einsum("onh,noc->hc", deltas.tangents[0], dj)
-            tangent_grads = [*deltas.tangents[1:], deltas.tangents_last]
-            for layer, du in enumerate(tangent_grads, start=1):
-                if weight_grads[layer] is not None:
-                    t = tape.tangents[layer - 1]  # (outputs, N, width): each sine layer's t, left by the sweep
-                    weight_grads[layer] += du.reshape(-1, du.shape[-1]).T @ t.reshape(-1, t.shape[-1])
-        bias_grads = [d.sum(0) if need else None for d, need in zip(by_layer, needs[1 + layers:])]
+        weight_grads, bias_grads = kernels.parameter_gradients(x, tape, deltas, dj, ctx.precision,
+                                                               needs[1:1 + layers], needs[1 + layers:])
         return (None, None, None, None, deltas.dx, *weight_grads, *bias_grads)
 
 

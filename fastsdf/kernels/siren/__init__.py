@@ -9,6 +9,7 @@ Modules, one idea each:
   writes the training tape, and forward mode along given directions that adds their tangents to it
   (``forward``, ``forward_with_tangents``, ``forward_taped``, ``forward_directional``, ``Tape``);
 - ``training``: the backward sweep over that tape (``backward``, ``Deltas``; ``input_gradient``);
+- ``parameters``: the parameter gradients after it, GEMMs over the batch (``parameter_gradients``);
 - ``gradient``: the Jacobian by reverse mode from the tape (``jacobian_from_tape``), and without
   autograd by forward or reverse mode, whichever runs fewer products (``forward_with_gradient``);
 - ``elementwise``: the fused sine of the composed path (``sincos``);
@@ -37,7 +38,8 @@ from fastsdf.kernels.siren.elementwise import sincos
 from fastsdf.kernels.siren.gradient import forward_with_gradient, jacobian_from_tape
 from fastsdf.kernels.siren.launch import Config, backward_config, config, supports
 from fastsdf.kernels.siren.network import Tape, forward, forward_directional, forward_taped
+from fastsdf.kernels.siren.parameters import parameter_gradients
 from fastsdf.kernels.siren.training import Deltas, backward
 
 __all__ = ["Config", "Deltas", "Tape", "backward", "backward_config", "config", "forward", "forward_directional",
-           "forward_taped", "forward_with_gradient", "jacobian_from_tape", "sincos", "supports"]
+           "forward_taped", "forward_with_gradient", "jacobian_from_tape", "parameter_gradients", "sincos", "supports"]

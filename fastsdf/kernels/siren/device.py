@@ -17,7 +17,9 @@ truncate to 2^-20), as long as both parts are fp16 normals. So the weights are s
 two per matrix on the host (``operands.split_fp16``), a sine (in [-1, 1], its small parts below
 fp16's normals within 2^-25 absolutely, fp32's own rounding of a sine) is taken as it is, and an
 operand without a bound (the Jacobian's tangents, the backward's gradients) has each row scaled
-by a power of two first (``scale_rows``: one point per row); the sums are scaled back. The first
+by a power of two first (``scale_rows``: one point per row; ``scale_columns`` for the weight
+gradients' inputs), each into fp16's top binade (``fp16_scale``), so that its values down to 2^-18
+of the largest keep normal small parts; the sums are scaled back. The first
 layer (few inputs, magnified by omega_0) is exact fp32 multiply-adds when it has at most 16
 inputs, ``tf32x3`` products (``dot``) over blocks of the inputs read from global memory beyond
 (latent codes), and the backward's dL/dx is tf32x3 too. The interpreter ignores
@@ -44,8 +46,8 @@ import numpy as np
 import triton
 import triton.language as tl
 
-__all__ = ["FP16X3", "dot", "inverse_scale", "layer_products", "operand", "products", "scale_rows", "sincos_reduced",
-           "store_tangents"]
+__all__ = ["FP16X3", "FP16_RANGE", "dot", "dot_fp16x3", "fp16_parts", "fp16_scale", "inverse_scale",
+           "layer_products", "operand", "products", "scale_columns", "scale_rows", "sincos_reduced", "store_tangents"]
 
 # Triton's interpreter has no inline PTX and ignores input_precision: there the kernels emulate both.
 _NATIVE = tl.constexpr(os.environ.get("TRITON_INTERPRET") != "1")
@@ -60,6 +62,10 @@ _C3 = tl.constexpr(float(np.float32(2.0 * math.pi - 6.28125 - float(np.float32(2
 # The kernels' PRECISION for "fp32" (operands.kernel_precision): fp16 big and small parts, the
 # weights' side by side in each row (``products``).
 FP16X3 = tl.constexpr(3)
+# Operands without a bound are scaled below 2^FP16_RANGE (fp16's largest finite value is ~2^16):
+# the big parts round within range, and small parts, 2^-11 of them, stay normal down to 2^-18 of
+# the largest (``fp16_scale``).
+FP16_RANGE = tl.constexpr(15)
 
 
 @triton.jit
@@ -145,12 +151,19 @@ def dot(a, b, acc, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _dot_fp16x3(a, b_big, b_small, acc):
-    """acc + a b for a in [-1, 1] (fp32) and b = b_big + b_small (fp16): a's parts rounded to nearest,
-    the small parts' product left out. The interpreter's fp16 dot is numpy's float32 product of the
-    fp16 values: exact products, as the tensor cores'."""
-    a_big = a.to(tl.float16)
-    a_small = (a - a_big.to(tl.float32)).to(tl.float16)
+def fp16_parts(x):
+    """(x rounded to fp16, the rest rounded to fp16), both to nearest even: x = big + small within
+    2^-22 of x while both are fp16 normals."""
+    big = x.to(tl.float16)
+    return big, (x - big.to(tl.float32)).to(tl.float16)
+
+
+@triton.jit
+def dot_fp16x3(a, b_big, b_small, acc):
+    """acc + a b for a below 2^FP16_RANGE in magnitude (fp32) and b = b_big + b_small (fp16): a's parts
+    rounded to nearest, the small parts' product left out. The interpreter's fp16 dot is numpy's
+    float32 product of the fp16 values: exact products, as the tensor cores'."""
+    a_big, a_small = fp16_parts(a)
     acc = tl.dot(a_small, b_big, acc)
     acc = tl.dot(a_big, b_small, acc)
     return tl.dot(a_big, b_big, acc)
@@ -160,20 +173,34 @@ def _dot_fp16x3(a, b_big, b_small, acc):
 def _times(x, b, b_small, acc, PRECISION: tl.constexpr):
     """acc + x b at PRECISION (b_small: the small parts of b for FP16X3)."""
     if PRECISION == FP16X3:
-        return _dot_fp16x3(x, b, b_small, acc)
+        return dot_fp16x3(x, b, b_small, acc)
     else:
         return dot(x, b, acc, PRECISION)
 
 
 @triton.jit
+def fp16_scale(largest):
+    """(2^p, 2^-p) for each of ``largest``, p the power that puts it in [2^(FP16_RANGE - 1),
+    2^FP16_RANGE), fp16's top binade, clamped to [-126, 126] (fp32's normal powers): zeros and
+    subnormals take 2^126, an infinity or a NaN 2^-114 and stays not finite."""
+    exponent = (largest.to(tl.int32, bitcast=True) >> 23) & 0xFF
+    power = tl.minimum(tl.maximum(FP16_RANGE + 126 - exponent, -126), 126)
+    return ((power + 127) << 23).to(tl.float32, bitcast=True), ((127 - power) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def scale_rows(x):
-    """(x with each row times the power of two that puts its largest |value| in [1, 2), the inverse
-    powers (rows,)): an operand without a bound as FP16X3 multiplies it. The exponent is clamped
-    to fp32's normal powers: rows of zeros or subnormals take 2^126, infinite or NaN ones stay so."""
-    largest = tl.max(tl.abs(x), axis=1)
-    exponent = tl.minimum(tl.maximum((largest.to(tl.int32, bitcast=True) >> 23) & 0xFF, 1), 253)
-    scale = ((254 - exponent) << 23).to(tl.float32, bitcast=True)
-    return x * scale[:, None], (exponent << 23).to(tl.float32, bitcast=True)
+    """(x with each row scaled by a power of two to fp16's top binade (``fp16_scale`` of its largest
+    |value|), the inverse powers (rows,)): an operand without a bound as FP16X3 multiplies it."""
+    scale, inverse = fp16_scale(tl.max(tl.abs(x), axis=1))
+    return x * scale[:, None], inverse
+
+
+@triton.jit
+def scale_columns(x):
+    """``scale_rows`` by columns: (x scaled, the inverse powers (columns,))."""
+    scale, inverse = fp16_scale(tl.max(tl.abs(x), axis=0))
+    return x * scale[None, :], inverse
 
 
 @triton.jit
@@ -184,9 +211,10 @@ def inverse_scale(scale_ptr, PRECISION: tl.constexpr):
 
 @triton.jit
 def _unscaled(acc, rows, w_inverse, SCALED: tl.constexpr):
-    """acc times the weights' inverse scale and, where the operand's rows were scaled, theirs."""
+    """acc times the weights' inverse scale and, where the operand's rows were scaled, theirs (one
+    after the other: their product alone could leave fp32's normal range)."""
     if SCALED:
-        return acc * (rows * w_inverse)[:, None]
+        return acc * rows[:, None] * w_inverse
     else:
         return acc * w_inverse
 

@@ -22,7 +22,7 @@ width  tangents    tiling       sm_80                           sm_90
 32     0 / 3       64,32 /16/4  64 / 0 / 4 KB; 168 / 0 / 2 KB   48 / 0 / 2 KB; 166 / 0 / 2 KB
 64     0           64/16/4      128 / 0 / 4 KB (tf32 163)       105 / 0 / 4 KB (tf32 124)
 64     3           16/16/4      168 / 0 / 4 KB (tf32 166)       168 / 16 B / 4 KB (tf32 166 / 0)
-128    0 / 3       32,16 /16/8  128 / 0 / 8 KB; 255 / 0 / 8 KB  128 / 0 / 8 KB; 255 / 0 / 8 KB
+128    0 / 3       32,16 /16/8  128 / 0 / 8 KB; 255 / 0 / 8 KB  128 / 0 / 8 KB; 255 / 8 B / 8 KB
 256    0           32/16/8      187 / 0 / 32 KB                 184 / 0 / 32 KB
 256    1 per call  16/16/8      255 / 36 B / 16 KB              255 / 96 B / 16 KB
 512    0           16/16/8      182 / 0 / 32 KB                 178 / 0 / 32 KB
@@ -46,11 +46,11 @@ kernel          width   tangents  sm_80                        sm_90
 backward        16      0 / 3     96/0/5 KB; 168/0/3 KB        98/0/5 KB; 164/0/3 KB
 backward        32      0 / 3     164/0/8 KB; 167/0/3 KB       180/0/8 KB; 163/0/3 KB
 backward        64      0 / 3     170/0/16 KB; 254/0/5 KB      255/0/16 KB; 254/0/5 KB
-backward        128     0 / 3     255/0/16 KB; 255/60 B/9 KB   255/0/16 KB; 255/88 B/9 KB
-backward        256     0 / 1     255/0/32 KB; 255/96 B/17 KB  255/0/32 KB; 255/12 B/17 KB
+backward        128     0 / 3     255/0/16 KB; 255/60 B/9 KB   255/0/16 KB; 255/72 B/9 KB
+backward        256     0 / 1     255/0/32 KB; 255/112 B/17 KB 255/0/32 KB; 255/60 B/17 KB
 taped           16, 32  3         128/0; 228/0                 128/0; 226/0
 taped           128     0 / 3     191/0/16 KB; 255/0/8 KB      255/0/16 KB; 255/0/8 KB
-taped           256     0 / 1     192/0/32 KB; 255/36 B/16 KB  193/0/32 KB; 255/0/16 KB
+taped           256     0 / 1     192/0/32 KB; 255/24 B/16 KB  193/0/32 KB; 255/0/16 KB
 input_gradient  256     0         255/0/32 KB                  255/44 B/32 KB
 ==============  ======  ========  ===========================  ===========================
 
@@ -62,9 +62,9 @@ spilled 188 B on sm_90). At 64 points and width 256 the backward spills 356 B on
 (``training.input_gradient``: the backward without storing dL/dz) takes the backward's tilings;
 at width 256 on sm_90 it spills 44 B (at BLOCK_M 16: 174 registers, none). The Jacobian's backward
 at width 256 spilled 1.5-1.6 KB in fp32 with tf32x3 (dL/da, dL/dt, their accumulators, the split's
-big and small parts and the tape's z, u and derivative live at once at BLOCK_M 16), 12-96 B with
+big and small parts and the tape's z, u and derivative live at once at BLOCK_M 16), 60-112 B with
 fp16 parts; in tf32 48-120 B and in bf16 up to 60 B (since it writes t = omega cos(omega z) u over
-u for the weight gradients, ``training``); other tf32 variants at widths 128-256 spill 24-96 B
+u for the weight gradients, ``training``); other tf32 variants at widths 64-256 spill 8-96 B
 (tests/test_triton_compile.py's ``KNOWN_SPILLS``).
 
 bf16 (``_BF16_CONFIGS``): ``device.operand`` keeps the tiles a layer hands to the next (and the
@@ -73,7 +73,8 @@ same numerics, so bf16 runs larger tiles where they compile without spills (BLOC
 BLOCK_K 16; registers / spill bytes; the rest as fp32's tilings, whose bf16 variants all compile
 without spills except the backward with tangents on sm_90: 24 B at width 64, 48 B at 128, 60 B
 at 256, and the taped forward with 3 tangents read from the tape (``network.forward_directional``)
-on sm_90: 72 B at 64, 96 B at 128; tf32's backward at width 32 spills 8 B on sm_80):
+on sm_90: 72 B at 128 (none at 64 since it no longer stores z); tf32's backward at width 32 spills 8 B
+on sm_80):
 
 ========  =====  ========  ====================  ====================
 kernel    width  tangents  sm_80                 sm_90
@@ -95,6 +96,15 @@ At width 256, sm_90's forward at BLOCK_M 128 (one tile per warpgroup pair, wgmma
 once per 128 points where fp32 reads them per 32; on sm_80 BLOCK_M 128 spills 47 KB, so it takes 64.
 Larger tiles spill: the forward with tangents from width 128, the taped forward from 64 at 128 points
 (5 KB with 3 tangents, 1 KB without at width 128) and the backward at 128 points (0.5-7 KB).
+
+The weight gradients' GEMM (``gradient_tiling``, ``parameters``): tiles of dL/dW up to 128 x 128
+(fp32 on sm_80: 64 x 128), 32 points a step in 3 stages, 8 warps; compiled for every layer shape of
+the networks the kernels take (widths 16-512; hidden, first of xyz or of a 259-input latent code,
+output of 1 or 16; each precision): no spills, at most 96 KB of shared memory. Width 256's hidden
+layer uses 255 / 242 registers in fp32 (sm_90 / sm_80), 232 / 242 in tf32, 226 / 250 in bf16. fp32
+keeps two tile accumulators (a step's products are scaled back before they are added), so its
+128 x 128 tile spilled 496 B on sm_80; a latent code's inputs (rows not 16-aligned: loaded a value
+at a time) spilled 0.5-1.3 KB at 128 outputs, hence half of them there.
 """
 
 from __future__ import annotations
@@ -104,10 +114,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import triton
 import triton.language as tl
 
-__all__ = ["OUT_PAD", "PRECISION_CODES", "WIDTHS", "Config", "arch", "backward_config", "column_groups", "config",
-           "on_device", "supports", "tangents_per_launch"]
+__all__ = ["OUT_PAD", "PRECISION_CODES", "WIDTHS", "Config", "GradientTiling", "arch", "backward_config",
+           "column_groups", "config", "gradient_tiling", "on_device", "supports", "tangents_per_launch"]
 
 # The kernels' PRECISION: 0 is tf32x3, which fp32 keeps for a latent first layer and dL/dx; its other
 # products are device.FP16X3 (operands.kernel_precision).
@@ -132,9 +143,30 @@ class Config:
 
     @property
     def options(self) -> dict:
-        """The launch's compiler options. Fused multiply-adds are asked for explicitly: Triton 3.9
-        warns that 3.10 will turn them off by default."""
-        return dict(num_warps=self.num_warps, num_stages=self.num_stages, enable_fp_fusion=True)
+        return _options(self.num_warps, self.num_stages)
+
+
+@dataclass(frozen=True)
+class GradientTiling:
+    """A tiling of the weight gradients' GEMM (``parameters``): a BLOCK_O x BLOCK_I tile of dL/dW per
+    program, BLOCK_P points a step, warps, and Triton's software pipelining of the loop over the
+    steps (``num_stages`` copies of a step's operands in shared memory)."""
+
+    block_o: int
+    block_i: int
+    block_p: int
+    num_warps: int
+    num_stages: int
+
+    @property
+    def options(self) -> dict:
+        return _options(self.num_warps, self.num_stages)
+
+
+def _options(num_warps: int, num_stages: int) -> dict:
+    """A launch's compiler options. Fused multiply-adds are asked for explicitly: Triton 3.9 warns
+    that 3.10 will turn them off by default."""
+    return dict(num_warps=num_warps, num_stages=num_stages, enable_fp_fusion=True)
 
 
 def tangents_per_launch(width: int) -> int:
@@ -213,6 +245,21 @@ def config(width: int, tangents: int, precision: str = "fp32", target: int = 90,
     kernel = "taped" if taped else "forward"
     return ((precision == "bf16" and _bf16(kernel, width, tangents, target))
             or (taped and _TAPED_CONFIGS.get((width, tangents))) or _CONFIGS[width, tangents])
+
+
+def gradient_tiling(outputs: int, inputs: int, precision: str = "fp32", target: int = 90) -> GradientTiling:
+    """The tiling of the weight gradient of a layer of ``inputs`` -> ``outputs`` at ``precision`` for
+    ``target`` (``arch``): tiles of up to 128 x 128 (fp32 on sm_80: 64 x 128), 16 at least (a
+    product's smallest), half as many outputs where the inputs' rows are not 16-aligned (a latent
+    code's 259: loaded a value at a time); 32 points a step in 3 stages; 8 warps for 128 inputs, 2
+    for a 16 x 16 tile (with 4, ptxas spilled 8-16 B on sm_80), else 4."""
+    block_o = 64 if precision == "fp32" and target < 90 else 128
+    if inputs % 16:
+        block_o //= 2
+    block_o = min(block_o, max(16, triton.next_power_of_2(outputs)))
+    block_i = min(128, max(16, triton.next_power_of_2(inputs)))
+    warps = 8 if block_i == 128 else 2 if block_o * block_i <= 256 else 4
+    return GradientTiling(block_o, block_i, 32, warps, 3)
 
 
 def column_groups(width: int, columns: int) -> list[tuple[int, int]]:

@@ -46,16 +46,19 @@ BLOCK_K_FIRST = 32  # inputs per product of a first layer beyond EXACT_FIRST_LAY
 
 @triton.jit
 def _activate(z, t0, t1, t2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, N: tl.constexpr,
-              SINE: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr):
+              SINE: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr,
+              STORE_Z: tl.constexpr):
     """z + b and, with SINE, (sin(omega (z + b)), omega cos(omega (z + b)) t_i). TAPED > 0 stores the
-    first TAPED columns of z + b at tape_rows (row pointers; rows where store_z) and of the tangents t_i
-    as they come in (W t of the layer below) at tape_u_rows + i u_stride, for the backward."""
+    first TAPED columns of z + b at tape_rows (row pointers; with STORE_Z, rows where store_z) and of
+    the tangents t_i as they come in (W t of the layer below) at tape_u_rows + i u_stride, for the
+    backward."""
     if HAS_BIAS:
         z += tl.load(b_ptr + tl.arange(0, N))[None, :]
     if TAPED > 0:
         columns = tl.arange(0, N)
         inside = valid[:, None] & (columns < TAPED)[None, :]
-        tl.store(tape_rows[:, None] + columns[None, :], z, mask=inside & store_z[:, None])
+        if STORE_Z:
+            tl.store(tape_rows[:, None] + columns[None, :], z, mask=inside & store_z[:, None])
         store_tangents(tape_u_rows[:, None] + columns[None, :], t0, t1, t2, u_stride, inside, TANGENTS)
     if SINE:
         z, c = sincos_reduced(z * omega, True, TANGENTS > 0)
@@ -73,13 +76,13 @@ def _activate(z, t0, t1, t2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, sto
 def _layer(a, t0, t1, t2, w_ptr, b_ptr, scale_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid,
            K: tl.constexpr, N: tl.constexpr,
            SINE: tl.constexpr, HAS_BIAS: tl.constexpr, TANGENTS: tl.constexpr, TAPED: tl.constexpr,
-           BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+           STORE_Z: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     """A layer after the first: K inputs, N outputs, the whole (BLOCK_M, N) result one accumulator
     (``device.layer_products``; for FP16X3 the weights' inverse scale at scale_ptr)."""
     z, u0, u1, u2 = layer_products(a, t0, t1, t2, w_ptr, inverse_scale(scale_ptr, PRECISION), K, N, TANGENTS, True,
                                    BLOCK_M, BLOCK_K, PRECISION)
     return _activate(z, u0, u1, u2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, N, SINE,
-                     HAS_BIAS, TANGENTS, TAPED)
+                     HAS_BIAS, TANGENTS, TAPED, STORE_Z)
 
 
 @triton.jit
@@ -121,7 +124,7 @@ def _first_layer(x_rows, valid, w_ptr, b_ptr, omega, first_column, tape_rows, ta
         if TANGENTS > 2:
             t2 = tl.broadcast_to(tl.load(w_ptr + (first_column + 2) * H + rn)[None, :], (BLOCK_M, H))
     return _activate(z, t0, t1, t2, b_ptr, omega, tape_rows, tape_u_rows, u_stride, store_z, valid, H, True,
-                     HAS_BIAS, TANGENTS, TAPED)
+                     HAS_BIAS, TANGENTS, TAPED, not GIVEN)
 
 
 @triton.jit
@@ -139,12 +142,15 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
     pre-activations (layers, n_points, H) at tape_ptr (written by the launch of column 0) and their
     incoming tangents (layers, GRAD_COLUMNS, n_points, H) at tape_u_ptr; a sine output layer's
     (n_points, OUT) and (GRAD_COLUMNS, n_points, OUT) at tape_last_ptr and tape_u_last_ptr. With
-    GIVEN (and TAPE) the first layer's tangents are read from the tape (``forward_directional``)."""
+    GIVEN (and TAPE) the first layer's tangents are read from the tape and z, which the tape holds,
+    is not stored (``forward_directional``)."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     valid = rows < n_points
     x_rows = x_ptr + rows * IN
     plane = n_points.to(tl.int64) * H
-    store_z = (tl.zeros_like(rows) + jac_column) == 0  # a block: the interpreter takes no scalar in a mask
+    # The launch of column 0 stores z, unless the tape holds it already (GIVEN). A block: the
+    # interpreter takes no scalar in a mask.
+    store_z = (tl.zeros_like(rows) + jac_column) == 0
     tape_rows = tape_ptr + rows * H
     tape_u_rows = tape_u_ptr + jac_column * plane + rows * H
     a, t0, t1, t2 = _first_layer(x_rows, valid, w_first, b_first, omega_first, first_column, tape_rows, tape_u_rows,
@@ -158,7 +164,8 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
         tape_rows += plane
         tape_u_rows += GRAD_COLUMNS * plane
         a, t0, t1, t2 = _layer(a, t0, t1, t2, w, bias, scale, omega_hidden, tape_rows, tape_u_rows, plane, store_z,
-                               valid, H, H, True, HAS_BIAS, TANGENTS, H if TAPE else 0, BLOCK_M, BLOCK_K, PRECISION)
+                               valid, H, H, True, HAS_BIAS, TANGENTS, H if TAPE else 0, not GIVEN, BLOCK_M, BLOCK_K,
+                               PRECISION)
         a, t0, t1, t2 = (operand(a, PRECISION), operand(t0, PRECISION), operand(t1, PRECISION),
                          operand(t2, PRECISION))
         w += H * H * (2 if PRECISION == FP16X3 else 1)
@@ -167,8 +174,8 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
     out_plane = n_points.to(tl.int64) * OUT
     y, t0, t1, t2 = _layer(a, t0, t1, t2, w_last, b_last, scale, omega_last, tape_last_ptr + rows * OUT,
                            tape_u_last_ptr + jac_column * out_plane + rows * OUT, out_plane, store_z, valid, H,
-                           OUT_PAD, SINE_LAST, HAS_BIAS, TANGENTS, OUT if TAPE and SINE_LAST else 0, BLOCK_M,
-                           BLOCK_K, PRECISION)
+                           OUT_PAD, SINE_LAST, HAS_BIAS, TANGENTS, OUT if TAPE and SINE_LAST else 0, not GIVEN,
+                           BLOCK_M, BLOCK_K, PRECISION)
     ro = tl.arange(0, OUT_PAD)
     inside = valid[:, None] & (ro < OUT)[None, :]
     tl.store(y_ptr + rows[:, None] * OUT + ro[None, :], y, mask=inside)
@@ -271,7 +278,8 @@ def forward_directional(x: torch.Tensor, weights: Sequence[torch.Tensor], biases
     """(the derivatives of y along ``directions`` (N, count, c) of the last c inputs, (N, out,
     count), and ``tape`` with the tangents they take, for ``backward``): forward mode with the first
     layer's tangents W v (one GEMM here, written into the tape, where the kernel reads them) in the
-    launches of ``count`` columns; the pre-activations are stored again in ``tape``."""
+    launches of ``count`` columns; the pre-activations are ``tape``'s (``forward_taped``'s), not
+    stored again."""
     n, count, columns = directions.shape
     width, outputs, layers = weights[0].shape[0], weights[-1].shape[0], len(weights) - 1
     tangents = torch.empty((layers, count, n, width), dtype=torch.float32, device=x.device)

@@ -9,15 +9,12 @@ import torch
 import triton
 import triton.language as tl
 
-from fastsdf.kernels.siren.device import FP16X3
+from fastsdf.kernels.siren.device import FP16X3, fp16_parts, fp16_scale
 from fastsdf.kernels.siren.launch import PRECISION_CODES, on_device
 
-__all__ = ["FP16_RANGE", "SPLIT_BLOCK", "SPLIT_OPTIONS", "kernel_precision", "layer_operands", "split_fp16",
+__all__ = ["SPLIT_BLOCK", "SPLIT_OPTIONS", "kernel_precision", "layer_operands", "split_fp16",
            "split_kernel"]
 
-# split_fp16 scales a matrix below 2^FP16_RANGE (fp16's largest finite value is ~2^16): the big
-# parts round within range, and small parts, 2^-11 of them, stay normal down to 2^-16 of the largest.
-FP16_RANGE = tl.constexpr(15)
 # A program walks its matrix twice (its largest value, then the parts) in blocks of SPLIT_BLOCK: at
 # width 256, 16 blocks a pass, so a call's split costs little next to a batch's forward.
 SPLIT_BLOCK = 4096
@@ -32,8 +29,8 @@ def kernel_precision(precision: str) -> int:
 @triton.jit
 def split_kernel(w_ptr, parts_ptr, inverse_ptr, SIZE: tl.constexpr, COLUMNS: tl.constexpr, BLOCK: tl.constexpr):
     """One matrix (SIZE values, rows of COLUMNS) per program: its largest |value|, then its values
-    times 2^p (p = FP16_RANGE + 126 - the largest's biased exponent, clamped to [-126, 126]) as fp16
-    big and small parts, each row's big ones then its small ones, and 2^-p."""
+    times 2^p (``device.fp16_scale`` of the largest) as fp16 big and small parts, each row's big ones
+    then its small ones, and 2^-p."""
     matrix = tl.program_id(0).to(tl.int64)
     w_ptr += matrix * SIZE
     parts_ptr += matrix * 2 * SIZE
@@ -41,26 +38,24 @@ def split_kernel(w_ptr, parts_ptr, inverse_ptr, SIZE: tl.constexpr, COLUMNS: tl.
     for start in range(0, SIZE, BLOCK):
         at = start + tl.arange(0, BLOCK)
         largest = tl.maximum(largest, tl.abs(tl.load(w_ptr + at, mask=at < SIZE, other=0.0)))
-    exponent = (tl.max(largest, axis=0).to(tl.int32, bitcast=True) >> 23) & 0xFF
-    power = tl.minimum(tl.maximum(FP16_RANGE + 126 - exponent, -126), 126)
-    scale = ((power + 127) << 23).to(tl.float32, bitcast=True)
-    tl.store(inverse_ptr + matrix, ((127 - power) << 23).to(tl.float32, bitcast=True))
+    scale, inverse = fp16_scale(tl.max(largest, axis=0))
+    tl.store(inverse_ptr + matrix, inverse)
     for start in range(0, SIZE, BLOCK):
         at = start + tl.arange(0, BLOCK)
         inside = at < SIZE
         scaled = tl.load(w_ptr + at, mask=inside, other=0.0) * scale
-        big = scaled.to(tl.float16)
+        big, small = fp16_parts(scaled)
         out = parts_ptr + (at // COLUMNS) * (2 * COLUMNS) + at % COLUMNS
         tl.store(out, big, mask=inside)
-        tl.store(out + COLUMNS, (scaled - big.to(tl.float32)).to(tl.float16), mask=inside)
+        tl.store(out + COLUMNS, small, mask=inside)
 
 
 def split_fp16(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Matrices (..., rows, columns) as FP16X3's products read them: (..., rows, 2, columns) fp16,
-    each row's big parts, then its small ones, of the matrix times a power of two that puts its
-    largest |value| in [2^(FP16_RANGE - 1), 2^FP16_RANGE) (clamped to fp32's normal powers: a
-    matrix of zeros takes 2^126, one with an infinity or a NaN 2^-114 and stays not finite), and the
-    inverse powers (...,) fp32. One launch (``split_kernel``), no synchronisation."""
+    each row's big parts, then its small ones, of the matrix times the power of two that puts its
+    largest |value| in fp16's top binade (``device.fp16_scale``: a matrix of zeros takes 2^126, one
+    with an infinity or a NaN 2^-114 and stays not finite), and the inverse powers (...,) fp32. One
+    launch (``split_kernel``), no synchronisation."""
     w = w.detach().float().contiguous()
     rows, columns = w.shape[-2:]
     parts = torch.empty((*w.shape[:-1], 2, columns), dtype=torch.float16, device=w.device)

@@ -10,7 +10,7 @@ are multiplied by the weights as they are (out x in, through the same ``device.p
 weight chunk for all) into the next dL/da and dL/dt; at the bottom dL/dx (tf32x3). Tangents go in
 the forward's groups (3 a launch to width 128, 1 from 256), each launch after the first adding its
 share. ``input_gradient`` is the same sweep from dL/dy alone without storing dL/dz: reverse mode's
-Jacobian. The parameter gradients are GEMMs on the host side. Tilings and their registers and
+Jacobian. The parameter gradients are ``parameters``' GEMMs after it. Tilings and their registers and
 spills: ``launch``.
 """
 

@@ -1,0 +1,185 @@
+"""The parameter gradients of the training backward (``training.backward``): a layer's dL/dW = dL/dz^T a
++ sum_c dL/du_c^T t_c (a: its input, each sine layer's sin(omega z) the sweep leaves in the tape;
+u_c, t_c: the Jacobian's tangents, with one plane per tangent) and dL/db = sum dL/dz over the points.
+
+One GEMM kernel, ``weight_gradient_kernel``, at the call's precision on the tensor cores, where
+PyTorch's float32 products (``allow_tf32`` off, its default) ran them on the CUDA cores: a
+width-256 layer's dL/dW costs 131 kFLOP a point, 2 ns a point on an H200 at FP32's 67 TFLOP/s,
+0.4 ns at fp16's rate by three products (benchmarks/gpu_model.py). A program takes a BLOCK_O x
+BLOCK_I tile of dL/dW over a chunk of the points (split-K: the reduction runs over the batch, the
+tiles are few) and writes its partial sum; the chunks' sums are added after, in a fixed order
+(deterministic, no atomics). The operands stream from global memory, BLOCK_P points a step, each
+read once per tile of the other's columns; the tiles of a chunk are neighbours in the launch order,
+so the second read should come from L2 (the cost model counts every read as HBM's). dL/dz's tile is
+the product's first operand, transposed, and dL/db is summed from it on the way.
+
+Precision: ``"fp32"`` is three fp16 products of big and small parts (``device.FP16X3``), each
+step's operands scaled first by powers of two into fp16's top binade (``device.scale_rows`` for
+dL/dz^T's rows, one per output neuron; ``device.scale_columns`` for the input's columns, except a
+sine's, bounded, taken as it is) and the step's products scaled back before they are added: each
+term within 2^-20 of itself, its values below 2^-18 of their step's largest within 2^-39 of that
+largest, a sine's within 2^-25 (tests/test_siren_parameters.py's bound); ``"tf32"`` one TF32
+product, ``"bf16"`` bfloat16 operands; all accumulate in fp32. The interpreter rounds the
+operands itself (``device.dot``).
+
+Chunks: at least MIN_CHUNK points each and at most MAX_SPLITS of them (``chunking``); their partial
+sums are MAX_SPLITS x out x in floats, written and read once: 32 bytes a point per width-256 layer
+at 2^20 points (the cost model's batches take one chunk, and do not count them).
+Tilings and their registers: ``launch.gradient_tiling``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from fastsdf.kernels.siren.device import FP16X3, dot, dot_fp16x3, fp16_parts, operand, scale_columns, scale_rows
+from fastsdf.kernels.siren.launch import arch, gradient_tiling, on_device
+from fastsdf.kernels.siren.network import Tape
+from fastsdf.kernels.siren.operands import kernel_precision
+from fastsdf.kernels.siren.training import Deltas
+
+__all__ = ["MAX_SPLITS", "MIN_CHUNK", "chunking", "parameter_gradients", "weight_gradient", "weight_gradient_kernel"]
+
+MIN_CHUNK = 4096
+MAX_SPLITS = 64
+
+
+@triton.jit
+def _product(dt, a, acc, BOUNDED: tl.constexpr, PRECISION: tl.constexpr):
+    """acc + dt a at PRECISION (``dt``: dL/dz^T, (BLOCK_O, BLOCK_P); ``a``: (BLOCK_P, BLOCK_I), in
+    [-1, 1] if BOUNDED)."""
+    if PRECISION == FP16X3:
+        dt, rows = scale_rows(dt)
+        if not BOUNDED:
+            a, columns = scale_columns(a)
+        a_big, a_small = fp16_parts(a)
+        step = dot_fp16x3(dt, a_big, a_small, tl.zeros(acc.shape, dtype=tl.float32)) * rows[:, None]
+        if not BOUNDED:
+            step = step * columns[None, :]
+        return acc + step
+    else:
+        return dot(dt, operand(a, PRECISION), acc, PRECISION)
+
+
+@triton.jit
+def _accumulate(acc, bias, d_ptr, a_ptr, start, end, o0, i0, OUT: tl.constexpr, IN: tl.constexpr,
+                BOUNDED: tl.constexpr, BIAS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_O: tl.constexpr,
+                BLOCK_I: tl.constexpr, BLOCK_P: tl.constexpr):
+    """acc + d[start:end, o0:o0 + BLOCK_O]^T a[start:end, i0:i0 + BLOCK_I] (d: (points, OUT), a:
+    (points, IN), row-major), and with BIAS, bias + d's column sums."""
+    ro = o0 + tl.arange(0, BLOCK_O)
+    ri = i0 + tl.arange(0, BLOCK_I)
+    for p0 in range(start, end, BLOCK_P):
+        rp = p0 + tl.arange(0, BLOCK_P)
+        inside = rp < end
+        d = tl.load(d_ptr + rp[:, None] * OUT + ro[None, :], mask=inside[:, None] & (ro < OUT)[None, :], other=0.0)
+        a = tl.load(a_ptr + rp[:, None] * IN + ri[None, :], mask=inside[:, None] & (ri < IN)[None, :], other=0.0)
+        if BIAS:
+            bias += tl.sum(d, axis=0)
+        acc = _product(tl.trans(d), a, acc, BOUNDED, PRECISION)
+    return acc, bias
+
+
+@triton.jit
+def weight_gradient_kernel(d_ptr, a_ptr, du_ptr, t_ptr, partial_ptr, bias_ptr, n_points, chunk, planes,
+                           OUT: tl.constexpr, IN: tl.constexpr, BOUNDED: tl.constexpr, BIAS: tl.constexpr,
+                           PRECISION: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr,
+                           BLOCK_P: tl.constexpr):
+    """Program (tile, split): the tile's partial dL/dW over points [split chunk, (split + 1) chunk),
+    d^T a + sum over ``planes`` c of du[c]^T t[c] (d, du[c]: (n_points, OUT); a, t[c]: (n_points,
+    IN); a in [-1, 1] if BOUNDED), stored at partial_ptr + split OUT IN; with BIAS, the tiles of
+    the first columns store d's column sums at bias_ptr + split OUT."""
+    tiles_in = tl.cdiv(IN, BLOCK_I)
+    tile = tl.program_id(0)
+    split = tl.program_id(1).to(tl.int64)
+    o0 = (tile // tiles_in) * BLOCK_O
+    i0 = (tile % tiles_in) * BLOCK_I
+    start = split * chunk
+    end = tl.minimum(start + chunk, n_points)
+    acc = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
+    bias = tl.zeros((BLOCK_O,), dtype=tl.float32)
+    acc, bias = _accumulate(acc, bias, d_ptr, a_ptr, start, end, o0, i0, OUT, IN, BOUNDED, BIAS, PRECISION,
+                            BLOCK_O, BLOCK_I, BLOCK_P)
+    points = n_points.to(tl.int64)
+    for c in range(planes):
+        acc, bias = _accumulate(acc, bias, du_ptr + c * points * OUT, t_ptr + c * points * IN, start, end, o0, i0,
+                                OUT, IN, False, False, PRECISION, BLOCK_O, BLOCK_I, BLOCK_P)
+    ro = o0 + tl.arange(0, BLOCK_O)
+    ri = i0 + tl.arange(0, BLOCK_I)
+    tl.store(partial_ptr + split * (OUT * IN) + ro[:, None] * IN + ri[None, :], acc,
+             mask=(ro < OUT)[:, None] & (ri < IN)[None, :])
+    if BIAS:
+        if i0 == 0:
+            tl.store(bias_ptr + split * OUT + ro, bias, mask=ro < OUT)
+
+
+def chunking(n: int, block_p: int) -> tuple[int, int]:
+    """(chunks, points in each but the last: a multiple of block_p) of a batch of n >= 1 points."""
+    splits = max(1, min(MAX_SPLITS, triton.cdiv(n, MIN_CHUNK)))
+    chunk = triton.cdiv(triton.cdiv(n, splits), block_p) * block_p
+    return triton.cdiv(n, chunk), chunk
+
+
+def weight_gradient(d: torch.Tensor, a: torch.Tensor, precision: str, bounded: bool, du: torch.Tensor | None = None,
+                    t: torch.Tensor | None = None,
+                    bias: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dL/dW = d^T a + sum_c du[c]^T t[c] (out, in), dL/db = d summed over the points (out,) with
+    ``bias``, else None) for d (N, out), a (N, in), du (C, N, out) and t (C, N, in), float32, at
+    ``precision`` (``bounded``: a is a sine, in [-1, 1])."""
+    n, outputs = d.shape
+    inputs = a.shape[1]
+    device = d.device
+    if n == 0:
+        return (torch.zeros((outputs, inputs), dtype=torch.float32, device=device),
+                torch.zeros(outputs, dtype=torch.float32, device=device) if bias else None)
+    planes = 0 if du is None else du.shape[0]
+    tiling = gradient_tiling(outputs, inputs, precision, arch(d.device))
+    splits, chunk = chunking(n, tiling.block_p)
+    partial = torch.empty((splits, outputs, inputs), dtype=torch.float32, device=device)
+    bias_partial = torch.empty((splits, outputs), dtype=torch.float32, device=device)
+    d, a = d.contiguous(), a.contiguous()
+    if du is None:  # no plane: pointers never followed, not d and a (the cost model tells buffers apart)
+        du = t = torch.empty(1, dtype=torch.float32, device=device)
+    du, t = du.contiguous(), t.contiguous()
+    tiles = triton.cdiv(outputs, tiling.block_o) * triton.cdiv(inputs, tiling.block_i)
+    with on_device(d):
+        weight_gradient_kernel[(tiles, splits)](
+            d, a, du, t, partial, bias_partial, n, chunk, planes, OUT=outputs, IN=inputs, BOUNDED=bounded,
+            BIAS=bias, PRECISION=kernel_precision(precision), BLOCK_O=tiling.block_o, BLOCK_I=tiling.block_i,
+            BLOCK_P=tiling.block_p, **tiling.options)
+    if splits == 1:
+        return partial[0], bias_partial[0] if bias else None
+    return partial.sum(0), bias_partial.sum(0) if bias else None
+
+
+def parameter_gradients(x: torch.Tensor, tape: Tape, deltas: Deltas, directions: torch.Tensor | None,
+                        precision: str, need_weights: Sequence[bool],
+                        need_biases: Sequence[bool]) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
+    """(dL/dW of each layer, dL/db of each layer with a bias; None where not needed) after
+    ``training.backward``'s sweep of ``tape`` (which left each sine layer's a and t in it) for the
+    network's inputs x (N, in) and, where the loss took the Jacobian, its ``directions`` dL/dJ (N,
+    out, columns over x's last ones), whose first layer's tangents W v add dL/du_1^T v to W's last
+    columns (a product of ``columns`` terms per point, left to PyTorch)."""
+    inputs = [x.detach().float(), *tape.pre[:len(need_weights) - 1]]
+    by_layer = [*deltas.pre, deltas.last]
+    swept = deltas.tangents is not None
+    tangent_deltas = [None, *deltas.tangents[1:], deltas.tangents_last] if swept else [None] * len(by_layer)
+    tangent_inputs = [None, *tape.tangents] if swept else [None] * len(by_layer)
+    weight_grads: list[torch.Tensor | None] = []
+    bias_grads: list[torch.Tensor | None] = []
+    for layer, (d, a, need_w) in enumerate(zip(by_layer, inputs, need_weights)):
+        need_b = layer < len(need_biases) and need_biases[layer]
+        if need_w:
+            w, b = weight_gradient(d, a, precision, layer > 0, tangent_deltas[layer], tangent_inputs[layer], need_b)
+        else:
+            w, b = None, d.sum(0) if need_b else None
+        weight_grads.append(w)
+        bias_grads.append(b)
+    if swept and weight_grads[0] is not None:
+        weight_grads[0][:, x.shape[1] - directions.shape[2]:] += torch.einsum("onh,noc->hc", deltas.tangents[0],
+                                                                             directions)
+    return weight_grads, bias_grads[:len(need_biases)]
