@@ -422,7 +422,7 @@ def test_the_derivative_along_a_direction_is_the_jacobian_times_it(poisoned: Non
     jacobian = torch.empty((70, 2, 5), device=DEVICE)
     kernels.jacobian_from_tape(tape, weights, model.omegas, "fp32", jacobian)
     directions = torch.randn(70, 2, 5, device=DEVICE)
-    derivatives, directed = kernels.forward_directional(x, weights, biases, model.omegas, "fp32", directions, tape)
+    derivatives, directed = kernels.forward_directional(weights, model.omegas, "fp32", directions, tape)
     want = torch.einsum("noc,ntc->not", jacobian.double(), directions.double())
     assert derivatives.shape == (70, 2, 2)
     assert (derivatives.double() - want).abs().max() <= RTOL_GRAD * 5 * (float(want.abs().max()) + 1)

@@ -20,8 +20,9 @@ tests/test_triton_compile.py [--slow]`` prints the measurements as JSON lines.
 
 The training kernels (``training.backward_kernel``, plain and with the Jacobian's tangents, and the forward
 that writes the tape, ``kernel`` "backward" and "taped"; the backward without dL/dz of the reverse-mode
-Jacobian, "input_gradient") are compiled the same way, five in the fast set (``FAST_TRAINING``), the
-rest in the slow one; so is the weight gradients' GEMM ("weight_gradient", ``parameters``) for each
+Jacobian, "input_gradient"; forward mode over the tape, ``network.directional_kernel``,
+"directional") are compiled the same way, six in the fast set (``FAST_TRAINING``), the rest in the
+slow one; so is the weight gradients' GEMM ("weight_gradient", ``parameters``) for each
 layer shape of ``GRADIENT_LAYERS``, the default network's hidden and first layers in the fast set.
 
 Measured: the tables in ``fastsdf.kernels.siren.launch``'s docstring. Zero spills is asserted for widths
@@ -60,23 +61,20 @@ SPILLS_UP_TO = 256  # widths whose tilings must not spill
 # backward at 256 spilled 1.5-1.6 KB with tf32x3), and the reverse sweep at 256 on sm_90 (at 16
 # points a tile it spills nothing: 174 registers). Scaling the sums back by the rows' and the
 # weights' inverse scales one after the other (2026-12-01: their product could leave fp32's normal
-# range) added 8-48 B to four of them. The forward along given directions (taped with tangents) no
-# longer stores z (2026-12-01): spills fell in five of its variants and rose in two (tf32 on sm_90:
-# 36 -> 96 B at width 256, 0 -> 24 B at 64).
+# range) added 8-48 B to four of them. Forward mode over the tape ("directional", 2026-12-01: the
+# taped forward with tangents before, which spilled 12-96 B at 16 points) at 32 points.
 KNOWN_SPILLS = {("forward", 64, 3, "fp32", 90): 16, ("forward", 128, 1, "fp32", 90): 12,
                 ("forward", 128, 3, "fp32", 90): 8,
                 ("forward", 256, 1, "fp32", 80): 36, ("forward", 256, 1, "fp32", 90): 96,
-                ("taped", 256, 1, "fp32", 80): 24,
                 ("backward", 128, 3, "fp32", 80): 60, ("backward", 128, 3, "fp32", 90): 72,
                 ("backward", 256, 1, "fp32", 80): 112, ("backward", 256, 1, "fp32", 90): 60,
-                ("input_gradient", 256, 0, "fp32", 90): 44,
+                ("input_gradient", 256, 0, "fp32", 90): 44, ("directional", 256, 1, "fp32", 80): 24,
                 # tf32 and bf16 training kernels (the slow set), measured the same way.
                 ("backward", 64, 3, "bf16", 90): 24, ("backward", 128, 3, "bf16", 90): 48,
                 ("backward", 256, 1, "bf16", 90): 60, ("backward", 256, 0, "tf32", 90): 8,
                 ("backward", 256, 1, "tf32", 80): 120, ("backward", 256, 1, "tf32", 90): 48,
-                ("backward", 32, 0, "tf32", 80): 8, ("taped", 128, 3, "bf16", 90): 72,
-                ("taped", 64, 3, "tf32", 90): 24, ("taped", 256, 0, "tf32", 90): 96,
-                ("taped", 256, 1, "tf32", 80): 12, ("taped", 256, 1, "tf32", 90): 96}
+                ("backward", 32, 0, "tf32", 80): 8, ("taped", 256, 0, "tf32", 90): 92,
+                ("directional", 256, 1, "tf32", 90): 88}
 TARGETS = (80, 90)
 PRECISIONS = ("fp32", "tf32", "bf16")
 # The type the hidden and output layers' weights reach the kernels in (fp32's: fp16 parts).
@@ -95,10 +93,11 @@ def _fast(width: int, tangents: int, precision: str) -> bool:
 
 # The training kernels in the fast set (kernel, width, tangents, precision): the backward of the
 # default network's width (fp32 and bf16, whose tile is 4x fp32's) and the Jacobian's backward at 64,
-# the taped forward at the width whose tiling had to shrink for it (5-20 s a target), and the sweep of
-# the reverse-mode Jacobian (the backward without storing dL/dz) at 256; the others are slow.
+# the taped forward at the width whose tiling had to shrink for it (5-20 s a target), the sweep of the
+# reverse-mode Jacobian (the backward without storing dL/dz) and forward mode over the tape at 256;
+# the others are slow.
 FAST_TRAINING = {("backward", 256, 0, "fp32"), ("backward", 256, 0, "bf16"), ("backward", 64, 3, "fp32"),
-                 ("taped", 64, 0, "fp32"), ("input_gradient", 256, 0, "fp32")}
+                 ("taped", 64, 0, "fp32"), ("input_gradient", 256, 0, "fp32"), ("directional", 256, 1, "fp32")}
 
 
 # The weight gradients' layers at a network's width: (outputs, inputs) as functions of it, and whether
@@ -125,8 +124,9 @@ def _cases(slow: bool) -> list[dict]:
         for tangents in range(launch.tangents_per_launch(width) + 1):
             cases += [dict(width=width, tangents=tangents, precision=p, inputs=3) for p in PRECISIONS
                       if _fast(width, tangents, p) != slow]
-        for kernel in ("backward", "taped", "input_gradient"):
-            for tangents in (0,) if kernel == "input_gradient" else (0, launch.tangents_per_launch(width)):
+        for kernel in ("backward", "taped", "input_gradient", "directional"):
+            for tangents in {"backward": (0, launch.tangents_per_launch(width)),
+                             "directional": (launch.tangents_per_launch(width),)}.get(kernel, (0,)):
                 cases += [dict(kernel=kernel, width=width, tangents=tangents, precision=p, inputs=3)
                           for p in PRECISIONS if ((kernel, width, tangents, p) in FAST_TRAINING) != slow]
         if slow:
@@ -144,21 +144,38 @@ def _compile(case: dict, arch: int, workdir: str) -> dict:
         return _compile_backward(case, arch, workdir)
     if case.get("kernel") == "weight_gradient":
         return _compile_weight_gradient(case, arch, workdir)
+    if case.get("kernel") == "directional":
+        return _compile_directional(case, arch, workdir)
     width, tangents, precision, inputs = case["width"], case["tangents"], case["precision"], case["inputs"]
-    cfg = launch.config(width, tangents, precision, arch, case.get("kernel") == "taped")
+    cfg = launch.config(width, tangents, precision, arch, case.get("kernel", "forward"))
     exact = inputs <= network.EXACT_FIRST_LAYER
     operand = _OPERAND[precision]
     signature = dict(x_ptr="*fp32", n_points="i32", y_ptr="*fp32", jac_ptr="*fp32", w_first="*fp32",
                      b_first="*fp32", w_hidden=operand, b_hidden="*fp32", w_last=operand, b_last="*fp32",
                      scales="*fp32", omega_first="fp32", omega_hidden="fp32", omega_last="fp32", hidden_layers="i32",
-                     first_column="i32", jac_column="i32", tape_ptr="*fp32", tape_last_ptr="*fp32",
-                     tape_u_ptr="*fp32", tape_u_last_ptr="*fp32")
+                     first_column="i32", jac_column="i32", tape_ptr="*fp32", tape_last_ptr="*fp32")
     constants = dict(IN=inputs, K_FIRST=inputs if exact else triton.cdiv(inputs, 32) * 32, H=width, OUT=1,
                      GRAD_COLUMNS=3, TANGENTS=tangents, SINE_LAST=False, HAS_BIAS=True, EXACT_FIRST=exact,
                      PRECISION=operands.kernel_precision(precision), TAPE=case.get("kernel") == "taped",
-                     GIVEN=case.get("kernel") == "taped" and tangents > 0,
                      BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_K_FIRST=network.BLOCK_K_FIRST)
     return _compiled(network.siren_kernel, signature, constants, cfg, case, arch, workdir)
+
+
+def _compile_directional(case: dict, arch: int, workdir: str) -> dict:
+    """Forward mode along given directions over the tape (``network.directional_kernel``), its first
+    tangent in the activations' place: the forward's tiling with one tangent fewer."""
+    from fastsdf.kernels.siren import launch, network, operands
+
+    width, tangents, precision = case["width"], case["tangents"], case["precision"]
+    cfg = launch.config(width, tangents - 1, precision, arch, "directional")
+    operand = _OPERAND[precision]
+    signature = dict(n_points="i32", jac_ptr="*fp32", w_hidden=operand, w_last=operand, scales="*fp32",
+                     omega_first="fp32", omega_hidden="fp32", omega_last="fp32", hidden_layers="i32",
+                     jac_column="i32", tape_ptr="*fp32", tape_last_ptr="*fp32", tape_u_ptr="*fp32",
+                     tape_u_last_ptr="*fp32")
+    constants = dict(H=width, OUT=1, GRAD_COLUMNS=3, TANGENTS=tangents - 1, SINE_LAST=False,
+                     PRECISION=operands.kernel_precision(precision), BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k)
+    return _compiled(network.directional_kernel, signature, constants, cfg, case, arch, workdir)
 
 
 def _compile_backward(case: dict, arch: int, workdir: str) -> dict:
@@ -285,8 +302,8 @@ def _check(results: list[dict]) -> None:
         assert r["pid_int64"], r
         if r.get("kernel") in ("split", "weight_gradient"):
             continue
-        # The backward needs the cosine only (its sine is compiled away).
-        sine = "cos" if r.get("kernel") in ("backward", "input_gradient") else "sin"
+        # The backward and forward mode over the tape need the cosine only.
+        sine = "cos" if r.get("kernel") in ("backward", "input_gradient", "directional") else "sin"
         assert r[f"{sine}_approx"], r
         if r["sass_read"]:
             assert r[f"mufu_{sine}"], r

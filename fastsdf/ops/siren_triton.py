@@ -12,13 +12,14 @@ pre-activations z = W a + b, 4 bytes per neuron and point), and with the Jacobia
 per output over that tape (reverse mode, ``kernels.siren.jacobian_from_tape``). A loss on J enters
 the backward as <dL/dJ, J>, which is, per point and output o, the derivative of y_o along the
 direction v_o = dL/dJ[o] (a vector over the Jacobian's columns). So the backward first runs forward
-mode with one tangent per output whose first layer's tangent is W v_o (``forward_directional``),
-storing the tangent each layer receives (u = W t of the layer below, 4 bytes per neuron, point and
-output), then one launch per group of tangents walks the layers down from dL/dy and dL/d(y_o's
-derivative) = 1 with dL/da and dL/dt in registers: per layer it reads z (and u) from the tape,
+mode with one tangent per output whose first layer's tangent is W v_o (``forward_directional``:
+tangents alone, omega cos(omega z) from the tape's z), storing the tangent each layer receives (u
+= W t of the layer below, 4 bytes per neuron, point and output), then one launch per group of
+tangents walks the layers down from dL/dy and dL/d(y_o's derivative) = 1 with dL/da and dL/dt in
+registers: per layer it reads z (and u) from the tape,
 applies omega cos(omega z) and its derivative (the MUFU), writes dL/dz and dL/du and multiplies by W
-on the tensor cores; then dL/dx. For an SDF and its xyz gradient at width 256 that is 6 passes of
-products per step (forward 1, the Jacobian's sweep 1, the tangent's forward mode 2, the sweep of y
+on the tensor cores; then dL/dx. For an SDF and its xyz gradient at width 256 that is 5 passes of
+products per step (forward 1, the Jacobian's sweep 1, the tangent's forward mode 1, the sweep of y
 and the tangent 2), where a tangent per column took 12 (three launches of y and a tangent, forward
 and backward). The parameter gradients are whole-batch products after it, dL/dW_l = dL/dz_l^T
 a_{l-1} + sum_o dL/du_{l,o}^T t_{l-1,o} (a = sin(omega z), t = omega cos(omega z) u, which the sweep
@@ -127,7 +128,7 @@ class FusedSiren(torch.autograd.Function):
             # <dL/dJ, J> is, per point and output o, y_o's derivative along the direction dL/dJ[o]:
             # forward mode with one tangent per output, seeded with dL/d(that derivative) = 1.
             dj = dj.detach().contiguous().float()
-            _, tape = kernels.forward_directional(x, weights, biases, omegas, ctx.precision, dj, tape)
+            _, tape = kernels.forward_directional(weights, omegas, ctx.precision, dj, tape)
             outputs = dj.shape[1]
             seeds = torch.eye(outputs, device=x.device).expand(x.shape[0], outputs, outputs).contiguous()
         deltas = kernels.backward(dy, seeds, x, tape, weights, omegas, ctx.precision, needs[0])

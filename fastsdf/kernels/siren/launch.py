@@ -48,17 +48,22 @@ backward        32      0 / 3     164/0/8 KB; 167/0/3 KB       180/0/8 KB; 163/0
 backward        64      0 / 3     170/0/16 KB; 254/0/5 KB      255/0/16 KB; 254/0/5 KB
 backward        128     0 / 3     255/0/16 KB; 255/60 B/9 KB   255/0/16 KB; 255/72 B/9 KB
 backward        256     0 / 1     255/0/32 KB; 255/112 B/17 KB 255/0/32 KB; 255/60 B/17 KB
-taped           16, 32  3         128/0; 228/0                 128/0; 226/0
-taped           128     0 / 3     191/0/16 KB; 255/0/8 KB      255/0/16 KB; 255/0/8 KB
-taped           256     0 / 1     192/0/32 KB; 255/24 B/16 KB  193/0/32 KB; 255/0/16 KB
+taped           128     0         191/0/16 KB                  255/0/16 KB
+taped           256     0         192/0/32 KB                  193/0/32 KB
+directional     16, 32  3         96/0; 168/0                  96/0; 255/0
+directional     64-128  3         168/0; 255/0                 168/0; 255/0
+directional     256     1         255/24 B/32 KB               255/0/32 KB
 input_gradient  256     0         255/0/32 KB                  255/44 B/32 KB
 ==============  ======  ========  ===========================  ===========================
 
 (the backward's tilings: those of the forward's launch with as many tangents, except 8 warps at
 width 64 without tangents (BLOCK_M 64; with 4 warps it spilled 476 B on sm_90) and BLOCK_M 16 at
 width 32 with 3; the taped forward's: the forward's, except BLOCK_M 32 at width 64, where 64
-spilled 188 B on sm_90). At 64 points and width 256 the backward spills 356 B on sm_90, at width
-512 it spills throughout (tf32x3: 0.6-11 KB). The reverse-mode Jacobian's sweep
+spilled 188 B on sm_90; forward mode over the tape's, ``network.directional_kernel``: the forward's
+with one tangent fewer, its first tangent in the activations' place, so 32 points at width 256
+where the taped forward that carried the activations beside a tangent took 16). At 64 points and
+width 256 the backward spills 356 B on sm_90, at width 512 it spills throughout (tf32x3: 0.6-11
+KB). The reverse-mode Jacobian's sweep
 (``training.input_gradient``: the backward without storing dL/dz) takes the backward's tilings;
 at width 256 on sm_90 it spills 44 B (at BLOCK_M 16: 174 registers, none). The Jacobian's backward
 at width 256 spilled 1.5-1.6 KB in fp32 with tf32x3 (dL/da, dL/dt, their accumulators, the split's
@@ -72,9 +77,8 @@ backward's dL/dz) in bfloat16, the products' operand type, which halves their re
 same numerics, so bf16 runs larger tiles where they compile without spills (BLOCK_M / warps,
 BLOCK_K 16; registers / spill bytes; the rest as fp32's tilings, whose bf16 variants all compile
 without spills except the backward with tangents on sm_90: 24 B at width 64, 48 B at 128, 60 B
-at 256, and the taped forward with 3 tangents read from the tape (``network.forward_directional``)
-on sm_90: 72 B at 128 (none at 64 since it no longer stores z); tf32's backward at width 32 spills 8 B
-on sm_80):
+at 256; tf32's backward at width 32 spills 8 B on sm_80; forward mode over the tape takes 64 points
+at width 256, where the forward's 128 spilled 856 B on sm_90):
 
 ========  =====  ========  ====================  ====================
 kernel    width  tangents  sm_80                 sm_90
@@ -85,17 +89,18 @@ forward   64     0 / 3     128/8: 80/0; 249/0    128/8: 64/0; 208/0
 forward   128    0         128/8: 176/0          128/8: 180/0
 forward   256    0         64/8: 255/0           128/8: 255/0 (wgmma)
 taped     16-32  0         128/4: 96-168/0       128/4: 124-220/0
-taped     64     0 / 3     128/8 254/0; 32/8 220 128/8 244/0; 32/8 252
+taped     64     0         128/8: 254/0          128/8: 244/0
 backward  16     0         128/4: 140/0          128/4: 146/0
 backward  64     0 / 3     64/8 175/0; 32/8 231  64/8 231/0; 32/8 254
 backward  128    0         32/8: 172/0           32/8: 255/0
 backward  256    0         64/8: 255/0           64/8: 239/0
+direct.   256    1         64/8: 255/0           64/8: 249/0
 ========  =====  ========  ====================  ====================
 
 At width 256, sm_90's forward at BLOCK_M 128 (one tile per warpgroup pair, wgmma) reads the weights
 once per 128 points where fp32 reads them per 32; on sm_80 BLOCK_M 128 spills 47 KB, so it takes 64.
 Larger tiles spill: the forward with tangents from width 128, the taped forward from 64 at 128 points
-(5 KB with 3 tangents, 1 KB without at width 128) and the backward at 128 points (0.5-7 KB).
+(1 KB at width 128) and the backward at 128 points (0.5-7 KB).
 
 The weight gradients' GEMM (``gradient_tiling``, ``parameters``): tiles of dL/dW up to 128 x 128
 (fp32 on sm_80: 64 x 128), 32 points a step in 3 stages, 8 warps; compiled for every layer shape of
@@ -204,7 +209,7 @@ _BF16_CONFIGS: dict[tuple[str, int, int], tuple[Config, Config]] = {
     ("forward", 32, 3): _both(64, 4), ("forward", 64, 0): _both(128, 8), ("forward", 64, 3): _both(128, 8),
     ("forward", 128, 0): _both(128, 8), ("forward", 256, 0): (Config(64, 16, 8), Config(128, 16, 8)),
     ("taped", 16, 0): _both(128, 4), ("taped", 32, 0): _both(128, 4), ("taped", 64, 0): _both(128, 8),
-    ("taped", 64, 3): _both(32, 8),
+    ("directional", 256, 0): _both(64, 8),
     ("backward", 16, 0): _both(128, 4), ("backward", 64, 0): _both(64, 8), ("backward", 64, 3): _both(32, 8),
     ("backward", 128, 0): _both(32, 8), ("backward", 256, 0): _both(64, 8)}
 
@@ -238,13 +243,14 @@ def backward_config(width: int, tangents: int = 0, precision: str = "fp32", targ
             or _BACKWARD_CONFIGS.get((width, tangents)) or _CONFIGS[width, tangents])
 
 
-def config(width: int, tangents: int, precision: str = "fp32", target: int = 90, taped: bool = False) -> Config:
+def config(width: int, tangents: int, precision: str = "fp32", target: int = 90, kernel: str = "forward") -> Config:
     """The tiling the kernels run a network of this width with, ``tangents`` Jacobian columns per
-    launch (0 for the forward), at ``precision`` for ``target`` (``arch``); ``taped``: the forward
-    that writes the backward's tape."""
-    kernel = "taped" if taped else "forward"
+    launch (0 for the forward), at ``precision`` for ``target`` (``arch``); ``kernel``: "forward",
+    "taped" (the forward that writes the backward's tape) or "directional" (forward mode over the
+    tape, ``tangents`` beside the first, which takes the activations' place: the forward's tiling
+    with one tangent fewer)."""
     return ((precision == "bf16" and _bf16(kernel, width, tangents, target))
-            or (taped and _TAPED_CONFIGS.get((width, tangents))) or _CONFIGS[width, tangents])
+            or (kernel == "taped" and _TAPED_CONFIGS.get((width, tangents))) or _CONFIGS[width, tangents])
 
 
 def gradient_tiling(outputs: int, inputs: int, precision: str = "fp32", target: int = 90) -> GradientTiling:
