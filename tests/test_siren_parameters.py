@@ -142,6 +142,17 @@ def test_zeros_empty_batches_and_what_is_not_finite() -> None:
         assert not torch.isfinite(w[3]).any() and torch.isfinite(w[torch.arange(16) != 3]).all()
 
 
+def test_operands_that_do_not_match_are_refused() -> None:
+    """Shapes, dtypes or devices the kernel would read past or misread: a ValueError naming them."""
+    d, a = torch.zeros(10, 16, device=DEVICE), torch.zeros(10, 8, device=DEVICE)
+    planes = torch.zeros(2, 10, 16, device=DEVICE), torch.zeros(2, 10, 8, device=DEVICE)
+    for args, match in [((d, a[:9]), "expected"), ((d, a.double()), "float32"), ((d[0], a), "expected"),
+                        ((d, a, planes[0], None), "together"), ((d, a, planes[0], planes[1][:1]), "expected"),
+                        ((d, a, planes[0][:, :9], planes[1]), "expected")]:
+        with pytest.raises(ValueError, match=match):
+            parameters.weight_gradient(args[0], args[1], "fp32", False, *args[2:])
+
+
 def test_the_sums_are_deterministic(rng: np.random.Generator) -> None:
     """Chunks' partial sums are added in a fixed order (no atomics): the same bits every call."""
     d = _tensor(rng, 2 * parameters.MIN_CHUNK + 99, 16)

@@ -124,12 +124,30 @@ def chunking(n: int, block_p: int) -> tuple[int, int]:
     return triton.cdiv(n, chunk), chunk
 
 
+def _check_operands(d: torch.Tensor, a: torch.Tensor, du: torch.Tensor | None, t: torch.Tensor | None) -> None:
+    tensors = [x for x in (d, a, du, t) if x is not None]
+    if (du is None) != (t is None):
+        raise ValueError("weight_gradient: du and t go together (tangent planes), or neither")
+    if d.dim() != 2 or a.dim() != 2 or d.shape[0] != a.shape[0]:
+        raise ValueError(f"weight_gradient: d (N, out) and a (N, in) expected, got {tuple(d.shape)} and "
+                         f"{tuple(a.shape)}")
+    if du is not None and (du.dim() != 3 or t.dim() != 3 or du.shape[:2] != t.shape[:2]
+                           or du.shape[1:] != d.shape or t.shape[1:] != a.shape):
+        raise ValueError(f"weight_gradient: du (C, N, out) and t (C, N, in) as d {tuple(d.shape)} and a "
+                         f"{tuple(a.shape)} expected, got {tuple(du.shape)} and {tuple(t.shape)}")
+    if any(x.dtype != torch.float32 for x in tensors) or len({x.device for x in tensors}) > 1:
+        raise ValueError("weight_gradient: float32 operands on one device expected, got "
+                         + ", ".join(f"{x.dtype} on {x.device}" for x in tensors))
+
+
 def weight_gradient(d: torch.Tensor, a: torch.Tensor, precision: str, bounded: bool, du: torch.Tensor | None = None,
                     t: torch.Tensor | None = None,
                     bias: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dL/dW = d^T a + sum_c du[c]^T t[c] (out, in), dL/db = d summed over the points (out,) with
     ``bias``, else None) for d (N, out), a (N, in), du (C, N, out) and t (C, N, in), float32, at
-    ``precision`` (``bounded``: a is a sine, in [-1, 1])."""
+    ``precision`` (``bounded``: a is a sine, in [-1, 1]). Operands that do not match (shapes,
+    float32, one device) raise ValueError: the kernel would read past them."""
+    _check_operands(d, a, du, t)
     n, outputs = d.shape
     inputs = a.shape[1]
     device = d.device
