@@ -153,6 +153,31 @@ def test_operands_that_do_not_match_are_refused() -> None:
             parameters.weight_gradient(args[0], args[1], "fp32", False, *args[2:])
 
 
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_bfloat16_and_strided_operands_give_their_float32_copies_bits(precision: str,
+                                                                    rng: np.random.Generator) -> None:
+    """Operands as bf16's sweep leaves them (bfloat16 in the first half of each float32 row, planes
+    apart: ``training.Deltas``) and with columns apart (copied first) give the bits of their float32
+    contiguous copies."""
+    n, outputs, inputs, planes = 300, 48, 40, 2
+
+    def in_rows(values: torch.Tensor) -> torch.Tensor:
+        rows = torch.empty(values.shape, dtype=torch.float32, device=DEVICE)
+        view = rows.view(torch.bfloat16)[..., :values.shape[-1]]
+        view.copy_(values)
+        return view
+
+    d, a = _tensor(rng, n, outputs).bfloat16(), _tensor(rng, n, inputs).bfloat16()
+    du, t = _tensor(rng, planes, n, outputs).bfloat16(), _tensor(rng, planes, n, inputs).bfloat16()
+    want = parameters.weight_gradient(d.float(), a.float(), precision, False, du.float(), t.float(), bias=True)
+    got = parameters.weight_gradient(d, in_rows(a), precision, False, in_rows(du), in_rows(t), bias=True)
+    columns_apart = parameters.weight_gradient(d.float().t().contiguous().t(), a.float(), precision, False,
+                                               du.float(), t.float(), bias=True)
+    assert in_rows(a).stride(0) == 2 * inputs and columns_apart[0].shape == (outputs, inputs)
+    for result in (got, columns_apart):
+        assert torch.equal(result[0], want[0]) and torch.equal(result[1], want[1])
+
+
 def test_the_sums_are_deterministic(rng: np.random.Generator) -> None:
     """Chunks' partial sums are added in a fixed order (no atomics): the same bits every call."""
     d = _tensor(rng, 2 * parameters.MIN_CHUNK + 99, 16)

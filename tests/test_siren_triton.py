@@ -431,6 +431,36 @@ def test_the_derivative_along_a_direction_is_the_jacobian_times_it(poisoned: Non
     assert directed.pre is tape.pre
 
 
+@pytest.mark.parametrize("outputs", [2, 4])
+def test_bf16s_sweep_leaves_the_weight_gradients_operands_in_bfloat16(outputs: int, poisoned: None) -> None:
+    """In bf16 the training sweep writes the weight gradients' operands, a = sin(omega z) and t =
+    omega cos(omega z) u, as bfloat16 in the first half of each of the tape's rows (``Deltas.a`` and
+    ``.t``: views), and dL/dz and dL/du in bfloat16 where one launch sweeps every tangent (width 64:
+    up to 3), in float32 where later launches add their share."""
+    model = SirenMLP(3, 64, 2, outputs, precision="bf16").to(DEVICE)
+    n = 37
+    x = torch.rand(n, 3, device=DEVICE) * 2 - 1
+    weights, biases, omegas = list(model.weights), list(model.biases), model.omegas
+    _, tape = kernels.forward_taped(x, weights, biases, omegas, "bf16")
+    _, tape = kernels.forward_directional(weights, omegas, "bf16", torch.randn(n, outputs, 3, device=DEVICE), tape)
+    z, u = tape.pre.double(), tape.tangents.double()
+    seeds = torch.eye(outputs, device=DEVICE).expand(n, outputs, outputs).contiguous()
+    deltas = kernels.backward(torch.randn(n, outputs, device=DEVICE), seeds, x, tape, weights, omegas, "bf16", True)
+    omega = torch.tensor([omegas[0], *omegas[1:-1]], dtype=torch.float64, device=DEVICE)[:, None, None]
+    a = torch.sin(omega * z)
+    t = omega[:, None] * torch.cos(omega * z)[:, None] * u
+    assert deltas.a.dtype == deltas.t.dtype == torch.bfloat16
+    assert deltas.a.data_ptr() == tape.pre.data_ptr() and deltas.t.data_ptr() == tape.tangents.data_ptr()
+    # bfloat16 keeps 8 bits: within 2^-8 of each value, beside the sine's own error (the MUFU's, and
+    # the phase omega z rounded to float32), times omega u for t.
+    sine = 2 * MUFU_ERROR + 2.0 ** -22 * (omega * z).abs()
+    assert ((deltas.a.double() - a).abs() <= 2.0 ** -8 * a.abs() + sine).all()
+    assert ((deltas.t.double() - t).abs() <= 2.0 ** -8 * t.abs() + sine[:, None] * omega[:, None] * u.abs()).all()
+    single = len(launch.column_groups(64, outputs)) == 1
+    assert deltas.pre.dtype == deltas.tangents.dtype == (torch.bfloat16 if single else torch.float32)
+    assert deltas.last.dtype == deltas.tangents_last.dtype == torch.float32
+
+
 def test_training_gradients_through_the_triton_sine(monkeypatch: pytest.MonkeyPatch) -> None:
     model = SirenMLP(3, 32, 1, 1).to(DEVICE)
     twin = double_copy(model.cpu()).to(DEVICE)

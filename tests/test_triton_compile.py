@@ -62,16 +62,21 @@ SPILLS_UP_TO = 256  # widths whose tilings must not spill
 # points a tile it spills nothing: 174 registers). Scaling the sums back by the rows' and the
 # weights' inverse scales one after the other (2026-12-01: their product could leave fp32's normal
 # range) added 8-48 B to four of them. Forward mode over the tape ("directional", 2026-12-01: the
-# taped forward with tangents before, which spilled 12-96 B at 16 points) at 32 points.
+# taped forward with tangents before, which spilled 12-96 B at 16 points) at 32 points. At the
+# 255-register edge ptxas is fickle: the backward at 128 with 3 tangents (sm_90) spills 72 or 88 B
+# for the same instructions, its debug information alone telling them apart (2026-12-01).
 KNOWN_SPILLS = {("forward", 64, 3, "fp32", 90): 16, ("forward", 128, 1, "fp32", 90): 12,
                 ("forward", 128, 3, "fp32", 90): 8,
                 ("forward", 256, 1, "fp32", 80): 36, ("forward", 256, 1, "fp32", 90): 96,
-                ("backward", 128, 3, "fp32", 80): 60, ("backward", 128, 3, "fp32", 90): 72,
+                ("backward", 128, 3, "fp32", 80): 60, ("backward", 128, 3, "fp32", 90): 88,
                 ("backward", 256, 1, "fp32", 80): 112, ("backward", 256, 1, "fp32", 90): 60,
                 ("input_gradient", 256, 0, "fp32", 90): 44, ("directional", 256, 1, "fp32", 80): 24,
-                # tf32 and bf16 training kernels (the slow set), measured the same way.
-                ("backward", 64, 3, "bf16", 90): 24, ("backward", 128, 3, "bf16", 90): 48,
-                ("backward", 256, 1, "bf16", 90): 60, ("backward", 256, 0, "tf32", 90): 8,
+                # tf32 and bf16 training kernels (the slow set), measured the same way; bf16's backward
+                # as it stores dL/dz, dL/du and the weight gradients' operands in bfloat16 (2026-12-01:
+                # 0 / 60 B at 256 before, with float32 stores, where they move twice the bytes).
+                ("backward", 64, 3, "bf16", 90): 36, ("backward", 128, 3, "bf16", 90): 104,
+                ("backward", 256, 1, "bf16", 80): 144, ("backward", 256, 1, "bf16", 90): 96,
+                ("backward", 256, 0, "tf32", 90): 8,
                 ("backward", 256, 1, "tf32", 80): 120, ("backward", 256, 1, "tf32", 90): 48,
                 ("backward", 32, 0, "tf32", 80): 8, ("taped", 256, 0, "tf32", 90): 92,
                 ("directional", 256, 1, "tf32", 90): 88}
@@ -110,8 +115,15 @@ GRADIENT_LAYERS = {"hidden": (lambda w: (w, w), True), "first": (lambda w: (w, 3
 FAST_GRADIENTS = {(256, "hidden", "fp32"), (256, "first", "fp32")}
 
 
+# Each kind of kernel with every integer argument 1 (``_compiled_kernel``), at width 16: in the fast set.
+ONES = [dict(width=16, tangents=0, precision="fp32", inputs=3, ones=True),
+        *(dict(kernel=kernel, width=16, tangents=tangents, precision="fp32", inputs=3, ones=True)
+          for kernel, tangents in (("taped", 0), ("directional", 3), ("backward", 3), ("input_gradient", 0))),
+        dict(kernel="weight_gradient", width=16, layer="hidden", precision="bf16", ones=True)]
+
+
 def _cases(slow: bool) -> list[dict]:
-    """Fast: ``_fast``, ``FAST_TRAINING`` and ``FAST_GRADIENTS`` in fp32. Slow: every other tiling,
+    """Fast: ``_fast``, ``FAST_TRAINING``, ``FAST_GRADIENTS`` in fp32 and ``ONES``. Slow: every other tiling,
     the training kernels (the backward, the forward that writes its tape, the weight gradients) in
     every other width and precision, and a latent code's first layer (259 inputs)."""
     from fastsdf.kernels.siren import launch
@@ -131,6 +143,8 @@ def _cases(slow: bool) -> list[dict]:
                           for p in PRECISIONS if ((kernel, width, tangents, p) in FAST_TRAINING) != slow]
         if slow:
             cases.append(dict(width=width, tangents=0, precision="fp32", inputs=259))
+    if not slow:
+        cases += ONES
     return cases
 
 
@@ -191,9 +205,13 @@ def _compile_backward(case: dict, arch: int, workdir: str) -> dict:
     signature = dict({name: "*fp32" for name in pointers}, n_points="i32", w_hidden=operand, w_last=operand,
                      scales="*fp32", omega_first="fp32", omega_hidden="fp32", omega_last="fp32", hidden_layers="i32",
                      jac_column="i32")
-    # A later launch of the Jacobian's columns (FIRST False) adds to the earlier ones' results: the
-    # larger kernel.
-    constants = dict(IN=3, IN_PAD=16, H=width, OUT=1, GRAD_COLUMNS=3, TANGENTS=tangents, FIRST=tangents == 0,
+    # fp32 and tf32: a later launch of the Jacobian's columns (FIRST False), which adds to the earlier
+    # ones' results, the larger kernel. bf16: the launch that sweeps them all (a network of one
+    # output), whose dL/dz and dL/du are bfloat16 (``training.backward``).
+    first = tangents == 0 or precision == "bf16"
+    if precision == "bf16" and case["kernel"] == "backward":
+        signature.update(delta_ptr="*bf16", delta_u_ptr="*bf16")
+    constants = dict(IN=3, IN_PAD=16, H=width, OUT=1, GRAD_COLUMNS=3, TANGENTS=tangents, FIRST=first,
                      SINE_LAST=False, NEED_DX=True, DELTAS=case["kernel"] == "backward",
                      STORE_A=case["kernel"] == "backward", STORE_T=case["kernel"] == "backward",
                      PRECISION=operands.kernel_precision(precision), BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k)
@@ -209,28 +227,37 @@ def _compile_weight_gradient(case: dict, arch: int, workdir: str) -> dict:
     shape, bounded = GRADIENT_LAYERS[case["layer"]]
     outputs, inputs = shape(case["width"])
     tiling = launch.gradient_tiling(outputs, inputs, case["precision"], arch)
-    signature = dict({name: "*fp32" for name in ("d_ptr", "a_ptr", "du_ptr", "t_ptr", "partial_ptr", "bias_ptr")},
-                     n_points="i32", chunk="i32", planes="i32")
-    constants = dict(OUT=outputs, IN=inputs, BOUNDED=bounded, BIAS=True,
+    operand = "*bf16" if case["precision"] == "bf16" else "*fp32"  # bf16's operands as the sweep leaves them
+    signature = dict({name: operand for name in ("d_ptr", "a_ptr", "du_ptr", "t_ptr")}, partial_ptr="*fp32",
+                     bias_ptr="*fp32", n_points="i32", chunk="i32", planes="i32", du_plane="i64", t_plane="i64")
+    # bf16's rows as its sweep leaves them: in the first half of float32 rows.
+    rows = 2 if case["precision"] == "bf16" else 1
+    constants = dict(OUT=outputs, IN=inputs, D_ROW=outputs * rows, A_ROW=inputs * rows, DU_ROW=outputs * rows,
+                     T_ROW=inputs * rows, BOUNDED=bounded, BIAS=True,
                      PRECISION=operands.kernel_precision(case["precision"]), BLOCK_O=tiling.block_o,
                      BLOCK_I=tiling.block_i, BLOCK_P=tiling.block_p)
-    compiled = _compiled_kernel(parameters.weight_gradient_kernel, signature, constants, tiling.options, arch)
+    compiled = _compiled_kernel(parameters.weight_gradient_kernel, signature, constants, tiling.options, arch,
+                                case.get("ones", False))
     return {**case, **_measure(compiled, arch, workdir, "y"), "arch": arch, "block_o": tiling.block_o,
             "block_i": tiling.block_i, "num_warps": tiling.num_warps}
 
 
 def _compiled(kernel, signature: dict, constants: dict, cfg, case: dict, arch: int, workdir: str) -> dict:
     """``kernel`` compiled for sm_``arch`` at ``constants`` and ``cfg``'s warps and stages, measured."""
-    compiled = _compiled_kernel(kernel, signature, constants, cfg.options, arch)
+    compiled = _compiled_kernel(kernel, signature, constants, cfg.options, arch, case.get("ones", False))
     return {**case, **_measure(compiled, arch, workdir), "arch": arch, "block_m": cfg.block_m,
             "block_k": cfg.block_k, "num_warps": cfg.num_warps}
 
 
-def _compiled_kernel(kernel, signature: dict, constants: dict, options: dict, arch: int):
+def _compiled_kernel(kernel, signature: dict, constants: dict, options: dict, arch: int, ones: bool = False):
+    """``kernel`` compiled; with ``ones`` every integer argument 1, which Triton's launcher turns into a
+    constant (a Python int in the kernel: a batch of one point, one plane, a unit stride)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    if ones:
+        constants = {**constants, **{name: 1 for name, kind in signature.items() if kind in ("i32", "i64")}}
     signature = {**signature, **{name: "constexpr" for name in constants}}
     return triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", arch, 32), options=options)
 

@@ -132,7 +132,7 @@ class FusedSiren(torch.autograd.Function):
             outputs = dj.shape[1]
             seeds = torch.eye(outputs, device=x.device).expand(x.shape[0], outputs, outputs).contiguous()
         deltas = kernels.backward(dy, seeds, x, tape, weights, omegas, ctx.precision, needs[0])
-        weight_grads, bias_grads = kernels.parameter_gradients(x, tape, deltas, dj, ctx.precision,
+        weight_grads, bias_grads = kernels.parameter_gradients(x, deltas, dj, ctx.precision,
                                                                needs[1:1 + layers], needs[1 + layers:])
         return (None, None, None, None, deltas.dx, *weight_grads, *bias_grads)
 

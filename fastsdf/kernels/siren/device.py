@@ -46,8 +46,9 @@ import numpy as np
 import triton
 import triton.language as tl
 
-__all__ = ["FP16X3", "FP16_RANGE", "dot", "dot_fp16x3", "fp16_parts", "fp16_scale", "inverse_scale",
-           "layer_products", "operand", "products", "scale_columns", "scale_rows", "sincos_reduced", "store_tangents"]
+__all__ = ["BF16", "FP16X3", "FP16_RANGE", "bfloat16", "dot", "dot_fp16x3", "fp16_parts", "fp16_scale",
+           "inverse_scale", "layer_products", "operand", "products", "scale_columns", "scale_rows", "sincos_reduced",
+           "store_rounded", "store_tangents"]
 
 # Triton's interpreter has no inline PTX and ignores input_precision: there the kernels emulate both.
 _NATIVE = tl.constexpr(os.environ.get("TRITON_INTERPRET") != "1")
@@ -60,8 +61,9 @@ _C2 = tl.constexpr(float(np.float32(2.0 * math.pi - 6.28125)))
 _C3 = tl.constexpr(float(np.float32(2.0 * math.pi - 6.28125 - float(np.float32(2.0 * math.pi - 6.28125)))))
 
 # The kernels' PRECISION for "fp32" (operands.kernel_precision): fp16 big and small parts, the
-# weights' side by side in each row (``products``).
+# weights' side by side in each row (``products``); and for "bf16".
 FP16X3 = tl.constexpr(3)
+BF16 = tl.constexpr(2)
 # Operands without a bound are scaled below 2^FP16_RANGE (fp16's largest finite value is ~2^16):
 # the big parts round within range, and small parts, 2^-11 of them, stay normal down to 2^-18 of
 # the largest (``fp16_scale``).
@@ -108,11 +110,29 @@ def _bf16(x):
 
 
 @triton.jit
+def bfloat16(x):
+    """x in bfloat16, rounded to nearest even (the interpreter's own conversion truncates)."""
+    if _NATIVE:
+        return x.to(tl.bfloat16)
+    else:
+        return _bf16(x).to(tl.bfloat16)
+
+
+@triton.jit
+def store_rounded(at, x, mask):
+    """x stored at ``at``: rounded to nearest even where ``at`` points to bfloat16, else as it is."""
+    if at.dtype.element_ty == tl.bfloat16:
+        tl.store(at, bfloat16(x), mask=mask)
+    else:
+        tl.store(at, x, mask=mask)
+
+
+@triton.jit
 def operand(x, PRECISION: tl.constexpr):
     """x as ``dot`` reads it when x is its first operand: bfloat16 for PRECISION 2 (rounded to nearest
     even, as ``dot`` would round it), else x. A tile kept between layers in bfloat16 takes half the
     registers, which lets bf16 run larger tiles than fp32 and tf32 without spilling."""
-    if PRECISION == 2:
+    if PRECISION == BF16:
         if _NATIVE:
             return x.to(tl.bfloat16)
         else:
@@ -135,7 +155,7 @@ def dot(a, b, acc, PRECISION: tl.constexpr):
     """acc + a b: a fp32, b fp32 (bf16 for PRECISION 2), fp32 accumulation. tf32x3 is written out
     (big and small parts, the small ones' product left out) rather than left to Triton's TF32x3,
     whose operand copies in shared memory do not fit at widths >= 128."""
-    if PRECISION == 2:
+    if PRECISION == BF16:
         if _NATIVE:
             return tl.dot(a.to(tl.bfloat16), b, acc)
         else:

@@ -76,9 +76,12 @@ bf16 (``_BF16_CONFIGS``): ``device.operand`` keeps the tiles a layer hands to th
 backward's dL/dz) in bfloat16, the products' operand type, which halves their registers with the
 same numerics, so bf16 runs larger tiles where they compile without spills (BLOCK_M / warps,
 BLOCK_K 16; registers / spill bytes; the rest as fp32's tilings, whose bf16 variants all compile
-without spills except the backward with tangents on sm_90: 24 B at width 64, 48 B at 128, 60 B
-at 256; tf32's backward at width 32 spills 8 B on sm_80; forward mode over the tape takes 64 points
-at width 256, where the forward's 128 spilled 856 B on sm_90):
+without spills except the training backward, which stores dL/dz, dL/du and the weight gradients'
+operands in bfloat16 (``training.Deltas``; half the bytes, 74 -> 48 KB of HBM traffic a point in
+the cost model's eikonal step): with one tangent at 256 144 B (sm_80) and 96 B (sm_90), where
+float32 stores spilled 0 and 60 B, with 3 at 64 36 B and at 128 104 B on sm_90; tf32's backward
+at width 32 spills 8 B on sm_80; forward mode over the tape takes 64 points at width 256, where the
+forward's 128 spilled 856 B on sm_90):
 
 ========  =====  ========  ====================  ====================
 kernel    width  tangents  sm_80                 sm_90
@@ -106,7 +109,8 @@ The weight gradients' GEMM (``gradient_tiling``, ``parameters``): tiles of dL/dW
 (fp32 on sm_80: 64 x 128), 32 points a step in 3 stages, 8 warps; compiled for every layer shape of
 the networks the kernels take (widths 16-512; hidden, first of xyz or of a 259-input latent code,
 output of 1 or 16; each precision): no spills, at most 96 KB of shared memory. Width 256's hidden
-layer uses 255 / 242 registers in fp32 (sm_90 / sm_80), 232 / 242 in tf32, 226 / 250 in bf16. fp32
+layer uses 255 / 242 registers in fp32 (sm_90 / sm_80), 232 / 242 in tf32, 193 / 190 in bf16
+(its operands bfloat16, as the sweep leaves them; 226 / 250 from float32). fp32
 keeps two tile accumulators (a step's products are scaled back before they are added), so its
 128 x 128 tile spilled 496 B on sm_80; a latent code's inputs (rows not 16-aligned: loaded a value
 at a time) spilled 0.5-1.3 KB at 128 outputs, hence half of them there.

@@ -132,7 +132,7 @@ def siren_kernel(x_ptr, n_points, y_ptr, jac_ptr, w_first, b_first, w_hidden, b_
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     valid = rows < n_points
     x_rows = x_ptr + rows * IN
-    plane = n_points.to(tl.int64) * H
+    plane = tl.cast(n_points, tl.int64) * H
     tape_rows = tape_ptr + rows * H
     a, t0, t1, t2 = _first_layer(x_rows, valid, w_first, b_first, omega_first, first_column, tape_rows, IN, K_FIRST,
                                  H, HAS_BIAS, TANGENTS, H if TAPE else 0, EXACT_FIRST, BLOCK_M, BLOCK_K_FIRST)
@@ -187,7 +187,7 @@ def directional_kernel(n_points, jac_ptr, w_hidden, w_last, scales, omega_first,
     GRAD_COLUMNS) at jac_ptr. Weights as ``siren_kernel``'s."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     valid = rows < n_points
-    plane = n_points.to(tl.int64) * H
+    plane = tl.cast(n_points, tl.int64) * H
     columns = tl.arange(0, H)
     inside = valid[:, None] & (columns < H)[None, :]
     z_rows = tape_ptr + rows * H
@@ -222,7 +222,7 @@ def directional_kernel(n_points, jac_ptr, w_hidden, w_last, scales, omega_first,
     ro = tl.arange(0, OUT_PAD)
     inside = valid[:, None] & (ro < OUT)[None, :]
     if SINE_LAST:
-        out_plane = n_points.to(tl.int64) * OUT
+        out_plane = tl.cast(n_points, tl.int64) * OUT
         at = tape_u_last_ptr + jac_column * out_plane + rows[:, None] * OUT + ro[None, :]
         tl.store(at, a, mask=inside)
         store_tangents(at + out_plane, t0, t1, t2, out_plane, inside, TANGENTS)
@@ -339,7 +339,9 @@ def forward_directional(weights: Sequence[torch.Tensor], omegas: Sequence[float 
     width, outputs, layers = weights[0].shape[0], weights[-1].shape[0], len(weights) - 1
     tangents = torch.empty((layers, count, n, width), dtype=torch.float32, device=device)
     first = weights[0].detach()
-    tangents[0] = torch.einsum("ntc,hc->tnh", directions.float(), first[:, first.shape[1] - columns:])
+    columns_w = first[:, first.shape[1] - columns:].t()
+    for k in range(count):  # each written in place (an einsum wrote a copy, then copied it)
+        torch.mm(directions[:, k].float(), columns_w, out=tangents[0, k])
     last = (torch.empty((count, n, outputs), dtype=torch.float32, device=device) if omegas[-1] is not None
             else tape.tangents_last)
     directed = Tape(tape.pre, tape.last, tangents, last)
