@@ -131,6 +131,9 @@ def chunking(n: int, block_p: int) -> tuple[int, int]:
     return triton.cdiv(n, chunk), chunk
 
 
+_OPERAND_TYPES = (torch.float32, torch.bfloat16)
+
+
 def _check_operands(d: torch.Tensor, a: torch.Tensor, du: torch.Tensor | None, t: torch.Tensor | None) -> None:
     tensors = [x for x in (d, a, du, t) if x is not None]
     if (du is None) != (t is None):
@@ -145,9 +148,6 @@ def _check_operands(d: torch.Tensor, a: torch.Tensor, du: torch.Tensor | None, t
     if any(x.dtype not in _OPERAND_TYPES for x in tensors) or len({x.device for x in tensors}) > 1:
         raise ValueError("weight_gradient: float32 or bfloat16 operands on one device expected, got "
                          + ", ".join(f"{x.dtype} on {x.device}" for x in tensors))
-
-
-_OPERAND_TYPES = (torch.float32, torch.bfloat16)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
