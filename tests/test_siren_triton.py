@@ -547,6 +547,36 @@ def test_large_batches_on_cuda(width: int, poisoned: None) -> None:
     check(model.cpu(), x[rows].cpu(), forward_y[rows], y[rows], j[rows])
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_one_point_runs_every_kernel_on_cuda(precision: str, monkeypatch: pytest.MonkeyPatch, poisoned: None) -> None:
+    """A batch of one point, whose integer arguments equal to 1 Triton's launcher makes constants
+    (which no interpreter test sees; test_triton_compile.py's ``ONES`` compiles them): the forward,
+    the Jacobian both ways, and a training step through the fused backward and the GEMMs."""
+    if DEVICE != "cuda":
+        pytest.skip("needs a CUDA GPU")
+    model = SirenMLP(3, 64, 2, 1, precision=precision).to(DEVICE)
+    twin = double_copy(model.cpu()).to(DEVICE)
+    x = torch.rand(1, 3, device=DEVICE) * 2 - 1
+    ws, bs = list(model.weights), list(model.biases)
+    with torch.no_grad():
+        y = model(x)
+        jacobians = [kernels.forward_with_gradient(x, ws, bs, model.omegas, precision, 3, reverse)[1]
+                     for reverse in (False, True)]
+    tol_y, tol_j = RTOL[precision]
+    for j in jacobians:
+        error_y, error_j = output_errors(model.cpu(), x.cpu(), y.cpu(), j.cpu())
+        assert error_y <= tol_y and error_j <= tol_j, (error_y, error_j)
+
+    def grads(m: SirenMLP, dtype: torch.dtype, rows: slice) -> list[torch.Tensor]:
+        y, j = m.forward_with_gradient(x.to(dtype)[rows])
+        return [g.cpu() for g in torch.autograd.grad(y.sum() + j.pow(2).sum(), list(m.parameters()))]
+
+    got = grads(model, torch.float32, slice(None))
+    monkeypatch.setenv("FASTSDF_BACKEND", "reference")
+    assert max(gradient_errors(got, lambda rows: grads(twin, torch.float64, rows), 1)) <= tol_j
+
+
 def test_hidden_layers_with_different_omegas_are_computed_with_theirs(poisoned: None) -> None:
     """The kernels take one hidden omega: a network whose hidden layers differ (fastsdf.Siren's
     ``net[i].omega_0`` can be set per layer, as in the official class) runs on the composed path."""

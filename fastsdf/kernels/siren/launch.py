@@ -34,7 +34,8 @@ more with them, whose rows are scaled first (``device.scale_rows``: tf32x3's Jac
 12 / 24 B). With a 256-d latent code the first layer's loop (no longer unrolled) spills nothing
 (it spilled 7-8 KB at width 256, 0.5 MB at 512). Larger tiles at 256 still spill: 64 points 432 B
 (sm_80) and 180 B (sm_90, wgmma), 128 points 9 KB / 352 B. Widths 128 and 512 and the tf32/bf16
-variants at 256 are compiled only with FASTSDF_COMPILE_ALL=1 (tests/test_triton_compile.py).
+variants at 256 are compiled only with FASTSDF_COMPILE_ALL=1 (tests/test_triton_compile.py); tf32's
+forward at 256 spills 24 B (with a tangent 12 B on sm_80).
 
 The training kernels' tilings (``_BACKWARD_CONFIGS``, ``_TAPED_CONFIGS`` where they differ from the
 forward's; measured by tests/test_triton_compile.py, which compiles the other precisions too), fp32,
