@@ -96,10 +96,10 @@ def weight_gradient_kernel(d_ptr, a_ptr, du_ptr, t_ptr, partial_ptr, bias_ptr, n
                            BLOCK_P: tl.constexpr):
     """Program (tile, split): the tile's partial dL/dW over points [split chunk, (split + 1) chunk),
     d^T a + sum over ``planes`` c of du[c]^T t[c] (d, du[c]: (n_points, OUT); a, t[c]: (n_points,
-    IN); a in [-1, 1] if BOUNDED; float32 or bfloat16, rows *_ROW and planes *_plane elements apart:
-    constants, since runtime row strides cost the fp32 tile 284 B of spills), stored at partial_ptr
-    + split OUT IN; with BIAS, the tiles of the first columns
-    store d's column sums at bias_ptr + split OUT."""
+    IN); a in [-1, 1] if BOUNDED; float32 or bfloat16, rows *_ROW and planes *_plane elements apart,
+    the row strides constants: as runtime values they cost the fp32 tile 284 B of spills), stored at
+    partial_ptr + split OUT IN; with BIAS, the tiles of the first columns store d's column sums at
+    bias_ptr + split OUT."""
     tiles_in = tl.cdiv(IN, BLOCK_I)
     tile = tl.program_id(0)
     split = tl.program_id(1).to(tl.int64)
