@@ -6,6 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastsdf-installed
 BUILD_INPUTS := pyproject.toml setup.py $(shell find csrc -type f 2>/dev/null)
+# The GPU machine's Triton (torch 2.11's), beside the venv's own: tests/test_triton_compile.py compiles
+# the kernels with it too, since its code generation differs (fastsdf/kernels/siren/launch.py).
+GPU_MACHINE_TRITON := $(VENV)/triton-3.6
 
 .PHONY: demo test bench sanitize clean gpu-check gpu-wheels
 
@@ -99,6 +102,7 @@ $(STAMP): $(PY) $(BUILD_INPUTS)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel "pybind11>=2.12"
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test]" --no-build-isolation
+	rm -rf $(GPU_MACHINE_TRITON) && $(PY) -m pip install --quiet --no-deps --target $(GPU_MACHINE_TRITON) triton==3.6.0
 	touch $(STAMP)
 
 clean:

@@ -90,6 +90,21 @@ def test_weight_gradient_matches_float64(points: int, outputs: int, inputs: int,
     _check_bias(b, d)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_older_tritons_tiles_match_float64(precision: str, rng: np.random.Generator,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The smaller tiles Triton before 3.8 takes (``launch.gradient_tiling``: 3.6 spills at 128 x 128),
+    several of them across each side of a layer, within the same bounds."""
+    monkeypatch.setattr(launch, "TRITON_VERSION", (3, 6))
+    tiling = launch.gradient_tiling(256, 192, precision)
+    assert (tiling.block_o, tiling.block_i, tiling.num_warps) == {"fp32": (64, 64, 8), "tf32": (64, 128, 8)}[precision]
+    d, a = _tensor(rng, 45, 256), torch.sin(_tensor(rng, 45, 192) * 30)
+    du, t = _tensor(rng, 1, 45, 256), _tensor(rng, 1, 45, 192)
+    w, b = parameters.weight_gradient(d, a, precision, True, du, t, bias=True)
+    _check(w, d, a, du, t, precision, True)
+    _check_bias(b, d)
+
+
 def _check_bias(got: torch.Tensor, d: torch.Tensor) -> None:
     d = d.double()
     assert ((got.double() - d.sum(0)).abs() <= _accumulation(len(d)) * d.abs().sum(0)).all()
@@ -187,9 +202,11 @@ def test_the_sums_are_deterministic(rng: np.random.Generator) -> None:
     assert all(torch.equal(x, y) for x, y in zip(first, second))
 
 
-def test_the_tilings_fit_the_products() -> None:
+@pytest.mark.parametrize("version", [(3, 6), (3, 9)])
+def test_the_tilings_fit_the_products(version: tuple[int, int], monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiles are powers of two of at least 16 (a product's smallest), at most 128, and cover layers
-    of every shape the kernels take."""
+    of every shape the kernels take, with Triton 3.9's tilings and older versions' (``launch``)."""
+    monkeypatch.setattr(launch, "TRITON_VERSION", version)
     for outputs in (1, 3, 16, 64, 256, 512):
         for inputs in (3, 16, 259, 512):
             for precision in ("fp32", "tf32", "bf16"):

@@ -115,6 +115,22 @@ layer uses 255 / 242 registers in fp32 (sm_90 / sm_80), 232 / 242 in tf32, 193 /
 keeps two tile accumulators (a step's products are scaled back before they are added), so its
 128 x 128 tile spilled 496 B on sm_80; a latent code's inputs (rows not 16-aligned: loaded a value
 at a time) spilled 0.5-1.3 KB at 128 outputs, hence half of them there.
+
+Older Triton (``TRITON_VERSION``): the tables above are Triton 3.9's. A user's Triton is the one
+their torch pins (torch 2.11, and the GPU machine this project measures on: 3.6), and its code
+generation differs. Compiled by 3.6 and its ptxas (tests/test_triton_compile.py with Triton 3.6),
+some of these tilings spill at width 256, sm_90 / sm_80: bf16's backward at 64 points 10.1 / 1.6
+KB, its reverse-mode sweep 0 / 1 KB; forward mode over the tape 4.7 / 3.6 KB in bf16 at 64 points,
+0.8-1 KB in fp32 and tf32 at 32; the weight gradients' 128 x 128 tile 540 B in fp32 and 120 B in
+tf32 on sm_90, fp32's 64 x 128 244 B on sm_80 (the PTX spills as much with ptxas 12.9 or 13.0).
+Where the version is that old they take ``_OLDER_TRITON``'s tilings: the backward at 32 points
+(bf16 as fp32: no spills; 3.8 spills 632 B at 64 too), forward mode over the tape at 16 (none in
+bf16, 104 B in fp32 and 60 B in tf32 on sm_90), the weight gradients' tiles at most 64 x 64 in fp32
+(8 warps; 4 spill 312 B on sm_80) and 64 x 128 in tf32 (none). Triton 3.8 (sm_90 measured)
+compiles the rest within 110 B of 3.9's spills; 3.7, not measured, takes 3.6's tilings. 3.6's
+remaining spills at width 256 (``KNOWN_SPILLS_3_6``) are 8-312 B, the largest bf16's forward at
+128 points on sm_90 with 3.6's ptxas 12.8 (ptxas 12.9 and 13.0: none, on the same PTX); its other
+widths are measured at 16-64 on sm_90 (no spills).
 """
 
 from __future__ import annotations
@@ -127,8 +143,9 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["OUT_PAD", "PRECISION_CODES", "WIDTHS", "Config", "GradientTiling", "arch", "backward_config",
-           "column_groups", "config", "gradient_tiling", "on_device", "supports", "tangents_per_launch"]
+__all__ = ["OUT_PAD", "PRECISION_CODES", "TRITON_VERSION", "WIDTHS", "Config", "GradientTiling", "arch",
+           "backward_config", "column_groups", "config", "gradient_tiling", "on_device", "supports",
+           "tangents_per_launch"]
 
 # The kernels' PRECISION: 0 is tf32x3, which fp32 keeps for a latent first layer and dL/dx; its other
 # products are device.FP16X3 (operands.kernel_precision).
@@ -138,6 +155,8 @@ WIDTHS = (16, 32, 64, 128, 256, 512)
 _MAX_OUTPUTS = 16  # the output layer is one chunk of OUT_PAD columns
 OUT_PAD = tl.constexpr(16)
 _MAX_INPUTS = 512
+# Triton's (major, minor) version: before 3.9 some tilings take ``_OLDER_TRITON``'s.
+TRITON_VERSION = tuple(int(part) for part in triton.__version__.split(".")[:2])
 
 
 @dataclass(frozen=True)
@@ -219,6 +238,19 @@ _BF16_CONFIGS: dict[tuple[str, int, int], tuple[Config, Config]] = {
     ("backward", 128, 0): _both(32, 8), ("backward", 256, 0): _both(64, 8)}
 
 
+# Where Triton before 3.9 spills at the tilings above (the module's docstring): (kernel, width,
+# tangents, precision) -> (the newest version that needs it, sm_80's tiling, sm_90's). "backward"
+# serves the reverse-mode sweep too; "directional" is keyed by its tangents beside the first.
+_OLDER_TRITON: dict[tuple[str, int, int, str], tuple[tuple[int, int], Config, Config]] = {
+    ("backward", 256, 0, "bf16"): ((3, 8), *_both(32, 8)),
+    **{("directional", 256, 0, p): ((3, 7), *_both(16, 8)) for p in ("fp32", "tf32", "bf16")}}
+
+
+def _older(kernel: str, width: int, tangents: int, precision: str, target: int) -> Config | None:
+    entry = _OLDER_TRITON.get((kernel, width, tangents, precision))
+    return None if entry is None or TRITON_VERSION > entry[0] else entry[1 + (target == 90)]
+
+
 def supports(weights: Sequence[torch.Tensor]) -> bool:
     """Whether the fused kernels take this network: hidden layers square, of a power-of-two width
     from 16 to 512, at most 512 inputs and at most 16 outputs."""
@@ -244,7 +276,8 @@ def _bf16(kernel: str, width: int, tangents: int, target: int) -> Config | None:
 def backward_config(width: int, tangents: int = 0, precision: str = "fp32", target: int = 90) -> Config:
     """The tiling of ``backward`` at this width, ``tangents`` Jacobian columns per launch, for
     ``target`` (``arch``)."""
-    return ((precision == "bf16" and _bf16("backward", width, tangents, target))
+    return (_older("backward", width, tangents, precision, target)
+            or (precision == "bf16" and _bf16("backward", width, tangents, target))
             or _BACKWARD_CONFIGS.get((width, tangents)) or _CONFIGS[width, tangents])
 
 
@@ -254,7 +287,8 @@ def config(width: int, tangents: int, precision: str = "fp32", target: int = 90,
     "taped" (the forward that writes the backward's tape) or "directional" (forward mode over the
     tape, ``tangents`` beside the first, which takes the activations' place: the forward's tiling
     with one tangent fewer)."""
-    return ((precision == "bf16" and _bf16(kernel, width, tangents, target))
+    return (_older(kernel, width, tangents, precision, target)
+            or (precision == "bf16" and _bf16(kernel, width, tangents, target))
             or (kernel == "taped" and _TAPED_CONFIGS.get((width, tangents))) or _CONFIGS[width, tangents])
 
 
@@ -262,14 +296,18 @@ def gradient_tiling(outputs: int, inputs: int, precision: str = "fp32", target: 
     """The tiling of the weight gradient of a layer of ``inputs`` -> ``outputs`` at ``precision`` for
     ``target`` (``arch``): tiles of up to 128 x 128 (fp32 on sm_80: 64 x 128), 16 at least (a
     product's smallest), half as many outputs where the inputs' rows are not 16-aligned (a latent
-    code's 259: loaded a value at a time); 32 points a step in 3 stages; 8 warps for 128 inputs, 2
-    for a 16 x 16 tile (with 4, ptxas spilled 8-16 B on sm_80), else 4."""
+    code's 259: loaded a value at a time); 32 points a step in 3 stages; 8 warps for the most inputs
+    a tile takes, 2 for a 16 x 16 tile (with 4, ptxas spilled 8-16 B on sm_80), else 4. Triton before
+    3.8 (3.6 spills 120-540 B at 128 x 128): at most 64 x 64 in fp32, 64 x 128 in tf32."""
     block_o = 64 if precision == "fp32" and target < 90 else 128
+    most_inputs = 128
+    if TRITON_VERSION < (3, 8) and precision != "bf16":
+        block_o, most_inputs = 64, 64 if precision == "fp32" else 128
     if inputs % 16:
         block_o //= 2
     block_o = min(block_o, max(16, triton.next_power_of_2(outputs)))
-    block_i = min(128, max(16, triton.next_power_of_2(inputs)))
-    warps = 8 if block_i == 128 else 2 if block_o * block_i <= 256 else 4
+    block_i = min(most_inputs, max(16, triton.next_power_of_2(inputs)))
+    warps = 8 if block_i == most_inputs else 2 if block_o * block_i <= 256 else 4
     return GradientTiling(block_o, block_i, 32, warps, 3)
 
 
