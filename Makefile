@@ -15,7 +15,7 @@ GPU_MACHINE_TRITON := $(VENV)/triton-3.6
 demo: $(STAMP)
 	$(PY) -m fastsdf.cli demo --out outputs/demo
 
-test: $(STAMP)
+test: $(STAMP) $(GPU_MACHINE_TRITON)/.installed
 	$(PY) -m pytest tests
 
 # The peers: pysdf builds against Debian's Eigen (its setup.py cannot find Eigen 3.4 by itself),
@@ -102,8 +102,11 @@ $(STAMP): $(PY) $(BUILD_INPUTS)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel "pybind11>=2.12"
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test]" --no-build-isolation
-	rm -rf $(GPU_MACHINE_TRITON) && $(PY) -m pip install --quiet --no-deps --target $(GPU_MACHINE_TRITON) triton==3.6.0
 	touch $(STAMP)
+
+$(GPU_MACHINE_TRITON)/.installed: | $(PY)
+	rm -rf $(GPU_MACHINE_TRITON) && $(PY) -m pip install --quiet --no-deps --target $(GPU_MACHINE_TRITON) triton==3.6.0
+	touch $@
 
 clean:
 	rm -rf build fastsdf/*.so outputs

@@ -86,13 +86,12 @@ KNOWN_SPILLS = {("forward", 64, 3, "fp32", 90): 16, ("forward", 128, 1, "fp32", 
                 ("forward", 256, 0, "tf32", 80): 24, ("forward", 256, 0, "tf32", 90): 24,
                 ("forward", 256, 1, "tf32", 80): 12}
 # Triton 3.6 (the GPU machine's; torch 2.11's) with its ptxas 12.8, at the tilings launch takes for it
-# (``launch._OLDER_TRITON``), measured 2026-12-01: the fast set and width 256's slow one (its other
-# widths are not measured with 3.6). bf16's forward at 128 points on sm_90 spills with ptxas 12.8
-# alone (12.9 and 13.0: none, on the same PTX).
+# (``launch._OLDER_TRITON``), measured 2026-12-01: the fast and slow sets of widths 16-256 (sm_80: the
+# fast set, 128 and 256; widths 16 and 32 spill nothing on sm_90), the weight gradients' on both.
 KNOWN_SPILLS_3_6 = {("forward", 64, 3, "fp32", 80): 8, ("forward", 256, 1, "fp32", 80): 20,
                     ("backward", 256, 0, "fp32", 80): 8, ("backward", 256, 0, "fp32", 90): 84,
                     ("input_gradient", 256, 0, "fp32", 80): 40, ("input_gradient", 256, 0, "fp32", 90): 64,
-                    ("directional", 256, 1, "fp32", 90): 104, ("forward", 256, 0, "bf16", 90): 312,
+                    ("directional", 256, 1, "fp32", 90): 104,
                     # width 256's slow set
                     ("forward", 256, 0, "tf32", 90): 24, ("backward", 256, 0, "tf32", 80): 76,
                     ("backward", 256, 0, "tf32", 90): 60, ("backward", 256, 1, "fp32", 80): 104,
@@ -103,7 +102,12 @@ KNOWN_SPILLS_3_6 = {("forward", 64, 3, "fp32", 80): 8, ("forward", 256, 1, "fp32
                     ("taped", 256, 0, "bf16", 90): 48, ("input_gradient", 256, 0, "tf32", 80): 40,
                     ("directional", 256, 1, "tf32", 90): 60,
                     # a latent code's first layer (the key has no inputs: the xyz forward's too)
-                    ("forward", 256, 0, "fp32", 80): 48}
+                    ("forward", 256, 0, "fp32", 80): 48,
+                    # widths 64 and 128
+                    ("backward", 64, 3, "bf16", 90): 84, ("forward", 128, 3, "fp32", 80): 44,
+                    ("backward", 128, 0, "fp32", 80): 24, ("backward", 128, 3, "fp32", 80): 112,
+                    ("backward", 128, 3, "fp32", 90): 176, ("backward", 128, 3, "bf16", 80): 196,
+                    ("backward", 128, 3, "bf16", 90): 400}
 _KNOWN_SPILLS = {(3, 9): KNOWN_SPILLS, (3, 6): KNOWN_SPILLS_3_6}
 # Where make test's set-up installs Triton 3.6 (pip --target, beside the venv's own Triton).
 GPU_MACHINE_TRITON = Path(sys.prefix) / "triton-3.6"
@@ -376,16 +380,17 @@ def test_older_triton_takes_the_tilings_it_compiles_without_spills(monkeypatch: 
     from fastsdf.kernels.siren import launch
 
     def tilings() -> tuple:
-        return (launch.backward_config(256, 0, "bf16", 90).block_m,
+        return (launch.config(256, 0, "bf16", 90).block_m, launch.backward_config(256, 0, "bf16", 90).block_m,
+                launch.backward_config(128, 0, "bf16", 80).num_warps,
                 launch.config(256, 0, "bf16", 80, "directional").block_m,
                 launch.config(256, 0, "fp32", 90, "directional").block_m,
                 launch.gradient_tiling(256, 256, "fp32", 90).block_o,
                 launch.gradient_tiling(256, 256, "tf32", 80))
 
     newest = launch.GradientTiling(128, 128, 32, 8, 3)
-    for version, want in (((3, 6), (32, 16, 16, 64, launch.GradientTiling(64, 128, 32, 8, 3))),
-                          ((3, 7), (32, 16, 16, 64, launch.GradientTiling(64, 128, 32, 8, 3))),
-                          ((3, 8), (32, 64, 32, 128, newest)), ((3, 9), (64, 64, 32, 128, newest))):
+    older = launch.GradientTiling(64, 128, 32, 8, 3)
+    for version, want in (((3, 6), (64, 32, 4, 16, 16, 64, older)), ((3, 7), (64, 32, 4, 16, 16, 64, older)),
+                          ((3, 8), (128, 32, 8, 64, 32, 128, newest)), ((3, 9), (128, 64, 8, 64, 32, 128, newest))):
         monkeypatch.setattr(launch, "TRITON_VERSION", version)
         assert tilings() == want, version
 

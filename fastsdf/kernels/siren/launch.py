@@ -126,11 +126,13 @@ tf32 on sm_90, fp32's 64 x 128 244 B on sm_80 (the PTX spills as much with ptxas
 Where the version is that old they take ``_OLDER_TRITON``'s tilings: the backward at 32 points
 (bf16 as fp32: no spills; 3.8 spills 632 B at 64 too), forward mode over the tape at 16 (none in
 bf16, 104 B in fp32 and 60 B in tf32 on sm_90), the weight gradients' tiles at most 64 x 64 in fp32
-(8 warps; 4 spill 312 B on sm_80) and 64 x 128 in tf32 (none). Triton 3.8 (sm_90 measured)
-compiles the rest within 110 B of 3.9's spills; 3.7, not measured, takes 3.6's tilings. 3.6's
-remaining spills at width 256 (``KNOWN_SPILLS_3_6``) are 8-312 B, the largest bf16's forward at
-128 points on sm_90 with 3.6's ptxas 12.8 (ptxas 12.9 and 13.0: none, on the same PTX); its other
-widths are measured at 16-64 on sm_90 (no spills).
+(8 warps; 4 spill 312 B on sm_80) and 64 x 128 in tf32 (none), and bf16's forward at 64 points on
+sm_90 too (wgmma still; none, where 128 spills 312 B with 3.6's ptxas 12.8 and none with 12.9 or
+13.0 on the same PTX); at width 128 bf16's backward with 4 warps (none; 8 spilled 96 / 364 B).
+Triton 3.8 (sm_90 measured) compiles the rest within 110 B of 3.9's spills; 3.7, not measured,
+takes 3.6's tilings. 3.6's remaining spills (``KNOWN_SPILLS_3_6``) are 8-140 B at width 256,
+none at 16 and 32, 8-84 B at 64, and at 128 24-400 B, the most in the backward with 3 tangents at
+16 points (bf16 400 / 196 B, fp32 176 / 112 B; bf16 with 4 warps spills 820 B).
 """
 
 from __future__ import annotations
@@ -242,7 +244,8 @@ _BF16_CONFIGS: dict[tuple[str, int, int], tuple[Config, Config]] = {
 # tangents, precision) -> (the newest version that needs it, sm_80's tiling, sm_90's). "backward"
 # serves the reverse-mode sweep too; "directional" is keyed by its tangents beside the first.
 _OLDER_TRITON: dict[tuple[str, int, int, str], tuple[tuple[int, int], Config, Config]] = {
-    ("backward", 256, 0, "bf16"): ((3, 8), *_both(32, 8)),
+    ("backward", 256, 0, "bf16"): ((3, 8), *_both(32, 8)), ("forward", 256, 0, "bf16"): ((3, 7), *_both(64, 8)),
+    ("backward", 128, 0, "bf16"): ((3, 7), *_both(32, 4)),
     **{("directional", 256, 0, p): ((3, 7), *_both(16, 8)) for p in ("fp32", "tf32", "bf16")}}
 
 
