@@ -131,8 +131,9 @@ sm_90 too (wgmma still; none, where 128 spills 312 B with 3.6's ptxas 12.8 and n
 13.0 on the same PTX); at width 128 bf16's backward with 4 warps (none; 8 spilled 96 / 364 B).
 Triton 3.8 (sm_90 measured) compiles the rest within 110 B of 3.9's spills; 3.7, not measured,
 takes 3.6's tilings. 3.6's remaining spills (``KNOWN_SPILLS_3_6``) are 8-140 B at width 256,
-none at 16 and 32, 8-84 B at 64, and at 128 24-400 B, the most in the backward with 3 tangents at
-16 points (bf16 400 / 196 B, fp32 176 / 112 B; bf16 with 4 warps spills 820 B).
+none at 16 and 32, 8-304 B at 64 (bf16's backward with 3 tangents on sm_80), and at 128 24-400 B,
+the most in the backward with 3 tangents at 16 points (bf16 400 / 196 B, fp32 176 / 112 B; bf16
+with 4 warps spills 820 B).
 """
 
 from __future__ import annotations
