@@ -25,6 +25,10 @@ counts what every kernel of the call does:
 Per point means the difference between two batch sizes over the difference in points: weights read
 once per call drop out, weights read once per tile of points stay (amortised over the tile).
 
+fastsdf's tilings depend on the Triton version (``fastsdf.kernels.siren.launch``): its rows are
+counted at the installed Triton's and again, labelled, at those of the versions ``--tilings`` names
+(the GPU machine's 3.6 by default) where they count differently.
+
 From the counts it gives the roofline bound of each kernel, the largest of bytes / HBM bandwidth,
 tensor FLOPs / tensor-core rate, CUDA-core instructions / their rate and sines / the special-function
 units' rate (MUFU, 16 per clock per SM, which ``sin.approx`` uses; libdevice's ``sinf`` costs about
@@ -39,6 +43,7 @@ Usage (from the repository root; a few minutes on a CPU):
 
     python benchmarks/gpu_model.py                  # table on stdout, benchmarks/results/gpu_model.json
     python benchmarks/gpu_model.py --networks siren256 --precisions fp32 --out /tmp/model.json
+    python benchmarks/gpu_model.py --tilings 3.6,3.8  # also fastsdf at these Tritons' tilings (default 3.6)
     python benchmarks/make_results.py benchmarks/results/*.json   # the RESULTS.md section
 """
 
@@ -449,6 +454,10 @@ JOB_TEXT = {"forward": "forward", "gradient": "forward + input gradient",
             "train": "training step (L1 + eikonal, backward to the parameters; no optimiser)",
             "train_y": "training step on y alone (L1, backward to the parameters; no optimiser)"}
 PRECISIONS = ("fp32", "tf32", "bf16")
+# The GPU machine's Triton (its torch 2.11 pins 3.6; the device README's KINDS.md): fastsdf takes
+# other tilings there where 3.9's spill (fastsdf.kernels.siren.launch._OLDER_TRITON), so the model
+# counts those as well.
+GPU_MACHINE_TRITON = (3, 6)
 
 
 def _model(network: Network, precision: str) -> Any:
@@ -469,6 +478,19 @@ def _inputs(network: Network, n: int) -> tuple[torch.Tensor, torch.Tensor | None
 def _loss(y: torch.Tensor, jacobian: torch.Tensor) -> torch.Tensor:
     """The benchmarks' training loss: |y| (an L1 on the SDF) plus the eikonal term | |grad| - 1 |."""
     return y.abs().mean() + (jacobian[:, 0].norm(dim=-1) - 1).abs().mean()
+
+
+@contextlib.contextmanager
+def tilings_of(version: tuple[int, int]) -> Iterator[None]:
+    """fastsdf's kernels take the tilings they take under Triton ``version``, whichever Triton
+    interprets them (``launch.TRITON_VERSION`` is read at each launch)."""
+    from fastsdf.kernels.siren import launch
+
+    saved, launch.TRITON_VERSION = launch.TRITON_VERSION, version
+    try:
+        yield
+    finally:
+        launch.TRITON_VERSION = saved
 
 
 def fastsdf_call(network: Network, job: str, precision: str) -> Callable[[int], Callable[[], None]]:
@@ -629,7 +651,7 @@ def model_rows(network: Network, job: str, impl: str, precision: str, make: Call
         for name, values in k.buffers.items():
             key = f"{k.name}.{name}"
             buffers[key] = [a + b for a, b in zip(buffers.get(key, [0.0, 0.0]), values)]
-    variants = [(precision, points)] if impl == "fastsdf" else [("fp32", points), ("tf32", _on_tf32(points))]
+    variants = [(precision, points)] if impl != "eager" else [("fp32", points), ("tf32", _on_tf32(points))]
     rows = [_row(network, job, impl, name, kernels, kernels_per_call=len(large),
                  triton_launches=sum(k.kind == "triton" for k in large),
                  at_batch={str(n): {**summary(ks), "bytes_per_point": _merged(ks).bytes / n}
@@ -668,6 +690,10 @@ NOTES = [
     "forward's hidden products in TF32). Its weight gradients are a Triton GEMM over chunks of the batch, each "
     "operand read once per 128-column tile of the other (all counted as HBM's); at the model's batches it takes one "
     "chunk, so the chunks' partial sums (about 32 B per point per width-256 layer at 2^20 points) are not counted.",
+    "fastsdf (Triton 3.6): the same kernels at the tilings fastsdf takes under Triton 3.6 (the GPU machine's, which "
+    "its torch 2.11 pins), shown where they count differently from the installed Triton's; counted by the installed "
+    "Triton's interpreter, so only the tilings differ, not 3.6's code. Spills (local memory) are not counted for "
+    "either.",
 ]
 
 FLOOR_TEXT = ("floor: one kernel that keeps everything on chip (reads the points, writes the outputs), eager "
@@ -694,22 +720,36 @@ def _row(network: Network, job: str, impl: str, precision: str, kernels: list[Ke
     row = {"network": network.key, "network_text": network.text, "job": job, "impl": impl, "precision": precision,
            **extra, "per_point": summary(kernels), "bounds": {chip.name: bound(kernels, chip) for chip in CHIPS}}
     target = TARGET_BYTES.get(job)
-    if target is not None and impl == "fastsdf" and not network.latent:
+    if target is not None and impl.startswith("fastsdf") and not network.latent:
         row["target_bytes"] = target
         row["target_met"] = row["per_point"]["bytes"] <= target
     return row
 
 
 def run_model(networks: Sequence[str], precisions: Sequence[str], batches: tuple[int, int],
-              jobs: Sequence[str] = JOBS, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              jobs: Sequence[str] = JOBS, tilings: Sequence[tuple[int, int]] = (),
+              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """The rows of every network, job and precision: fastsdf at the installed Triton's tilings, then at
+    each of ``tilings``' where they count differently; eager; the floor."""
+    from fastsdf.kernels.siren import launch
+
+    installed = launch.TRITON_VERSION
+    versions = list(dict.fromkeys([installed, *tilings]))
     rows = []
     for key in networks:
         network = NETWORKS[key]
         for job in jobs:
             for precision in precisions:
-                log(f"  {key}: {job}, fastsdf {precision}")
-                rows += model_rows(network, job, "fastsdf", precision, fastsdf_call(network, job, precision),
-                                   batches)[0]
+                counted = []
+                for version in versions:
+                    impl = "fastsdf" if version == installed else "fastsdf (Triton {}.{})".format(*version)
+                    log(f"  {key}: {job}, {impl} {precision}")
+                    with tilings_of(version):
+                        row = model_rows(network, job, impl, precision, fastsdf_call(network, job, precision),
+                                         batches)[0][0]
+                    if all(row["per_point"] != other["per_point"] for other in counted):
+                        counted.append(row)
+                rows += counted
             log(f"  {key}: {job}, eager")
             eager_rows, eager = model_rows(network, job, "eager", "fp32", eager_call(network, job), batches)
             rows += eager_rows + floor_rows(network, job, eager, precisions)
@@ -733,7 +773,7 @@ def fmt(value: float | None) -> str:
 def table_lines(rows: list[dict[str, Any]]) -> list[str]:
     """A plain-text table per network: per point, and the bound on each chip."""
     chips = " ".join(f"{chip.name:>14}" for chip in CHIPS)
-    header = (f"{'job':<9} {'impl':<8} {'prec':<5} {'B/pt':>9} {'HBM B/pt':>9} {'L2 B/pt':>9} {'FLOP/pt':>9} "
+    header = (f"{'job':<9} {'impl':<20} {'prec':<5} {'B/pt':>9} {'HBM B/pt':>9} {'L2 B/pt':>9} {'FLOP/pt':>9} "
               f"{'sin+cos':>8} {'kernels':>7} {chips}  {'binds (H200)':<24} target")
     lines = []
     for key in dict.fromkeys(r["network"] for r in rows):
@@ -747,7 +787,7 @@ def table_lines(rows: list[dict[str, Any]]) -> list[str]:
             if "target_met" in r:
                 target = f"{'met' if r['target_met'] else 'MISSED'} (<= {r['target_bytes']} B)"
             bounds = " ".join(f"{fmt(r['bounds'][chip.name]['points_per_s']):>14}" for chip in CHIPS)
-            lines.append(f"{r['job']:<9} {r['impl']:<8} {r['precision']:<5} {fmt(p['bytes']):>9} "
+            lines.append(f"{r['job']:<9} {r['impl']:<20} {r['precision']:<5} {fmt(p['bytes']):>9} "
                          f"{fmt(h200['hbm_bytes']):>9} {fmt(h200['l2_bytes']):>9} {fmt(p['flops']):>9} "
                          f"{fmt(p['sines']):>8} {r['kernels_per_call']:>7} {bounds}  {binds:<24} {target}")
     return lines
@@ -782,6 +822,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", default=",".join(JOBS), help="(default: %(default)s)")
     parser.add_argument("--batches", default="128,256",
                         help="two batch sizes, multiples of the kernels' tile (default: %(default)s)")
+    parser.add_argument("--tilings", default="{}.{}".format(*GPU_MACHINE_TRITON),
+                        help="also count fastsdf at the tilings it takes under these Triton versions, where they "
+                             "count differently from the installed Triton's; 'none' for none (default: %(default)s, "
+                             "the GPU machine's)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON to write (default: %(default)s)")
     args = parser.parse_args(argv)
 
@@ -802,6 +846,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if len(batches) != 2 or not 0 < batches[0] < batches[1]:
         parser.error(f"--batches must be two increasing positive integers, got {args.batches!r}")
     args.batches = batches
+    try:
+        args.tilings = [] if args.tilings == "none" else [
+            (int(major), int(minor)) for major, minor in (v.strip().split(".") for v in args.tilings.split(","))]
+    except ValueError:
+        parser.error(f"--tilings must be Triton versions like 3.6,3.8 or 'none', got {args.tilings!r}")
     return args
 
 
@@ -812,7 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)  # the counts do not depend on it; the interpreter's numpy does the work
     print(f"counting at batches {args.batches} (Triton interpreter + PyTorch dispatcher; a model, no GPU):",
           flush=True)
-    rows = run_model(args.networks, args.precisions, args.batches, args.jobs,
+    rows = run_model(args.networks, args.precisions, args.batches, args.jobs, args.tilings,
                      log=lambda line: print(line, flush=True))
     data = {
         "kind": KIND,
@@ -823,6 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "commit": _commit(),
         "torch": torch.__version__,
         "triton": _triton_version(),
+        "tilings": [".".join(map(str, v)) for v in args.tilings],
         "batches": list(args.batches),
         "chips": [asdict(chip) for chip in CHIPS],
         "jobs": {job: JOB_TEXT[job] for job in args.jobs},

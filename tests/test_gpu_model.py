@@ -176,6 +176,27 @@ def test_eager_gradient_counts_the_backward_too() -> None:
     assert sum(k.sines for k in gradient) == 2 * sum(k.sines for k in forward) == 2 * 8 * 32
 
 
+def test_older_tritons_tilings_are_counted_where_they_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastsdf.kernels.siren import launch
+
+    installed = launch.TRITON_VERSION
+    with gpu_model.tilings_of((3, 6)):
+        assert launch.config(256, 0, "bf16", 90).block_m == 64
+    assert launch.TRITON_VERSION == installed
+    # At width 16 every Triton takes the same tilings: an older one's row would repeat the first.
+    monkeypatch.setenv("FASTSDF_BACKEND", "triton")
+    monkeypatch.setitem(gpu_model.NETWORKS, "tiny", gpu_model.Network("tiny", "3 -> 16 x 2 -> 1", 16, 1))
+    rows = gpu_model.run_model(["tiny"], ["bf16"], (64, 128), ["forward"], [(3, 6)], log=lambda line: None)
+    assert [r["impl"] for r in rows] == ["fastsdf", "eager", "eager", "floor"]
+    assert launch.TRITON_VERSION == installed
+
+
+@pytest.mark.parametrize("value", ["3", "3.6.0", "three.six", "3.6,"])
+def test_model_tilings_refused(value: str) -> None:
+    with pytest.raises(SystemExit):
+        gpu_model._parse(["--tilings", value])
+
+
 # --- benchmarks/gpu_bench.py and make_results.py: what can be checked without a GPU ---------------
 
 import json  # noqa: E402
