@@ -7,6 +7,10 @@
     marching_cubes-cuda-{n}  fastsdf.marching_cubes of a sphere's SDF sampled on n^3, n = 512, 1024
     mesh_sdf-cuda-icosphere20k  fastsdf.MeshSDF at 1M points (half uniform, half near the surface),
                              each sign mode
+    siren-cuda-tilings-{job}{n}  (part ``tilings``, not run by default) SirenMLP 3 -> 256 x 4 -> 1's fused
+                             kernels at the tilings the installed Triton takes and at another version's
+                             (3.9's under an older Triton, 3.6's under 3.9), rounds interleaved, at 2^20
+                             points: forward, gradient, train (L1 + eikonal) and train_y (L1), no optimiser
 
 The workloads and peers are those of the pytest-benchmark suite (benchmarks/test_bench_*.py), timed
 here with CUDA events around each call: warm-up calls first (compilation, caches), then rounds
@@ -26,11 +30,13 @@ refuses to write under benchmarks/results/, and make_results.py skips its files.
 
     python benchmarks/gpu_bench.py                            # on a GPU: benchmarks/results/gpu.json
     python benchmarks/gpu_bench.py --dry-run --out /tmp/dry.json
+    python benchmarks/gpu_bench.py --parts tilings --budget 120 --out benchmarks/results/gpu_tilings.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import functools
 import gc
@@ -42,7 +48,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +57,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "benchmarks"
 RESULTS_DIR = BENCH_DIR / "results"
 DEFAULT_OUT = RESULTS_DIR / "gpu.json"
+if __name__ == "__main__" and "--dry-run" in sys.argv:
+    # The tilings part's dry run runs the Triton kernels in Triton's CPU interpreter, which must be
+    # chosen before triton is imported (torch imports it).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 for _path in (ROOT / "tests", BENCH_DIR, ROOT):  # this checkout's fastsdf, installed or not
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
@@ -65,9 +75,12 @@ DRY_RUN_NOTE = "CPU DRY RUN of benchmarks/gpu_bench.py: NOT GPU NUMBERS, only a 
 SIREN_SIZES = tuple(2**k for k in range(18, 23))
 MC_SIZES = (512, 1024)
 MESH_POINTS = 1_000_000
-DRY = {"siren": (256, 512), "marching_cubes": (24, 32), "mesh_sdf": 2_000}
-PARTS = ("siren", "marching_cubes", "mesh_sdf")
-SHARES = {"siren": 0.7, "marching_cubes": 0.12, "mesh_sdf": 0.18}  # of the budget left when a part starts
+TILINGS_POINTS = 2**20
+DRY = {"siren": (256, 512), "marching_cubes": (24, 32), "mesh_sdf": 2_000, "tilings": 131}
+PARTS = ("siren", "marching_cubes", "mesh_sdf")  # the default's, make gpu-check's
+KNOWN_PARTS = (*PARTS, "tilings")
+# Of the budget left when a part starts.
+SHARES = {"siren": 0.7, "marching_cubes": 0.12, "mesh_sdf": 0.18, "tilings": 1.0}
 PRECISIONS = ("fp32", "tf32", "bf16")
 CHECK_POINTS = 65_536  # SIREN outputs checked against float64 on this many points
 L2_MULTIPLE = 2  # the rotated inputs hold at least this many times the L2 cache
@@ -128,17 +141,17 @@ class Bench:
         call(inputs[1 % len(inputs)])
         self.sync()
         one = time.perf_counter() - start
+        rounds = self.rounds_for(one, deadline)
+        return None if rounds is None else stats_of(self._rounds(call, inputs, rounds), first)
+
+    def rounds_for(self, one: float, deadline: Deadline) -> int | None:
+        """Timed rounds of a call that took ``one`` second: about TARGET_S of them, 5 to 25, fewer
+        (at least 3) where the deadline is near; None where not even 3 fit."""
         target = TARGET_S / 10 if self.dry_run else TARGET_S  # a dry run tests the code, not the times
         rounds = int(max(5, min(25, target / max(one, 1e-6))))
         if rounds * one > deadline.left():
             rounds = int(deadline.left() / max(one, 1e-6))
-            if rounds < 3:
-                return None
-        seconds = self._rounds(call, inputs, rounds)
-        q1, median, q3 = np.percentile(seconds, [25, 50, 75])
-        return {"median": float(median), "iqr": float(q3 - q1), "min": float(np.min(seconds)),
-                "max": float(np.max(seconds)), "mean": float(np.mean(seconds)), "stddev": float(np.std(seconds)),
-                "rounds": len(seconds), "iterations": 1, "first_call_s": first}
+        return rounds if rounds >= 3 else None
 
     def _rounds(self, call: Callable[[Any], Any], inputs: Sequence[Any], rounds: int) -> list[float]:
         if self.device != "cuda":
@@ -196,6 +209,14 @@ class Bench:
             if self.device == "cuda":
                 torch.cuda.empty_cache()
         return False
+
+
+def stats_of(seconds: Sequence[float], first_call_s: float) -> dict[str, Any]:
+    """pytest-benchmark's statistics of the timed rounds, and how long the first (warm-up) call took."""
+    q1, median, q3 = np.percentile(seconds, [25, 50, 75])
+    return {"median": float(median), "iqr": float(q3 - q1), "min": float(np.min(seconds)),
+            "max": float(np.max(seconds)), "mean": float(np.mean(seconds)), "stddev": float(np.std(seconds)),
+            "rounds": len(seconds), "iterations": 1, "first_call_s": first_call_s}
 
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -317,16 +338,23 @@ def _siren_peers(job: str, official: Any, bench: Bench) -> dict[str, tuple[str, 
 def _fused(call: Callable) -> Callable:
     """``call`` under FASTSDF_BACKEND=triton (the dispatcher reads it at every call)."""
     def run(x: torch.Tensor) -> Any:
-        saved = os.environ.get("FASTSDF_BACKEND")
-        os.environ["FASTSDF_BACKEND"] = "triton"
-        try:
+        with _fastsdf_backend("triton"):
             return call(x)
-        finally:
-            if saved is None:
-                del os.environ["FASTSDF_BACKEND"]
-            else:
-                os.environ["FASTSDF_BACKEND"] = saved
     return run
+
+
+@contextlib.contextmanager
+def _fastsdf_backend(name: str) -> Iterator[None]:
+    """FASTSDF_BACKEND=``name`` within the block."""
+    saved = os.environ.get("FASTSDF_BACKEND")
+    os.environ["FASTSDF_BACKEND"] = name
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["FASTSDF_BACKEND"]
+        else:
+            os.environ["FASTSDF_BACKEND"] = saved
 
 
 def _fresh(official: Any, bench: Bench) -> Any:
@@ -364,6 +392,136 @@ def _siren_errors(call: Callable, x: torch.Tensor, check: Any, job: str) -> dict
         return {"rel_error_y": relative_error(out[0] if isinstance(out, tuple) else out, check[0])}
     y, jacobian = out
     return {"rel_error_y": relative_error(y, check[0]), "rel_error_grad": relative_error(jacobian, check[1])}
+
+
+# --- tilings: the installed Triton's against another version's -----------------------------------------
+
+# Jobs and precisions, the most telling first (the budget cuts the tail): bf16's forward and each
+# precision's training steps, where Triton 3.6's tilings differ most from 3.9's.
+TILINGS_ORDER = (("forward", "bf16"), ("train", "fp32"), ("train", "bf16"), ("train", "tf32"), ("train_y", "fp32"),
+                 ("train_y", "bf16"), ("train_y", "tf32"), ("gradient", "bf16"), ("gradient", "fp32"),
+                 ("gradient", "tf32"), ("forward", "fp32"), ("forward", "tf32"))
+
+
+# A pair first compiles its kernels at both tilings (tens of seconds, however long the rounds): one
+# starts only with this much of the part's time left.
+_TILINGS_NEEDS_S = 20.0
+
+
+def _job_tilings(job: str, precision: str, target: int) -> tuple:
+    """The tilings the kernels of ``job`` take at width 256 (``fastsdf.kernels.siren.launch``): the
+    forward's; the taped forward and the reverse sweep of the input gradient and of both training
+    steps; the weight gradients' of a hidden layer in training; forward mode over the tape in the
+    eikonal step."""
+    from fastsdf.kernels.siren import launch
+
+    if job == "forward":
+        return (launch.config(256, 0, precision, target),)
+    tilings = (launch.config(256, 0, precision, target, "taped"), launch.backward_config(256, 0, precision, target))
+    if job != "gradient":
+        tilings += (launch.gradient_tiling(256, 256, precision, target),)
+    if job == "train":
+        tilings += (launch.config(256, 0, precision, target, "directional"),)
+    return tilings
+
+
+def _tilings_job(model: Any, job: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> what ``job`` computes, flat: y; y and dy/dx; the parameters' gradients after a backward
+    of the L1 (``train_y``) or L1 + eikonal (``train``) loss."""
+    def call(x: torch.Tensor) -> torch.Tensor:
+        if job in ("forward", "gradient"):
+            with torch.no_grad():
+                out = model(x) if job == "forward" else torch.cat([t.reshape(len(x), -1) for t in
+                                                                   model.forward_with_gradient(x)], dim=1)
+            return out.reshape(-1)
+        model.zero_grad(set_to_none=True)
+        if job == "train_y":
+            loss = model(x).abs().mean()
+        else:
+            y, jacobian = model.forward_with_gradient(x)
+            loss = y.abs().mean() + (jacobian[:, 0].norm(dim=-1) - 1).abs().mean()
+        loss.backward()
+        return torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
+    return call
+
+
+def tilings(bench: Bench, points: int, deadline: Deadline) -> None:
+    """Each job and precision of TILINGS_ORDER whose kernels' tilings differ between the installed
+    Triton and the other version (3.9 under an older one, 3.6 under 3.9): SirenMLP's fused kernels
+    (FASTSDF_BACKEND=triton) at both, rounds interleaved on the same inputs; the other version's row
+    says how far its result is from the installed one's (the same sums, tiled otherwise)."""
+    import test_bench_siren as suite
+    from fastsdf.kernels.siren import launch
+
+    installed = launch.TRITON_VERSION
+    other = (3, 9) if installed < (3, 9) else (3, 6)
+    names = {installed: "{}.{}".format(*installed), other: "{}.{}".format(*other)}
+    target = launch.arch(torch.device(bench.device))
+    official = suite._official(bench.device)
+    pool = [torch.rand(points, 3, device=bench.device) * 2 - 1 for _ in range(bench.copies(points * 3 * 4))]
+    for job, precision in TILINGS_ORDER:
+        what = f"tilings {job} {precision} at {points:,} points"
+        with launch.tilings_of(other):
+            theirs = _job_tilings(job, precision, target)
+        if theirs == _job_tilings(job, precision, target):
+            continue
+        if deadline.left() <= _TILINGS_NEEDS_S:
+            bench.skipped.append({"what": what, "why": "time budget"})
+            continue
+        bench.attempt(what, lambda: _tilings_pair(bench, suite, official, job, precision, pool,
+                                                  (installed, other), names, deadline, what))
+
+
+def _tilings_pair(bench: Bench, suite: Any, official: Any, job: str, precision: str, pool: list[torch.Tensor],
+                  versions: tuple[tuple[int, int], tuple[int, int]], names: dict, deadline: Deadline,
+                  what: str) -> None:
+    from fastsdf.kernels.siren import launch
+
+    model = suite._ours(official, precision)
+    run = _tilings_job(model, job)
+
+    def at(version: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
+        def call(x: torch.Tensor) -> torch.Tensor:
+            with launch.tilings_of(version), _fastsdf_backend("triton"):
+                return run(x)
+        return call
+
+    calls = [at(v) for v in versions]
+    firsts, outs = [], []
+    for call in calls:  # compiles, then a second call for the time of one
+        start = time.perf_counter()
+        outs.append(call(pool[0]).detach().clone())
+        bench.sync()
+        firsts.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    for call in calls:
+        call(pool[1 % len(pool)])
+    bench.sync()
+    rounds = bench.rounds_for(time.perf_counter() - start, deadline)
+    if rounds is None:
+        bench.skipped.append({"what": what, "why": "time budget"})
+        return
+    seconds: list[list[float]] = [[] for _ in calls]
+    for r in range(rounds):
+        for i, call in enumerate(calls):
+            seconds[i] += bench._rounds(call, [pool[r % len(pool)]], 1)
+    for i, version in enumerate(versions):
+        extra = {"peer": "fastsdf", "version": fastsdf.__version__, "points": len(pool[0]),
+                 "variant": precision if i == 0 else f"{precision}, Triton {names[version]}'s tilings",
+                 "compare_with": precision,
+                 "input": f"{suite.NETWORK_TEXT}; {_TILINGS_JOB_TEXT[job]} at {len(pool[0]):,} points uniform in "
+                          f"[-1, 1]^3 ({len(pool)} inputs rotated), fused kernels (FASTSDF_BACKEND=triton), "
+                          f"rounds interleaved with the other tilings'; Triton {names[versions[0]]} installed"}
+        if i:
+            extra["rel_diff_vs_installed_tilings"] = relative_error(outs[i], outs[0])
+        bench.record(f"siren-{bench.kind}-tilings-{job}{len(pool[0])}", f"fastsdf-{precision}-{names[version]}",
+                     stats_of(seconds[i], firsts[i]), extra)
+
+
+_TILINGS_JOB_TEXT = {"forward": "the network, no gradient recorded",
+                     "gradient": "the network and its input gradient (forward_with_gradient, no gradient recorded)",
+                     "train": "a backward of L1 + eikonal to the parameters, no optimiser",
+                     "train_y": "a backward of L1 to the parameters, no optimiser"}
 
 
 # --- marching cubes ------------------------------------------------------------------------------------
@@ -497,8 +655,8 @@ def summary_lines(bench: Bench) -> list[str]:
         extra, stats = r["extra_info"], r["stats"]
         peer = f"{extra['peer']} {extra.get('variant') or extra.get('sign') or ''}".strip()
         checks = " ".join(f"{k}={extra[k]:.1e}" if isinstance(extra[k], float) else f"{k}={extra[k]}"
-                          for k in ("rel_error_y", "rel_error_grad", "max_abs_error", "sign_disagreement",
-                                    "same_size_as_cpu") if k in extra)
+                          for k in ("rel_error_y", "rel_error_grad", "rel_diff_vs_installed_tilings",
+                                    "max_abs_error", "sign_disagreement", "same_size_as_cpu") if k in extra)
         limit = SUSPECT.get(str(extra.get("variant", "fp32")), SUSPECT["fp32"])
         if any(extra.get(k, 0.0) > limit for k in ("rel_error_y", "rel_error_grad")):
             checks += f" SUSPECT (> {limit:g})"
@@ -520,13 +678,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                                                                "a dry run needs one outside benchmarks/results)")
     parser.add_argument("--budget", type=float, default=220.0,
                         help="seconds for all the timing, shared out between the parts (default: %(default)s)")
-    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated (default: %(default)s)")
-    parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU: tests the script, no GPU numbers")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated, of {', '.join(KNOWN_PARTS)} (default: %(default)s)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="tiny sizes on the CPU: tests the script, no GPU numbers")
     args = parser.parse_args(argv)
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = [p for p in args.parts if p not in PARTS]
+    unknown = [p for p in args.parts if p not in KNOWN_PARTS]
     if unknown or not args.parts:
-        parser.error(f"--parts: unknown {unknown or 'empty list'}; known: {', '.join(PARTS)}")
+        parser.error(f"--parts: unknown {unknown or 'empty list'}; known: {', '.join(KNOWN_PARTS)}")
     if not args.budget > 0:
         parser.error("--budget must be positive")
     if args.dry_run:
@@ -555,6 +715,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "siren": lambda d: siren(bench, DRY["siren"] if args.dry_run else SIREN_SIZES, d),
         "marching_cubes": lambda d: marching_cubes(bench, DRY["marching_cubes"] if args.dry_run else MC_SIZES, d),
         "mesh_sdf": lambda d: mesh_sdf(bench, DRY["mesh_sdf"] if args.dry_run else MESH_POINTS, d),
+        "tilings": lambda d: tilings(bench, DRY["tilings"] if args.dry_run else TILINGS_POINTS, d),
     }
     for i, part in enumerate(args.parts):
         share = SHARES[part] / sum(SHARES[p] for p in args.parts[i:])

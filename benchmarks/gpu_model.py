@@ -480,19 +480,6 @@ def _loss(y: torch.Tensor, jacobian: torch.Tensor) -> torch.Tensor:
     return y.abs().mean() + (jacobian[:, 0].norm(dim=-1) - 1).abs().mean()
 
 
-@contextlib.contextmanager
-def tilings_of(version: tuple[int, int]) -> Iterator[None]:
-    """fastsdf's kernels take the tilings they take under Triton ``version``, whichever Triton
-    interprets them (``launch.TRITON_VERSION`` is read at each launch)."""
-    from fastsdf.kernels.siren import launch
-
-    saved, launch.TRITON_VERSION = launch.TRITON_VERSION, version
-    try:
-        yield
-    finally:
-        launch.TRITON_VERSION = saved
-
-
 def fastsdf_call(network: Network, job: str, precision: str) -> Callable[[int], Callable[[], None]]:
     """n -> the call of ``job`` through SirenMLP (FASTSDF_BACKEND=triton)."""
     model = _model(network, precision)
@@ -744,7 +731,7 @@ def run_model(networks: Sequence[str], precisions: Sequence[str], batches: tuple
                 for version in versions:
                     impl = "fastsdf" if version == installed else "fastsdf (Triton {}.{})".format(*version)
                     log(f"  {key}: {job}, {impl} {precision}")
-                    with tilings_of(version):
+                    with launch.tilings_of(version):
                         row = model_rows(network, job, impl, precision, fastsdf_call(network, job, precision),
                                          batches)[0][0]
                     if all(row["per_point"] != other["per_point"] for other in counted):

@@ -180,7 +180,7 @@ def test_older_tritons_tilings_are_counted_where_they_differ(monkeypatch: pytest
     from fastsdf.kernels.siren import launch
 
     installed = launch.TRITON_VERSION
-    with gpu_model.tilings_of((3, 6)):
+    with launch.tilings_of((3, 6)):
         assert launch.config(256, 0, "bf16", 90).block_m == 64
     assert launch.TRITON_VERSION == installed
     # At width 16 every Triton takes the same tilings: an older one's row would repeat the first.
@@ -249,6 +249,24 @@ def test_siren_dry_run_checks_outputs_against_float64(tmp_path: Path) -> None:
     assert rows and all(r["group"].startswith("siren-dryrun-") for r in rows)
     checked = [r["extra_info"]["rel_error_y"] for r in rows if "rel_error_y" in r["extra_info"]]
     assert checked and all(error < 1e-5 for error in checked)  # float32 on the CPU, against float64
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="a dry run of the Triton kernels needs "
+                    "Triton's interpreter, chosen before triton is imported")
+def test_tilings_dry_run_times_both_tilings_where_they_differ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("pytest_benchmark")  # benchmarks/test_bench_siren.py, whose network it times, needs it
+    # fp32's forward takes the same tiling under every Triton: skipped; a partial tile of bf16's
+    monkeypatch.setattr(gpu_bench, "TILINGS_ORDER", (("forward", "fp32"), ("forward", "bf16")))
+    monkeypatch.setitem(gpu_bench.DRY, "tilings", 65)
+    out = tmp_path / "dry.json"
+    assert gpu_bench.main(["--dry-run", "--parts", "tilings", "--budget", "600", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["benchmarks"]
+    assert [r["group"] for r in rows] == ["siren-dryrun-tilings-forward65"] * 2
+    installed, other = (r["extra_info"] for r in rows)
+    assert installed["variant"] == installed["compare_with"] == other["compare_with"] == "bf16"
+    assert other["variant"].startswith("bf16, Triton ") and other["variant"].endswith("'s tilings")
+    assert other["rel_diff_vs_installed_tilings"] < 1e-6  # the same sums, tiled otherwise
+    assert all(r["stats"]["rounds"] == rows[0]["stats"]["rounds"] >= 3 for r in rows)
 
 
 def test_model_section_says_it_is_a_model(tmp_path: Path) -> None:

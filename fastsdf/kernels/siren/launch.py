@@ -139,7 +139,7 @@ with 4 warps spills 820 B).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -148,7 +148,7 @@ import triton.language as tl
 
 __all__ = ["OUT_PAD", "PRECISION_CODES", "TRITON_VERSION", "WIDTHS", "Config", "GradientTiling", "arch",
            "backward_config", "column_groups", "config", "gradient_tiling", "on_device", "supports",
-           "tangents_per_launch"]
+           "tangents_per_launch", "tilings_of"]
 
 # The kernels' PRECISION: 0 is tf32x3, which fp32 keeps for a latent first layer and dL/dx; its other
 # products are device.FP16X3 (operands.kernel_precision).
@@ -253,6 +253,19 @@ _OLDER_TRITON: dict[tuple[str, int, int, str], tuple[tuple[int, int], Config, Co
 def _older(kernel: str, width: int, tangents: int, precision: str, target: int) -> Config | None:
     entry = _OLDER_TRITON.get((kernel, width, tangents, precision))
     return None if entry is None or TRITON_VERSION > entry[0] else entry[1 + (target == 90)]
+
+
+@contextlib.contextmanager
+def tilings_of(version: tuple[int, int]) -> Iterator[None]:
+    """Within the block the kernels take the tilings they take under Triton ``version`` (major,
+    minor), whichever Triton compiles or interprets them: for comparing tilings (the benchmarks).
+    Not thread-safe: it sets the module's ``TRITON_VERSION``, which every launch reads."""
+    global TRITON_VERSION
+    saved, TRITON_VERSION = TRITON_VERSION, tuple(version)
+    try:
+        yield
+    finally:
+        TRITON_VERSION = saved
 
 
 def supports(weights: Sequence[torch.Tensor]) -> bool:
