@@ -531,7 +531,8 @@ def render_model_section(path: Path, data: dict[str, Any], level: int) -> str:
         "what it will do.",
         "",
         f"Counted {fmt_date(str(data.get('generated', '')))} at commit {str(data.get('commit') or '?')[:7]} "
-        f"(torch {data.get('torch', '?')}, Triton {data.get('triton', '?')}), batches "
+        f"(torch {data.get('torch', '?')}, Triton {data.get('triton', '?')}"
+        + "".join(f"; fastsdf also at Triton {v}'s tilings" for v in data.get("tilings", [])) + "), batches "
         f"{' and '.join(str(b) for b in data.get('batches', []))} points. Jobs: "
         + "; ".join(f"{job}: {text}" for job, text in data.get("jobs", {}).items()) + ".",
         "",
