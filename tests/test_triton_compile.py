@@ -427,13 +427,13 @@ def test_older_triton_takes_the_tilings_it_compiles_without_spills(monkeypatch: 
                 launch.backward_config(128, 0, "bf16", 80).num_warps,
                 launch.config(256, 0, "bf16", 80, "directional").block_m,
                 launch.config(256, 0, "fp32", 90, "directional").block_m,
-                launch.gradient_tiling(256, 256, "fp32", 90).block_o,
+                launch.gradient_tiling(256, 256, "fp32", 90).block_p,
                 launch.gradient_tiling(256, 256, "tf32", 80))
 
     newest = launch.GradientTiling(128, 128, 32, 8, 3)
-    older = launch.GradientTiling(64, 128, 32, 8, 3)
-    for version, want in (((3, 6), (64, 32, 4, 16, 16, 64, older)), ((3, 7), (64, 32, 4, 16, 16, 64, older)),
-                          ((3, 8), (128, 32, 8, 64, 32, 128, newest)), ((3, 9), (128, 64, 8, 64, 32, 128, newest))):
+    older = launch.GradientTiling(128, 128, 16, 8, 3)
+    for version, want in (((3, 6), (64, 32, 4, 16, 16, 16, older)), ((3, 7), (64, 32, 4, 16, 16, 16, older)),
+                          ((3, 8), (128, 32, 8, 64, 32, 32, newest)), ((3, 9), (128, 64, 8, 64, 32, 32, newest))):
         monkeypatch.setattr(launch, "TRITON_VERSION", version)
         assert tilings() == want, version
 

@@ -125,8 +125,10 @@ KB, its reverse-mode sweep 0 / 1 KB; forward mode over the tape 4.7 / 3.6 KB in 
 tf32 on sm_90, fp32's 64 x 128 244 B on sm_80 (the PTX spills as much with ptxas 12.9 or 13.0).
 Where the version is that old they take ``_OLDER_TRITON``'s tilings: the backward at 32 points
 (bf16 as fp32: no spills; 3.8 spills 632 B at 64 too), forward mode over the tape at 16 (none in
-bf16, 104 B in fp32 and 60 B in tf32 on sm_90), the weight gradients' tiles at most 64 x 64 in fp32
-(8 warps; 4 spill 312 B on sm_80) and 64 x 128 in tf32 (none), and bf16's forward at 64 points on
+bf16, 104 B in fp32 and 60 B in tf32 on sm_90), the weight gradients' at 16 points a step in fp32
+and tf32 where a tile has 64 x 64 or more (3.9's tiles: none on either target, for every layer
+shape of widths 16-512; 64 x 64 tiles at 32 points, also spill-free, read each operand twice as
+often: the cost model's fp32 `train_y` lost 23% to it), and bf16's forward at 64 points on
 sm_90 too (wgmma still; none, where 128 spills 312 B with 3.6's ptxas 12.8 and none with 12.9 or
 13.0 on the same PTX); at width 128 bf16's backward with 4 warps (none; 8 spilled 96 / 364 B).
 Triton 3.8 (sm_90 measured) compiles the rest within 110 B of 3.9's spills; 3.7, not measured,
@@ -313,19 +315,18 @@ def gradient_tiling(outputs: int, inputs: int, precision: str = "fp32", target: 
     """The tiling of the weight gradient of a layer of ``inputs`` -> ``outputs`` at ``precision`` for
     ``target`` (``arch``): tiles of up to 128 x 128 (fp32 on sm_80: 64 x 128), 16 at least (a
     product's smallest), half as many outputs where the inputs' rows are not 16-aligned (a latent
-    code's 259: loaded a value at a time); 32 points a step in 3 stages; 8 warps for the most inputs
-    a tile takes, 2 for a 16 x 16 tile (with 4, ptxas spilled 8-16 B on sm_80), else 4. Triton before
-    3.8 (3.6 spills 120-540 B at 128 x 128): at most 64 x 64 in fp32, 64 x 128 in tf32."""
+    code's 259: loaded a value at a time); 32 points a step in 3 stages; 8 warps for a tile of 128
+    inputs, 2 for a 16 x 16 tile (with 4, ptxas spilled 8-16 B on sm_80), else 4. Triton before 3.8
+    takes 16 points a step in fp32 and tf32 where the tile has 64 x 64 or more (3.6 spilled
+    120-540 B at 32, none at 16; a 16 x 128 tile spills at 16, not at 32)."""
     block_o = 64 if precision == "fp32" and target < 90 else 128
-    most_inputs = 128
-    if TRITON_VERSION < (3, 8) and precision != "bf16":
-        block_o, most_inputs = 64, 64 if precision == "fp32" else 128
     if inputs % 16:
         block_o //= 2
     block_o = min(block_o, max(16, triton.next_power_of_2(outputs)))
-    block_i = min(most_inputs, max(16, triton.next_power_of_2(inputs)))
-    warps = 8 if block_i == most_inputs else 2 if block_o * block_i <= 256 else 4
-    return GradientTiling(block_o, block_i, 32, warps, 3)
+    block_i = min(128, max(16, triton.next_power_of_2(inputs)))
+    warps = 8 if block_i == 128 else 2 if block_o * block_i <= 256 else 4
+    block_p = 16 if TRITON_VERSION < (3, 8) and precision != "bf16" and block_o * block_i >= 64 * 64 else 32
+    return GradientTiling(block_o, block_i, block_p, warps, 3)
 
 
 def column_groups(width: int, columns: int) -> list[tuple[int, int]]:
