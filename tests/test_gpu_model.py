@@ -183,6 +183,10 @@ def test_older_tritons_tilings_are_counted_where_they_differ(monkeypatch: pytest
     with launch.tilings_of((3, 6)):
         assert launch.config(256, 0, "bf16", 90).block_m == 64
     assert launch.TRITON_VERSION == installed
+    for version in ((3,), (3, 6, 0), ("3", "6"), (3, -1)):
+        with pytest.raises(ValueError, match="major, minor"), launch.tilings_of(version):
+            pass
+    assert launch.TRITON_VERSION == installed
     # At width 16 every Triton takes the same tilings: an older one's row would repeat the first.
     monkeypatch.setenv("FASTSDF_BACKEND", "triton")
     monkeypatch.setitem(gpu_model.NETWORKS, "tiny", gpu_model.Network("tiny", "3 -> 16 x 2 -> 1", 16, 1))

@@ -263,7 +263,10 @@ def tilings_of(version: tuple[int, int]) -> Iterator[None]:
     minor), whichever Triton compiles or interprets them: for comparing tilings (the benchmarks).
     Not thread-safe: it sets the module's ``TRITON_VERSION``, which every launch reads."""
     global TRITON_VERSION
-    saved, TRITON_VERSION = TRITON_VERSION, tuple(version)
+    version = tuple(version)
+    if len(version) != 2 or not all(isinstance(part, int) and part >= 0 for part in version):
+        raise ValueError(f"tilings_of: version must be (major, minor), two non-negative ints, got {version!r}")
+    saved, TRITON_VERSION = TRITON_VERSION, version
     try:
         yield
     finally:
